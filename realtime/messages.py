@@ -1,0 +1,102 @@
+"""Typed, immutable messages that flow between pipeline stages.
+
+Every message carries the session id, a per-kind sequence number and a monotonic timestamp
+(``time.monotonic()`` seconds, or the replay clock's equivalent). Stream times (``start``/``end``)
+are seconds from the start of the session's audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SAMPLE_RATE = 16_000  # every AudioChunk is 16 kHz mono float32 in [-1, 1]
+
+
+@dataclass(frozen=True)
+class Message:
+    session: str
+    seq: int
+    monotonic: float
+
+
+@dataclass(frozen=True)
+class AudioChunk(Message):
+    """PCM from one channel. ``start`` is the stream time of its first sample."""
+
+    samples: np.ndarray = field(compare=False, repr=False)
+    start: float = 0.0
+    channel: int = 0
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class VideoFrame(Message):
+    """One BGR uint8 frame (OpenCV layout) at stream time ``time``."""
+
+    image: np.ndarray = field(compare=False, repr=False)
+    time: float = 0.0
+
+
+@dataclass(frozen=True)
+class Utterance(Message):
+    """A span of speech cut by the VAD, with the frames seen while it was spoken."""
+
+    audio: np.ndarray = field(compare=False, repr=False)
+    start: float = 0.0
+    end: float = 0.0
+    speaker: str = "speaker"
+    channel: int = 0
+    frames: tuple[VideoFrame, ...] = field(default=(), compare=False, repr=False)
+    # Monotonic time at which the VAD closed the utterance (end of hangover).
+    segmented_at: float = 0.0
+    # Monotonic time at which the audio holding the last voiced frame arrived (end of speech).
+    speech_ended_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Transcript(Message):
+    utterance: Utterance
+    text: str
+    language: str = "en"
+    transcribed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class EmotionResult(Message):
+    """What the sinks publish for one utterance."""
+
+    utterance_seq: int
+    speaker: str
+    start: float
+    end: float
+    text: str
+    emotion: str
+    emotion_probs: dict[str, float]
+    polarity: str
+    polarity_probs: dict[str, float]
+    intensity: float
+    modalities: tuple[str, ...]
+    latency: dict[str, float]  # seconds per stage: vad, asr, inference, total
+    model_version: str
+
+
+@dataclass(frozen=True)
+class EndOfStream(Message):
+    reason: str = "eof"
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """Pipeline counters handed to sinks (the dashboard shows them; the summary prints them)."""
+
+    elapsed: float  # seconds since the session started (stream clock)
+    utterances: int
+    results: int
+    dropped: dict[str, int]  # per channel name: items dropped by its policy
+    queue_depths: dict[str, int]
+    latency_p50: dict[str, float]  # per stage, seconds, over the session so far

@@ -1,0 +1,1 @@
+"""Training and evaluation of UniMSE on MELD, IEMOCAP and CMU-MOSI."""

@@ -1,0 +1,127 @@
+"""`emotrack train` and `emotrack eval` (registered by the `emotrack` console script)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+EVAL_DATASETS = ("meld", "iemocap", "mosi")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train a UniMSE model from a TOML config",
+        description="Train UniMSE on the benchmark data. Model selection uses the dev splits only; "
+        "the best checkpoint is written to OUTPUT/best, the resumable state to OUTPUT/last.",
+    )
+    train.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        help="training config, e.g. configs/train_default.toml",
+    )
+    train.add_argument(
+        "--output", type=Path, help="run folder (default: [train].output of the config)"
+    )
+    train.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder laid out like ../shared/data (overrides [data].data_dir)",
+    )
+    train.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
+    train.set_defaults(handler=run_train)
+
+    ev = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint on a dataset split",
+        description="Evaluate a checkpoint. Prints a table; with --json the last stdout line "
+        "is one "
+        "JSON object with every metric.",
+    )
+    ev.add_argument(
+        "--dataset", required=True, choices=EVAL_DATASETS, help="benchmark to evaluate on"
+    )
+    ev.add_argument(
+        "--split", default="test", choices=("dev", "test"), help="split (default: test)"
+    )
+    ev.add_argument(
+        "--checkpoint",
+        default="default",
+        help="checkpoint folder, or 'default' for the bundled one",
+    )
+    ev.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("../shared/data"),
+        help="folder laid out like ../shared/data/<dataset> (default: ../shared/data)",
+    )
+    ev.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    ev.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: 64)")
+    ev.add_argument("--json", action="store_true", help="end with one JSON line of all metrics")
+    ev.set_defaults(handler=run_eval)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from train.config import TrainConfig
+    from train.loop import Trainer
+
+    config = TrainConfig.load(args.config)
+    if args.data_dir:
+        config = replace(config, data=replace(config.data, data_dir=str(args.data_dir)))
+    state = Trainer(config, args.output).run(resume=args.resume)
+    print(f"best dev score {state['best_score']:.2f} at epoch {state['best_epoch']}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from train.data import load_dataset
+    from train.evaluate import evaluate
+    from unimse.inference import EmotionPredictor
+
+    samples = load_dataset(args.dataset, args.split, args.data_dir)
+    if not samples:
+        raise ValueError(f"no {args.dataset} {args.split} samples under {args.data_dir}")
+    predictor = EmotionPredictor.load(
+        args.checkpoint, device=args.device, max_batch=args.batch_size
+    )
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task(f"{args.dataset} {args.split}", total=len(samples))
+        metrics = evaluate(
+            predictor,
+            args.dataset,
+            samples,
+            args.batch_size,
+            progress=lambda n: progress.update(task, advance=n),
+        )
+    table = Table(
+        title=f"{args.dataset} {args.split} ({len(samples)} utterances) — {predictor.model_version}"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}" if name in ("mae", "corr") else f"{value:.2f}")
+    Console(file=sys.stdout).print(table)
+    if args.json:
+        payload = {
+            "dataset": args.dataset,
+            "split": args.split,
+            "n": len(samples),
+            "checkpoint": str(args.checkpoint),
+            "model_version": predictor.model_version,
+            **metrics,
+        }
+        sys.stdout.write(json.dumps(payload) + "\n")
+    return 0

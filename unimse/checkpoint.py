@@ -1,0 +1,128 @@
+"""Checkpoints: safetensors weights + config JSON + label map + metrics. No pickle.
+
+Only weights that are not already in the installed backbone are stored (the heads, the fusion
+layers, the LSTMs and the backbone layers training changed), so the shipped default stays small.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from unimse.backbones import is_random_init
+from unimse.config import UniMSEConfig
+from unimse.modeling import build_model
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+LABELS = "labels.json"
+METRICS = "metrics.json"
+DEFAULT = "default"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def default_checkpoint_dir() -> Path:
+    return Path(str(resources.files("unimse") / "checkpoints" / "default"))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    folder = default_checkpoint_dir() if str(path) == DEFAULT else Path(path).expanduser()
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {folder}")
+    for name in (CONFIG, WEIGHTS):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"checkpoint {folder} is missing {name}")
+    return folder
+
+
+def _backbone_prefix(model: nn.Module) -> str:
+    return "backbone."
+
+
+def save_checkpoint(
+    model: nn.Module,
+    folder: str | Path,
+    *,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    half: bool = True,
+) -> Path:
+    """Write the checkpoint; frozen pretrained backbone weights are left out."""
+    config: UniMSEConfig = model.config  # type: ignore[assignment]
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    keep_all = is_random_init(config)
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    tensors = {
+        name: value.detach()
+        for name, value in model.state_dict().items()
+        if keep_all or name in trainable or not name.startswith(_backbone_prefix(model))
+    }
+    stored = {
+        k: (v.to(torch.float16) if half and v.is_floating_point() else v).contiguous().cpu()
+        for k, v in tensors.items()
+    }
+    save_file(stored, str(out / WEIGHTS), metadata={"format": "pt", "emotrack": "unimse"})
+    config.save(out / CONFIG)
+    labels = {
+        "polarities": list(config.polarities),
+        "meld_emotions": list(config.meld_emotions),
+        "iemocap_emotions": list(config.iemocap_emotions),
+        "acoustic": None if config.acoustic is None else vars(config.acoustic),
+        "visual": None if config.visual is None else vars(config.visual),
+    }
+    (out / LABELS).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
+    if metrics is not None or extra is not None:
+        payload = {"metrics": metrics or {}, **(extra or {})}
+        (out / METRICS).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model from its config and the installed backbone, then load stored weights."""
+    folder = resolve_checkpoint(path)
+    try:
+        config = UniMSEConfig.load(folder / CONFIG)
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: bad {CONFIG}: {exc}") from exc
+    model = build_model(config)
+    stored = load_file(str(folder / WEIGHTS))
+    own = model.state_dict()
+    unknown = sorted(set(stored) - set(own))
+    if unknown:
+        raise CheckpointError(f"checkpoint {folder} has weights this model lacks: {unknown[:5]}")
+    missing = [k for k in own if k not in stored and not k.startswith("backbone.")]
+    if missing:
+        raise CheckpointError(f"checkpoint {folder} lacks weights: {missing[:5]}")
+    if is_random_init(config):
+        absent = [k for k in own if k not in stored]
+        if absent:
+            raise CheckpointError(f"checkpoint {folder} with a random backbone lacks: {absent[:5]}")
+    for key, value in stored.items():
+        if value.shape != own[key].shape:
+            raise CheckpointError(
+                f"checkpoint {folder}: {key} has shape {tuple(value.shape)}, "
+                f"model {tuple(own[key].shape)}"
+            )
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in stored.items()}, strict=False)
+    model.to(device)
+    model.eval()
+    logger.info("loaded checkpoint %s (%d stored tensors)", folder, len(stored))
+    return model
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    file = resolve_checkpoint(path) / METRICS
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}

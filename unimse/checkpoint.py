@@ -51,6 +51,16 @@ def _backbone_prefix(model: nn.Module) -> str:
     return "backbone."
 
 
+def _tied_groups(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Map every state-dict name to the first name sharing its storage (tied weights)."""
+    first: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    alias: dict[str, str] = {}
+    for name, value in state.items():
+        key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
+        alias[name] = first.setdefault(key, name)
+    return alias
+
+
 def save_checkpoint(
     model: nn.Module,
     folder: str | Path,
@@ -70,6 +80,8 @@ def save_checkpoint(
         for name, value in model.state_dict().items()
         if keep_all or name in trainable or not name.startswith(_backbone_prefix(model))
     }
+    alias = _tied_groups(tensors)
+    tensors = {k: v for k, v in tensors.items() if alias[k] == k}  # one copy of tied weights
     stored = {
         k: (v.to(torch.float16) if half and v.is_floating_point() else v).contiguous().cpu()
         for k, v in tensors.items()
@@ -100,14 +112,16 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.
     model = build_model(config)
     stored = load_file(str(folder / WEIGHTS))
     own = model.state_dict()
+    alias = _tied_groups(own)
+    present = set(stored) | {k for k in own if alias[k] in stored}
     unknown = sorted(set(stored) - set(own))
     if unknown:
         raise CheckpointError(f"checkpoint {folder} has weights this model lacks: {unknown[:5]}")
-    missing = [k for k in own if k not in stored and not k.startswith("backbone.")]
+    missing = [k for k in own if k not in present and not k.startswith("backbone.")]
     if missing:
         raise CheckpointError(f"checkpoint {folder} lacks weights: {missing[:5]}")
     if is_random_init(config):
-        absent = [k for k in own if k not in stored]
+        absent = [k for k in own if k not in present]
         if absent:
             raise CheckpointError(f"checkpoint {folder} with a random backbone lacks: {absent[:5]}")
     for key, value in stored.items():

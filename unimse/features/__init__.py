@@ -1,0 +1,71 @@
+"""Live-computable feature extractors, shared by training and real-time inference.
+
+- ``emotrack-acoustic-v1`` (64-d, 50 frames/s): MFCCs and deltas, energy, spectral shape, pitch
+  and periodicity from 16 kHz utterance audio; see :mod:`unimse.features.acoustic`.
+- ``emotrack-visual-v1`` (7-d, one row per frame with a face): FER-2013 expression probabilities
+  of the largest face, in MELD emotion order; see :mod:`unimse.features.visual`.
+
+Look extractors up by the :class:`~unimse.config.FeatureSpec` stored in a checkpoint's config; an
+unknown name or a dimension that differs from the extractor's raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from unimse.config import FeatureSpec
+from unimse.features.acoustic import ACOUSTIC_DIM, ACOUSTIC_V1, SAMPLE_RATE, emotrack_acoustic_v1
+from unimse.features.visual import (
+    DEFAULT_MAX_FRAMES,
+    VISUAL_DIM,
+    VISUAL_V1,
+    FaceBox,
+    VisualExtractor,
+    VisualFeatures,
+)
+
+ACOUSTIC_SPEC = FeatureSpec(ACOUSTIC_V1, ACOUSTIC_DIM)
+VISUAL_SPEC = FeatureSpec(VISUAL_V1, VISUAL_DIM)
+
+_ACOUSTIC: dict[str, tuple[int, Callable[[np.ndarray], np.ndarray]]] = {
+    ACOUSTIC_V1: (ACOUSTIC_DIM, emotrack_acoustic_v1),
+}
+
+
+def acoustic_extractor(spec: FeatureSpec) -> Callable[[np.ndarray], np.ndarray]:
+    """The function mapping 16 kHz mono float32 utterance audio to a (T, spec.dim) float32 array."""
+    if spec.name not in _ACOUSTIC:
+        raise ValueError(f"unknown acoustic feature spec {spec.name!r}; known: {sorted(_ACOUSTIC)}")
+    dim, function = _ACOUSTIC[spec.name]
+    if spec.dim != dim:
+        raise ValueError(
+            f"acoustic feature {spec.name!r} has dimension {dim}, spec says {spec.dim}"
+        )
+    return function
+
+
+def visual_extractor(
+    spec: FeatureSpec,
+    *,
+    weights: str | Path | None = None,
+    max_frames: int | None = DEFAULT_MAX_FRAMES,
+) -> VisualExtractor:
+    """A :class:`VisualExtractor` for ``spec`` (loads the shipped FER weights, or ``weights``)."""
+    if spec.name != VISUAL_V1:
+        raise ValueError(f"unknown visual feature spec {spec.name!r}; known: {[VISUAL_V1]}")
+    return VisualExtractor(spec, weights=weights, max_frames=max_frames)
+
+
+__all__ = [
+    "ACOUSTIC_SPEC",
+    "SAMPLE_RATE",
+    "VISUAL_SPEC",
+    "FaceBox",
+    "VisualExtractor",
+    "VisualFeatures",
+    "acoustic_extractor",
+    "visual_extractor",
+]

@@ -1,0 +1,135 @@
+"""The wire format of results: JSON-ready dictionaries, validated by a versioned JSON Schema.
+
+The schema lives in ``realtime/schemas/emotion_result.v1.json``; :data:`SCHEMA_VERSION` is the
+version every message carries. Minor versions only ever add optional fields.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from realtime.messages import EmotionResult, StatsSnapshot
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "emotion_result.v1.json"
+
+# Probabilities computed in float32 can overshoot [0, 1] by a rounding error; such values are
+# clamped. Anything further out is left alone so that validation reports it.
+_PROBABILITY_TOLERANCE = 1e-6
+
+
+class SchemaValidationError(ValueError):
+    """A message does not follow the result schema; the text names the offending field."""
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """ISO 8601 UTC time with millisecond precision, e.g. ``2024-05-01T12:00:00.123Z``."""
+    moment = datetime.now(UTC) if moment is None else moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _probabilities(probs: Mapping[str, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in probs.items():
+        p = float(value)
+        if -_PROBABILITY_TOLERANCE <= p < 0.0:
+            p = 0.0
+        elif 1.0 < p <= 1.0 + _PROBABILITY_TOLERANCE:
+            p = 1.0
+        out[str(key)] = p
+    return out
+
+
+def result_to_dict(result: EmotionResult, *, timestamp: datetime | None = None) -> dict[str, Any]:
+    """The JSON-ready form of ``result`` (plain ``str``/``int``/``float``/``list``/``dict``).
+
+    ``timestamp`` defaults to now; pass one to get reproducible output.
+    """
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "session": result.session,
+        "seq": int(result.seq),
+        "utterance_seq": int(result.utterance_seq),
+        "speaker": result.speaker,
+        "start": float(result.start),
+        "end": float(result.end),
+        "text": result.text,
+        "emotion": result.emotion,
+        "emotion_probs": _probabilities(result.emotion_probs),
+        "polarity": result.polarity,
+        "polarity_probs": _probabilities(result.polarity_probs),
+        "intensity": float(result.intensity),
+        "modalities": list(result.modalities),
+        "latency": {str(stage): float(seconds) for stage, seconds in result.latency.items()},
+        "model_version": result.model_version,
+        "timestamp": utc_timestamp(timestamp),
+    }
+
+
+def to_json(obj: Mapping[str, Any]) -> str:
+    """Compact one-line JSON; raises :class:`ValueError` on NaN or infinity (not valid JSON)."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:
+        raise ValueError(f"cannot serialise message: {exc}") from None
+
+
+def result_to_json(result: EmotionResult, *, timestamp: datetime | None = None) -> str:
+    """:func:`result_to_dict` as one line of JSON (no trailing newline)."""
+    return to_json(result_to_dict(result, timestamp=timestamp))
+
+
+def stats_to_dict(stats: StatsSnapshot) -> dict[str, Any]:
+    """The JSON-ready form of the pipeline counters (used in MQTT status messages)."""
+    return {
+        "elapsed": float(stats.elapsed),
+        "utterances": int(stats.utterances),
+        "results": int(stats.results),
+        "dropped": {str(k): int(v) for k, v in stats.dropped.items()},
+        "queue_depths": {str(k): int(v) for k, v in stats.queue_depths.items()},
+        "latency_p50": {str(k): float(v) for k, v in stats.latency_p50.items()},
+    }
+
+
+@functools.cache
+def load_schema() -> dict[str, Any]:
+    """The result JSON Schema (draft 2020-12) as a dictionary. Do not mutate it."""
+    with SCHEMA_PATH.open(encoding="utf-8") as fh:
+        schema: dict[str, Any] = json.load(fh)
+    return schema
+
+
+@functools.cache
+def _validator() -> Any:
+    import jsonschema
+
+    schema = load_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def validate(obj: Any) -> None:
+    """Check that ``obj`` is a valid result message; raises :class:`SchemaValidationError`.
+
+    Besides the schema, checks the one rule JSON Schema cannot express: ``end >= start``.
+    """
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(obj))
+    if error is not None:
+        where = error.json_path if error.path else "message"
+        message = error.message if len(error.message) <= 200 else error.message[:199] + "…"
+        raise SchemaValidationError(f"invalid emotion result: {where}: {message}")
+    if obj["end"] < obj["start"]:
+        raise SchemaValidationError(
+            f"invalid emotion result: $.end: {obj['end']} is before start {obj['start']}"
+        )

@@ -1,0 +1,40 @@
+"""The interface every result sink implements.
+
+The pipeline owns one bounded queue per sink and a task that drains it, so a slow sink never stalls
+another. For each sink it calls, in this order: :meth:`Sink.open` once, then :meth:`Sink.publish`
+for every result (sequentially, never concurrently) interleaved with :meth:`Sink.update_stats`
+whenever fresh counters are available, and finally :meth:`Sink.close` once with the final counters.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from realtime.messages import EmotionResult, StatsSnapshot
+
+
+class SinkError(RuntimeError):
+    """A sink cannot do its job; the message is one line meant for the user."""
+
+
+class Sink(abc.ABC):
+    """A destination for :class:`~realtime.messages.EmotionResult` messages."""
+
+    #: Short name used in logs, queue names and drop counters (``"jsonl"``, ``"mqtt"``, ...).
+    name: str = "sink"
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Acquire resources (files, connections, the terminal). Raises :class:`SinkError`."""
+
+    @abc.abstractmethod
+    async def publish(self, result: EmotionResult) -> None:
+        """Deliver one result. Results arrive in pipeline order."""
+
+    def update_stats(self, stats: StatsSnapshot) -> None:
+        """Receive the latest pipeline counters. Must not block; the default ignores them."""
+        return None
+
+    @abc.abstractmethod
+    async def close(self, stats: StatsSnapshot) -> None:
+        """Flush what is pending and release resources; ``stats`` are the final counters."""

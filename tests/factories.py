@@ -1,0 +1,54 @@
+"""Builders of valid pipeline messages for tests."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from realtime.messages import EmotionResult, StatsSnapshot
+
+MELD_EMOTIONS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
+POLARITIES = ("negative", "neutral", "positive")
+
+
+def result_factory(**overrides: Any) -> EmotionResult:
+    """A plausible EmotionResult; ``seq`` also sets ``utterance_seq`` and the times by default."""
+    seq = int(overrides.pop("seq", 0))
+    emotion = overrides.pop("emotion", MELD_EMOTIONS[seq % len(MELD_EMOTIONS)])
+    polarity = overrides.pop("polarity", POLARITIES[seq % len(POLARITIES)])
+    emotion_probs = {e: (0.7 if e == emotion else 0.05) for e in MELD_EMOTIONS}
+    polarity_probs = {p: (0.8 if p == polarity else 0.1) for p in POLARITIES}
+    intensity = {"negative": -1.5, "neutral": 0.0, "positive": 1.5}[polarity]
+    fields: dict[str, Any] = {
+        "session": "test-session",
+        "seq": seq,
+        "monotonic": time.monotonic(),
+        "utterance_seq": seq,
+        "speaker": ("alice", "bob")[seq % 2],
+        "start": 2.0 * seq,
+        "end": 2.0 * seq + 1.5,
+        "text": f"utterance number {seq}",
+        "emotion": emotion,
+        "emotion_probs": emotion_probs,
+        "polarity": polarity,
+        "polarity_probs": polarity_probs,
+        "intensity": intensity,
+        "modalities": ("text", "audio"),
+        "latency": {"vad": 0.3, "asr": 0.2, "inference": 0.05, "total": 0.6},
+        "model_version": "test-model-1",
+    }
+    fields.update(overrides)
+    return EmotionResult(**fields)
+
+
+def stats_factory(**overrides: Any) -> StatsSnapshot:
+    fields: dict[str, Any] = {
+        "elapsed": 12.5,
+        "utterances": 3,
+        "results": 3,
+        "dropped": {},
+        "queue_depths": {},
+        "latency_p50": {},
+    }
+    fields.update(overrides)
+    return StatsSnapshot(**fields)

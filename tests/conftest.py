@@ -37,7 +37,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 def shared_data() -> Path:
     """The real benchmark data beside the repository, or a skip saying why."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real datasets not found at {SHARED_DATA.resolve()} (CI provides ../shared/data)")
+        pytest.skip(f"real datasets not found at {SHARED_DATA.resolve()} (CI has ../shared/data)")
     return SHARED_DATA.resolve()
 
 

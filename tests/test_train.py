@@ -197,9 +197,8 @@ def test_trainer_writes_checkpoints_and_resumes(shared_data: Path, tmp_path: Pat
     state = Trainer(first, tmp_path / "run").run()
     assert state["epoch"] == 1
     best = tmp_path / "run" / "best"
-    assert (best / "model.safetensors").is_file() and json.loads(
-        (best / "metrics.json").read_text()
-    )["dev"]
+    assert (best / "model.safetensors").is_file()
+    assert json.loads((best / "metrics.json").read_text())["metrics"]["dev"]
     resumed = Trainer(TrainConfig.from_dict(raw), tmp_path / "run").run(resume=True)
     assert resumed["epoch"] == 2 and len(resumed["history"]) == 2
     assert not list((tmp_path / "run").rglob("*.pt")) and not list(

@@ -1,0 +1,1 @@
+"""emotrack streaming pipeline: capture, segmentation, transcription, context, inference, sinks."""

@@ -1,0 +1,294 @@
+"""Runtime configuration: validated frozen dataclasses, loaded from TOML, overridable by flags.
+
+The dataclass defaults are the built-in defaults; ``configs/default.toml`` spells every one of them
+out with a comment (a test keeps the two identical). A TOML file only needs the keys it changes.
+Every option group validates itself on construction, so a bad value fails early with one line that
+names the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from realtime.sinks.mqtt import MqttOptions
+
+SINK_NAMES = ("dashboard", "jsonl", "mqtt")
+OVERFLOW_POLICIES = ("auto", "drop", "block")
+
+
+class ConfigError(ValueError):
+    """A configuration file or flag holds an unknown key or an invalid value."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class VadOptions:
+    """Speech segmentation with webrtcvad (all times in seconds)."""
+
+    aggressiveness: int = 2  # 0 (keeps most audio as speech) .. 3 (most aggressive filtering)
+    frame_ms: int = 30  # analysis frame: 10, 20 or 30 ms
+    onset: float = 0.09  # consecutive voiced audio that opens an utterance
+    pre_roll: float = 0.3  # audio kept before the onset (soft word starts)
+    hangover: float = 0.6  # unvoiced audio that closes an utterance (end-of-speech wait)
+    min_speech: float = 0.25  # shorter utterances (clicks, coughs) are discarded
+    max_utterance: float = 12.0  # longer speech is split, at a short pause when there is one
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.aggressiveness <= 3, "vad.aggressiveness must be 0, 1, 2 or 3")
+        _check(self.frame_ms in (10, 20, 30), "vad.frame_ms must be 10, 20 or 30")
+        for name in ("onset", "pre_roll", "hangover", "min_speech"):
+            _check(getattr(self, name) >= 0, f"vad.{name} must be >= 0")
+        _check(self.hangover > 0, "vad.hangover must be > 0")
+        _check(
+            self.max_utterance >= max(1.0, 2 * self.hangover, self.min_speech),
+            "vad.max_utterance must be >= 1 s, twice the hangover and the minimum speech",
+        )
+
+
+@dataclass(frozen=True)
+class AsrOptions:
+    """faster-whisper transcription. Models are resolved to local folders; nothing is downloaded."""
+
+    model: str = "tiny.en"  # tiny.en, base (see realtime.asr) or a model folder
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    compute_type: str = "auto"  # auto: float16 on CUDA, int8 on CPU; or any CTranslate2 type
+    language: str = "en"  # "auto" detects the language (multilingual models only)
+    beam_size: int = 1  # 1 = greedy decoding, the fastest
+    cpu_threads: int = 0  # 0 = min(4, CPU cores)
+    window: str = "utterance"  # encoder window: "utterance" (fast) or "whisper" (fixed 30 s)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "asr.model must name a model or a path")
+        _check(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            f"asr.device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
+        _check(self.beam_size >= 1, "asr.beam_size must be >= 1")
+        _check(self.cpu_threads >= 0, "asr.cpu_threads must be >= 0")
+        _check(self.window in ("utterance", "whisper"), "asr.window must be utterance or whisper")
+
+
+@dataclass(frozen=True)
+class ContextOptions:
+    """Dialogue context handed to the model with each utterance."""
+
+    turns: int | None = None  # past turns; None = as many as the checkpoint was trained with
+
+    def __post_init__(self) -> None:
+        _check(self.turns is None or self.turns >= 0, "context.turns must be >= 0")
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """The UniMSE model owner."""
+
+    checkpoint: str = "default"  # "default" (shipped with the package) or a checkpoint folder
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    max_batch: int = 8  # utterances classified together when several are ready
+    inbox_size: int = 16  # utterances waiting for the model
+    overflow: str = "auto"  # full inbox: drop the oldest (live) or wait (replay); auto picks
+
+    def __post_init__(self) -> None:
+        _check(bool(self.checkpoint), "inference.checkpoint must not be empty")
+        _check(self.max_batch >= 1, "inference.max_batch must be >= 1")
+        _check(self.inbox_size >= 1, "inference.inbox_size must be >= 1")
+        _check(
+            self.overflow in OVERFLOW_POLICIES,
+            f"inference.overflow must be one of {', '.join(OVERFLOW_POLICIES)}",
+        )
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Capture devices and how channels map to speakers."""
+
+    audio_device: str | None = None  # input device name (substring) or index; None = default
+    camera: str | None = None  # camera index ("0") or video file path; None = no camera
+    camera_fps: float = 5.0  # frames per second kept from the camera
+    channels_as_speakers: bool = False  # stereo input: one speaker per channel
+    speakers: tuple[str, ...] = ("local", "remote")  # names per channel (mono uses the first)
+    block_ms: int = 20  # microphone block size
+
+    def __post_init__(self) -> None:
+        _check(0 < self.camera_fps <= 60, "sources.camera_fps must be in (0, 60]")
+        _check(len(self.speakers) >= 1, "sources.speakers needs at least one name")
+        _check(all(self.speakers), "sources.speakers names must not be empty")
+        _check(5 <= self.block_ms <= 200, "sources.block_ms must be in [5, 200]")
+
+    def speaker(self, channel: int) -> str:
+        return self.speakers[channel] if channel < len(self.speakers) else f"channel {channel + 1}"
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    speed: str = "realtime"  # "realtime", "max" (as fast as possible) or a factor such as "2"
+
+    def __post_init__(self) -> None:
+        if self.speed not in ("realtime", "max"):
+            try:
+                factor = float(self.speed)
+            except ValueError:
+                raise ConfigError(
+                    f"replay.speed must be realtime, max or a number, got {self.speed!r}"
+                ) from None
+            _check(factor > 0, "replay.speed must be > 0")
+
+    @property
+    def factor(self) -> float | None:
+        """Stream seconds per wall-clock second, or None for as fast as possible."""
+        if self.speed == "max":
+            return None
+        return 1.0 if self.speed == "realtime" else float(self.speed)
+
+
+@dataclass(frozen=True)
+class JsonlOptions:
+    path: str | None = None  # None or "-" = standard output
+
+
+@dataclass(frozen=True)
+class DashboardOptions:
+    refresh_hz: float = 4.0
+
+    def __post_init__(self) -> None:
+        _check(0 < self.refresh_hz <= 30, "sinks.dashboard.refresh_hz must be in (0, 30]")
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    """Where results go. MQTT options are the MQTT sink's own (:class:`MqttOptions`)."""
+
+    enabled: tuple[str, ...] = ("dashboard",)
+    queue_size: int = 256  # results waiting per sink; a full queue drops its oldest (counted)
+    mqtt: MqttOptions = field(default_factory=MqttOptions)
+    jsonl: JsonlOptions = field(default_factory=JsonlOptions)
+    dashboard: DashboardOptions = field(default_factory=DashboardOptions)
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.enabled if name not in SINK_NAMES]
+        _check(not unknown, f"unknown sink {unknown}; choose from {', '.join(SINK_NAMES)}")
+        _check(len(set(self.enabled)) == len(self.enabled), "sinks.enabled lists a sink twice")
+        _check(self.queue_size >= 1, "sinks.queue_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    dir: str | None = None  # session folder to write (audio.wav, video.mp4, results, manifest)
+
+
+@dataclass(frozen=True)
+class Config:
+    session: str | None = None  # session id; None = generated from the start time
+    vad: VadOptions = field(default_factory=VadOptions)
+    asr: AsrOptions = field(default_factory=AsrOptions)
+    context: ContextOptions = field(default_factory=ContextOptions)
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
+    sources: SourceOptions = field(default_factory=SourceOptions)
+    replay: ReplayOptions = field(default_factory=ReplayOptions)
+    sinks: SinkOptions = field(default_factory=SinkOptions)
+    record: RecordOptions = field(default_factory=RecordOptions)
+
+    def __post_init__(self) -> None:
+        if self.session is not None:
+            _check(
+                bool(self.session) and not set(self.session) & set("/+# "),
+                "session id must be non-empty, without spaces, '/', '+' or '#' (MQTT topics)",
+            )
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+        """A copy with dotted keys replaced, e.g. ``{"vad.hangover": 0.4}``."""
+        nested: dict[str, Any] = {}
+        for dotted, value in overrides.items():
+            node = nested
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return _merge(self, nested, "")
+
+
+T = TypeVar("T")
+
+
+def _merge(base: T, data: dict[str, Any], where: str) -> T:
+    """``base`` with the values in ``data`` (a TOML table) applied, checked against its fields."""
+    assert is_dataclass(base) and not isinstance(base, type)
+    known = {f.name: f for f in fields(base)}
+    hints = typing.get_type_hints(type(base))
+    changes: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{where}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown configuration key {name!r}")
+        current = getattr(base, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name} must be a table")
+            changes[key] = _merge(current, value, f"{name}.")
+        else:
+            changes[key] = _coerce(value, hints[key], name)
+    try:
+        return replace(base, **changes)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where.rstrip('.') or 'config'}: {exc}") from None
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Check a TOML/flag value against a field's type; lists become tuples, ints may be floats."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        for option in options:
+            try:
+                return _coerce(value, option, name)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{name} has an invalid value {value!r}")
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ConfigError(f"{name} must be a list")
+        (item_type, _ellipsis) = typing.get_args(hint)
+        return tuple(_coerce(v, item_type, name) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    base = origin or hint  # os.PathLike[str] -> os.PathLike
+    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        raise ConfigError(f"{name} must be of type {base.__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Built-in defaults, then the TOML file (if any), then dotted-key overrides from flags."""
+    config = Config()
+    if path is not None:
+        file = Path(path).expanduser()
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file not found: {file}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+        try:
+            config = _merge(config, data, "")
+        except ConfigError as exc:
+            raise ConfigError(f"{file}: {exc}") from None
+    if overrides:
+        config = config.with_overrides(overrides)
+    return config

@@ -1,0 +1,204 @@
+"""The one owner of the UniMSE model: batching, features, prediction, results.
+
+:class:`EmotionModel` holds the predictor and the feature extractors its checkpoint needs; all of
+its work is blocking and runs on the pipeline's executor. :class:`InferenceStage` takes from a
+bounded inbox whatever utterances are ready (up to ``max_batch``), classifies them in one call and
+emits one :class:`~realtime.messages.EmotionResult` per utterance with its per-stage latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+from realtime.channels import Channel
+from realtime.config import InferenceOptions
+from realtime.messages import SAMPLE_RATE, EmotionResult, EndOfStream, Transcript
+from unimse.config import UniMSEConfig
+from unimse.inputs import ModelInput
+from unimse.prediction import Prediction
+
+logger = logging.getLogger(__name__)
+
+AcousticExtractor = Callable[[np.ndarray], np.ndarray]
+VisualExtractor = Callable[[Sequence[np.ndarray]], "np.ndarray | None"]
+
+
+class Predictor(Protocol):
+    """What :class:`unimse.inference.EmotionPredictor` offers the pipeline."""
+
+    config: UniMSEConfig
+    model_version: str
+
+    def predict(self, inputs: Sequence[ModelInput]) -> list[Prediction]: ...
+
+
+def load_model(options: InferenceOptions) -> EmotionModel:
+    """The checkpoint and the feature extractors it uses (blocking: run it on the executor)."""
+    from unimse.inference import EmotionPredictor
+
+    predictor = EmotionPredictor.load(options.checkpoint, device=options.device)
+    model = EmotionModel.for_predictor(predictor)
+    model.warm_up()
+    return model
+
+
+@dataclass(frozen=True)
+class PendingUtterance:
+    """A transcribed utterance waiting for the model: its transcript and text/context input."""
+
+    transcript: Transcript
+    model_input: ModelInput = field(repr=False)
+
+
+@dataclass
+class EmotionModel:
+    """Predictor plus the feature extractors its checkpoint uses. Blocking; one per pipeline."""
+
+    predictor: Predictor
+    acoustic: AcousticExtractor | None = None
+    visual: VisualExtractor | None = None
+
+    @classmethod
+    def for_predictor(cls, predictor: Predictor) -> EmotionModel:
+        """Attach the extractors named by the checkpoint's feature specs (none for text only)."""
+        config = predictor.config
+        acoustic = visual = None
+        if config.acoustic is not None:
+            from unimse.features import acoustic_extractor
+
+            acoustic = acoustic_extractor(config.acoustic)
+        if config.visual is not None:
+            from unimse.features import visual_extractor
+
+            visual = visual_extractor(config.visual)
+        return cls(predictor, acoustic, visual)
+
+    @property
+    def uses_audio(self) -> bool:
+        return self.acoustic is not None
+
+    @property
+    def uses_video(self) -> bool:
+        return self.visual is not None
+
+    def warm_up(self) -> None:
+        """One throw-away prediction, so the first utterance does not pay for lazy set-up
+        (allocator, kernel selection, feature code compiled on first use)."""
+        started = time.perf_counter()
+        audio = np.zeros(SAMPLE_RATE, dtype=np.float32)
+        frame = np.zeros((240, 320, 3), dtype=np.uint8)
+        self.predictor.predict(
+            [
+                ModelInput(
+                    text="hello",
+                    acoustic=self.acoustic(audio) if self.acoustic is not None else None,
+                    visual=self.visual([frame]) if self.visual is not None else None,
+                )
+            ]
+        )
+        logger.debug("emotion model warmed up in %.2f s", time.perf_counter() - started)
+
+    def features(self, item: PendingUtterance) -> ModelInput:
+        utterance = item.transcript.utterance
+        acoustic = self.acoustic(utterance.audio) if self.acoustic is not None else None
+        visual = None
+        if self.visual is not None and utterance.frames:
+            visual = self.visual([frame.image for frame in utterance.frames])
+        return replace(item.model_input, acoustic=acoustic, visual=visual)
+
+    def classify(self, batch: Sequence[PendingUtterance]) -> list[Prediction]:
+        """Features, then one forward pass for the whole batch (blocking)."""
+        predictions = self.predictor.predict([self.features(item) for item in batch])
+        if len(predictions) != len(batch):
+            raise RuntimeError(f"predictor returned {len(predictions)} results for {len(batch)}")
+        return predictions
+
+
+def make_result(
+    item: PendingUtterance, prediction: Prediction, seq: int, now: float, model_version: str
+) -> EmotionResult:
+    transcript = item.transcript
+    utterance = transcript.utterance
+    latency = {
+        "vad": utterance.segmented_at - utterance.speech_ended_at,
+        "asr": transcript.transcribed_at - utterance.segmented_at,
+        "inference": now - transcript.transcribed_at,
+        "total": now - utterance.speech_ended_at,
+    }
+    return EmotionResult(
+        session=utterance.session,
+        seq=seq,
+        monotonic=now,
+        utterance_seq=utterance.seq,
+        speaker=utterance.speaker,
+        start=utterance.start,
+        end=utterance.end,
+        text=transcript.text,
+        emotion=prediction.emotion,
+        emotion_probs=dict(prediction.emotion_probs),
+        polarity=prediction.polarity,
+        polarity_probs=dict(prediction.polarity_probs),
+        intensity=prediction.intensity,
+        modalities=tuple(prediction.modalities),
+        latency={stage: max(0.0, seconds) for stage, seconds in latency.items()},
+        model_version=model_version,
+    )
+
+
+class InferenceStage:
+    """Pipeline stage: batches whatever is ready in the inbox and classifies it off the loop."""
+
+    def __init__(self, model: EmotionModel, executor: Executor, *, max_batch: int) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.model = model
+        self.executor = executor
+        self.max_batch = max_batch
+        self.batches: list[int] = []  # size of every batch, in order
+        self._seq = itertools.count()
+
+    def _ready(
+        self, first: PendingUtterance, inbox: Channel[PendingUtterance | EndOfStream]
+    ) -> tuple[list[PendingUtterance], EndOfStream | None]:
+        batch = [first]
+        while len(batch) < self.max_batch and not inbox.empty():
+            item = inbox.get_nowait()
+            if isinstance(item, EndOfStream):
+                return batch, item
+            batch.append(item)
+        return batch, None
+
+    async def run(
+        self,
+        inbox: Channel[PendingUtterance | EndOfStream],
+        emit: Callable[[EmotionResult | EndOfStream], Awaitable[None]],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        version = self.model.predictor.model_version
+        while True:
+            item = await inbox.get()
+            if isinstance(item, EndOfStream):
+                await emit(item)
+                return
+            batch, end = self._ready(item, inbox)
+            self.batches.append(len(batch))
+            started = time.perf_counter()
+            predictions = await loop.run_in_executor(self.executor, self.model.classify, batch)
+            logger.debug(
+                "classified %d utterances in %.3f s", len(batch), time.perf_counter() - started
+            )
+            now = time.monotonic()
+            for pending, prediction in zip(batch, predictions, strict=True):
+                await emit(make_result(pending, prediction, next(self._seq), now, version))
+            if end is not None:
+                await emit(end)
+                return

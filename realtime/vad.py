@@ -1,0 +1,321 @@
+"""Speech segmentation: a frame analyser that answers "is this frame speech", and a state machine.
+
+As in pipecat, the analyser knows nothing of utterances (:class:`WebRtcVadAnalyzer` wraps
+webrtcvad) while :class:`VadSegmenter` owns the quiet/speaking state: an onset of consecutive voiced
+frames opens an utterance (with pre-roll audio before it), a hangover of unvoiced frames closes it,
+too-short ones are discarded and long monologues are split, at the latest short pause when there is
+one. Segments carry true speech start and end stream times (pre-roll and trailing padding are in
+the audio, not in the times). :class:`SegmentationStage` runs one segmenter per audio channel in the
+pipeline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from realtime.channels import Channel
+from realtime.config import VadOptions
+from realtime.frames import FrameBuffer
+from realtime.messages import SAMPLE_RATE, AudioChunk, EndOfStream, Utterance, VideoFrame
+
+logger = logging.getLogger(__name__)
+
+# How far back from the maximum length a split looks for a pause.
+SPLIT_LOOKBACK_S = 2.0
+
+
+class SpeechAnalyzer(Protocol):
+    """Classifies one fixed-size frame of 16 kHz int16 PCM."""
+
+    frame_samples: int
+
+    def is_speech(self, frame: np.ndarray) -> bool: ...
+
+
+class WebRtcVadAnalyzer:
+    def __init__(self, aggressiveness: int = 2, frame_ms: int = 30) -> None:
+        import webrtcvad
+
+        if frame_ms not in (10, 20, 30):
+            raise ValueError("webrtcvad frames must be 10, 20 or 30 ms")
+        self._vad = webrtcvad.Vad(aggressiveness)
+        self.frame_samples = SAMPLE_RATE * frame_ms // 1000
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        return bool(self._vad.is_speech(frame.tobytes(), SAMPLE_RATE))
+
+
+def to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] to int16 PCM, as webrtcvad wants them."""
+    return np.clip(np.rint(samples * 32768.0), -32768, 32767).astype(np.int16)
+
+
+@dataclass(frozen=True)
+class SpeechSegment:
+    start: float  # stream time where the first voiced frame begins
+    end: float  # stream time where the last voiced frame ends
+    audio: np.ndarray = field(repr=False)  # float32 16 kHz, with pre-roll and trailing padding
+    speech_ended_at: float  # monotonic arrival time of the audio holding the last voiced frame
+    split: bool = False  # cut at the maximum length: the speech goes on in the next segment
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+class VadSegmenter:
+    """Quiet/speaking state machine over analyser decisions, for one audio channel."""
+
+    def __init__(self, options: VadOptions, analyzer: SpeechAnalyzer | None = None) -> None:
+        self.options = options
+        self.analyzer = analyzer or WebRtcVadAnalyzer(options.aggressiveness, options.frame_ms)
+        self.frame_samples = self.analyzer.frame_samples
+        self.frame_s = self.frame_samples / SAMPLE_RATE
+
+        def frames(seconds: float) -> int:
+            return round(seconds / self.frame_s)
+
+        self._onset = max(1, frames(options.onset))
+        self._pre_roll = frames(options.pre_roll)
+        self._hangover = max(1, frames(options.hangover))
+        self._tail = min(self._pre_roll, self._hangover)
+        self._max = max(self._onset + 1, frames(options.max_utterance))
+        self._lookback = min(frames(SPLIT_LOOKBACK_S), self._max // 4)
+
+        self._origin: float | None = None  # stream time of frame 0
+        self._index = 0  # index of the next frame
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._history: deque[np.ndarray] = deque(maxlen=self._pre_roll + self._onset)
+        self._voiced_run = 0
+        # Open utterance: frames (from its first audio frame), voiced flags, arrival times.
+        self._speaking = False
+        self._frames: list[np.ndarray] = []
+        self._voiced: list[bool] = []
+        self._arrived: list[float] = []
+        self._first = 0  # frame index of self._frames[0]
+        self._speech_start = 0  # frame index of the first voiced frame
+        self._silence = 0  # unvoiced frames since the last voiced one
+        self.discarded = 0  # utterances shorter than min_speech
+
+    @property
+    def speaking(self) -> bool:
+        return self._speaking
+
+    def _time(self, index: int) -> float:
+        assert self._origin is not None
+        return self._origin + index * self.frame_s
+
+    def push(self, samples: np.ndarray, start: float, arrived: float) -> list[SpeechSegment]:
+        """Feed audio that begins at stream time ``start``; returns the segments it closed."""
+        if self._origin is None:
+            self._origin = start
+        elif abs(start - self._time(self._index) - len(self._pending) / SAMPLE_RATE) > self.frame_s:
+            logger.debug("audio discontinuity at %.3f s; frame times keep counting samples", start)
+        audio = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
+        count = len(audio) // self.frame_samples
+        self._pending = audio[count * self.frame_samples :]
+        closed: list[SpeechSegment] = []
+        for i in range(count):
+            frame = audio[i * self.frame_samples : (i + 1) * self.frame_samples]
+            voiced = self.analyzer.is_speech(to_pcm16(frame))
+            segment = self._step(frame, voiced, arrived)
+            if segment is not None:
+                closed.append(segment)
+        return closed
+
+    def flush(self) -> list[SpeechSegment]:
+        """End of stream: close the open utterance, if any."""
+        segment = self._close(len(self._frames)) if self._speaking else None
+        self._pending = np.zeros(0, dtype=np.float32)
+        return [segment] if segment is not None else []
+
+    def _step(self, frame: np.ndarray, voiced: bool, arrived: float) -> SpeechSegment | None:
+        index = self._index
+        self._index += 1
+        self._history.append(frame)
+        if not self._speaking:
+            self._voiced_run = self._voiced_run + 1 if voiced else 0
+            if self._voiced_run >= self._onset:
+                self._open(index, arrived)
+            return None
+        self._frames.append(frame)
+        self._voiced.append(voiced)
+        self._arrived.append(arrived)
+        self._silence = 0 if voiced else self._silence + 1
+        if self._silence >= self._hangover:
+            return self._close(len(self._frames))
+        if index + 1 - self._speech_start >= self._max:
+            return self._split()
+        return None
+
+    def _open(self, index: int, arrived: float) -> None:
+        """Onset reached at frame ``index``: the utterance starts with pre-roll from history."""
+        self._speaking = True
+        self._frames = list(self._history)
+        count = len(self._frames)
+        self._first = index + 1 - count
+        self._speech_start = index + 1 - self._onset
+        self._voiced = [i >= count - self._onset for i in range(count)]
+        self._arrived = [arrived] * count
+        self._silence = 0
+        self._voiced_run = 0
+
+    def _segment(self, stop: int, split: bool) -> SpeechSegment | None:
+        """The open utterance up to list position ``stop`` as a segment (None if too short)."""
+        voiced_at = [i for i in range(stop) if self._voiced[i]]
+        if not voiced_at:
+            return None
+        last = voiced_at[-1]
+        start = round(self._time(self._speech_start), 4)
+        end = round(self._time(self._first + last + 1), 4)
+        if end - start < self.options.min_speech:
+            self.discarded += 1
+            logger.debug(
+                "discarded %.2f s of speech at %.2f s (min %.2f s)",
+                end - start,
+                start,
+                self.options.min_speech,
+            )
+            return None
+        keep = stop if split else min(stop, last + 1 + self._tail)
+        return SpeechSegment(
+            start=start,
+            end=end,
+            audio=np.concatenate(self._frames[:keep]),
+            speech_ended_at=self._arrived[last],
+            split=split,
+        )
+
+    def _close(self, stop: int) -> SpeechSegment | None:
+        segment = self._segment(stop, split=False)
+        self._speaking = False
+        self._frames, self._voiced, self._arrived = [], [], []
+        return segment
+
+    def _split(self) -> SpeechSegment | None:
+        """Maximum length reached: cut after the latest pause of the look-back, or right here."""
+        count = len(self._frames)
+        lowest = max(count - self._lookback, 0)
+        pause = next((p for p in range(count - 1, lowest - 1, -1) if not self._voiced[p]), None)
+        if pause == count - 1:  # in a pause right now: an ordinary end of utterance
+            return self._close(count)
+        stop = count if pause is None else pause + 1  # frames before ``stop`` are cut off
+        segment = self._segment(stop, split=True)
+        # What follows the pause is all voiced: it opens the continuation at once.
+        self._frames, self._voiced = self._frames[stop:], self._voiced[stop:]
+        self._arrived = self._arrived[stop:]
+        self._first += stop
+        self._speech_start = self._first if self._frames else self._index
+        return segment
+
+
+class SegmentationStage:
+    """Pipeline stage: audio chunks -> utterances, one :class:`VadSegmenter` per channel.
+
+    Before each audio chunk it takes the video frames waiting in the video channel into the frame
+    buffer, so an utterance gets the frames seen while it was spoken (sources emit frames and audio
+    in stream-time order). Every chunk is handed to ``tap`` (the session recorder) first.
+    """
+
+    def __init__(
+        self,
+        options: VadOptions,
+        *,
+        session: str,
+        speaker_of: Callable[[int], str],
+        frames: FrameBuffer | None = None,
+        tap: Callable[[AudioChunk], None] | None = None,
+        frame_tap: Callable[[VideoFrame], None] | None = None,
+        analyzer_factory: Callable[[], SpeechAnalyzer] | None = None,
+    ) -> None:
+        self.options = options
+        self.session = session
+        self.speaker_of = speaker_of
+        self.frames = frames
+        self.tap = tap
+        self.frame_tap = frame_tap
+        self.analyzer_factory = analyzer_factory
+        self.segmenters: dict[int, VadSegmenter] = {}
+        self.utterances = 0
+        self.position = 0.0  # stream time up to which audio has been segmented
+        self._seq = itertools.count()
+
+    @property
+    def discarded(self) -> int:
+        """Utterances dropped for being shorter than the minimum speech length."""
+        return sum(s.discarded for s in self.segmenters.values())
+
+    def _segmenter(self, channel: int) -> VadSegmenter:
+        if channel not in self.segmenters:
+            analyzer = self.analyzer_factory() if self.analyzer_factory else None
+            self.segmenters[channel] = VadSegmenter(self.options, analyzer)
+        return self.segmenters[channel]
+
+    def _utterance(self, segment: SpeechSegment, channel: int) -> Utterance:
+        self.utterances += 1
+        now = time.monotonic()
+        frames = self.frames.between(segment.start, segment.end) if self.frames is not None else ()
+        utterance = Utterance(
+            session=self.session,
+            seq=next(self._seq),
+            monotonic=now,
+            audio=segment.audio,
+            start=segment.start,
+            end=segment.end,
+            speaker=self.speaker_of(channel),
+            channel=channel,
+            frames=frames,
+            segmented_at=now,
+            speech_ended_at=segment.speech_ended_at,
+        )
+        logger.debug(
+            "utterance %d (%s): %.2f-%.2f s, %d frames%s",
+            utterance.seq,
+            utterance.speaker,
+            segment.start,
+            segment.end,
+            len(frames),
+            " (split)" if segment.split else "",
+        )
+        return utterance
+
+    def _take_frames(self, video: Channel[VideoFrame] | None) -> None:
+        if video is None:
+            return
+        while not video.empty():
+            frame = video.get_nowait()
+            if self.frame_tap is not None:
+                self.frame_tap(frame)
+            if self.frames is not None:
+                self.frames.add(frame)
+
+    async def run(
+        self,
+        audio: Channel[AudioChunk | EndOfStream],
+        out: Channel[Utterance | EndOfStream],
+        video: Channel[VideoFrame] | None = None,
+    ) -> None:
+        """Consume ``audio`` until its EndOfStream, then flush and pass the EndOfStream on."""
+        while True:
+            item = await audio.get()
+            self._take_frames(video)
+            if isinstance(item, EndOfStream):
+                for channel, segmenter in sorted(self.segmenters.items()):
+                    for segment in segmenter.flush():
+                        await out.put(self._utterance(segment, channel))
+                await out.put(item)
+                return
+            if self.tap is not None:
+                self.tap(item)
+            self.position = max(self.position, item.start + item.duration)
+            segmenter = self._segmenter(item.channel)
+            for segment in segmenter.push(item.samples, item.start, item.monotonic):
+                await out.put(self._utterance(segment, item.channel))

@@ -1,0 +1,51 @@
+"""`emotrack bench latency` machinery on a two-turn conversation (real time, real broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+from rt_support import FakePredictor
+
+from realtime.bench import measure_latency, prepare_conversation
+from realtime.config import Config
+from realtime.inference import EmotionModel
+from realtime.synth import parse_script
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing"),
+    pytest.mark.skipif(
+        shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
+        reason="mosquitto missing",
+    ),
+]
+
+
+def test_latency_report(tmp_path: Path) -> None:
+    script = parse_script("Ana: Good morning, how are you?\n[pause 1.0]\nBen: Very well, thanks.\n")
+    conversation, audio = prepare_conversation(script, tmp_path)
+    config = Config().with_overrides({"vad.hangover": 0.5})
+    report = asyncio.run(
+        measure_latency(config, conversation, audio, tmp_path, model=EmotionModel(FakePredictor()))
+    )
+    assert report.utterances_detected == report.utterances_expected == 2
+    assert report.status_received
+    summary = report.summary()
+    assert set(summary) == {
+        "vad",
+        "asr",
+        "inference",
+        "delivery",
+        "end_to_end",
+        "end_to_end_minus_hangover",
+    }
+    # The VAD waits the hangover; end to end includes it and ASR.
+    assert 0.5 <= summary["vad"]["p50"] < 0.6
+    assert summary["end_to_end"]["p50"] > summary["vad"]["p50"] + summary["asr"]["p50"] - 0.05
+    assert summary["end_to_end_minus_hangover"]["max"] == pytest.approx(
+        summary["end_to_end"]["max"] - 0.5
+    )
+    assert "p95" in report.render() and "hangover" in report.render()

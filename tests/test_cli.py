@@ -1,0 +1,98 @@
+"""The command line: configuration layering, one-line errors, documented options."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from realtime.cli import build_parser, main
+from realtime.config import Config, ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "realtime" / "samples" / "conversation.flac"
+
+
+def test_default_toml_spells_out_the_built_in_defaults() -> None:
+    assert load_config(REPO / "configs" / "default.toml") == Config()
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    file = tmp_path / "my.toml"
+    file.write_text('[vad]\nhangover = 0.8\n[sinks]\nenabled = ["jsonl"]\n')
+    config = load_config(file, {"vad.hangover": 0.4})
+    assert config.vad.hangover == 0.4 and config.sinks.enabled == ("jsonl",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[vad]\nhangover = -1\n", "vad.hangover"),
+        ("[vad]\nbogus = 1\n", "unknown configuration key 'vad.bogus'"),
+        ("[sinks]\nenabled = ['printer']\n", "unknown sink"),
+        ("[sinks.mqtt]\nport = 99999\n", "port"),
+        ("[replay]\nspeed = 'fast'\n", "replay.speed"),
+        ("[asr\n", "invalid TOML"),
+    ],
+)
+def test_bad_configuration_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    file = tmp_path / "bad.toml"
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(file)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["replay", "missing.wav"], "no such file: missing.wav"),
+        (["replay", "pyproject.toml"], "unsupported file type .toml"),
+        (["replay", "x.wav", "--config", "nope.toml"], "configuration file not found"),
+        (["replay", "x.wav", "--speed", "warp"], "replay.speed"),
+        (["live", "--audio-device", "Nonexistent Mic 3000"], "audio input"),
+        (["replay", "x.wav", "--sink", "dashboard", "--sink", "jsonl"], "standard output"),
+        (
+            ["replay", str(SAMPLE), "--sink", "mqtt", "--mqtt-port", "1"],
+            "cannot connect to MQTT broker at localhost:1",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("emotrack: error: ") and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_every_option_is_explained() -> None:
+    def walk(parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    walk(sub)
+            elif not isinstance(action, argparse._HelpAction):
+                assert action.help, f"{parser.prog}: {action.option_strings or action.dest}"
+
+    walk(build_parser())
+
+
+def test_help_covers_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("live", "replay", "devices", "bench", "train", "eval"):
+        assert command in out
+
+
+def test_devices_lists_inputs_and_cameras(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "Audio inputs" in out and "Cameras" in out

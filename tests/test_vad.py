@@ -1,0 +1,214 @@
+"""The VAD segmenter on synthetic PCM: onset, pre-roll, hangover, minimum and maximum length."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+
+import numpy as np
+import pytest
+
+from realtime.channels import Channel, Policy
+from realtime.config import VadOptions
+from realtime.frames import FrameBuffer
+from realtime.messages import SAMPLE_RATE, AudioChunk, EndOfStream, Utterance, VideoFrame
+from realtime.vad import SegmentationStage, SpeechSegment, VadSegmenter, WebRtcVadAnalyzer
+
+FRAME_S = 0.03
+
+
+class EnergyAnalyzer:
+    """Deterministic stand-in for webrtcvad: a 30 ms frame is speech when it is loud."""
+
+    frame_samples = int(SAMPLE_RATE * FRAME_S)
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        return float(np.abs(frame.astype(np.float32)).mean()) > 1000.0
+
+
+def pcm(*parts: tuple[float, bool]) -> np.ndarray:
+    """Concatenated (seconds, loud?) parts: a 220 Hz tone at 0.3 or silence."""
+    out = []
+    for seconds, loud in parts:
+        n = round(seconds * SAMPLE_RATE)
+        t = np.arange(n) / SAMPLE_RATE
+        out.append((0.3 * np.sin(2 * np.pi * 220 * t) if loud else np.zeros(n)).astype(np.float32))
+    return np.concatenate(out)
+
+
+def segment(audio: np.ndarray, options: VadOptions, chunk_s: float = 0.02) -> list[SpeechSegment]:
+    vad = VadSegmenter(options, EnergyAnalyzer())
+    step = round(chunk_s * SAMPLE_RATE)
+    out: list[SpeechSegment] = []
+    for start in range(0, len(audio), step):
+        chunk = audio[start : start + step]
+        out += vad.push(chunk, start / SAMPLE_RATE, arrived=(start + len(chunk)) / SAMPLE_RATE)
+    return out + vad.flush()
+
+
+OPTIONS = VadOptions(onset=0.09, pre_roll=0.3, hangover=0.6, min_speech=0.25, max_utterance=12.0)
+
+
+def test_true_times_and_pre_roll() -> None:
+    audio = pcm((0.99, False), (1.5, True), (1.5, False))
+    [seg] = segment(audio, OPTIONS)
+    assert seg.start == pytest.approx(0.99)
+    assert seg.end == pytest.approx(2.49)
+    # The audio holds 0.3 s of pre-roll, the speech, and 0.3 s of trailing padding.
+    assert len(seg.audio) == round((0.3 + 1.5 + 0.3) * SAMPLE_RATE)
+    assert np.abs(seg.audio[: round(0.3 * SAMPLE_RATE)]).max() == 0.0
+    assert np.abs(seg.audio[round(0.3 * SAMPLE_RATE) :][:480]).max() > 0.2
+
+
+def test_pre_roll_is_limited_by_the_audio_before_speech() -> None:
+    [seg] = segment(pcm((0.06, False), (1.2, True), (1.0, False)), OPTIONS)
+    assert seg.start == pytest.approx(0.06)
+    assert len(seg.audio) == round((0.06 + 1.2 + 0.3) * SAMPLE_RATE)
+
+
+def test_pauses_shorter_than_the_hangover_stay_in_one_utterance() -> None:
+    audio = pcm((0.3, False), (0.9, True), (0.45, False), (0.9, True), (1.5, False))
+    [seg] = segment(audio, OPTIONS)
+    assert (seg.start, seg.end) == (pytest.approx(0.3), pytest.approx(2.55))
+
+
+def test_a_pause_longer_than_the_hangover_splits() -> None:
+    audio = pcm((0.3, False), (0.9, True), (0.9, False), (0.9, True), (1.5, False))
+    first, second = segment(audio, OPTIONS)
+    assert (first.start, first.end) == (pytest.approx(0.3), pytest.approx(1.2))
+    assert (second.start, second.end) == (pytest.approx(2.1), pytest.approx(3.0))
+
+
+def test_the_utterance_closes_exactly_one_hangover_after_speech() -> None:
+    audio = pcm((0.3, False), (0.9, True), (2.0, False))
+    vad = VadSegmenter(OPTIONS, EnergyAnalyzer())
+    step = 320  # 20 ms chunks, arriving at their end time
+    closed_at = None
+    for start in range(0, len(audio), step):
+        chunk = audio[start : start + step]
+        now = (start + len(chunk)) / SAMPLE_RATE
+        if vad.push(chunk, start / SAMPLE_RATE, arrived=now):
+            closed_at, seg = now, vad
+            break
+    assert closed_at is not None
+    end = 1.2
+    assert end + 0.6 <= closed_at < end + 0.6 + FRAME_S + 0.02
+    assert not seg.speaking
+
+
+def test_end_of_speech_arrival_time_is_kept() -> None:
+    [seg] = segment(pcm((0.3, False), (0.9, True), (1.5, False)), OPTIONS)
+    # Chunks "arrive" at their end time: the last voiced frame came with the chunk ending at 1.2 s.
+    assert seg.speech_ended_at == pytest.approx(1.2, abs=0.021)
+
+
+def test_short_bursts_are_discarded_and_counted() -> None:
+    vad = VadSegmenter(OPTIONS, EnergyAnalyzer())
+    audio = pcm((0.3, False), (0.15, True), (1.5, False))
+    assert vad.push(audio, 0.0, 0.0) == []
+    assert vad.discarded == 1
+
+
+def test_isolated_voiced_frames_do_not_open_an_utterance() -> None:
+    parts: list[tuple[float, bool]] = []
+    for _ in range(10):
+        parts += [(0.03, True), (0.27, False)]
+    vad = VadSegmenter(OPTIONS, EnergyAnalyzer())
+    assert vad.push(pcm(*parts), 0.0, 0.0) == []
+    assert not vad.speaking and vad.discarded == 0
+
+
+def test_long_monologues_are_split_at_the_maximum_length() -> None:
+    options = VadOptions(hangover=0.6, max_utterance=3.0)
+    segments = segment(pcm((0.3, False), (9.99, True), (1.0, False)), options)
+    assert len(segments) == 4
+    assert all(s.duration <= 3.0 + 1e-9 for s in segments)
+    assert [s.split for s in segments] == [True, True, True, False]
+    for before, after in itertools.pairwise(segments):
+        assert after.start == pytest.approx(before.end)  # nothing lost between the parts
+    assert segments[0].start == pytest.approx(0.3) and segments[-1].end == pytest.approx(10.29)
+
+
+def test_long_monologues_are_split_at_a_short_pause() -> None:
+    options = VadOptions(hangover=0.6, max_utterance=3.0)
+    parts: list[tuple[float, bool]] = [(0.3, False)]
+    for _ in range(8):
+        parts += [(0.81, True), (0.12, False)]  # pauses far shorter than the hangover
+    segments = segment(pcm(*parts, (1.0, False)), options)
+    assert len(segments) >= 3
+    gaps = [(0.3 + k * 0.93 + 0.81, 0.3 + (k + 1) * 0.93) for k in range(8)]
+    for before, after in itertools.pairwise(segments):
+        # Each cut lies inside a pause: the first part ends where a pause begins.
+        assert any(abs(before.end - g0) < 1e-6 and g0 < after.start <= g1 + 1e-6 for g0, g1 in gaps)
+        assert before.duration <= 3.0 + 1e-9
+
+
+def test_chunk_size_does_not_change_the_result() -> None:
+    audio = pcm((0.5, False), (1.0, True), (0.3, False), (0.8, True), (1.2, False), (0.7, True))
+    reference = [(s.start, s.end, len(s.audio)) for s in segment(audio, OPTIONS, chunk_s=1.0)]
+    for chunk_s in (0.007, 0.02, 0.25):
+        assert [
+            (s.start, s.end, len(s.audio)) for s in segment(audio, OPTIONS, chunk_s)
+        ] == reference
+    assert len(reference) == 2  # the last burst ends the stream and is closed by flush()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_webrtcvad_separates_speech_from_silence() -> None:
+    from realtime.synth import speak
+
+    analyzer = WebRtcVadAnalyzer(aggressiveness=2, frame_ms=30)
+    speech = (speak("The quick brown fox jumps over the lazy dog.", "en-us") * 32767).astype(
+        np.int16
+    )
+    n = analyzer.frame_samples
+    frames = [speech[i : i + n] for i in range(0, len(speech) - n, n)]
+    voiced = sum(analyzer.is_speech(f) for f in frames) / len(frames)
+    assert voiced > 0.6
+    assert not analyzer.is_speech(np.zeros(n, dtype=np.int16))
+
+
+async def test_segmentation_stage_per_channel_speakers_and_frames() -> None:
+    """Stereo input: one segmenter per channel; utterances get the frames seen while spoken."""
+    left = pcm((0.6, False), (1.2, True), (3.0, False))
+    right = pcm((2.4, False), (1.2, True), (1.2, False))
+    audio: Channel[AudioChunk | EndOfStream] = Channel("audio", 10_000, Policy.BLOCK)
+    video: Channel[VideoFrame] = Channel("video", 100, Policy.DROP_OLDEST)
+    out: Channel[Utterance | EndOfStream] = Channel("utterances", 100, Policy.BLOCK)
+    tapped: list[AudioChunk] = []
+    stage = SegmentationStage(
+        OPTIONS,
+        session="s",
+        speaker_of=lambda channel: ("left", "right")[channel],
+        frames=FrameBuffer(20.0),
+        tap=tapped.append,
+        analyzer_factory=EnergyAnalyzer,
+    )
+    step, seq = 320, 0
+    frame_times = iter(np.arange(0.0, 5.0, 0.2))
+    next_frame = next(frame_times)
+    for start in range(0, len(left), step):
+        t = start / SAMPLE_RATE
+        while next_frame is not None and next_frame <= t:
+            image = np.zeros((4, 4, 3), np.uint8)
+            video.put_nowait(VideoFrame("s", seq, 0.0, image=image, time=float(next_frame)))
+            next_frame = next(frame_times, None)
+        for channel, signal in enumerate((left, right)):
+            chunk = signal[start : start + step]
+            audio.put_nowait(AudioChunk("s", seq, t, samples=chunk, start=t, channel=channel))
+            seq += 1
+    audio.put_nowait(EndOfStream("s", seq, 0.0))
+    await asyncio.wait_for(stage.run(audio, out, video), timeout=10)
+    items = [out.get_nowait() for _ in range(out.qsize())]
+    assert isinstance(items[-1], EndOfStream)
+    utterances = [u for u in items if isinstance(u, Utterance)]
+    assert [(u.speaker, u.channel) for u in utterances] == [("left", 0), ("right", 1)]
+    assert [u.seq for u in utterances] == [0, 1]
+    for u in utterances:
+        assert u.frames, "frames seen during the utterance are attached"
+        assert all(u.start <= f.time <= u.end for f in u.frames)
+        assert u.segmented_at >= u.speech_ended_at > 0
+    assert len(tapped) == seq  # the recorder sees every chunk
+    assert stage.utterances == 2
+    assert stage.position == pytest.approx(len(left) / SAMPLE_RATE)

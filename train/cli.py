@@ -13,6 +13,14 @@ logger = logging.getLogger(__name__)
 EVAL_DATASETS = ("meld", "iemocap", "mosi")
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors of `train`/`eval` that mean bad input: the CLI prints them as one line."""
+    from train.config import TrainConfigError
+    from train.data import DataError
+
+    return (DataError, TrainConfigError)
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",

@@ -11,6 +11,10 @@ from train.data import DATASETS
 from unimse.config import UniMSEConfig
 
 
+class TrainConfigError(ValueError):
+    """A training config file is missing, not TOML, or holds an unknown key or a bad value."""
+
+
 @dataclass(frozen=True)
 class DataConfig:
     datasets: tuple[str, ...] = DATASETS
@@ -93,12 +97,12 @@ class TrainConfig:
     def load(cls, path: str | Path) -> TrainConfig:
         file = Path(path)
         if not file.is_file():
-            raise ValueError(f"config file not found: {file}")
+            raise TrainConfigError(f"config file not found: {file}")
         try:
             raw = tomllib.loads(file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{file}: invalid TOML ({exc})") from exc
+            raise TrainConfigError(f"{file}: invalid TOML ({exc})") from exc
         try:
             return cls.from_dict(raw)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{file}: {exc}") from exc
+            raise TrainConfigError(f"{file}: {exc}") from exc

@@ -228,7 +228,7 @@ class Trainer:
             saved = json.loads((last / "trainer_state.json").read_text())
             restored = load_checkpoint(last, device=self.device)
             model.load_state_dict(restored.state_dict())
-            _load_optimizer(opt, last, saved.pop("optimizer"))
+            _load_optimizer(opt, last, saved.pop("optimizer")["param_groups"])
             sched.last_epoch = saved["step"]
             state = saved
             logger.info("resumed from epoch %d, step %d", state["epoch"], state["step"])

@@ -56,7 +56,7 @@ def _tied_groups(state: dict[str, torch.Tensor]) -> dict[str, str]:
     first: dict[tuple[int, int, tuple[int, ...]], str] = {}
     alias: dict[str, str] = {}
     for name, value in state.items():
-        key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
+        key = (value.untyped_storage().data_ptr(), int(value.storage_offset()), tuple(value.shape))
         alias[name] = first.setdefault(key, name)
     return alias
 

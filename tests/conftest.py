@@ -81,3 +81,18 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = build_model(tiny_unimse_config(acoustic=None, visual=None))
     return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny", half=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_multimodal_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight checkpoint with the real live feature specs (emotrack-acoustic-v1,
+    emotrack-visual-v1), so the pipeline computes audio and video features for it."""
+    import torch
+
+    from unimse.checkpoint import save_checkpoint
+    from unimse.features import ACOUSTIC_SPEC, VISUAL_SPEC
+    from unimse.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_unimse_config(acoustic=ACOUSTIC_SPEC, visual=VISUAL_SPEC))
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny-mm", half=False)

@@ -23,7 +23,7 @@ from realtime.serialize import validate
 from realtime.sinks import MqttOptions, MqttSink, SinkError
 
 REPO = Path(__file__).resolve().parents[1]
-TIMEOUT = 10.0
+TIMEOUT = 30.0  # generous: CI machines can be loaded
 PASSWORD_VARIABLE = "EMOTRACK_TEST_MQTT_PASSWORD"
 
 

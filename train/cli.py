@@ -10,7 +10,10 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-EVAL_DATASETS = ("meld", "iemocap", "mosi")
+TEXT_EVAL_DATASETS = ("meld", "iemocap", "mosi")
+AUDIO_EVAL_DATASETS = ("emodb", "speech_av")
+EVAL_DATASETS = TEXT_EVAL_DATASETS + AUDIO_EVAL_DATASETS
+DEFAULT_DATA_DIR = Path("../shared/data")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -49,14 +52,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a checkpoint on a dataset split",
         description="Evaluate a checkpoint. Prints a table; with --json the last stdout line "
-        "is one "
-        "JSON object with every metric.",
+        "is one JSON object with every metric. emodb: unweighted (uar) and weighted (wa) accuracy "
+        "over the 7 EMO-DB classes, audio only and audio + transcript (fused); speech_av: "
+        "correlation of the predicted intensity with valence and of 1 - P(neutral) with arousal.",
     )
     ev.add_argument(
         "--dataset", required=True, choices=EVAL_DATASETS, help="benchmark to evaluate on"
     )
     ev.add_argument(
-        "--split", default="test", choices=("dev", "test"), help="split (default: test)"
+        "--split",
+        choices=("train", "dev", "test", "all"),
+        help="split (default: test for meld/iemocap/mosi; all files for emodb/speech_av, where "
+        "train/dev/test are the fixed speaker split 03 08 09 10 11 / 12 / 13 of EMO-DB and the "
+        "35/12 clip split of speech_av)",
     )
     ev.add_argument(
         "--checkpoint",
@@ -66,8 +74,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--data-dir",
         type=Path,
-        default=Path("../shared/data"),
-        help="folder laid out like ../shared/data/<dataset> (default: ../shared/data)",
+        help="folder laid out like ../shared/data/<dataset> (default: ../shared/data); for "
+        "emodb/speech_av also the folder of wav files itself (EMO-DB names: label = 6th "
+        "character)",
     )
     ev.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     ev.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: 64)")
@@ -90,6 +99,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    if args.data_dir is None:
+        args.data_dir = DEFAULT_DATA_DIR
+    if args.dataset in AUDIO_EVAL_DATASETS:
+        return run_audio_eval(args)
+    if args.split is None:
+        args.split = "test"
+    if args.split not in ("dev", "test"):
+        from train.data import DataError
+
+        raise DataError(f"--split {args.split} is for emodb/speech_av; {args.dataset}: dev or test")
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
@@ -130,6 +149,59 @@ def run_eval(args: argparse.Namespace) -> int:
             "checkpoint": str(args.checkpoint),
             "model_version": predictor.model_version,
             **metrics,
+        }
+        sys.stdout.write(json.dumps(payload) + "\n")
+    return 0
+
+
+def run_audio_eval(args: argparse.Namespace) -> int:
+    """``eval --dataset emodb|speech_av`` (see :mod:`train.audio_eval`)."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from train.audio_eval import audio_metrics, load_eval_corpus, progress_total
+    from unimse.inference import EmotionPredictor
+
+    split = args.split or "all"
+    samples = load_eval_corpus(args.dataset, args.data_dir, split)
+    predictor = EmotionPredictor.load(
+        args.checkpoint, device=args.device, max_batch=args.batch_size
+    )
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task(
+            f"{args.dataset} {split}", total=progress_total(args.dataset, samples)
+        )
+        metrics = audio_metrics(
+            args.dataset,
+            predictor,
+            samples,
+            args.batch_size,
+            progress=lambda n: progress.update(task, advance=n),
+        )
+    table = Table(
+        title=f"{args.dataset} {split} ({len(samples)} files) — {predictor.model_version}"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        digits = 0 if name.startswith("n") else 4 if "corr" in name else 2
+        table.add_row(name, f"{value:.{digits}f}")
+    Console(file=sys.stdout).print(table)
+    if args.json:
+        counts = {k: int(v) for k, v in metrics.items() if k in ("n", "n_fused")}
+        payload = {
+            "dataset": args.dataset,
+            "split": split,
+            "data_dir": str(args.data_dir),
+            "checkpoint": str(args.checkpoint),
+            "model_version": predictor.model_version,
+            "acoustic": None
+            if predictor.config.acoustic is None
+            else predictor.config.acoustic.name,
+            **metrics,
+            **counts,
         }
         sys.stdout.write(json.dumps(payload) + "\n")
     return 0

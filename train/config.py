@@ -7,12 +7,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from train.data import DATASETS
+from train.data import AUDIO_DATASETS, DATASETS
 from unimse.config import UniMSEConfig
 
 
 class TrainConfigError(ValueError):
     """A training config file is missing, not TOML, or holds an unknown key or a bad value."""
+
+
+ALL_DATASETS = DATASETS + AUDIO_DATASETS
+SIMULATED_VISUAL_DATASETS = ("meld", "iemocap")  # gold emotions with a facial counterpart
 
 
 @dataclass(frozen=True)
@@ -23,17 +27,53 @@ class DataConfig:
     limit_per_dataset: int = 0  # 0: all training samples
     # Times each training sample of a dataset is seen per epoch (small MOSI is repeated).
     oversample: dict[str, int] = field(default_factory=dict)
+    # Replay (staged training): train on a seeded random subset of N training samples of a text
+    # dataset, drawn after label unification over the whole training sets (0: the dataset only
+    # lends labels). Its dev split stays whole.
+    replay_per_dataset: dict[str, int] = field(default_factory=dict)
+    # EMO-DB: also train on text+audio samples whose text is the file's transcript (train.
+    # audio_datasets.EMODB_TRANSCRIPTS), beside the audio-only ones.
+    emodb_transcripts: bool = False
+    # SIMULATED visual evidence (train.simulated_visual), not real video: per dataset, the
+    # probability that a training sample gets a simulated FER sequence in an epoch.
+    simulated_visual: dict[str, float] = field(default_factory=dict)
+    # Dev splits used for model selection (empty: every configured dataset that has one).
+    dev_datasets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        unknown = set(self.datasets) - set(DATASETS)
+        unknown = set(self.datasets) - set(ALL_DATASETS)
         if unknown or not self.datasets:
             raise ValueError(
-                f"datasets must be a non-empty subset of {DATASETS}, got {self.datasets}"
+                f"datasets must be a non-empty subset of {ALL_DATASETS}, got {self.datasets}"
             )
         if any(k not in self.datasets or v < 1 for k, v in self.oversample.items()):
             raise ValueError(f"oversample needs datasets from {self.datasets} and factors >= 1")
         if self.limit_per_dataset < 0:
             raise ValueError("limit_per_dataset must be >= 0")
+        if any(
+            k not in self.datasets or k in AUDIO_DATASETS or v < 0
+            for k, v in self.replay_per_dataset.items()
+        ):
+            raise ValueError(
+                f"replay_per_dataset needs text datasets from {self.datasets} and sizes >= 0"
+            )
+        for name, chance in self.simulated_visual.items():
+            if name not in SIMULATED_VISUAL_DATASETS or name not in self.datasets:
+                raise ValueError(
+                    f"simulated_visual applies to {SIMULATED_VISUAL_DATASETS} among the "
+                    f"configured datasets, not {name!r}"
+                )
+            if not 0.0 <= chance <= 1.0:
+                raise ValueError(f"simulated_visual.{name} must be a probability in [0, 1]")
+        if set(self.datasets) <= {"speech_av"}:
+            raise ValueError("speech_av has no dev split: add a dataset to select models on")
+        no_dev = set(self.dev_datasets) - (set(self.datasets) - {"speech_av"})
+        if no_dev:
+            raise ValueError(
+                f"dev_datasets {sorted(no_dev)}: not configured or without a dev split"
+            )
+        if self.emodb_transcripts and "emodb" not in self.datasets:
+            raise ValueError("emodb_transcripts needs 'emodb' among the datasets")
 
 
 @dataclass(frozen=True)
@@ -54,15 +94,33 @@ class OptimConfig:
     eval_every_epochs: int = 1
     threads: int = 0  # torch CPU threads; 0 = all cores
     output: str = "runs/default"
+    # Staged training (train.staged): start from this checkpoint's matching weights...
+    init_from: str = ""
+    # ...and train only these modules (module paths or globs, e.g. "fusion", "heads",
+    # "backbone.encoder.layer.*.pmf"); empty: the top `trainable_layers` layers + new modules.
+    train_only: tuple[str, ...] = ()
+    # Or: train only what audio/video inputs pass through (train.staged.preserve_text_path), so
+    # every text-only output stays exactly as init_from left it.
+    preserve_text: bool = False
+    # Probability that a sample with audio and words has its words blanked in an epoch.
+    modality_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every_epochs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"train.{name} must be positive")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError("train.warmup_ratio must be in [0, 1)")
         if self.lr_backbone < 0 or self.lr_new <= 0:
             raise ValueError("learning rates must be positive")
+        if not 0.0 <= self.modality_dropout <= 1.0:
+            raise ValueError("train.modality_dropout must be in [0, 1]")
+        if any(not isinstance(p, str) or not p for p in self.train_only):
+            raise ValueError("train.train_only must list module names")
+        if self.preserve_text and self.train_only:
+            raise ValueError("train.preserve_text and train.train_only exclude each other")
+        if self.preserve_text and not self.init_from:
+            raise ValueError("train.preserve_text needs train.init_from (the text model to keep)")
 
 
 @dataclass(frozen=True)
@@ -71,17 +129,34 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
 
+    def __post_init__(self) -> None:
+        audio = [d for d in self.data.datasets if d in AUDIO_DATASETS]
+        if audio and self.model.acoustic is None:
+            raise ValueError(
+                f"datasets {audio} are audio only: [model] needs an acoustic feature spec, e.g. "
+                'acoustic = { name = "emotrack-acoustic-v1", dim = 64 }'
+            )
+        if self.data.simulated_visual and self.model.visual is None:
+            raise ValueError(
+                "simulated_visual needs a [model] visual feature spec, e.g. "
+                'visual = { name = "emotrack-visual-v1", dim = 7 }'
+            )
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         unknown = set(raw) - {"model", "data", "train"}
         if unknown:
             raise ValueError(f"unknown config sections: {sorted(unknown)}")
         data_raw = dict(raw.get("data", {}))
-        if "datasets" in data_raw:
-            data_raw["datasets"] = tuple(data_raw["datasets"])
+        for key in ("datasets", "dev_datasets"):
+            if key in data_raw:
+                data_raw[key] = tuple(data_raw[key])
+        train_raw = dict(raw.get("train", {}))
+        if "train_only" in train_raw:
+            train_raw["train_only"] = tuple(train_raw["train_only"])
         for section, klass, values in (
             ("data", DataConfig, data_raw),
-            ("train", OptimConfig, raw.get("train", {})),
+            ("train", OptimConfig, train_raw),
         ):
             names = {f.name for f in fields(klass)}
             bad = set(values) - names
@@ -90,7 +165,7 @@ class TrainConfig:
         return cls(
             model=UniMSEConfig.from_dict(raw.get("model", {})),
             data=DataConfig(**data_raw),
-            train=OptimConfig(**raw.get("train", {})),
+            train=OptimConfig(**train_raw),
         )
 
     @classmethod

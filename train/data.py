@@ -24,6 +24,8 @@ from unimse.labels import (
 )
 
 DATASETS = ("meld", "iemocap", "mosi")
+# Emotional speech corpora (train.audio_datasets): audio-only samples with acoustic features.
+AUDIO_DATASETS = ("emodb", "speech_av")
 SPLITS = ("train", "dev", "test")
 DEFAULT_DATA_DIR = Path("../shared/data")
 MAX_CONTEXT = 8  # past turns kept on each sample; the model config decides how many it reads
@@ -73,9 +75,7 @@ def _with_context(rows: list[Sample]) -> list[Sample]:
     out = []
     for row in rows:
         past = history[row.dialogue]
-        out.append(
-            Sample(**{**row.__dict__, "context": tuple(past[-MAX_CONTEXT:])})
-        )
+        out.append(Sample(**{**row.__dict__, "context": tuple(past[-MAX_CONTEXT:])}))
         past.append(DialogueTurn(row.speaker, row.text))
     return out
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from train.data import Sample
-from train.metrics import classification_metrics, regression_metrics
+from train.metrics import classification_metrics, regression_metrics, unweighted_accuracy
 from unimse.inference import EmotionPredictor
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS
 from unimse.prediction import Prediction
 
-PRIMARY_METRIC = {"meld": "wf1", "iemocap": "wf1", "mosi": "acc2_non0"}
+PRIMARY_METRIC = {"meld": "wf1", "iemocap": "wf1", "mosi": "acc2_non0", "emodb": "uar"}
 
 
 def predict_samples(
@@ -49,6 +49,15 @@ def dataset_metrics(
         )
     if dataset == "mosi":
         return regression_metrics([s.score or 0.0 for s in samples], [p.intensity for p in preds])
+    if dataset == "emodb":
+        from train.audio_data import EMODB_CLASSES, emodb_class_of
+        from train.audio_datasets import emodb_class_of_sample
+
+        return unweighted_accuracy(
+            [emodb_class_of_sample(s) for s in samples],
+            [emodb_class_of(p.label) for p in preds],
+            EMODB_CLASSES,
+        )
     raise ValueError(f"no metrics for dataset {dataset!r}")
 
 

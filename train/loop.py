@@ -27,11 +27,18 @@ from rich.progress import (
 )
 from safetensors.torch import load_file, save_file
 
-from train.config import TrainConfig
-from train.data import Sample, load_dataset
+from train.augment import EpochAugmenter
+from train.config import TrainConfig, TrainConfigError
+from train.data import AUDIO_DATASETS, Sample, load_dataset
 from train.evaluate import PRIMARY_METRIC, evaluate
+from train.staged import (
+    apply_train_only,
+    backbone_names_to_store,
+    init_from_checkpoint,
+    preserve_text_path,
+)
 from train.unification import UnifiedSample, unify
-from unimse.checkpoint import load_checkpoint, save_checkpoint
+from unimse.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from unimse.inference import EmotionPredictor, pick_device
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS, POLARITIES
 from unimse.modeling import build_model
@@ -43,6 +50,8 @@ DATASET_GROUP_OFFSET = {
     "meld": 0,
     "iemocap": len(MELD_EMOTIONS),
     "mosi": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS),
+    "emodb": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS) + len(POLARITIES),
+    "speech_av": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS) + len(POLARITIES) + 7,
 }
 
 
@@ -62,6 +71,13 @@ def targets_for(item: UnifiedSample, borrowed_weight: float) -> LabelTargets:
         group = DATASET_GROUP_OFFSET["meld"] + MELD_EMOTIONS.index(item.meld_emotion)
     elif s.dataset == "iemocap":
         group = DATASET_GROUP_OFFSET["iemocap"] + IEMOCAP_EMOTIONS.index(item.iemocap_emotion)
+    elif s.dataset == "emodb":
+        from train.audio_data import EMODB_CLASSES
+        from train.audio_datasets import emodb_class_of_sample
+
+        group = DATASET_GROUP_OFFSET["emodb"] + EMODB_CLASSES.index(emodb_class_of_sample(s))
+    elif s.dataset == "speech_av":
+        group = DATASET_GROUP_OFFSET["speech_av"] + POLARITIES.index(item.polarity)
     else:
         group = DATASET_GROUP_OFFSET["mosi"] + POLARITIES.index(item.polarity)
     return LabelTargets(
@@ -141,25 +157,67 @@ class Trainer:
             torch.set_num_threads(config.train.threads)
 
     def load_data(self) -> tuple[list[UnifiedSample], dict[str, list[Sample]]]:
-        data_dir = Path(self.config.data.data_dir)
-        limit = self.config.data.limit_per_dataset
+        """Training samples (unified labels, oversampled) and dev samples per dataset.
+
+        Text datasets go through label unification; the audio corpora (EMO-DB, speech_av) already
+        have every field (see :func:`train.audio_datasets.unified_audio`). speech_av has no dev
+        split; EMO-DB's dev split (speaker 12) is evaluated audio only.
+        """
+        from train.audio_datasets import load_audio_dataset, unified_audio
+
+        dc = self.config.data
+        data_dir = Path(dc.data_dir)
+        limit = dc.limit_per_dataset
         train: list[Sample] = []
+        audio: list[Sample] = []
         dev: dict[str, list[Sample]] = {}
-        for name in self.config.data.datasets:
-            extra = {"features": True} if name == "mosi" and self.config.data.mosi_features else {}
+        wants_dev = set(dc.dev_datasets or dc.datasets)
+        for name in dc.datasets:
+            if name in AUDIO_DATASETS:
+                spec = self.config.model.acoustic
+                rows = load_audio_dataset(
+                    name, "train", data_dir, spec, transcripts=dc.emodb_transcripts
+                )
+                audio += rows[:limit] if limit else rows
+                if name == "emodb" and name in wants_dev:
+                    dev_rows = load_audio_dataset(name, "dev", data_dir, spec)
+                    dev[name] = dev_rows[:limit] if limit else dev_rows
+                continue
+            extra = {"features": True} if name == "mosi" and dc.mosi_features else {}
             rows = load_dataset(name, "train", data_dir, **extra)
-            rows = rows[:limit] if limit else rows
-            train += rows
-            dev_rows = load_dataset(name, "dev", data_dir, **extra)
-            dev[name] = dev_rows[:limit] if limit else dev_rows
-        unified = unify(train)
+            train += rows[:limit] if limit else rows
+            if name in wants_dev:
+                dev_rows = load_dataset(name, "dev", data_dir, **extra)
+                dev[name] = dev_rows[:limit] if limit else dev_rows
+        unified = self._replay(unify(train)) if train else []
+        unified += [unified_audio(s) for s in audio]
         repeated = [
             u for u in unified for _ in range(self.config.data.oversample.get(u.sample.dataset, 1))
         ]
         return repeated, dev
 
+    def _replay(self, unified: list[UnifiedSample]) -> list[UnifiedSample]:
+        """Keep a seeded random subset of N samples of each dataset in ``[data]
+        replay_per_dataset`` (0: a label-unification donor only, not trained on). Applied after
+        unification, so the borrowed labels are those of the whole training sets."""
+        sizes = self.config.data.replay_per_dataset
+        if not sizes:
+            return unified
+        kept: list[UnifiedSample] = []
+        for name in dict.fromkeys(u.sample.dataset for u in unified):
+            rows = [u for u in unified if u.sample.dataset == name]
+            if name in sizes and sizes[name] < len(rows):
+                rng = np.random.default_rng([self.config.train.seed, len(rows)])
+                pick = sorted(rng.choice(len(rows), sizes[name], replace=False).tolist())
+                rows = [rows[i] for i in pick]
+                logger.info("replay: %d %s training samples", len(rows), name)
+            kept += rows
+        return kept
+
     def run(self, resume: bool = False) -> dict[str, Any]:
         cfg, tc = self.config, self.config.train
+        if tc.init_from:
+            resolve_checkpoint(tc.init_from)  # a missing stage-1 checkpoint fails before any work
         seed_everything(tc.seed)
         self.output.mkdir(parents=True, exist_ok=True)
         (self.output / "train_config.json").write_text(
@@ -170,32 +228,64 @@ class Trainer:
             + "\n"
         )
         unified, dev = self.load_data()
-        model = build_model(cfg.model).to(self.device)
-        freeze = getattr(model, "freeze_lower", None)
-        if freeze is not None:
-            freeze(tc.trainable_layers)
+        model = build_model(cfg.model)
+        init = init_from_checkpoint(model, tc.init_from) if tc.init_from else None
+        keep = backbone_names_to_store(model, init)  # stage-1 layers, stored although frozen
+        model.to(self.device)
+        no_decay: list[torch.Tensor] = []  # masked weights (preserve_text): no decay
+        if tc.train_only or tc.preserve_text:
+            try:
+                if tc.preserve_text:
+                    no_decay = preserve_text_path(model)
+                else:
+                    apply_train_only(model, tc.train_only)
+            except ValueError as exc:
+                raise TrainConfigError(f"[train] {exc}") from None
+        else:
+            freeze = getattr(model, "freeze_lower", None)
+            if freeze is not None:
+                freeze(tc.trainable_layers)
         predictor = EmotionPredictor(model, self.device, "training", max_batch=tc.eval_batch_size)
         processor: UniMSEProcessor = predictor.processor
         encoded = [processor.format_ids(u.sample.to_input()) for u in unified]
         targets = [targets_for(u, cfg.model.losses.borrowed) for u in unified]
         inputs = [u.sample.to_input() for u in unified]
         lengths = [len(ids) for ids, _, _ in encoded]
+        augmenter = EpochAugmenter.build(
+            unified,
+            inputs,
+            encoded,
+            processor.format_ids,
+            modality_dropout=tc.modality_dropout,
+            simulated_visual=cfg.data.simulated_visual,
+            uses_visual=cfg.model.visual is not None,
+        )
+        stage = {}
+        if init is not None:
+            stage = {
+                "init_from": tc.init_from,
+                "train_only": list(tc.train_only),
+                "preserve_text": tc.preserve_text,
+            }
 
+        masked = {id(p) for p in no_decay}
         backbone_params = [
-            p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")
+            p
+            for n, p in model.named_parameters()
+            if p.requires_grad and n.startswith("backbone.") and id(p) not in masked
         ]
         new_params = [
             p
             for n, p in model.named_parameters()
-            if p.requires_grad and not n.startswith("backbone.")
+            if p.requires_grad and not n.startswith("backbone.") and id(p) not in masked
         ]
-        opt = torch.optim.AdamW(
-            [
-                {"params": backbone_params, "lr": tc.lr_backbone},
-                {"params": new_params, "lr": tc.lr_new},
-            ],
-            weight_decay=tc.weight_decay,
-        )
+        groups: list[dict[str, Any]] = [
+            {"params": backbone_params, "lr": tc.lr_backbone},
+            {"params": new_params, "lr": tc.lr_new},
+        ]
+        if no_decay:
+            groups.append({"params": no_decay, "lr": tc.lr_backbone, "weight_decay": 0.0})
+        opt = torch.optim.AdamW(groups, weight_decay=tc.weight_decay)
         steps_per_epoch = math.ceil(len(unified) / tc.batch_size)
         total = (
             steps_per_epoch * tc.epochs
@@ -233,6 +323,11 @@ class Trainer:
             state = saved
             logger.info("resumed from epoch %d, step %d", state["epoch"], state["step"])
 
+        def save_last() -> None:
+            save_checkpoint(model, last, half=False, keep=keep)
+            snapshot = dict(state, optimizer=_save_optimizer(opt, last))
+            (last / "trainer_state.json").write_text(json.dumps(snapshot, indent=2) + "\n")
+
         stale = 0
         with _progress() as progress:
             for epoch in range(state["epoch"], tc.epochs):
@@ -241,6 +336,15 @@ class Trainer:
                 rng = np.random.default_rng(tc.seed + epoch)
                 torch.manual_seed(tc.seed + epoch)
                 batches = bucketed_batches(lengths, tc.batch_size, rng)
+                view = augmenter.epoch(tc.seed + epoch)
+                if view.text_blanked or view.simulated_visual:
+                    logger.info(
+                        "epoch %d: words blanked on %d samples (modality dropout), SIMULATED "
+                        "visual on %d",
+                        epoch + 1,
+                        view.text_blanked,
+                        view.simulated_visual,
+                    )
                 task = progress.add_task(
                     f"epoch {epoch + 1}/{tc.epochs}", total=len(batches), info=""
                 )
@@ -251,8 +355,8 @@ class Trainer:
                     if tc.max_steps and state["step"] >= tc.max_steps:
                         break
                     batch = processor.collate(
-                        [encoded[j] for j in idx],
-                        [inputs[j] for j in idx],
+                        [view.encoded[j] for j in idx],
+                        [view.inputs[j] for j in idx],
                         [targets[j] for j in idx],
                     )
                     loss, parts = self._step(model, batch, opt, scaler, use_amp, amp_dtype)
@@ -272,6 +376,26 @@ class Trainer:
                             (time.perf_counter() - t0) / (i + 1),
                         )
                 train_seconds = time.perf_counter() - t0
+                final = epoch + 1 == tc.epochs or bool(
+                    tc.max_steps and state["step"] >= tc.max_steps
+                )
+                if (epoch + 1) % tc.eval_every_epochs and not final:
+                    record = {
+                        "epoch": epoch + 1,
+                        "step": state["step"],
+                        "train_seconds": round(train_seconds, 1),
+                        "train_loss": running,
+                    }
+                    state["history"].append(record)
+                    with (self.output / "history.jsonl").open("a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(record) + "\n")
+                    progress.console.print(
+                        f"epoch {epoch + 1}: no dev evaluation "
+                        f"(every {tc.eval_every_epochs} epochs)"
+                    )
+                    state["epoch"] = epoch + 1
+                    save_last()
+                    continue
                 model.eval()
                 metrics = self._evaluate(predictor, dev, progress)
                 model.train()
@@ -294,7 +418,13 @@ class Trainer:
                         model,
                         self.output / "best",
                         metrics={"dev": metrics},
-                        extra={"epoch": epoch + 1, "dev_score": score, "selection": "dev only"},
+                        extra={
+                            "epoch": epoch + 1,
+                            "dev_score": score,
+                            "selection": "dev only",
+                            **stage,
+                        },
+                        keep=keep,
                     )
                     stale = 0
                 else:
@@ -305,11 +435,9 @@ class Trainer:
                     + (" (best)" if improved else "")
                 )
                 state["epoch"] = epoch + 1
-                save_checkpoint(model, last, half=False)
-                snapshot = dict(state, optimizer=_save_optimizer(opt, last))
-                (last / "trainer_state.json").write_text(json.dumps(snapshot, indent=2) + "\n")
+                save_last()
                 if stale >= tc.patience:
-                    progress.console.print(f"no dev improvement for {stale} epochs: stopping")
+                    progress.console.print(f"no dev improvement for {stale} evaluations: stopping")
                     break
         return state
 

@@ -40,3 +40,33 @@ def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict
         if nz.any()
         else 0.0,
     }
+
+
+def unweighted_accuracy(
+    y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]
+) -> dict[str, float]:
+    """Speech-emotion metrics, in percent: ``uar`` (unweighted accuracy = mean per-class recall over
+    the classes present in ``y_true``), ``wa`` (weighted accuracy = plain accuracy) and each
+    class's recall as ``recall_<class>``."""
+    if len(y_true) != len(y_pred) or not y_true:
+        raise ValueError("need equally long, non-empty label and prediction lists")
+    recalls: dict[str, float] = {}
+    for name in classes:
+        idx = [i for i, t in enumerate(y_true) if t == name]
+        if idx:
+            recalls[name] = 100.0 * sum(y_pred[i] == name for i in idx) / len(idx)
+    return {
+        "uar": float(np.mean(list(recalls.values()))),
+        "wa": 100.0 * float(np.mean([t == p for t, p in zip(y_true, y_pred, strict=True)])),
+        **{f"recall_{name}": value for name, value in recalls.items()},
+    }
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation; 0.0 when either side is constant."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError("need two equally long sequences of at least 2 values")
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -68,13 +69,19 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     half: bool = True,
+    keep: Collection[str] = (),
 ) -> Path:
-    """Write the checkpoint; frozen pretrained backbone weights are left out."""
+    """Write the checkpoint; frozen pretrained backbone weights are left out.
+
+    ``keep`` names backbone tensors to store although they are frozen now (e.g. layers an earlier
+    training stage changed, see :mod:`train.staged`).
+    """
     config: UniMSEConfig = model.config  # type: ignore[assignment]
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     keep_all = is_random_init(config)
     trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    trainable |= set(keep)
     tensors = {
         name: value.detach()
         for name, value in model.state_dict().items()

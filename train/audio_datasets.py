@@ -1,0 +1,275 @@
+"""EMO-DB and speech_av as training/evaluation datasets: :class:`~train.data.Sample` rows with
+acoustic feature sequences, fixed speaker-independent splits, and EMO-DB's transcripts.
+
+Samples are audio only by default (text ``""``): German acted speech carries no English words for
+the ASR to hear, and speech_av has no transcripts. EMO-DB can also be given its transcript (the
+sentence its file name names), which is the only way any data here pairs live-computable audio
+with text; :data:`EMODB_TRANSCRIPTS` holds the ten sentences.
+
+Splits (fixed, deterministic, speaker independent where speakers are known):
+
+- EMO-DB (speaker = first two characters of the file name): train = speakers 03 08 09 10 11,
+  dev = 12, test = 13 (:data:`EMODB_SPLITS`). ``all`` = every file in the folder. Dev is used for
+  model selection only, test for the reported number; the 7-fold speaker cross-validation of
+  ``benchmarks/emodb_cv.py`` is the fuller measurement.
+- speech_av (47 clips ``00.wav`` ... ``46.wav``, speakers not annotated): test = the 12 clips whose
+  number is 2 modulo 4 (02, 06, ..., 46), spread evenly over the corpus' blocks of similar
+  clips; train = the other 35. There is no dev split (too small): selection ignores speech_av.
+
+Acoustic features are computed once and cached on disk (:func:`cached_features`), keyed by a hash
+of the exact 16 kHz audio the extractor sees (so trimming or resampling changes give a new key)
+plus the extractor's name and dimension. The extractor names are versioned (``-v1``): a changed
+extractor gets a new name, never a stale cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from train.audio_data import (
+    EMODB,
+    SPEECH_AV,
+    AudioSample,
+    emodb_class_of,
+    load_emodb,
+    load_speech_av,
+)
+from train.data import AUDIO_DATASETS, DataError, Sample
+from train.unification import DEFAULT_CACHE, UnifiedSample
+from unimse.config import FeatureSpec
+from unimse.labels import UniversalLabel
+
+logger = logging.getLogger(__name__)
+
+AUDIO_SPLITS: tuple[str, ...] = ("train", "dev", "test", "all")
+AUDIO_SPEAKER = "speaker"  # speaker name in the text input (EMO-DB ids carry no meaning)
+
+EMODB_SPLITS: dict[str, tuple[str, ...]] = {
+    "train": ("03", "08", "09", "10", "11"),
+    "dev": ("12",),
+    "test": ("13",),
+}
+SPEECH_AV_TEST_EVERY = 4  # clip number % 4 == 2 -> test
+SPEECH_AV_TEST_OFFSET = 2
+
+# The ten EMO-DB sentences, by text code (characters 3-5 of the file name). Source: the EMO-DB
+# documentation (Burkhardt et al., "A Database of German Emotional Speech", Interspeech 2005;
+# emodb.bilderbar.info), as reproduced in audb's emodb description and several EMO-DB loaders.
+# Spelling variants seen there ("Heute Abend", "hoch getragen") do not change the words.
+EMODB_TRANSCRIPTS: dict[str, str] = {
+    "a01": "Der Lappen liegt auf dem Eisschrank.",
+    "a02": "Das will sie am Mittwoch abgeben.",
+    "a04": "Heute abend könnte ich es ihm sagen.",
+    "a05": "Das schwarze Stück Papier befindet sich da oben neben dem Holzstück.",
+    "a07": "In sieben Stunden wird es soweit sein.",
+    "b01": "Was sind denn das für Tüten, die da unter dem Tisch stehen?",
+    "b02": "Sie haben es gerade hochgetragen und jetzt gehen sie wieder runter.",
+    "b03": "An den Wochenenden bin ich jetzt immer nach Hause gefahren und habe Agnes besucht.",
+    "b09": "Ich will das eben wegbringen und dann mit Karl was trinken gehen.",
+    "b10": "Die wird auf dem Platz sein, wo wir sie immer hinlegen.",
+}
+
+# Universal-label fields of EMO-DB samples that come from our mapping rather than from the
+# annotation (train.audio_data documents the mapping). They get the borrowed-label loss weight,
+# like fields filled in by label unification. The score is a fixed valence choice per category
+# (neutral's 0.0 is the label space's convention, so it counts as gold).
+EMODB_DERIVED: dict[str, frozenset[str]] = {
+    "anger": frozenset({"score"}),
+    "happiness": frozenset({"score"}),
+    "sadness": frozenset({"score"}),
+    "neutral": frozenset(),
+    "disgust": frozenset({"score", "iemocap_emotion"}),  # IEMOCAP has no disgust
+    "fear": frozenset({"score", "iemocap_emotion"}),  # nor fear
+    "boredom": frozenset({"score", "meld_emotion", "iemocap_emotion"}),  # neither has boredom
+}
+# speech_av: the score (3 x valence) is annotated; both emotion fields are derived from the
+# valence/arousal quadrant.
+SPEECH_AV_DERIVED = frozenset({"meld_emotion", "iemocap_emotion"})
+
+
+def emodb_text_code(file_id: str) -> str:
+    """The sentence code of an EMO-DB file id, e.g. ``03a01Wa`` -> ``a01``."""
+    return file_id[2:5]
+
+
+def emodb_transcript(file_id: str) -> str | None:
+    return EMODB_TRANSCRIPTS.get(emodb_text_code(file_id))
+
+
+def speech_av_split(file_id: str) -> str:
+    try:
+        number = int(file_id)
+    except ValueError:
+        return "train"
+    return "test" if number % SPEECH_AV_TEST_EVERY == SPEECH_AV_TEST_OFFSET else "train"
+
+
+def select_split(samples: Sequence[AudioSample], dataset: str, split: str) -> list[AudioSample]:
+    """The fixed split of :mod:`train.audio_datasets` (``all``: every sample)."""
+    if split not in AUDIO_SPLITS:
+        raise DataError(f"unknown split {split!r}; choose from {', '.join(AUDIO_SPLITS)}")
+    if split == "all":
+        return list(samples)
+    if dataset == EMODB:
+        speakers = EMODB_SPLITS[split]
+        chosen = [s for s in samples if s.speaker in speakers]
+        if not chosen:
+            raise DataError(
+                f"no EMO-DB files of speaker(s) {' '.join(speakers)} (the {split} split); "
+                "use --split all for a folder of other speakers"
+            )
+        return chosen
+    if split == "dev":
+        raise DataError("speech_av has no dev split (train: 35 clips, test: 12)")
+    return [s for s in samples if speech_av_split(s.id) == split]
+
+
+def feature_cache_key(audio: np.ndarray, spec: FeatureSpec) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(audio, dtype=np.float32).tobytes()).hexdigest()
+    return f"{spec.name}-{spec.dim}-{digest[:32]}"
+
+
+def cached_features(
+    audio: np.ndarray,
+    spec: FeatureSpec,
+    extract: Callable[[np.ndarray], np.ndarray],
+    cache_dir: Path | None = DEFAULT_CACHE,
+) -> np.ndarray:
+    """``extract(audio)``, cached as ``.npy`` under ``cache_dir/features`` (None: no cache)."""
+    if cache_dir is None:
+        return extract(audio)
+    path = cache_dir / "features" / f"{feature_cache_key(audio, spec)}.npy"
+    if path.is_file():
+        try:
+            cached = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            logger.warning("unreadable feature cache file %s: recomputing", path)
+        else:
+            if cached.ndim == 2 and cached.shape[1] == spec.dim:
+                return cached
+    features = np.asarray(extract(audio), dtype=np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, features)
+    tmp.replace(path)
+    return features
+
+
+def load_audio_corpus(dataset: str, folder: Path) -> list[AudioSample]:
+    """All samples of an audio corpus folder; a one-line :class:`DataError` when unusable."""
+    loader = {EMODB: load_emodb, SPEECH_AV: load_speech_av}.get(dataset)
+    if loader is None:
+        raise DataError(f"unknown audio dataset {dataset!r}; choose from {AUDIO_DATASETS}")
+    try:
+        return loader(folder)
+    except (FileNotFoundError, ValueError) as exc:
+        raise DataError(str(exc)) from None
+
+
+def corpus_folder(dataset: str, data_dir: Path) -> Path:
+    """``data_dir/<dataset>`` (a ../shared/data-like root) or ``data_dir`` itself when it already
+    holds the wav files."""
+    nested = data_dir / dataset
+    if nested.is_dir():
+        return nested
+    if data_dir.is_dir() and any(p.suffix.lower() == ".wav" for p in data_dir.iterdir()):
+        return data_dir
+    raise DataError(f"{dataset} folder not found: {nested} (nor .wav files in {data_dir})")
+
+
+def to_sample(
+    item: AudioSample, split: str, acoustic: np.ndarray | None, *, transcript: bool = False
+) -> Sample:
+    """One audio sample as a :class:`Sample` (text ``""`` unless ``transcript`` is asked for)."""
+    text = ""
+    if transcript:
+        if item.dataset != EMODB:
+            raise ValueError(f"{item.dataset} has no transcripts")
+        text = emodb_transcript(item.id) or ""
+    label = item.label
+    return Sample(
+        uid=f"{item.dataset}/{item.id}" + ("+text" if text else ""),
+        dataset=item.dataset,
+        split=split,
+        dialogue=item.id,
+        speaker=AUDIO_SPEAKER,
+        text=text,
+        polarity=label.polarity,
+        score=label.score,
+        meld_emotion=label.meld_emotion,
+        iemocap_emotion=label.iemocap_emotion,
+        acoustic=acoustic,
+    )
+
+
+def load_audio_dataset(
+    dataset: str,
+    split: str,
+    data_dir: str | Path,
+    spec: FeatureSpec | None,
+    *,
+    transcripts: bool = False,
+    cache_dir: Path | None = DEFAULT_CACHE,
+) -> list[Sample]:
+    """``split`` of EMO-DB or speech_av as Samples with acoustic features for ``spec``.
+
+    ``data_dir`` is a ../shared/data-like root or the corpus folder itself. ``spec`` None gives no
+    features (a text-only model). With ``transcripts`` (EMO-DB only) every file whose sentence is
+    known yields a second, text+audio sample beside its audio-only one.
+    """
+    folder = corpus_folder(dataset, Path(data_dir))
+    chosen = select_split(load_audio_corpus(dataset, folder), dataset, split)
+    extract = None
+    if spec is not None:
+        from unimse.features import acoustic_extractor
+
+        extract = acoustic_extractor(spec)
+    samples: list[Sample] = []
+    for item in chosen:
+        feats = None
+        if spec is not None and extract is not None:
+            feats = cached_features(item.audio, spec, extract, cache_dir)
+        samples.append(to_sample(item, split, feats))
+        if transcripts and dataset == EMODB and emodb_transcript(item.id):
+            samples.append(to_sample(item, split, feats, transcript=True))
+    logger.info("%s %s: %d samples from %s", dataset, split, len(samples), folder)
+    return samples
+
+
+def sample_label(sample: Sample) -> UniversalLabel:
+    return UniversalLabel(
+        sample.polarity or "neutral",
+        sample.score or 0.0,
+        sample.meld_emotion or "neutral",
+        sample.iemocap_emotion or "neutral",
+    )
+
+
+def emodb_class_of_sample(sample: Sample) -> str:
+    """The EMO-DB class of an EMO-DB sample (its label is the mapping's image of the class)."""
+    return emodb_class_of(sample_label(sample))
+
+
+def unified_audio(sample: Sample) -> UnifiedSample:
+    """An audio sample as a unified training sample: every field is set; the fields our mapping
+    derived (not annotated) are marked borrowed, so they train with the borrowed-label weight."""
+    if sample.dataset == EMODB:
+        derived = EMODB_DERIVED[emodb_class_of_sample(sample)]
+    elif sample.dataset == SPEECH_AV:
+        derived = SPEECH_AV_DERIVED
+    else:
+        raise ValueError(f"{sample.dataset} is not an audio dataset")
+    label = sample_label(sample)
+    return UnifiedSample(
+        sample,
+        label.polarity,
+        label.score,
+        label.meld_emotion,
+        label.iemocap_emotion,
+        derived,
+    )

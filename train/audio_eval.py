@@ -1,0 +1,179 @@
+"""Evaluation on the emotional-speech corpora (``emotrack eval --dataset emodb|speech_av``).
+
+EMO-DB: the predicted universal label is mapped back to one of the 7 EMO-DB classes with
+:func:`train.audio_data.emodb_class_of`; reported are the unweighted accuracy (``uar``, mean
+per-class recall) and the weighted accuracy (``wa``, plain accuracy), each for two inputs:
+
+- ``audio``: audio only (text ``""``), what a live session sees when the ASR hears no words it
+  knows (German speech for the English tiny.en model);
+- ``fused``: audio + the file's transcript (:data:`train.audio_datasets.EMODB_TRANSCRIPTS`; files
+  whose sentence code is unknown are left out of this row).
+
+speech_av: continuous valence and arousal in [-1, 1] against the model's predictions from audio
+only: ``valence_corr`` = Pearson r of the predicted intensity with valence; ``arousal_corr`` =
+Pearson r of the arousal proxy 1 - P(neutral) (MELD emotion distribution) with arousal, and
+``arousal_corr_intensity`` = Pearson r of |intensity| with arousal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from train.audio_data import EMODB, EMODB_CLASSES, SPEECH_AV, AudioSample, emodb_class_of
+from train.audio_datasets import (
+    AUDIO_SPEAKER,
+    cached_features,
+    corpus_folder,
+    emodb_transcript,
+    load_audio_corpus,
+    select_split,
+)
+from train.metrics import pearson, unweighted_accuracy
+from train.unification import DEFAULT_CACHE
+from unimse.inference import EmotionPredictor
+from unimse.inputs import ModelInput
+from unimse.prediction import Prediction
+
+logger = logging.getLogger(__name__)
+
+
+def load_eval_corpus(dataset: str, data_dir: Path, split: str) -> list[AudioSample]:
+    """The files of ``split`` (``all``: every file) of the corpus at ``data_dir`` (the corpus
+    folder itself, or a ../shared/data-like root holding it)."""
+    folder = corpus_folder(dataset, data_dir)
+    return select_split(load_audio_corpus(dataset, folder), dataset, split)
+
+
+def audio_inputs(
+    predictor: EmotionPredictor,
+    samples: Sequence[AudioSample],
+    texts: Sequence[str] | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE,
+) -> list[ModelInput]:
+    """Model inputs with the checkpoint's acoustic features (none for a text-only checkpoint)."""
+    spec = predictor.config.acoustic
+    if spec is None:
+        logger.warning(
+            "checkpoint %s has no acoustic feature spec: it never hears the audio",
+            predictor.model_version,
+        )
+    extract = None
+    if spec is not None:
+        from unimse.features import acoustic_extractor
+
+        extract = acoustic_extractor(spec)
+    inputs = []
+    for i, item in enumerate(samples):
+        feats = None
+        if spec is not None and extract is not None:
+            feats = cached_features(item.audio, spec, extract, cache_dir)
+        text = texts[i] if texts is not None else ""
+        inputs.append(ModelInput(text=text, speaker=AUDIO_SPEAKER, acoustic=feats))
+    return inputs
+
+
+def predict_all(
+    predictor: EmotionPredictor,
+    inputs: Sequence[ModelInput],
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[Prediction]:
+    out: list[Prediction] = []
+    for start in range(0, len(inputs), batch_size):
+        chunk = inputs[start : start + batch_size]
+        out += predictor.predict(chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return out
+
+
+def emodb_metrics(
+    predictor: EmotionPredictor,
+    samples: Sequence[AudioSample],
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE,
+) -> dict[str, float]:
+    """``audio_uar``, ``audio_wa``, ``fused_uar``, ``fused_wa`` and per-class recalls, percent."""
+    truth = [s.emotion or "" for s in samples]
+    preds = predict_all(
+        predictor, audio_inputs(predictor, samples, None, cache_dir), batch_size, progress
+    )
+    result: dict[str, float] = {"n": float(len(samples))}
+    for key, value in unweighted_accuracy(
+        truth, [emodb_class_of(p.label) for p in preds], EMODB_CLASSES
+    ).items():
+        result[f"audio_{key}"] = value
+    known = [i for i, s in enumerate(samples) if emodb_transcript(s.id)]
+    if len(known) < len(samples):
+        logger.warning(
+            "%d files have an unknown sentence code: left out of the fused row",
+            len(samples) - len(known),
+        )
+    if known:
+        fused_samples = [samples[i] for i in known]
+        texts = [emodb_transcript(s.id) or "" for s in fused_samples]
+        fused = predict_all(
+            predictor,
+            audio_inputs(predictor, fused_samples, texts, cache_dir),
+            batch_size,
+            progress,
+        )
+        result["n_fused"] = float(len(known))
+        for key, value in unweighted_accuracy(
+            [truth[i] for i in known], [emodb_class_of(p.label) for p in fused], EMODB_CLASSES
+        ).items():
+            result[f"fused_{key}"] = value
+    return result
+
+
+def speech_av_metrics(
+    predictor: EmotionPredictor,
+    samples: Sequence[AudioSample],
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE,
+) -> dict[str, float]:
+    """Correlations of predictions (audio only) with annotated valence and arousal."""
+    if len(samples) < 2:
+        raise ValueError("speech_av evaluation needs at least 2 clips")
+    preds = predict_all(
+        predictor, audio_inputs(predictor, samples, None, cache_dir), batch_size, progress
+    )
+    valence = [s.valence or 0.0 for s in samples]
+    arousal = [s.arousal or 0.0 for s in samples]
+    intensity = [p.intensity for p in preds]
+    aroused = [1.0 - p.emotion_probs["neutral"] for p in preds]
+    polarity_true = [s.label.polarity for s in samples]
+    return {
+        "n": float(len(samples)),
+        "valence_corr": pearson(intensity, valence),
+        "arousal_corr": pearson(aroused, arousal),
+        "arousal_corr_intensity": pearson([abs(x) for x in intensity], arousal),
+        "polarity_acc": 100.0
+        * sum(p.polarity == t for p, t in zip(preds, polarity_true, strict=True))
+        / len(samples),
+    }
+
+
+def audio_metrics(
+    dataset: str,
+    predictor: EmotionPredictor,
+    samples: Sequence[AudioSample],
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    if dataset == EMODB:
+        return emodb_metrics(predictor, samples, batch_size, progress)
+    if dataset == SPEECH_AV:
+        return speech_av_metrics(predictor, samples, batch_size, progress)
+    raise ValueError(f"{dataset} is not an audio corpus")
+
+
+def progress_total(dataset: str, samples: Sequence[AudioSample]) -> int:
+    """How many predictions :func:`audio_metrics` makes (for a progress bar)."""
+    if dataset == EMODB:
+        return len(samples) + sum(1 for s in samples if emodb_transcript(s.id))
+    return len(samples)

@@ -38,7 +38,7 @@ from train.staged import (
     preserve_text_path,
 )
 from train.unification import UnifiedSample, unify
-from unimse.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from unimse.checkpoint import BACKBONE_PREFIX, load_checkpoint, resolve_checkpoint, save_checkpoint
 from unimse.inference import EmotionPredictor, pick_device
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS, POLARITIES
 from unimse.modeling import build_model
@@ -272,12 +272,12 @@ class Trainer:
         backbone_params = [
             p
             for n, p in model.named_parameters()
-            if p.requires_grad and n.startswith("backbone.") and id(p) not in masked
+            if p.requires_grad and n.startswith(BACKBONE_PREFIX) and id(p) not in masked
         ]
         new_params = [
             p
             for n, p in model.named_parameters()
-            if p.requires_grad and not n.startswith("backbone.") and id(p) not in masked
+            if p.requires_grad and not n.startswith(BACKBONE_PREFIX) and id(p) not in masked
         ]
         groups: list[dict[str, Any]] = [
             {"params": backbone_params, "lr": tc.lr_backbone},

@@ -20,7 +20,14 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from unimse.checkpoint import CONFIG, WEIGHTS, CheckpointError, _tied_groups, resolve_checkpoint
+from unimse.checkpoint import (
+    BACKBONE_PREFIX,
+    CONFIG,
+    WEIGHTS,
+    CheckpointError,
+    resolve_checkpoint,
+    tied_groups,
+)
 from unimse.config import UniMSEConfig
 
 logger = logging.getLogger(__name__)
@@ -39,7 +46,8 @@ class InitReport:
     ignored: tuple[str, ...]  # checkpoint names this model has no use for
 
     def summary(self) -> str:
-        top = sorted({name.split(".")[0] for name in self.new if not name.startswith("backbone.")})
+        new = (name for name in self.new if not name.startswith(BACKBONE_PREFIX))
+        top = sorted({name.split(".")[0] for name in new})
         modules = ", ".join(top) or "none"
         return (
             f"initialised from {self.source}: {len(self.loaded)} tensors loaded, "
@@ -85,7 +93,7 @@ def init_from_checkpoint(model: nn.Module, path: str | Path) -> InitReport:
             )
     stored = load_file(str(folder / WEIGHTS))
     own = model.state_dict()
-    alias = _tied_groups(own)
+    alias = tied_groups(own)
     for key, value in stored.items():
         if key in own and value.shape != own[key].shape:
             raise CheckpointError(
@@ -152,7 +160,7 @@ def backbone_names_to_store(model: nn.Module, report: InitReport | None) -> set[
     has their values)."""
     if report is None:
         return set()
-    return {name for name in report.loaded if name.startswith("backbone.")}
+    return {name for name in report.loaded if name.startswith(BACKBONE_PREFIX)}
 
 
 def preserve_text_path(model: nn.Module) -> list[torch.Tensor]:

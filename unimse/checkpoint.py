@@ -28,6 +28,8 @@ CONFIG = "config.json"
 LABELS = "labels.json"
 METRICS = "metrics.json"
 DEFAULT = "default"
+# State-dict prefix of the backbone's own weights (the installed package can restore them).
+BACKBONE_PREFIX = "backbone."
 
 
 class CheckpointError(RuntimeError):
@@ -48,11 +50,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return folder
 
 
-def _backbone_prefix(model: nn.Module) -> str:
-    return "backbone."
-
-
-def _tied_groups(state: dict[str, torch.Tensor]) -> dict[str, str]:
+def tied_groups(state: dict[str, torch.Tensor]) -> dict[str, str]:
     """Map every state-dict name to the first name sharing its storage (tied weights)."""
     first: dict[tuple[int, int, tuple[int, ...]], str] = {}
     alias: dict[str, str] = {}
@@ -85,9 +83,9 @@ def save_checkpoint(
     tensors = {
         name: value.detach()
         for name, value in model.state_dict().items()
-        if keep_all or name in trainable or not name.startswith(_backbone_prefix(model))
+        if keep_all or name in trainable or not name.startswith(BACKBONE_PREFIX)
     }
-    alias = _tied_groups(tensors)
+    alias = tied_groups(tensors)
     tensors = {k: v for k, v in tensors.items() if alias[k] == k}  # one copy of tied weights
     stored = {
         k: (v.to(torch.float16) if half and v.is_floating_point() else v).contiguous().cpu()
@@ -119,12 +117,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.
     model = build_model(config)
     stored = load_file(str(folder / WEIGHTS))
     own = model.state_dict()
-    alias = _tied_groups(own)
+    alias = tied_groups(own)
     present = set(stored) | {k for k in own if alias[k] in stored}
     unknown = sorted(set(stored) - set(own))
     if unknown:
         raise CheckpointError(f"checkpoint {folder} has weights this model lacks: {unknown[:5]}")
-    missing = [k for k in own if k not in present and not k.startswith("backbone.")]
+    missing = [k for k in own if k not in present and not k.startswith(BACKBONE_PREFIX)]
     if missing:
         raise CheckpointError(f"checkpoint {folder} lacks weights: {missing[:5]}")
     if is_random_init(config):

@@ -83,6 +83,28 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--json", action="store_true", help="end with one JSON line of all metrics")
     ev.set_defaults(handler=run_eval)
 
+    cal = subparsers.add_parser(
+        "calibrate",
+        help="fit per-class emotion-head offsets on the dev splits",
+        description="Write a copy of a checkpoint whose MELD and IEMOCAP emotion heads carry "
+        "per-class logit offsets chosen on the dev splits (coordinate ascent on weighted F1). "
+        "Test splits are never read. The offsets go into calibration.json of the output.",
+    )
+    cal.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'default'")
+    cal.add_argument("--output", required=True, type=Path, help="folder for the new checkpoint")
+    cal.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["meld", "iemocap"],
+        choices=("meld", "iemocap"),
+        help="heads to calibrate (default: meld iemocap)",
+    )
+    cal.add_argument(
+        "--data-dir", type=Path, help="folder laid out like ../shared/data (default: that)"
+    )
+    cal.add_argument("--json", action="store_true", help="end with one JSON line of the result")
+    cal.set_defaults(handler=run_calibrate)
+
 
 def run_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
@@ -90,6 +112,9 @@ def run_train(args: argparse.Namespace) -> int:
     from train.config import TrainConfig
     from train.loop import Trainer
 
+    if not getattr(args, "quiet", False):  # training is long: show its progress lines by default
+        train_log = logging.getLogger("train")
+        train_log.setLevel(min(train_log.getEffectiveLevel(), logging.INFO))
     config = TrainConfig.load(args.config)
     if args.data_dir:
         config = replace(config, data=replace(config.data, data_dir=str(args.data_dir)))
@@ -151,6 +176,42 @@ def run_eval(args: argparse.Namespace) -> int:
             **metrics,
         }
         sys.stdout.write(json.dumps(payload) + "\n")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
+
+    from train.calibrate import calibrate_checkpoint
+
+    tasks: dict[str, TaskID] = {}
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+
+        def tick(dataset: str, done: int, total: int) -> None:
+            if dataset not in tasks:
+                tasks[dataset] = progress.add_task(f"{dataset} dev", total=total)
+            progress.update(tasks[dataset], advance=done)
+
+        results = calibrate_checkpoint(
+            args.checkpoint, args.output, args.data_dir or DEFAULT_DATA_DIR, args.datasets, tick
+        )
+    table = Table(title=f"dev-set calibration -> {args.output}")
+    for column in ("head", "dev wf1 before", "dev wf1 after", "offsets"):
+        table.add_column(column)
+    for r in results:
+        offsets = " ".join(f"{c}{o:+.1f}" for c, o in r.offsets.items() if o)
+        table.add_row(
+            r.dataset, f"{r.dev_before['wf1']:.2f}", f"{r.dev_after['wf1']:.2f}", offsets or "-"
+        )
+    Console(file=sys.stdout).print(table)
+    if args.json:
+        sys.stdout.write(
+            json.dumps({"output": str(args.output), "heads": [asdict(r) for r in results]}) + "\n"
+        )
     return 0
 
 

@@ -101,8 +101,9 @@ def speak(text: str, voice: str, *, words_per_minute: int = 165) -> np.ndarray:
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise SynthesisError("espeak-ng is not installed (apt-get install espeak-ng)")
-    proc = subprocess.run(
-        [exe, "-v", voice, "-s", str(words_per_minute), "--stdout", text],
+    proc = subprocess.run(  # text on stdin: a line like "-Yeah." is not an option
+        [exe, "-v", voice, "-s", str(words_per_minute), "--stdout", "--stdin"],
+        input=text.encode("utf-8"),
         capture_output=True,
         check=False,
         timeout=60,
@@ -177,6 +178,42 @@ def write_audio(path: str | Path, audio: np.ndarray) -> Path:
     out = Path(path)
     subtype = "VORBIS" if out.suffix.lower() == ".ogg" else "PCM_16"
     sf.write(str(out), audio, SAMPLE_RATE, subtype=subtype)
+    return out
+
+
+def write_video(path: str | Path, image: np.ndarray, audio: np.ndarray, fps: int = 10) -> Path:
+    """An mp4 (H.264 + AAC, via PyAV) showing ``image`` (BGR) while ``audio`` (16 kHz mono) plays.
+
+    Used to replay a face with speech when no recorded video exists (tests, the camera benchmark).
+    """
+    from fractions import Fraction
+
+    import av
+
+    height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2  # yuv420p needs even sizes
+    picture = np.ascontiguousarray(image[:height, :width])
+    out = Path(path)
+    with av.open(str(out), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        sound = container.add_stream("aac", rate=SAMPLE_RATE)
+        sound.layout = "mono"
+        for i in range(int(len(audio) / SAMPLE_RATE * fps) + 1):
+            frame = av.VideoFrame.from_ndarray(picture, format="bgr24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            container.mux(video.encode(frame))
+        container.mux(video.encode())
+        size = sound.codec_context.frame_size or 1024
+        resampler = av.AudioResampler(format=sound.codec_context.format.name, layout="mono")
+        for start in range(0, len(audio), size):
+            block = np.zeros((1, size), np.float32)
+            piece = audio[start : start + size]
+            block[0, : len(piece)] = piece
+            chunk = av.AudioFrame.from_ndarray(block, format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = SAMPLE_RATE, start
+            for converted in resampler.resample(chunk):
+                container.mux(sound.encode(converted))
+        container.mux(sound.encode())
     return out
 
 

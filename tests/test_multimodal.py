@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -358,6 +357,112 @@ def test_simulated_visual_only_where_a_gold_expression_exists() -> None:
         EpochAugmenter.build(samples, inputs, [], _encode, simulated_visual={"meld": 1.0})
 
 
+def test_neutral_audio_pairs_text_samples_with_neutral_clips_only() -> None:
+    from dataclasses import replace
+
+    from train.data import Sample
+    from train.unification import UnifiedSample
+
+    def unified(dataset: str, emotion: str, text: str = "words") -> UnifiedSample:
+        s = Sample("u", dataset, "train", "d", "s", text, meld_emotion=emotion)
+        return UnifiedSample(s, "neutral", 0.0, emotion, "neutral", frozenset())
+
+    neutral_clip, angry_clip = np.full((4, 3), 1.0, np.float32), np.full((4, 3), 2.0, np.float32)
+    samples = [unified("meld", "joy") for _ in range(300)] + [unified("mosi", "joy")]
+    samples += [unified("emodb", "neutral", ""), unified("emodb", "anger", "")]
+    samples += [unified("emodb", "neutral", "Der Lappen liegt auf dem Eisschrank.")]
+    inputs = [u.sample.to_input() for u in samples]
+    inputs[-3] = replace(inputs[-3], acoustic=neutral_clip)
+    inputs[-2] = replace(inputs[-2], acoustic=angry_clip)
+    inputs[-1] = replace(inputs[-1], acoustic=neutral_clip * 3)  # transcript copy: not a clip
+    augmenter = EpochAugmenter.build(
+        samples, inputs, [_encode(x) for x in inputs], _encode, neutral_audio={"meld": 0.5}
+    )
+    view = augmenter.epoch(seed=3)
+    paired = [i for i in range(300) if view.inputs[i].acoustic is not None]
+    assert 0.4 < len(paired) / 300 < 0.6 and view.neutral_audio == len(paired)
+    assert all(view.inputs[i].acoustic is neutral_clip for i in paired)  # only the neutral clip
+    assert view.inputs[300].acoustic is None  # mosi is not listed
+    assert all(view.inputs[i].text == "words" for i in paired)  # words and labels unchanged
+    assert view.encoded == augmenter.encoded
+    assert all(x.acoustic is None for x in augmenter.inputs[:300])  # fixed samples unmodified
+    with pytest.raises(ValueError, match="no neutral training clip"):
+        EpochAugmenter.build(samples[:-3], inputs[:-3], [], _encode, neutral_audio={"meld": 0.5})
+
+
+def test_neutral_audio_tts_share_uses_the_samples_own_spoken_words() -> None:
+    from train.data import Sample
+    from train.unification import UnifiedSample
+
+    def unified(dataset: str, emotion: str, text: str) -> UnifiedSample:
+        s = Sample("u", dataset, "train", "d", "s", text, meld_emotion=emotion)
+        return UnifiedSample(s, "neutral", 0.0, emotion, "neutral", frozenset())
+
+    samples = [unified("meld", "joy", f"line {i}") for i in range(400)]
+    samples.append(unified("emodb", "neutral", ""))
+    inputs = [u.sample.to_input() for u in samples]
+    clip = np.zeros((4, 3), np.float32)
+    inputs[-1] = ModelInput("", acoustic=clip)
+    spoken = {f"line {i}": np.full((2, 3), float(i), np.float32) for i in range(400)}
+    asked: list[str] = []
+
+    def speak(texts: list[str]) -> list[np.ndarray | None]:
+        asked.extend(texts)
+        return [None if t == "line 0" else spoken[t] for t in texts]  # line 0: inaudible
+
+    augmenter = EpochAugmenter.build(
+        samples,
+        inputs,
+        [_encode(x) for x in inputs],
+        _encode,
+        neutral_audio={"meld": 1.0},
+        spoken_share=0.5,
+        speak=speak,
+    )
+    assert sorted(asked) == sorted(spoken) and 0 not in augmenter.spoken
+    view = augmenter.epoch(seed=1)
+    own = [i for i in range(400) if view.inputs[i].acoustic is spoken.get(f"line {i}")]
+    corpus = [i for i in range(400) if view.inputs[i].acoustic is clip]
+    assert view.neutral_audio == 400 and len(own) + len(corpus) == 400
+    assert 0.4 < len(own) / 400 < 0.6 and 0 in corpus
+    with pytest.raises(ValueError, match="synthesiser"):
+        EpochAugmenter.build(
+            samples, inputs, [], _encode, neutral_audio={"meld": 1.0}, spoken_share=0.5
+        )
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_tts_features_are_cached_per_text_and_survive_odd_text(tmp_path: Path) -> None:
+    from train.tts_audio import tts_features, voice_and_rate
+
+    calls: list[int] = []
+
+    def extract(audio: np.ndarray) -> np.ndarray:
+        calls.append(len(audio))
+        return np.ones((len(audio) // 320 + 1, ACOUSTIC_SPEC.dim), np.float32)
+
+    texts = ["-Yeah, right.", "I see.", "..."]
+    first = tts_features(texts, ACOUSTIC_SPEC, extract, cache=tmp_path)
+    assert first[0] is not None and first[1] is not None  # a leading dash is text, not an option
+    assert len(first[0]) > 10 and voice_and_rate("I see.") == voice_and_rate("I see.")
+    again = tts_features(texts, ACOUSTIC_SPEC, extract, cache=tmp_path)
+    assert len(calls) == sum(f is not None for f in first)  # second run: all from the cache
+    for a, b in zip(first, again, strict=True):
+        assert (a is None and b is None) or np.array_equal(a, b)
+
+
+def test_neutral_audio_config_needs_text_datasets_and_an_audio_corpus() -> None:
+    from train.config import DataConfig
+
+    DataConfig(datasets=("meld", "emodb"), neutral_audio={"meld": 0.5})
+    with pytest.raises(ValueError, match="text datasets"):
+        DataConfig(datasets=("meld", "emodb"), neutral_audio={"emodb": 0.5})
+    with pytest.raises(ValueError, match="probability"):
+        DataConfig(datasets=("meld", "emodb"), neutral_audio={"meld": 1.5})
+    with pytest.raises(ValueError, match="needs an audio corpus"):
+        DataConfig(datasets=("meld", "iemocap"), neutral_audio={"meld": 0.5})
+
+
 # --- evaluation CLI --------------------------------------------------------------------------
 
 
@@ -501,49 +606,21 @@ def test_same_sentence_in_two_emotions_gives_different_predictions(
     assert differs or distance >= 0.2, (anger, neutral)
 
 
-def write_face_video(path: Path, audio: np.ndarray, fps: int = 10) -> None:
-    """An mp4 (H.264 + AAC, via PyAV) showing a drawn face while ``audio`` (16 kHz) plays."""
-    import av
-    from test_features import draw_face
-
-    face = draw_face(smile=True)
-    rate = 16_000
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = face.shape[1], face.shape[0], "yuv420p"
-        sound = container.add_stream("aac", rate=rate)
-        sound.layout = "mono"
-        for i in range(int(len(audio) / rate * fps) + 1):
-            frame = av.VideoFrame.from_ndarray(face, format="bgr24")
-            frame.pts, frame.time_base = i, Fraction(1, fps)
-            container.mux(video.encode(frame))
-        container.mux(video.encode())
-        size = sound.codec_context.frame_size or 1024
-        resampler = av.AudioResampler(format=sound.codec_context.format.name, layout="mono")
-        for start in range(0, len(audio), size):
-            block = np.zeros((1, size), np.float32)
-            piece = audio[start : start + size]
-            block[0, : len(piece)] = piece
-            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = rate, start
-            for converted in resampler.resample(frame):
-                container.mux(sound.encode(converted))
-        container.mux(sound.encode())
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_replaying_a_video_with_a_face_uses_video(
     tiny_multimodal_checkpoint: Path, tmp_path: Path
 ) -> None:
-    from realtime.synth import speak, speech_bounds
+    from test_features import draw_face
+
+    from realtime.synth import speak, speech_bounds, write_video
 
     speech = speak("I am so happy to see you again today.", "en-us+m3")
     first, last = speech_bounds(speech)
     silence = np.zeros(8000, np.float32)
     audio = np.concatenate([silence, speech[first:last], silence, silence])
     movie = tmp_path / "face.mp4"
-    write_face_video(movie, audio)
+    write_video(movie, draw_face(smile=True), audio)
     results = replay_results(movie, tiny_multimodal_checkpoint, tmp_path / "out.jsonl")
     assert results
     assert all({"text", "audio", "video"} <= set(r["modalities"]) for r in results), results

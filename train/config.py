@@ -37,6 +37,14 @@ class DataConfig:
     # SIMULATED visual evidence (train.simulated_visual), not real video: per dataset, the
     # probability that a training sample gets a simulated FER sequence in an epoch.
     simulated_visual: dict[str, float] = field(default_factory=dict)
+    # Neutral-prosody pairing (train.augment): per text dataset, the probability that a training
+    # sample with words and no audio gets the acoustic features of a random neutral training clip
+    # of the audio corpora in an epoch, its label unchanged: speech that sounds neutral must not
+    # override what the words say.
+    neutral_audio: dict[str, float] = field(default_factory=dict)
+    # Share of those pairings that use the sample's own words spoken by espeak-ng (neutral
+    # synthetic prosody, train.tts_audio) instead of a neutral corpus clip.
+    neutral_audio_tts: float = 0.0
     # Dev splits used for model selection (empty: every configured dataset that has one).
     dev_datasets: tuple[str, ...] = ()
 
@@ -65,6 +73,19 @@ class DataConfig:
                 )
             if not 0.0 <= chance <= 1.0:
                 raise ValueError(f"simulated_visual.{name} must be a probability in [0, 1]")
+        for name, chance in self.neutral_audio.items():
+            if name not in self.datasets or name in AUDIO_DATASETS:
+                raise ValueError(
+                    f"neutral_audio applies to the configured text datasets, not {name!r}"
+                )
+            if not 0.0 <= chance <= 1.0:
+                raise ValueError(f"neutral_audio.{name} must be a probability in [0, 1]")
+        if not 0.0 <= self.neutral_audio_tts <= 1.0:
+            raise ValueError("neutral_audio_tts must be a share in [0, 1]")
+        if self.neutral_audio_tts and not self.neutral_audio:
+            raise ValueError("neutral_audio_tts needs neutral_audio (the samples to pair)")
+        if self.neutral_audio and not set(self.datasets) & set(AUDIO_DATASETS):
+            raise ValueError("neutral_audio needs an audio corpus (emodb, speech_av) for its clips")
         if set(self.datasets) <= {"speech_av"}:
             raise ValueError("speech_av has no dev split: add a dataset to select models on")
         no_dev = set(self.dev_datasets) - (set(self.datasets) - {"speech_av"})

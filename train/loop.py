@@ -8,7 +8,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -214,6 +214,17 @@ class Trainer:
             kept += rows
         return kept
 
+    def _speaker(self) -> Callable[[list[str]], list[np.ndarray | None]] | None:
+        """Neutral synthetic speech for ``[data] neutral_audio_tts`` (None when unused)."""
+        spec = self.config.model.acoustic
+        if not self.config.data.neutral_audio_tts or spec is None:
+            return None
+        from train.tts_audio import tts_features
+        from unimse.features import acoustic_extractor
+
+        extract = acoustic_extractor(spec)
+        return lambda texts: tts_features(texts, spec, extract)
+
     def run(self, resume: bool = False) -> dict[str, Any]:
         cfg, tc = self.config, self.config.train
         if tc.init_from:
@@ -259,6 +270,9 @@ class Trainer:
             modality_dropout=tc.modality_dropout,
             simulated_visual=cfg.data.simulated_visual,
             uses_visual=cfg.model.visual is not None,
+            neutral_audio=cfg.data.neutral_audio,
+            spoken_share=cfg.data.neutral_audio_tts,
+            speak=self._speaker(),
         )
         stage = {}
         if init is not None:
@@ -337,13 +351,14 @@ class Trainer:
                 torch.manual_seed(tc.seed + epoch)
                 batches = bucketed_batches(lengths, tc.batch_size, rng)
                 view = augmenter.epoch(tc.seed + epoch)
-                if view.text_blanked or view.simulated_visual:
+                if view.text_blanked or view.simulated_visual or view.neutral_audio:
                     logger.info(
                         "epoch %d: words blanked on %d samples (modality dropout), SIMULATED "
-                        "visual on %d",
+                        "visual on %d, neutral audio paired with %d",
                         epoch + 1,
                         view.text_blanked,
                         view.simulated_visual,
+                        view.neutral_audio,
                     )
                 task = progress.add_task(
                     f"epoch {epoch + 1}/{tc.epochs}", total=len(batches), info=""

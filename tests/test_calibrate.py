@@ -10,8 +10,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train.calibrate import CALIBRATION, calibrate_checkpoint, dev_log_probs, fit_offsets
+from train.calibrate import (
+    ACOUSTIC_PROJECTION,
+    AUDIO_SCALE_GRID,
+    CALIBRATION,
+    calibrate_checkpoint,
+    dev_log_probs,
+    fit_offsets,
+)
 from train.metrics import classification_metrics
+from unimse.checkpoint import CheckpointError
 from unimse.inference import EmotionPredictor
 
 SHIFT = np.array([1.2, 0.0, -1.0, 0.0])
@@ -59,7 +67,8 @@ def test_calibrated_checkpoint_changes_only_head_biases(
     tiny_checkpoint: Path, shared_data: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "calibrated"
-    results = calibrate_checkpoint(tiny_checkpoint, out, shared_data)
+    results, scale = calibrate_checkpoint(tiny_checkpoint, out, shared_data)
+    assert scale is None
     before = load_file(str(tiny_checkpoint / "model.safetensors"))
     after = load_file(str(out / "model.safetensors"))
     assert set(before) == set(after)
@@ -101,3 +110,46 @@ def test_calibrate_cli_json_and_refusal(
     _, err = capsys.readouterr()
     assert code != 0
     assert "--output must differ" in err and "Traceback" not in err
+
+
+def test_audio_scale_is_folded_into_the_acoustic_projection(
+    tiny_multimodal_checkpoint: Path, tiny_checkpoint: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    from unimse.inputs import ModelInput
+
+    out = tmp_path / "scaled"
+    results, scale = calibrate_checkpoint(
+        tiny_multimodal_checkpoint, out, shared_data, datasets=(), audio_scale="auto"
+    )
+    assert results == [] and scale is not None
+    assert set(scale.scores) == {str(g) for g in AUDIO_SCALE_GRID}
+    best = max(v["mean"] for v in scale.scores.values())
+    assert scale.scores[str(scale.scale)]["mean"] == best
+    for scores in scale.scores.values():
+        assert set(scores) == {
+            "meld_neutral_speech_wf1",
+            "iemocap_neutral_speech_wf1",
+            "emodb_audio_uar",
+            "mean",
+        }
+    before = load_file(str(tiny_multimodal_checkpoint / "model.safetensors"))
+    after = load_file(str(out / "model.safetensors"))
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed <= set(ACOUSTIC_PROJECTION)
+    for name in ACOUSTIC_PROJECTION:
+        assert torch.allclose(after[name], before[name] * scale.scale)
+    # Text-only predictions cannot change; scale 0 makes text + audio equal text only.
+    zero = tmp_path / "zero"
+    calibrate_checkpoint(tiny_multimodal_checkpoint, zero, shared_data, (), audio_scale=0.0)
+    silent = EmotionPredictor.load(zero, device="cpu")
+    sound = np.random.default_rng(0).normal(size=(40, 64)).astype(np.float32)
+    with_audio, text_only = silent.predict(
+        [ModelInput("I am fine.", acoustic=sound), ModelInput("I am fine.")]
+    )
+    assert with_audio.emotion_probs == pytest.approx(text_only.emotion_probs, abs=1e-6)
+    with pytest.raises(ValueError, match="audio scale must be in"):
+        calibrate_checkpoint(
+            tiny_multimodal_checkpoint, tmp_path / "x", shared_data, (), audio_scale=2
+        )
+    with pytest.raises(CheckpointError, match="no acoustic branch"):
+        calibrate_checkpoint(tiny_checkpoint, tmp_path / "y", shared_data, (), audio_scale=0.5)

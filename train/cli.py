@@ -85,10 +85,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     cal = subparsers.add_parser(
         "calibrate",
-        help="fit per-class emotion-head offsets on the dev splits",
+        help="calibrate a checkpoint on the dev splits (head priors, audio weight)",
         description="Write a copy of a checkpoint whose MELD and IEMOCAP emotion heads carry "
-        "per-class logit offsets chosen on the dev splits (coordinate ascent on weighted F1). "
-        "Test splits are never read. The offsets go into calibration.json of the output.",
+        "per-class logit offsets chosen on the dev splits (coordinate ascent on weighted F1), "
+        "and, with --audio-scale, whose acoustic branch is scaled by a factor (auto: chosen on "
+        "dev, see train/calibrate.py). Test splits are never read. What was done goes into "
+        "calibration.json of the output.",
     )
     cal.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'default'")
     cal.add_argument("--output", required=True, type=Path, help="folder for the new checkpoint")
@@ -98,6 +100,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         default=["meld", "iemocap"],
         choices=("meld", "iemocap"),
         help="heads to calibrate (default: meld iemocap)",
+    )
+    cal.add_argument("--no-heads", action="store_true", help="leave the emotion heads as they are")
+    cal.add_argument(
+        "--audio-scale",
+        metavar="auto|FACTOR",
+        help="scale the acoustic branch by FACTOR in [0, 1], or choose it on dev (auto)",
     )
     cal.add_argument(
         "--data-dir", type=Path, help="folder laid out like ../shared/data (default: that)"
@@ -196,8 +204,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
                 tasks[dataset] = progress.add_task(f"{dataset} dev", total=total)
             progress.update(tasks[dataset], advance=done)
 
-        results = calibrate_checkpoint(
-            args.checkpoint, args.output, args.data_dir or DEFAULT_DATA_DIR, args.datasets, tick
+        results, scale = calibrate_checkpoint(
+            args.checkpoint,
+            args.output,
+            args.data_dir or DEFAULT_DATA_DIR,
+            [] if args.no_heads else args.datasets,
+            tick,
+            audio_scale=args.audio_scale,
         )
     table = Table(title=f"dev-set calibration -> {args.output}")
     for column in ("head", "dev wf1 before", "dev wf1 after", "offsets"):
@@ -208,10 +221,17 @@ def run_calibrate(args: argparse.Namespace) -> int:
             r.dataset, f"{r.dev_before['wf1']:.2f}", f"{r.dev_after['wf1']:.2f}", offsets or "-"
         )
     Console(file=sys.stdout).print(table)
+    if scale is not None:
+        print(f"audio scale {scale.scale}")
+        for candidate, scores in scale.scores.items():
+            print(f"  {candidate}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
     if args.json:
-        sys.stdout.write(
-            json.dumps({"output": str(args.output), "heads": [asdict(r) for r in results]}) + "\n"
-        )
+        payload = {
+            "output": str(args.output),
+            "heads": [asdict(r) for r in results],
+            "audio_scale": None if scale is None else asdict(scale),
+        }
+        sys.stdout.write(json.dumps(payload) + "\n")
     return 0
 
 

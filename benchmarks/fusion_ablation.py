@@ -1,0 +1,93 @@
+"""Does adding audio hurt the text benchmarks? MELD / IEMOCAP / CMU-MOSI test, per input condition.
+
+    python benchmarks/fusion_ablation.py [--checkpoint default] [--datasets meld iemocap mosi]
+                                         [--split test|dev]
+
+These corpora have no live-computable audio here, so the checkpoint is scored on each split
+(test by default; dev, with the dev speaker's clips, is what stage-2 variants are chosen on) with:
+
+- ``text``: words only (the audio is masked, as with a muted microphone);
+- ``text+neutral speech``: the words plus a real neutral EMO-DB clip of a speaker never trained on
+  (test: speaker 13; dev: speaker 12), cycled (speech that carries no emotion should not move the
+  label);
+- ``text+synthetic speech``: the words plus those same words spoken by espeak-ng (neutral
+  synthetic prosody, the voice/rate chosen by :func:`train.tts_audio.voice_and_rate`).
+
+Audio alone has no label to be scored against on these corpora (EMO-DB is the audio-only test;
+see ``emotrack eval --dataset emodb``). Prints a Markdown table of the primary metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from train.audio_datasets import load_audio_dataset  # noqa: E402
+from train.data import Sample, load_dataset  # noqa: E402
+from train.evaluate import evaluate  # noqa: E402
+from train.tts_audio import tts_features  # noqa: E402
+from unimse.features import acoustic_extractor  # noqa: E402
+from unimse.inference import EmotionPredictor  # noqa: E402
+
+CONDITIONS = ("text", "text+neutral speech", "text+synthetic speech")
+COLUMNS = {"meld": ("wf1", "acc"), "iemocap": ("wf1", "acc"), "mosi": ("acc2_non0", "mae")}
+
+
+def with_audio(
+    samples: list[Sample], condition: str, predictor: EmotionPredictor, data: Path, split: str
+) -> list[Sample]:
+    spec = predictor.config.acoustic
+    if condition == "text" or spec is None:
+        return samples
+    if condition == "text+neutral speech":
+        held_out = load_audio_dataset("emodb", split, data, spec)
+        clips = [s.acoustic for s in held_out if s.meld_emotion == "neutral"]
+        return [replace(s, acoustic=clips[i % len(clips)]) for i, s in enumerate(samples)]
+    spoken = tts_features([s.text for s in samples], spec, acoustic_extractor(spec))
+    return [replace(s, acoustic=f) for s, f in zip(samples, spoken, strict=True)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="default")
+    parser.add_argument("--datasets", nargs="+", default=list(COLUMNS), choices=list(COLUMNS))
+    parser.add_argument("--data-dir", type=Path, default=ROOT / ".." / "shared" / "data")
+    parser.add_argument("--split", choices=("test", "dev"), default="test")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args(argv)
+    predictor = EmotionPredictor.load(args.checkpoint, device="cpu")
+    if predictor.config.acoustic is None:
+        raise SystemExit(f"{args.checkpoint} has no acoustic branch: nothing to compare")
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for dataset in args.datasets:
+        samples = load_dataset(dataset, args.split, args.data_dir)
+        results[dataset] = {
+            condition: evaluate(
+                predictor,
+                dataset,
+                with_audio(samples, condition, predictor, args.data_dir, args.split),
+            )
+            for condition in CONDITIONS
+        }
+        print(dataset, json.dumps(results[dataset]), file=sys.stderr)
+    head = [f"dataset ({args.split})", "metric", *CONDITIONS]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for dataset, by_condition in results.items():
+        for metric in COLUMNS[dataset]:
+            digits = 3 if metric == "mae" else 2
+            cells = [f"{by_condition[c][metric]:.{digits}f}" for c in CONDITIONS]
+            lines.append(f"| {dataset} | {metric} | " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,10 +44,10 @@ def conversation_audio() -> np.ndarray:
         speech = speak(sentence, VOICE)
         first, last = speech_bounds(speech)
         parts += [speech[first:last], PAUSE]
-    return np.concatenate(parts + [PAUSE])
+    return np.concatenate([*parts, PAUSE])
 
 
-def replay(media: Path, out: Path, checkpoint: str, *extra: str) -> list[dict[str, object]]:
+def replay(media: Path, out: Path, checkpoint: str, *extra: str) -> list[dict[str, Any]]:
     command = [sys.executable, "-m", "realtime.cli", "-q", "replay", str(media), "--speed", "max"]
     command += ["--sink", "jsonl", "--output", str(out), "--checkpoint", checkpoint, *extra]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -55,21 +56,20 @@ def replay(media: Path, out: Path, checkpoint: str, *extra: str) -> list[dict[st
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
 
-def table(runs: dict[str, list[dict[str, object]]]) -> str:
+def table(runs: dict[str, list[dict[str, Any]]]) -> str:
     lines = [
-        "| utterance (ASR) | camera off | camera on | ΔP(joy) | no-face control | modalities (on) |",
+        "| utterance (ASR) | camera off | camera on | ΔP(joy) | no-face control "
+        "| modalities (on) |",
         "|---|---|---|---:|---|---|",
     ]
 
-    def label(r: dict[str, object]) -> str:
-        probs = r["emotion_probs"]
-        assert isinstance(probs, dict)
-        return f"{r['emotion']} {probs[r['emotion']]:.2f}"
+    def label(r: dict[str, Any]) -> str:
+        return f"{r['emotion']} {r['emotion_probs'][r['emotion']]:.2f}"
 
-    for off, on, control in zip(runs["camera_off"], runs["camera_on"], runs["no_face"], strict=False):
-        assert isinstance(off["emotion_probs"], dict) and isinstance(on["emotion_probs"], dict)
+    rows = zip(runs["camera_off"], runs["camera_on"], runs["no_face"], strict=False)
+    for off, on, control in rows:
         delta = on["emotion_probs"]["joy"] - off["emotion_probs"]["joy"]
-        modalities = "+".join(on["modalities"])  # type: ignore[call-overload]
+        modalities = "+".join(on["modalities"])
         lines.append(
             f"| {off['text']} | {label(off)} | {label(on)} | {delta:+.2f} | {label(control)} "
             f"| {modalities} |"
@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from skimage import data
     except ImportError:
-        raise SystemExit("needs scikit-image (pip install -e '.[dev]') for the real face photo")
+        raise SystemExit(
+            "needs scikit-image (pip install -e '.[dev]') for the real face photo"
+        ) from None
     try:
         audio = conversation_audio()
     except SynthesisError as exc:

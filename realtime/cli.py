@@ -319,6 +319,14 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     )
     _add(
         model,
+        "--no-audio-features",
+        dest="inference.audio",
+        action="store_const",
+        const=False,
+        help="do not give the model acoustic features (words and video only)",
+    )
+    _add(
+        model,
         "--max-batch",
         dest="inference.max_batch",
         type=int,

@@ -96,9 +96,11 @@ class InferenceOptions:
     max_batch: int = 8  # utterances classified together when several are ready
     inbox_size: int = 16  # utterances waiting for the model
     overflow: str = "auto"  # full inbox: drop the oldest (live) or wait (replay); auto picks
+    audio: bool = True  # acoustic features for checkpoints with an audio branch (False: words only)
 
     def __post_init__(self) -> None:
         _check(bool(self.checkpoint), "inference.checkpoint must not be empty")
+        _check(isinstance(self.audio, bool), "inference.audio must be true or false")
         _check(self.max_batch >= 1, "inference.max_batch must be >= 1")
         _check(self.inbox_size >= 1, "inference.inbox_size must be >= 1")
         _check(

@@ -46,7 +46,9 @@ def load_model(options: InferenceOptions) -> EmotionModel:
     from unimse.inference import EmotionPredictor
 
     predictor = EmotionPredictor.load(options.checkpoint, device=options.device)
-    model = EmotionModel.for_predictor(predictor)
+    model = EmotionModel.for_predictor(predictor, audio=options.audio)
+    if not options.audio and predictor.config.acoustic is not None:
+        logger.info("acoustic features off: the model sees words (and video) only")
     model.warm_up()
     return model
 
@@ -68,11 +70,12 @@ class EmotionModel:
     visual: VisualExtractor | None = None
 
     @classmethod
-    def for_predictor(cls, predictor: Predictor) -> EmotionModel:
-        """Attach the extractors named by the checkpoint's feature specs (none for text only)."""
+    def for_predictor(cls, predictor: Predictor, *, audio: bool = True) -> EmotionModel:
+        """Attach the extractors named by the checkpoint's feature specs (none for text only);
+        ``audio=False`` leaves the acoustic one out, so audio is masked as for a text model."""
         config = predictor.config
         acoustic = visual = None
-        if config.acoustic is not None:
+        if config.acoustic is not None and audio:
             from unimse.features import acoustic_extractor
 
             acoustic = acoustic_extractor(config.acoustic)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -158,3 +159,22 @@ def test_a_text_only_checkpoint_gets_no_extractors() -> None:
     model = EmotionModel.for_predictor(FakePredictor())
     assert model.acoustic is None and model.visual is None
     assert not model.uses_audio and not model.uses_video
+
+
+def test_audio_features_can_be_switched_off() -> None:
+    from unimse.features import ACOUSTIC_SPEC, VISUAL_SPEC
+
+    predictor = FakePredictor()
+    predictor.config = replace(predictor.config, acoustic=ACOUSTIC_SPEC, visual=VISUAL_SPEC)
+    assert EmotionModel.for_predictor(predictor).uses_audio
+    muted = EmotionModel.for_predictor(predictor, audio=False)
+    assert not muted.uses_audio and muted.uses_video
+
+
+def test_no_audio_features_flag_reaches_the_config() -> None:
+    from realtime.cli import build_config, build_parser
+
+    args = build_parser().parse_args(["replay", "x.wav", "--no-audio-features"])
+    assert build_config(args).inference.audio is False
+    args = build_parser().parse_args(["replay", "x.wav"])
+    assert build_config(args).inference.audio is True

@@ -153,3 +153,18 @@ def test_audio_scale_is_folded_into_the_acoustic_projection(
         )
     with pytest.raises(CheckpointError, match="no acoustic branch"):
         calibrate_checkpoint(tiny_checkpoint, tmp_path / "y", shared_data, (), audio_scale=0.5)
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "-0.1"])
+def test_calibrate_cli_rejects_a_bad_audio_scale_in_one_line(
+    value: str, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from realtime.cli import main
+
+    argv = ["calibrate", "--checkpoint", str(tiny_checkpoint), "--output", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--audio-scale", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--audio-scale" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -104,6 +104,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     cal.add_argument("--no-heads", action="store_true", help="leave the emotion heads as they are")
     cal.add_argument(
         "--audio-scale",
+        type=_audio_scale,
         metavar="auto|FACTOR",
         help="scale the acoustic branch by FACTOR in [0, 1], or choose it on dev (auto)",
     )
@@ -112,6 +113,20 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     cal.add_argument("--json", action="store_true", help="end with one JSON line of the result")
     cal.set_defaults(handler=run_calibrate)
+
+
+def _audio_scale(value: str) -> str | float:
+    if value == "auto":
+        return value
+    try:
+        factor = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or a number in [0, 1], got {value!r}"
+        ) from None
+    if not 0.0 <= factor <= 1.0:
+        raise argparse.ArgumentTypeError(f"the audio scale must be in [0, 1], got {factor}")
+    return factor
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from train.calibrate import (
     dev_log_probs,
     fit_offsets,
 )
+from train.data import load_dataset
 from train.metrics import classification_metrics
 from unimse.checkpoint import CheckpointError
 from unimse.inference import EmotionPredictor
@@ -85,7 +86,9 @@ def test_calibrated_checkpoint_changes_only_head_biases(
         assert by_head[name].dev_after == head["dev_after"]
     # The output is an ordinary checkpoint whose dev predictions are the calibrated ones.
     predictor = EmotionPredictor.load(out, device="cpu")
-    log_probs, labels = dev_log_probs(predictor, "iemocap", shared_data)
+    log_probs, labels = dev_log_probs(
+        predictor, "iemocap", load_dataset("iemocap", "dev", shared_data)
+    )
     assert _wf1(log_probs, labels) == pytest.approx(by_head["iemocap"].dev_after["wf1"])
 
 

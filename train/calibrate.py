@@ -28,13 +28,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from train.audio_data import load_emodb
+from train.audio_data import AudioSample, load_emodb
 from train.audio_datasets import corpus_folder, load_audio_dataset, select_split
 from train.audio_eval import audio_metrics
-from train.data import load_dataset
+from train.data import Sample, load_dataset
 from train.evaluate import evaluate, predict_samples
 from train.metrics import classification_metrics
 from unimse.checkpoint import WEIGHTS, CheckpointError, resolve_checkpoint
+from unimse.config import FeatureSpec
 from unimse.fusion import ModalityEncoder
 from unimse.inference import EmotionPredictor
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS
@@ -105,12 +106,12 @@ def fit_offsets(
 def dev_log_probs(
     predictor: EmotionPredictor,
     dataset: str,
-    data_dir: Path,
+    samples: Sequence[Sample],
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Text-only dev predictions as log-probabilities (N, K) and gold class indices (N,)."""
+    """Text-only predictions of ``samples`` (a dev split) as log-probabilities (N, K) and gold
+    class indices (N,)."""
     _, classes = HEADS[dataset]
-    samples = load_dataset(dataset, "dev", data_dir)
     preds = predict_samples(predictor, samples, progress=progress)
     probs = np.array(
         [
@@ -123,31 +124,48 @@ def dev_log_probs(
     return np.log(np.clip(probs, 1e-12, None)), labels
 
 
+@dataclass(frozen=True)
+class AudioScaleDevData:
+    """What the audio-scale criterion is computed on, loaded once for every candidate scale."""
+
+    with_neutral_speech: dict[str, list[Sample]]  # meld / iemocap dev, a neutral clip each
+    emodb_dev: list[AudioSample]
+
+    @classmethod
+    def load(cls, spec: FeatureSpec, data_dir: Path) -> AudioScaleDevData:
+        neutral = [
+            s.acoustic
+            for s in load_audio_dataset("emodb", "dev", data_dir, spec)
+            if s.meld_emotion == "neutral"
+        ]
+        paired = {
+            dataset: [
+                replace(x, acoustic=neutral[i % len(neutral)])
+                for i, x in enumerate(load_dataset(dataset, "dev", data_dir))
+            ]
+            for dataset in ("meld", "iemocap")
+        }
+        corpus = select_split(load_emodb(corpus_folder("emodb", data_dir)), "emodb", "dev")
+        return cls(paired, corpus)
+
+
 def audio_scale_scores(
-    predictor: EmotionPredictor, data_dir: Path, scale: float
+    predictor: EmotionPredictor, data: AudioScaleDevData, scale: float
 ) -> dict[str, float]:
     """The dev criterion of :func:`select_audio_scale` with the acoustic output scaled."""
-    spec = predictor.config.acoustic
     encoder = getattr(getattr(predictor.model, "fusion", None), "acoustic", None)
-    if spec is None or not isinstance(encoder, ModalityEncoder):
+    if not isinstance(encoder, ModalityEncoder):
         raise CheckpointError("audio scale: the checkpoint has no acoustic branch")
-    neutral = [
-        s.acoustic
-        for s in load_audio_dataset("emodb", "dev", data_dir, spec)
-        if s.meld_emotion == "neutral"
-    ]
     saved = [t.detach().clone() for t in (encoder.proj.weight, encoder.proj.bias)]
     try:
         with torch.no_grad():
             encoder.proj.weight.mul_(scale)
             encoder.proj.bias.mul_(scale)
-        scores = {}
-        for dataset in ("meld", "iemocap"):
-            samples = load_dataset(dataset, "dev", data_dir)
-            paired = [replace(x, acoustic=neutral[i % len(neutral)]) for i, x in enumerate(samples)]
-            scores[f"{dataset}_neutral_speech_wf1"] = evaluate(predictor, dataset, paired)["wf1"]
-        corpus = select_split(load_emodb(corpus_folder("emodb", data_dir)), "emodb", "dev")
-        scores["emodb_audio_uar"] = audio_metrics("emodb", predictor, corpus)["audio_uar"]
+        scores = {
+            f"{dataset}_neutral_speech_wf1": evaluate(predictor, dataset, samples)["wf1"]
+            for dataset, samples in data.with_neutral_speech.items()
+        }
+        scores["emodb_audio_uar"] = audio_metrics("emodb", predictor, data.emodb_dev)["audio_uar"]
     finally:
         with torch.no_grad():
             encoder.proj.weight.copy_(saved[0])
@@ -160,9 +178,13 @@ def select_audio_scale(
     predictor: EmotionPredictor, data_dir: Path, grid: Sequence[float] = AUDIO_SCALE_GRID
 ) -> AudioScaleChoice:
     """The grid scale with the best dev mean; ties go to the larger scale (more audio)."""
+    spec = predictor.config.acoustic
+    if spec is None:
+        raise CheckpointError("audio scale: the checkpoint has no acoustic branch")
+    data = AudioScaleDevData.load(spec, data_dir)
     scores = {}
     for scale in grid:
-        scores[str(scale)] = audio_scale_scores(predictor, data_dir, scale)
+        scores[str(scale)] = audio_scale_scores(predictor, data, scale)
         logger.info("audio scale %s: %s", scale, scores[str(scale)])
     best = max(sorted(grid, reverse=True), key=lambda g: scores[str(g)]["mean"])
     return AudioScaleChoice(best, scores)
@@ -210,9 +232,10 @@ def calibrate_checkpoint(
     results = []
     for dataset in datasets:
         bias_name, classes = HEADS[dataset]
-        n = len(load_dataset(dataset, "dev", data_dir))
+        samples = load_dataset(dataset, "dev", data_dir)
+        n = len(samples)
         tick = None if progress is None else (lambda k, d=dataset, n=n: progress(d, k, n))
-        log_probs, labels = dev_log_probs(predictor, dataset, data_dir, tick)
+        log_probs, labels = dev_log_probs(predictor, dataset, samples, tick)
         offsets = fit_offsets(log_probs, labels)
         before = classification_metrics(labels.tolist(), log_probs.argmax(1).tolist())
         after = classification_metrics(labels.tolist(), (log_probs + offsets).argmax(1).tolist())

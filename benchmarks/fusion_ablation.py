@@ -25,6 +25,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -39,15 +41,20 @@ CONDITIONS = ("text", "text+neutral speech", "text+synthetic speech")
 COLUMNS = {"meld": ("wf1", "acc"), "iemocap": ("wf1", "acc"), "mosi": ("acc2_non0", "mae")}
 
 
+def neutral_clips(predictor: EmotionPredictor, data: Path, split: str) -> list[np.ndarray]:
+    """Acoustic features of the neutral EMO-DB clips of the split's held-out speaker."""
+    assert predictor.config.acoustic is not None
+    held_out = load_audio_dataset("emodb", split, data, predictor.config.acoustic)
+    return [s.acoustic for s in held_out if s.meld_emotion == "neutral" and s.acoustic is not None]
+
+
 def with_audio(
-    samples: list[Sample], condition: str, predictor: EmotionPredictor, data: Path, split: str
+    samples: list[Sample], condition: str, predictor: EmotionPredictor, clips: list[np.ndarray]
 ) -> list[Sample]:
     spec = predictor.config.acoustic
     if condition == "text" or spec is None:
         return samples
     if condition == "text+neutral speech":
-        held_out = load_audio_dataset("emodb", split, data, spec)
-        clips = [s.acoustic for s in held_out if s.meld_emotion == "neutral"]
         return [replace(s, acoustic=clips[i % len(clips)]) for i, s in enumerate(samples)]
     spoken = tts_features([s.text for s in samples], spec, acoustic_extractor(spec))
     return [replace(s, acoustic=f) for s, f in zip(samples, spoken, strict=True)]
@@ -64,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor = EmotionPredictor.load(args.checkpoint, device="cpu")
     if predictor.config.acoustic is None:
         raise SystemExit(f"{args.checkpoint} has no acoustic branch: nothing to compare")
+    clips = neutral_clips(predictor, args.data_dir, args.split)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for dataset in args.datasets:
         samples = load_dataset(dataset, args.split, args.data_dir)
@@ -71,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             condition: evaluate(
                 predictor,
                 dataset,
-                with_audio(samples, condition, predictor, args.data_dir, args.split),
+                with_audio(samples, condition, predictor, clips),
             )
             for condition in CONDITIONS
         }

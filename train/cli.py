@@ -129,6 +129,20 @@ def _audio_scale(value: str) -> str | float:
     return factor
 
 
+def print_metrics(title: str, metrics: dict[str, float]) -> None:
+    """The human table of ``eval``: counts as integers, MAE and correlations to 4 places."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        digits = 0 if name in ("n", "n_fused") else 4 if name == "mae" or "corr" in name else 2
+        table.add_row(name, f"{value:.{digits}f}")
+    Console(file=sys.stdout).print(table)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -159,7 +173,6 @@ def run_eval(args: argparse.Namespace) -> int:
         raise DataError(f"--split {args.split} is for emodb/speech_av; {args.dataset}: dev or test")
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     from train.data import load_dataset
     from train.evaluate import evaluate
@@ -181,14 +194,10 @@ def run_eval(args: argparse.Namespace) -> int:
             args.batch_size,
             progress=lambda n: progress.update(task, advance=n),
         )
-    table = Table(
-        title=f"{args.dataset} {args.split} ({len(samples)} utterances) — {predictor.model_version}"
+    print_metrics(
+        f"{args.dataset} {args.split} ({len(samples)} utterances) — {predictor.model_version}",
+        metrics,
     )
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in metrics.items():
-        table.add_row(name, f"{value:.4f}" if name in ("mae", "corr") else f"{value:.2f}")
-    Console(file=sys.stdout).print(table)
     if args.json:
         payload = {
             "dataset": args.dataset,
@@ -254,7 +263,6 @@ def run_audio_eval(args: argparse.Namespace) -> int:
     """``eval --dataset emodb|speech_av`` (see :mod:`train.audio_eval`)."""
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     from train.audio_eval import audio_metrics, load_eval_corpus, progress_total
     from unimse.inference import EmotionPredictor
@@ -276,15 +284,9 @@ def run_audio_eval(args: argparse.Namespace) -> int:
             args.batch_size,
             progress=lambda n: progress.update(task, advance=n),
         )
-    table = Table(
-        title=f"{args.dataset} {split} ({len(samples)} files) — {predictor.model_version}"
+    print_metrics(
+        f"{args.dataset} {split} ({len(samples)} files) — {predictor.model_version}", metrics
     )
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in metrics.items():
-        digits = 0 if name.startswith("n") else 4 if "corr" in name else 2
-        table.add_row(name, f"{value:.{digits}f}")
-    Console(file=sys.stdout).print(table)
     if args.json:
         counts = {k: int(v) for k, v in metrics.items() if k in ("n", "n_fused")}
         payload = {

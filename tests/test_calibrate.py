@@ -12,11 +12,14 @@ from safetensors.torch import load_file
 
 from train.calibrate import (
     ACOUSTIC_PROJECTION,
-    AUDIO_SCALE_GRID,
     CALIBRATION,
+    SCALE_GRID,
+    VISUAL_PROJECTION,
+    VideoScaleDevData,
     calibrate_checkpoint,
     dev_log_probs,
     fit_offsets,
+    scale_scores,
 )
 from train.data import load_dataset
 from train.metrics import classification_metrics
@@ -68,8 +71,8 @@ def test_calibrated_checkpoint_changes_only_head_biases(
     tiny_checkpoint: Path, shared_data: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "calibrated"
-    results, scale = calibrate_checkpoint(tiny_checkpoint, out, shared_data)
-    assert scale is None
+    results, scales = calibrate_checkpoint(tiny_checkpoint, out, shared_data)
+    assert scales == []
     before = load_file(str(tiny_checkpoint / "model.safetensors"))
     after = load_file(str(out / "model.safetensors"))
     assert set(before) == set(after)
@@ -121,11 +124,12 @@ def test_audio_scale_is_folded_into_the_acoustic_projection(
     from unimse.inputs import ModelInput
 
     out = tmp_path / "scaled"
-    results, scale = calibrate_checkpoint(
+    results, scales = calibrate_checkpoint(
         tiny_multimodal_checkpoint, out, shared_data, datasets=(), audio_scale="auto"
     )
-    assert results == [] and scale is not None
-    assert set(scale.scores) == {str(g) for g in AUDIO_SCALE_GRID}
+    assert results == [] and [s.modality for s in scales] == ["audio"]
+    scale = scales[0]
+    assert set(scale.scores) == {str(g) for g in SCALE_GRID}
     best = max(v["mean"] for v in scale.scores.values())
     assert scale.scores[str(scale.scale)]["mean"] == best
     for scores in scale.scores.values():
@@ -158,16 +162,76 @@ def test_audio_scale_is_folded_into_the_acoustic_projection(
         calibrate_checkpoint(tiny_checkpoint, tmp_path / "y", shared_data, (), audio_scale=0.5)
 
 
+def test_video_scale_criterion_and_folding(
+    tiny_multimodal_checkpoint: Path, tiny_checkpoint: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    from unimse.inputs import ModelInput
+
+    predictor = EmotionPredictor.load(tiny_multimodal_checkpoint, device="cpu")
+    data = VideoScaleDevData.load(predictor, shared_data)
+    for dataset in ("meld", "iemocap"):
+        matching, unrelated = data.matching_face[dataset], data.unrelated_face[dataset]
+        assert len(matching) == len(unrelated) == len(load_dataset(dataset, "dev", shared_data))
+        assert all(s.visual is not None and s.visual.shape[1] == 7 for s in unrelated)
+    # Matching faces follow the gold label (IEMOCAP frustration has none); unrelated ones do not.
+    frustrated = [s for s in data.matching_face["iemocap"] if s.iemocap_emotion == "frustrated"]
+    assert frustrated and all(s.visual is None for s in frustrated)
+    assert all(s.visual is not None for s in data.matching_face["meld"])
+
+    def agreement(samples: list) -> float:  # share of faces FER reads as the gold emotion
+        from unimse.labels import MELD_EMOTIONS
+
+        read = [MELD_EMOTIONS[int(s.visual.mean(0).argmax())] for s in samples]
+        return float(np.mean([r == s.meld_emotion for r, s in zip(read, samples, strict=True)]))
+
+    assert agreement(data.matching_face["meld"]) > agreement(data.unrelated_face["meld"]) + 0.2
+    scores = scale_scores(predictor, "video", data, 0.0)
+    assert set(scores) == {
+        "meld_matching_face_wf1",
+        "iemocap_matching_face_wf1",
+        "meld_unrelated_face_wf1",
+        "iemocap_unrelated_face_wf1",
+        "mean",
+    }
+    # At scale 0 a face changes nothing: both conditions score the text-only predictions.
+    assert scores["meld_matching_face_wf1"] == pytest.approx(scores["meld_unrelated_face_wf1"])
+
+    # A given factor is folded into the visual projection only, and the earlier record is kept.
+    first, second = tmp_path / "audio", tmp_path / "video"
+    calibrate_checkpoint(tiny_multimodal_checkpoint, first, shared_data, (), audio_scale=0.5)
+    _, scales = calibrate_checkpoint(first, second, shared_data, (), video_scale=0.0)
+    assert [(s.modality, s.scale) for s in scales] == [("video", 0.0)]
+    before = load_file(str(first / "model.safetensors"))
+    after = load_file(str(second / "model.safetensors"))
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == set(VISUAL_PROJECTION)
+    record = json.loads((second / CALIBRATION).read_text())
+    assert record["video_scale"]["scale"] == 0.0
+    assert record["source_calibration"]["audio_scale"]["scale"] == 0.5
+    blind = EmotionPredictor.load(second, device="cpu")
+    face = np.full((6, 7), 1 / 7, dtype=np.float32)
+    face[:, 1] = 0.9
+    with_face, text_only = blind.predict(
+        [ModelInput("I miss her.", visual=face), ModelInput("I miss her.")]
+    )
+    assert with_face.emotion_probs == pytest.approx(text_only.emotion_probs, abs=1e-6)
+
+
+@pytest.mark.parametrize("flag", ["--audio-scale", "--video-scale"])
 @pytest.mark.parametrize("value", ["abc", "1.5", "-0.1"])
-def test_calibrate_cli_rejects_a_bad_audio_scale_in_one_line(
-    value: str, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_calibrate_cli_rejects_a_bad_scale_in_one_line(
+    flag: str,
+    value: str,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from realtime.cli import main
 
     argv = ["calibrate", "--checkpoint", str(tiny_checkpoint), "--output", str(tmp_path / "o")]
     with pytest.raises(SystemExit) as exc:
-        main([*argv, "--audio-scale", value])
+        main([*argv, flag, value])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "--audio-scale" in err and "Traceback" not in err
+    assert flag in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()

@@ -1,4 +1,5 @@
-"""Dev-set calibration of a checkpoint (``emotrack calibrate``): emotion-head priors, audio weight.
+"""Dev-set calibration of a checkpoint (``emotrack calibrate``): emotion-head priors, audio and
+video weights.
 
 Joint training on three corpora with borrowed labels leaves each emotion head with the class
 priors of the mixture, not of its own corpus. Calibration adds one offset per class to a head's
@@ -6,12 +7,17 @@ logits, chosen on the **dev** split only by coordinate ascent on weighted F1, an
 into the head's bias: the calibrated checkpoint is an ordinary checkpoint (the same tensors with
 two bias vectors changed), and `calibration.json` records what was done.
 
-Audio scale: the acoustic branch learnt from a few acted German speakers overrules clear words
-when it misreads a new voice (text + a neutral clip of an unseen speaker lost 6-16 WF1 on MELD /
-IEMOCAP). ``audio_scale`` multiplies the acoustic encoder's output projection by one factor,
-chosen on dev from :data:`AUDIO_SCALE_GRID` as the best mean of MELD and IEMOCAP dev WF1 with a
-neutral clip of the EMO-DB dev speaker beside the words, and EMO-DB dev audio-only UAR. Scale 0
-would be text only; 1 leaves the checkpoint as trained.
+Modality scales multiply one branch's encoder output projection by a factor from
+:data:`SCALE_GRID`, chosen on dev as the best mean of a criterion (:class:`ScaleCriterion`) that
+rewards using the modality and punishes letting it overrule the words. Scale 0 would be text only;
+1 leaves the checkpoint as trained.
+
+- Audio: the acoustic branch learnt from a few acted German speakers overrules clear words when it
+  misreads a new voice (text + a neutral clip of an unseen speaker lost 6-16 WF1 on MELD /
+  IEMOCAP). Criterion: :class:`AudioScaleDevData`.
+- Video: the visual branch learnt from SIMULATED FER evidence drawn from the gold label, so it
+  trusts a clear expression completely (a smiling face turned sad sentences into joy). Criterion:
+  :class:`VideoScaleDevData`, on simulated faces too: no labelled real faces exist here.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,12 +38,12 @@ from safetensors.torch import save_file
 
 from train.audio_data import AudioSample, load_emodb
 from train.audio_datasets import corpus_folder, load_audio_dataset, select_split
-from train.audio_eval import audio_metrics
+from train.audio_eval import audio_metrics, progress_total
 from train.data import Sample, load_dataset
 from train.evaluate import evaluate, predict_samples
 from train.metrics import classification_metrics
+from train.simulated_visual import expression_of, simulate_fer_sequence
 from unimse.checkpoint import WEIGHTS, CheckpointError, resolve_checkpoint
-from unimse.config import FeatureSpec
 from unimse.fusion import ModalityEncoder
 from unimse.inference import EmotionPredictor
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS
@@ -50,14 +58,26 @@ HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-AUDIO_SCALE_GRID = (1.0, 0.5, 0.35, 0.25, 0.125)
-ACOUSTIC_PROJECTION = ("fusion.acoustic.proj.weight", "fusion.acoustic.proj.bias")
+SCALE_GRID = (1.0, 0.5, 0.35, 0.25, 0.125)
+# modality -> the fusion encoder whose output projection a scale multiplies
+BRANCHES = {"audio": "acoustic", "video": "visual"}
+
+
+def projection(modality: str) -> tuple[str, str]:
+    """Names of the tensors a ``modality`` scale multiplies."""
+    branch = BRANCHES[modality]
+    return (f"fusion.{branch}.proj.weight", f"fusion.{branch}.proj.bias")
+
+
+ACOUSTIC_PROJECTION = projection("audio")
+VISUAL_PROJECTION = projection("video")
 
 
 @dataclass(frozen=True)
-class AudioScaleChoice:
+class ScaleChoice:
+    modality: str  # "audio" or "video"
     scale: float
-    # per candidate scale: meld/iemocap dev WF1 with neutral speech, emodb dev audio UAR, mean
+    # per candidate scale: the criterion's dev scores and their mean (empty for a given factor)
     scores: dict[str, dict[str, float]]
 
 
@@ -124,15 +144,33 @@ def dev_log_probs(
     return np.log(np.clip(probs, 1e-12, None)), labels
 
 
+class ScaleCriterion(Protocol):
+    """Dev data for one modality's scale, loaded once and scored once per candidate scale."""
+
+    @property
+    def size(self) -> int:
+        """Predictions one :meth:`scores` call makes (for a progress bar)."""
+        ...
+
+    def scores(
+        self, predictor: EmotionPredictor, progress: Callable[[int], None] | None = None
+    ) -> dict[str, float]: ...
+
+
 @dataclass(frozen=True)
 class AudioScaleDevData:
-    """What the audio-scale criterion is computed on, loaded once for every candidate scale."""
+    """Audio: MELD / IEMOCAP dev WF1 with a neutral clip of the EMO-DB dev speaker beside every
+    utterance (speech carrying no emotion should leave the words' label alone) and EMO-DB dev
+    audio-only UAR (emotional speech should be recognised)."""
 
     with_neutral_speech: dict[str, list[Sample]]  # meld / iemocap dev, a neutral clip each
     emodb_dev: list[AudioSample]
 
     @classmethod
-    def load(cls, spec: FeatureSpec, data_dir: Path) -> AudioScaleDevData:
+    def load(cls, predictor: EmotionPredictor, data_dir: Path) -> AudioScaleDevData:
+        spec = predictor.config.acoustic
+        if spec is None:
+            raise CheckpointError("audio scale: the checkpoint has no acoustic branch")
         neutral = [
             s.acoustic
             for s in load_audio_dataset("emodb", "dev", data_dir, spec)
@@ -148,46 +186,157 @@ class AudioScaleDevData:
         corpus = select_split(load_emodb(corpus_folder("emodb", data_dir)), "emodb", "dev")
         return cls(paired, corpus)
 
+    @property
+    def size(self) -> int:
+        speech = sum(len(v) for v in self.with_neutral_speech.values())
+        return speech + progress_total("emodb", self.emodb_dev)
 
-def audio_scale_scores(
-    predictor: EmotionPredictor, data: AudioScaleDevData, scale: float
-) -> dict[str, float]:
-    """The dev criterion of :func:`select_audio_scale` with the acoustic output scaled."""
-    encoder = getattr(getattr(predictor.model, "fusion", None), "acoustic", None)
+    def scores(
+        self, predictor: EmotionPredictor, progress: Callable[[int], None] | None = None
+    ) -> dict[str, float]:
+        scores = {
+            f"{dataset}_neutral_speech_wf1": evaluate(
+                predictor, dataset, samples, progress=progress
+            )["wf1"]
+            for dataset, samples in self.with_neutral_speech.items()
+        }
+        emodb = audio_metrics("emodb", predictor, self.emodb_dev, progress=progress)
+        scores["emodb_audio_uar"] = emodb["audio_uar"]
+        return scores
+
+
+@dataclass(frozen=True)
+class VideoScaleDevData:
+    """Video: MELD / IEMOCAP dev WF1 with a SIMULATED face beside every utterance, once showing
+    the gold emotion (the training simulation, :mod:`train.simulated_visual`; IEMOCAP frustration
+    has no face) and once showing an expression drawn uniformly at random, unrelated to what is
+    said. The first rewards using the face, the second punishes a face that overrules the words;
+    their mean weighs the two equally. No labelled real faces exist here (docs/MODEL_CARD.md)."""
+
+    matching_face: dict[str, list[Sample]]
+    unrelated_face: dict[str, list[Sample]]
+
+    @classmethod
+    def load(cls, predictor: EmotionPredictor, data_dir: Path, seed: int = 0) -> VideoScaleDevData:
+        if predictor.config.visual is None:
+            raise CheckpointError("video scale: the checkpoint has no visual branch")
+        rng = np.random.default_rng(seed)
+        matching: dict[str, list[Sample]] = {}
+        unrelated: dict[str, list[Sample]] = {}
+        for dataset in ("meld", "iemocap"):
+            samples = load_dataset(dataset, "dev", data_dir)
+            matching[dataset] = []
+            for s in samples:
+                shown = expression_of(dataset, s.meld_emotion, s.iemocap_emotion)
+                face = None if shown is None else simulate_fer_sequence(shown, rng)
+                matching[dataset].append(replace(s, visual=face))
+            unrelated[dataset] = [
+                replace(
+                    s,
+                    visual=simulate_fer_sequence(
+                        MELD_EMOTIONS[int(rng.integers(len(MELD_EMOTIONS)))], rng
+                    ),
+                )
+                for s in samples
+            ]
+        return cls(matching, unrelated)
+
+    @property
+    def size(self) -> int:
+        return sum(len(v) for v in (*self.matching_face.values(), *self.unrelated_face.values()))
+
+    def scores(
+        self, predictor: EmotionPredictor, progress: Callable[[int], None] | None = None
+    ) -> dict[str, float]:
+        scores = {}
+        conditions = {"matching": self.matching_face, "unrelated": self.unrelated_face}
+        for condition, data in conditions.items():
+            for dataset, samples in data.items():
+                metrics = evaluate(predictor, dataset, samples, progress=progress)
+                scores[f"{dataset}_{condition}_face_wf1"] = metrics["wf1"]
+        return scores
+
+
+CRITERIA: dict[str, Callable[[EmotionPredictor, Path], ScaleCriterion]] = {
+    "audio": AudioScaleDevData.load,
+    "video": VideoScaleDevData.load,
+}
+
+
+def _branch_encoder(predictor: EmotionPredictor, modality: str) -> ModalityEncoder:
+    encoder = getattr(getattr(predictor.model, "fusion", None), BRANCHES[modality], None)
     if not isinstance(encoder, ModalityEncoder):
-        raise CheckpointError("audio scale: the checkpoint has no acoustic branch")
+        raise CheckpointError(
+            f"{modality} scale: the checkpoint has no {BRANCHES[modality]} branch"
+        )
+    return encoder
+
+
+@contextmanager
+def scaled_branch(predictor: EmotionPredictor, modality: str, scale: float) -> Iterator[None]:
+    """Temporarily multiply ``modality``'s encoder output projection by ``scale``."""
+    encoder = _branch_encoder(predictor, modality)
     saved = [t.detach().clone() for t in (encoder.proj.weight, encoder.proj.bias)]
     try:
         with torch.no_grad():
             encoder.proj.weight.mul_(scale)
             encoder.proj.bias.mul_(scale)
-        scores = {
-            f"{dataset}_neutral_speech_wf1": evaluate(predictor, dataset, samples)["wf1"]
-            for dataset, samples in data.with_neutral_speech.items()
-        }
-        scores["emodb_audio_uar"] = audio_metrics("emodb", predictor, data.emodb_dev)["audio_uar"]
+        yield
     finally:
         with torch.no_grad():
             encoder.proj.weight.copy_(saved[0])
             encoder.proj.bias.copy_(saved[1])
+
+
+def scale_scores(
+    predictor: EmotionPredictor,
+    modality: str,
+    criterion: ScaleCriterion,
+    scale: float,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """``criterion``'s dev scores with ``modality`` scaled by ``scale``, and their mean."""
+    with scaled_branch(predictor, modality, scale):
+        scores = criterion.scores(predictor, progress)
     scores["mean"] = float(np.mean(list(scores.values())))
     return scores
 
 
-def select_audio_scale(
-    predictor: EmotionPredictor, data_dir: Path, grid: Sequence[float] = AUDIO_SCALE_GRID
-) -> AudioScaleChoice:
-    """The grid scale with the best dev mean; ties go to the larger scale (more audio)."""
-    spec = predictor.config.acoustic
-    if spec is None:
-        raise CheckpointError("audio scale: the checkpoint has no acoustic branch")
-    data = AudioScaleDevData.load(spec, data_dir)
+def select_scale(
+    predictor: EmotionPredictor,
+    modality: str,
+    data_dir: Path,
+    grid: Sequence[float] = SCALE_GRID,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScaleChoice:
+    """The grid scale with the best dev mean; ties go to the larger scale (more of the modality).
+    ``progress(done, total)`` is called as predictions are made."""
+    _branch_encoder(predictor, modality)
+    criterion = CRITERIA[modality](predictor, data_dir)
+    total = criterion.size * len(grid)
+    tick = None if progress is None else (lambda k: progress(k, total))
     scores = {}
     for scale in grid:
-        scores[str(scale)] = audio_scale_scores(predictor, data, scale)
-        logger.info("audio scale %s: %s", scale, scores[str(scale)])
+        scores[str(scale)] = scale_scores(predictor, modality, criterion, scale, tick)
+        logger.info("%s scale %s: %s", modality, scale, scores[str(scale)])
     best = max(sorted(grid, reverse=True), key=lambda g: scores[str(g)]["mean"])
-    return AudioScaleChoice(best, scores)
+    return ScaleChoice(modality, best, scores)
+
+
+def _scale_choice(
+    predictor: EmotionPredictor,
+    modality: str,
+    requested: float | str,
+    data_dir: Path,
+    progress: Callable[[str, int, int], None] | None,
+) -> ScaleChoice:
+    if requested == "auto":
+        tick = None if progress is None else (lambda k, n: progress(f"{modality} scale", k, n))
+        return select_scale(predictor, modality, data_dir, progress=tick)
+    factor = float(requested)
+    if not 0.0 <= factor <= 1.0:
+        raise ValueError(f"{modality} scale must be in [0, 1], got {factor}")
+    return ScaleChoice(modality, factor, {})
 
 
 def calibrate_checkpoint(
@@ -197,9 +346,12 @@ def calibrate_checkpoint(
     datasets: Sequence[str] = ("meld", "iemocap"),
     progress: Callable[[str, int, int], None] | None = None,
     audio_scale: float | str | None = None,
-) -> tuple[list[HeadCalibration], AudioScaleChoice | None]:
+    video_scale: float | str | None = None,
+) -> tuple[list[HeadCalibration], list[ScaleChoice]]:
     """Write ``output``: ``source`` with dev-calibrated emotion-head biases (``datasets``) and,
-    with ``audio_scale`` (a factor, or "auto" to choose it on dev), a scaled acoustic branch."""
+    with ``audio_scale`` / ``video_scale`` (a factor, or "auto" to choose it on dev), a scaled
+    acoustic / visual branch. Each scale is chosen on ``source`` with the other modality absent,
+    so the two choices do not depend on each other."""
     folder = resolve_checkpoint(source)
     if output.resolve() == folder.resolve():
         raise CheckpointError("calibrate writes a new checkpoint: --output must differ")
@@ -215,19 +367,20 @@ def calibrate_checkpoint(
             f"checkpoint {folder} has no {missing[0]}: calibration needs an encoder checkpoint "
             "with classification heads"
         )
+    requested = {"audio": audio_scale, "video": video_scale}
+    for modality, value in requested.items():
+        if value is not None and any(name not in tensors for name in projection(modality)):
+            raise CheckpointError(
+                f"checkpoint {folder} has no {BRANCHES[modality]} branch to scale"
+            )
     predictor = EmotionPredictor.load(folder, device="cpu")
-    choice = None
-    if audio_scale is not None:
-        if any(name not in tensors for name in ACOUSTIC_PROJECTION):
-            raise CheckpointError(f"checkpoint {folder} has no acoustic branch to scale")
-        if audio_scale == "auto":
-            choice = select_audio_scale(predictor, data_dir)
-        else:
-            factor = float(audio_scale)
-            if not 0.0 <= factor <= 1.0:
-                raise ValueError(f"audio scale must be in [0, 1], got {factor}")
-            choice = AudioScaleChoice(factor, {})
-        for name in ACOUSTIC_PROJECTION:
+    choices = [
+        _scale_choice(predictor, modality, value, data_dir, progress)
+        for modality, value in requested.items()
+        if value is not None
+    ]
+    for choice in choices:
+        for name in projection(choice.modality):
             tensors[name] = (tensors[name].float() * choice.scale).to(tensors[name].dtype)
     results = []
     for dataset in datasets:
@@ -253,11 +406,15 @@ def calibrate_checkpoint(
         if item.is_file() and item.name not in (WEIGHTS, CALIBRATION):
             shutil.copy2(item, output / item.name)
     save_file(tensors, str(output / WEIGHTS), metadata=metadata)
-    record = {
+    record: dict[str, object] = {
         "source": str(folder),
         "method": "per-class logit offsets, coordinate ascent on dev weighted F1",
         "heads": [asdict(r) for r in results],
-        "audio_scale": None if choice is None else asdict(choice),
     }
+    for choice in choices:
+        record[f"{choice.modality}_scale"] = asdict(choice)
+    previous = folder / CALIBRATION
+    if previous.is_file():  # calibrating a calibrated checkpoint keeps the earlier record
+        record["source_calibration"] = json.loads(previous.read_text(encoding="utf-8"))
     (output / CALIBRATION).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return results, choice
+    return results, choices

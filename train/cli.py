@@ -85,12 +85,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     cal = subparsers.add_parser(
         "calibrate",
-        help="calibrate a checkpoint on the dev splits (head priors, audio weight)",
+        help="calibrate a checkpoint on the dev splits (head priors, audio and video weights)",
         description="Write a copy of a checkpoint whose MELD and IEMOCAP emotion heads carry "
         "per-class logit offsets chosen on the dev splits (coordinate ascent on weighted F1), "
-        "and, with --audio-scale, whose acoustic branch is scaled by a factor (auto: chosen on "
-        "dev, see train/calibrate.py). Test splits are never read. What was done goes into "
-        "calibration.json of the output.",
+        "and, with --audio-scale / --video-scale, whose acoustic / visual branch is scaled by a "
+        "factor (auto: chosen on dev, see train/calibrate.py). Test splits are never read. "
+        "What was done goes into calibration.json of the output.",
     )
     cal.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'default'")
     cal.add_argument("--output", required=True, type=Path, help="folder for the new checkpoint")
@@ -104,9 +104,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     cal.add_argument("--no-heads", action="store_true", help="leave the emotion heads as they are")
     cal.add_argument(
         "--audio-scale",
-        type=_audio_scale,
+        type=_branch_scale,
         metavar="auto|FACTOR",
         help="scale the acoustic branch by FACTOR in [0, 1], or choose it on dev (auto)",
+    )
+    cal.add_argument(
+        "--video-scale",
+        type=_branch_scale,
+        metavar="auto|FACTOR",
+        help="scale the visual branch by FACTOR in [0, 1], or choose it on dev (auto)",
     )
     cal.add_argument(
         "--data-dir", type=Path, help="folder laid out like ../shared/data (default: that)"
@@ -115,7 +121,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     cal.set_defaults(handler=run_calibrate)
 
 
-def _audio_scale(value: str) -> str | float:
+def _branch_scale(value: str) -> str | float:
     if value == "auto":
         return value
     try:
@@ -125,7 +131,7 @@ def _audio_scale(value: str) -> str | float:
             f"expected auto or a number in [0, 1], got {value!r}"
         ) from None
     if not 0.0 <= factor <= 1.0:
-        raise argparse.ArgumentTypeError(f"the audio scale must be in [0, 1], got {factor}")
+        raise argparse.ArgumentTypeError(f"a scale must be in [0, 1], got {factor}")
     return factor
 
 
@@ -228,13 +234,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
                 tasks[dataset] = progress.add_task(f"{dataset} dev", total=total)
             progress.update(tasks[dataset], advance=done)
 
-        results, scale = calibrate_checkpoint(
+        results, scales = calibrate_checkpoint(
             args.checkpoint,
             args.output,
             args.data_dir or DEFAULT_DATA_DIR,
             [] if args.no_heads else args.datasets,
             tick,
             audio_scale=args.audio_scale,
+            video_scale=args.video_scale,
         )
     table = Table(title=f"dev-set calibration -> {args.output}")
     for column in ("head", "dev wf1 before", "dev wf1 after", "offsets"):
@@ -244,16 +251,17 @@ def run_calibrate(args: argparse.Namespace) -> int:
         table.add_row(
             r.dataset, f"{r.dev_before['wf1']:.2f}", f"{r.dev_after['wf1']:.2f}", offsets or "-"
         )
-    Console(file=sys.stdout).print(table)
-    if scale is not None:
-        print(f"audio scale {scale.scale}")
+    if results:
+        Console(file=sys.stdout).print(table)
+    for scale in scales:
+        print(f"{scale.modality} scale {scale.scale}")
         for candidate, scores in scale.scores.items():
             print(f"  {candidate}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
     if args.json:
         payload = {
             "output": str(args.output),
             "heads": [asdict(r) for r in results],
-            "audio_scale": None if scale is None else asdict(scale),
+            **{f"{scale.modality}_scale": asdict(scale) for scale in scales},
         }
         sys.stdout.write(json.dumps(payload) + "\n")
     return 0

@@ -11,10 +11,13 @@ These corpora have no live-computable audio here, so the checkpoint is scored on
   (test: speaker 13; dev: speaker 12), cycled (speech that carries no emotion should not move the
   label);
 - ``text+synthetic speech``: the words plus those same words spoken by espeak-ng (neutral
-  synthetic prosody, the voice/rate chosen by :func:`train.tts_audio.voice_and_rate`).
+  synthetic prosody, the voice/rate chosen by :func:`train.tts_audio.voice_and_rate`);
+- ``synthetic speech only``: that espeak-ng audio with no words and no dialogue context (what the
+  audio branch alone makes of these utterances; their real audio is not here, so this is the only
+  audio-only score these corpora allow, and synthetic prosody carries no emotion).
 
-Audio alone has no label to be scored against on these corpora (EMO-DB is the audio-only test;
-see ``emotrack eval --dataset emodb``). Prints a Markdown table of the primary metrics.
+EMO-DB is the real audio-only test (``emotrack eval --dataset emodb``). Prints a Markdown table of
+the primary metrics; ``--conditions`` runs a subset.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from train.tts_audio import tts_features  # noqa: E402
 from unimse.features import acoustic_extractor  # noqa: E402
 from unimse.inference import EmotionPredictor  # noqa: E402
 
-CONDITIONS = ("text", "text+neutral speech", "text+synthetic speech")
+CONDITIONS = ("text", "text+neutral speech", "text+synthetic speech", "synthetic speech only")
 COLUMNS = {"meld": ("wf1", "acc"), "iemocap": ("wf1", "acc"), "mosi": ("acc2_non0", "mae")}
 
 
@@ -57,6 +60,11 @@ def with_audio(
     if condition == "text+neutral speech":
         return [replace(s, acoustic=clips[i % len(clips)]) for i, s in enumerate(samples)]
     spoken = tts_features([s.text for s in samples], spec, acoustic_extractor(spec))
+    if condition == "synthetic speech only":
+        return [
+            replace(s, text="", context=(), acoustic=f)
+            for s, f in zip(samples, spoken, strict=True)
+        ]
     return [replace(s, acoustic=f) for s, f in zip(samples, spoken, strict=True)]
 
 
@@ -66,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", default=list(COLUMNS), choices=list(COLUMNS))
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".." / "shared" / "data")
     parser.add_argument("--split", choices=("test", "dev"), default="test")
+    parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     predictor = EmotionPredictor.load(args.checkpoint, device="cpu")
@@ -81,15 +90,15 @@ def main(argv: list[str] | None = None) -> int:
                 dataset,
                 with_audio(samples, condition, predictor, clips),
             )
-            for condition in CONDITIONS
+            for condition in args.conditions
         }
         print(dataset, json.dumps(results[dataset]), file=sys.stderr)
-    head = [f"dataset ({args.split})", "metric", *CONDITIONS]
+    head = [f"dataset ({args.split})", "metric", *args.conditions]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for dataset, by_condition in results.items():
         for metric in COLUMNS[dataset]:
             digits = 3 if metric == "mae" else 2
-            cells = [f"{by_condition[c][metric]:.{digits}f}" for c in CONDITIONS]
+            cells = [f"{by_condition[c][metric]:.{digits}f}" for c in args.conditions]
             lines.append(f"| {dataset} | {metric} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
     if args.json_out:

@@ -15,8 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import shutil
-import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -28,13 +26,13 @@ import numpy as np
 
 from realtime.config import Config, ConfigError
 from realtime.messages import EmotionResult, StatsSnapshot
+from realtime.mosquitto import LOOPBACK, find_mosquitto, free_port, write_config
 from realtime.sinks.base import Sink, SinkError
 from realtime.synth import Conversation, ScriptLine, parse_script, synthesize, write_audio
 
 logger = logging.getLogger(__name__)
 
 TARGET_P95_S = 1.0  # end to end minus hangover, utterances up to 6 s, 2-core CPU
-LOOPBACK = "127.0.0.1"
 
 # Utterances of about 1 to 6 seconds of speech, separated by pauses longer than any sane hangover.
 BENCH_TURNS = (
@@ -82,28 +80,19 @@ def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
 # -- a broker of our own --------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def mosquitto_broker(workdir: Path, attempts: int = 3) -> AsyncIterator[int]:
     """Run ``mosquitto`` on a free loopback port, yielding the port once its log says it runs."""
-    binary = shutil.which("mosquitto") or shutil.which(
-        "mosquitto", path="/usr/sbin:/usr/local/sbin"
-    )
+    binary = find_mosquitto()
     if binary is None:
         raise SinkError("the benchmark needs the Mosquitto broker (apt-get install mosquitto)")
     for attempt in range(attempts):
-        port = _free_port()
-        conf = workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {port} {LOOPBACK}\nallow_anonymous true\npersistence false\n"
-            "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
-            "log_type information\n",
-            encoding="utf-8",
+        port = free_port()
+        conf = write_config(
+            workdir / "mosquitto.conf",
+            port,
+            extra="log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
+            "log_type information",
         )
         process = await asyncio.create_subprocess_exec(
             binary,

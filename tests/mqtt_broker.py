@@ -8,9 +8,6 @@ Both skip the test with a clear reason when the ``mosquitto`` binary is not inst
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
 import ssl
 import subprocess
 import uuid
@@ -21,15 +18,10 @@ from typing import Any
 import aiomqtt
 import pytest
 
-HOST = "127.0.0.1"
-_SEARCH_PATH = os.pathsep.join(
-    [os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin"]
-)
+from realtime.mosquitto import LOOPBACK as HOST
+from realtime.mosquitto import find_mosquitto, free_port, write_config
 
-
-def find_mosquitto() -> str | None:
-    """Path of the ``mosquitto`` binary (often in an ``sbin`` directory outside PATH)."""
-    return shutil.which("mosquitto", path=_SEARCH_PATH)
+__all__ = ["MosquittoBroker", "free_port", "require_mosquitto", "wait_until_ready"]
 
 
 def require_mosquitto() -> str:
@@ -37,12 +29,6 @@ def require_mosquitto() -> str:
     if binary is None:
         pytest.skip("mosquitto broker binary not found (install the 'mosquitto' package)")
     return binary
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_until_ready(
@@ -122,24 +108,17 @@ class MosquittoBroker:
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
-    def _write_config(self) -> None:
-        lines = [
-            f"listener {self.port} {self.host}",
-            f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
-            f"persistence {'true' if self.persistence else 'false'}",
-        ]
-        if self.persistence:
-            lines += [f"persistence_location {self.workdir}/", "persistence_file mosquitto.db"]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            lines.append("user root")  # otherwise it drops to 'mosquitto', who cannot use workdir
-        if self.extra_config:
-            lines.append(self.extra_config.strip())
-        self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
     def _spawn(self) -> subprocess.Popen[bytes]:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("mosquitto is already running")
-        self._write_config()
+        write_config(
+            self.config_path,
+            self.port,
+            self.host,
+            allow_anonymous=self.allow_anonymous,
+            persistence_dir=self.workdir if self.persistence else None,
+            extra=self.extra_config,
+        )
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [self.binary, "-c", str(self.config_path)],

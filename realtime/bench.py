@@ -213,9 +213,30 @@ class LatencyReport:
             if key in summary:
                 s = summary[key]
                 out.append(f"{label:<58}{s['p50']:>8.3f}{s['p95']:>8.3f}{s['max']:>8.3f}")
+        if "acoustic_from_asr" in self.stats:
+            out.append(
+                f"acoustic input: {self.stats['acoustic_from_asr']} utterances reused the ASR's "
+                f"encoder states, {self.stats['acoustic_extracted']} computed their own "
+                f"(Whisper encoder passes for ASR: {self.stats['asr_encoder_passes']})"
+            )
         verdict = "PASS" if self.passed else "FAIL"
         out += ["", f"target: p95 end to end minus hangover <= {TARGET_P95_S:.1f} s: {verdict}"]
         return "\n".join(out)
+
+
+def _encoder_use(pipeline: Any) -> dict[str, int]:
+    """How often the Whisper encoder ran: per ASR call, and for the emotion model's features."""
+    stage = getattr(pipeline, "inference", None)
+    model = getattr(stage, "model", None)
+    transcription = getattr(pipeline, "transcription", None)
+    transcriber = getattr(transcription, "transcriber", None)
+    if model is None:
+        return {}
+    return {
+        "acoustic_from_asr": int(model.shared_states),
+        "acoustic_extracted": int(model.extracted),
+        "asr_encoder_passes": int(getattr(transcriber, "encoder_passes", 0)),
+    }
 
 
 def _match(result: EmotionResult, conversation: Conversation) -> int:
@@ -306,7 +327,7 @@ async def measure_latency(
         utterances_detected=len(collector.results),
         max_speech_s=max(line.end - line.start for line in conversation.lines),
         status_received=bool(status),
-        stats={"results": stats.results, "dropped": stats.dropped},
+        stats={"results": stats.results, "dropped": stats.dropped, **_encoder_use(pipeline)},
     )
     stages: dict[str, list[float]] = {
         k: []

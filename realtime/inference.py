@@ -68,11 +68,17 @@ class EmotionModel:
     predictor: Predictor
     acoustic: AcousticExtractor | None = None
     visual: VisualExtractor | None = None
+    # Whisper model whose encoder states the checkpoint reads ("" for other acoustic features)
+    encoder_model: str = ""
+    shared_states: int = 0  # utterances whose acoustic input came from the ASR encoder pass
+    extracted: int = 0  # utterances whose acoustic input was computed here
 
     @classmethod
     def for_predictor(cls, predictor: Predictor, *, audio: bool = True) -> EmotionModel:
         """Attach the extractors named by the checkpoint's feature specs (none for text only);
         ``audio=False`` leaves the acoustic one out, so audio is masked as for a text model."""
+        from unimse.features import whisper_model_of
+
         config = predictor.config
         acoustic = visual = None
         if config.acoustic is not None and audio:
@@ -83,7 +89,7 @@ class EmotionModel:
             from unimse.features import visual_extractor
 
             visual = visual_extractor(config.visual)
-        return cls(predictor, acoustic, visual)
+        return cls(predictor, acoustic, visual, whisper_model_of(config.acoustic) or "")
 
     @property
     def uses_audio(self) -> bool:
@@ -99,20 +105,42 @@ class EmotionModel:
         started = time.perf_counter()
         audio = np.zeros(SAMPLE_RATE, dtype=np.float32)
         frame = np.zeros((240, 320, 3), dtype=np.uint8)
+        acoustic = None
+        spec = self.predictor.config.acoustic
+        if self.acoustic is not None and spec is not None:
+            # Whisper states normally come from the ASR pass: do not load a second encoder here.
+            shared = bool(self.encoder_model)
+            acoustic = np.zeros((50, spec.dim), np.float32) if shared else self.acoustic(audio)
         self.predictor.predict(
             [
                 ModelInput(
                     text="hello",
-                    acoustic=self.acoustic(audio) if self.acoustic is not None else None,
+                    acoustic=acoustic,
                     visual=self.visual([frame]) if self.visual is not None else None,
                 )
             ]
         )
         logger.debug("emotion model warmed up in %.2f s", time.perf_counter() - started)
 
+    def acoustic_features(self, transcript: Transcript) -> np.ndarray | None:
+        """The checkpoint's acoustic input: the ASR's own encoder states when they are the ones it
+        reads (no second encoder pass), else the extractor's output."""
+        if self.acoustic is None:
+            return None
+        states = transcript.encoder_states
+        if (
+            states is not None
+            and self.encoder_model
+            and transcript.encoder_model == self.encoder_model
+        ):
+            self.shared_states += 1
+            return states
+        self.extracted += 1
+        return self.acoustic(transcript.utterance.audio)
+
     def features(self, item: PendingUtterance) -> ModelInput:
         utterance = item.transcript.utterance
-        acoustic = self.acoustic(utterance.audio) if self.acoustic is not None else None
+        acoustic = self.acoustic_features(item.transcript)
         visual = None
         if self.visual is not None and utterance.frames:
             visual = self.visual([frame.image for frame in utterance.frames])

@@ -64,6 +64,10 @@ class Transcript(Message):
     text: str
     language: str = "en"
     transcribed_at: float = 0.0
+    # The ASR encoder's states for the utterance's frames, (T, d) float32, and the Whisper model
+    # that computed them: the emotion model reuses them when its checkpoint reads that model.
+    encoder_states: np.ndarray | None = field(default=None, compare=False, repr=False)
+    encoder_model: str = ""
 
 
 @dataclass(frozen=True)

@@ -289,7 +289,7 @@ class Pipeline:
         context = DialogueContext(
             self.session, model.predictor.config.context_turns if turns is None else turns
         )
-        asr = TranscriptionStage(transcriber, executor)
+        asr = self.transcription = TranscriptionStage(transcriber, executor)
         self.inference = InferenceStage(model, executor, max_batch=config.inference.max_batch)
         ctx = SourceContext(self.session, self.clock, executor, audio, video)
 

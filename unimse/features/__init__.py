@@ -2,6 +2,9 @@
 
 - ``emotrack-acoustic-v1`` (64-d, 50 frames/s): MFCCs and deltas, energy, spectral shape, pitch
   and periodicity from 16 kHz utterance audio; see :mod:`unimse.features.acoustic`.
+- ``whisper-tiny.en-v1`` (384-d) and ``whisper-base-v1`` (512-d), 50 frames/s: the Whisper
+  encoder states of the utterance's frames (:mod:`unimse.features.whisper`). Live, the ASR stage
+  hands them over from its own encoder pass when it runs the same model.
 - ``emotrack-visual-v1`` (7-d, one row per frame with a face): FER-2013 expression probabilities
   of the largest face, in MELD emotion order; see :mod:`unimse.features.visual`.
 
@@ -26,6 +29,7 @@ from unimse.features.visual import (
     VisualExtractor,
     VisualFeatures,
 )
+from unimse.features.whisper import WhisperStates
 
 ACOUSTIC_SPEC = FeatureSpec(ACOUSTIC_V1, ACOUSTIC_DIM)
 VISUAL_SPEC = FeatureSpec(VISUAL_V1, VISUAL_DIM)
@@ -33,12 +37,37 @@ VISUAL_SPEC = FeatureSpec(VISUAL_V1, VISUAL_DIM)
 _ACOUSTIC: dict[str, tuple[int, Callable[[np.ndarray], np.ndarray]]] = {
     ACOUSTIC_V1: (ACOUSTIC_DIM, emotrack_acoustic_v1),
 }
+# Whisper encoder states: spec name -> (Whisper model, state dimension).
+WHISPER_SPECS: dict[str, tuple[str, int]] = {
+    "whisper-tiny.en-v1": ("tiny.en", 384),
+    "whisper-base-v1": ("base", 512),
+}
+_WHISPER_EXTRACTORS: dict[str, WhisperStates] = {}
+
+
+def whisper_model_of(spec: FeatureSpec | None) -> str | None:
+    """The Whisper model whose encoder states ``spec`` names (None for other features)."""
+    if spec is None or spec.name not in WHISPER_SPECS:
+        return None
+    return WHISPER_SPECS[spec.name][0]
 
 
 def acoustic_extractor(spec: FeatureSpec) -> Callable[[np.ndarray], np.ndarray]:
-    """The function mapping 16 kHz mono float32 utterance audio to a (T, spec.dim) float32 array."""
+    """The function mapping 16 kHz mono float32 utterance audio to a (T, spec.dim) float32 array.
+
+    Whisper extractors are shared per spec (one loaded encoder each, loaded on first use)."""
+    if spec.name in WHISPER_SPECS:
+        model, dim = WHISPER_SPECS[spec.name]
+        if spec.dim != dim:
+            raise ValueError(
+                f"acoustic feature {spec.name!r} has dimension {dim}, spec says {spec.dim}"
+            )
+        if spec.name not in _WHISPER_EXTRACTORS:
+            _WHISPER_EXTRACTORS[spec.name] = WhisperStates(model, dim)
+        return _WHISPER_EXTRACTORS[spec.name]
     if spec.name not in _ACOUSTIC:
-        raise ValueError(f"unknown acoustic feature spec {spec.name!r}; known: {sorted(_ACOUSTIC)}")
+        known = sorted([*_ACOUSTIC, *WHISPER_SPECS])
+        raise ValueError(f"unknown acoustic feature spec {spec.name!r}; known: {known}")
     dim, function = _ACOUSTIC[spec.name]
     if spec.dim != dim:
         raise ValueError(
@@ -68,4 +97,5 @@ __all__ = [
     "VisualFeatures",
     "acoustic_extractor",
     "visual_extractor",
+    "whisper_model_of",
 ]

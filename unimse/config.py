@@ -14,18 +14,27 @@ BACKBONE_TYPES = ("encoder", "t5")
 DEFAULT_BACKBONE = "minilm"
 
 
+ENCODERS = ("lstm", "stats")
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
-    """A per-frame feature sequence the model consumes: extractor name and feature dimension."""
+    """A per-frame feature sequence the model consumes: extractor name and feature dimension, and
+    the encoder that turns it into an utterance vector: ``lstm`` (the paper's 1-layer LSTM) or
+    ``stats`` (mean + standard-deviation pooling, batch-normalised, linear; made for pretrained
+    speech representations such as Whisper encoder states)."""
 
     name: str
     dim: int
+    encoder: str = "lstm"
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("feature spec needs a name")
         if self.dim <= 0:
             raise ValueError(f"feature dimension must be positive, got {self.dim}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"feature encoder must be one of {ENCODERS}, got {self.encoder!r}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,11 @@ class UniMSEConfig:
     acoustic: FeatureSpec | None = None
     visual: FeatureSpec | None = None
     lstm_hidden: int = 32
+    stats_dropout: float = 0.3  # dropout on the pooled statistics of ``stats`` feature encoders
+    # Modality logits (encoder backbone): a bias-free linear map from each modality vector (a, v)
+    # straight to every head's logits, added to what the heads compute from the fused text. A
+    # missing modality has a zero vector, so text-only outputs are untouched.
+    modality_logits: bool = False
     modality_dim: int = 32  # utterance vector size a, v fed into PMF
     pmf_bottleneck: int = 64
     dropout: float = 0.1
@@ -88,8 +102,8 @@ class UniMSEConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("dropout must be in [0, 1)")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.stats_dropout < 1.0:
+            raise ValueError("dropout and stats_dropout must be in [0, 1)")
         if self.context_turns < 0:
             raise ValueError("context_turns must be >= 0")
         if (self.polarities, self.meld_emotions, self.iemocap_emotions) != (

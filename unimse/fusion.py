@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unimse.config import FeatureSpec, UniMSEConfig
@@ -35,6 +36,64 @@ class ModalityEncoder(nn.Module):
         per_step = self.proj(self.dropout(steps))
         present = (lengths > 0).to(vector.dtype).unsqueeze(-1)
         return vector * present, per_step * present.unsqueeze(-1)
+
+
+class StatsEncoder(nn.Module):
+    """Feature sequence -> mean and standard deviation over the valid frames -> batch
+    normalisation -> dropout -> linear.
+
+    Made for pretrained speech states (Whisper encoder output): statistics pooling over the frames
+    that hold the utterance, standardised with statistics learnt on the training set (so one loud
+    state dimension cannot dominate). Same interface as :class:`ModalityEncoder`.
+    """
+
+    def __init__(self, spec: FeatureSpec, config: UniMSEConfig) -> None:
+        super().__init__()
+        self.dim = spec.dim
+        self.norm = nn.BatchNorm1d(2 * spec.dim)
+        self.dropout = nn.Dropout(config.stats_dropout)
+        self.proj = nn.Linear(2 * spec.dim, config.modality_dim)
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, T, F), lengths (B,) with 0 for a missing modality -> (B, D), (B, T, D)."""
+        lengths = lengths.to(features.device)
+        steps = torch.arange(features.shape[1], device=features.device)
+        mask = (steps.unsqueeze(0) < lengths.unsqueeze(1)).to(features.dtype).unsqueeze(-1)
+        count = mask.sum(1).clamp(min=1.0)
+        mean = (features * mask).sum(1) / count
+        var = ((features - mean.unsqueeze(1)) ** 2 * mask).sum(1) / count
+        pooled = torch.cat([mean, var.clamp(min=1e-8).sqrt()], dim=-1)
+        present = lengths > 0
+        rows = present.nonzero().squeeze(1)
+        vector = features.new_zeros(features.shape[0], self.proj.out_features)
+        if len(rows):
+            # A training batch with one utterance that has this modality cannot give batch
+            # statistics: it is normalised with the running ones.
+            batch_stats = self.training and len(rows) > 1
+            normed = F.batch_norm(
+                pooled[rows],
+                self.norm.running_mean,
+                self.norm.running_var,
+                self.norm.weight,
+                self.norm.bias,
+                training=batch_stats,
+                momentum=0.1 if self.norm.momentum is None else self.norm.momentum,
+                eps=self.norm.eps,
+            )
+            if batch_stats and self.norm.num_batches_tracked is not None:
+                self.norm.num_batches_tracked.add_(1)
+            vector = vector.index_copy(0, rows, self.proj(self.dropout(normed)).to(vector.dtype))
+        # Statistics pooling has no per-frame output: each valid step carries the utterance vector.
+        return vector, vector.unsqueeze(1) * mask
+
+
+def feature_encoder(spec: FeatureSpec, config: UniMSEConfig) -> nn.Module:
+    """The encoder ``spec.encoder`` names."""
+    if spec.encoder == "stats":
+        return StatsEncoder(spec, config)
+    return ModalityEncoder(spec, config)
 
 
 class PMF(nn.Module):
@@ -82,8 +141,8 @@ class ModalityFusion(nn.Module):
     def __init__(self, config: UniMSEConfig) -> None:
         super().__init__()
         self.modality_dim = config.modality_dim
-        self.acoustic = ModalityEncoder(config.acoustic, config) if config.acoustic else None
-        self.visual = ModalityEncoder(config.visual, config) if config.visual else None
+        self.acoustic = feature_encoder(config.acoustic, config) if config.acoustic else None
+        self.visual = feature_encoder(config.visual, config) if config.visual else None
 
     def encode(
         self,

@@ -137,6 +137,40 @@ def contrastive_losses(
     return losses
 
 
+class ModalityLogits(nn.Module):
+    """Adds bias-free linear maps of the acoustic and visual vectors to the classification heads'
+    logits (the intensity stays the heads' own).
+
+    Zero at initialisation and zero for a missing modality (its vector is zero), so a text-only
+    input gets exactly the heads' output. Lets a strong voice or face decide the emotion when the
+    words say nothing, beside (not instead of) PMF's fusion inside the backbone.
+    """
+
+    def __init__(self, config: UniMSEConfig) -> None:
+        super().__init__()
+        self.sizes = (
+            len(config.polarities),
+            len(config.meld_emotions),
+            len(config.iemocap_emotions),
+        )
+        width = sum(self.sizes)
+        self.acoustic = nn.Linear(config.modality_dim, width, bias=False)
+        self.visual = nn.Linear(config.modality_dim, width, bias=False)
+        for layer in (self.acoustic, self.visual):
+            nn.init.zeros_(layer.weight)
+
+    def forward(
+        self, out: UniMSEOutput, acoustic: torch.Tensor, visual: torch.Tensor
+    ) -> UniMSEOutput:
+        delta = self.acoustic(acoustic.to(out.meld_logits.dtype)) + self.visual(
+            visual.to(out.meld_logits.dtype)
+        )
+        pol, meld, iem = torch.split(delta, list(self.sizes), dim=-1)
+        return UniMSEOutput(
+            out.polarity_logits + pol, out.meld_logits + meld, out.iemocap_logits + iem, out.score
+        )
+
+
 class UniMSEEncoderModel(nn.Module):
     """Encoder-only UniMSE: PMF after the last ``fusion_layers`` layers, classification heads."""
 
@@ -157,6 +191,7 @@ class UniMSEEncoderModel(nn.Module):
             )
         self.heads = LabelHeads(2 * hidden, hidden, config)
         self.text_proj = nn.Linear(hidden, config.modality_dim)
+        self.modality_logits = ModalityLogits(config) if config.modality_logits else None
 
     def _layers(self) -> nn.ModuleList:
         encoder = getattr(self.backbone, "encoder", None)
@@ -195,6 +230,8 @@ class UniMSEEncoderModel(nn.Module):
             self.state.clear()
         pooled = torch.cat([hidden[:, 0], masked_mean(hidden, batch.utterance_mask)], dim=-1)
         shared, out = self.heads(pooled)
+        if self.modality_logits is not None:
+            out = self.modality_logits(out, a, v)
         if batch.weights is None:
             return out
         losses = task_losses(out, batch, self.config)

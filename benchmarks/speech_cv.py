@@ -1,20 +1,24 @@
-"""EMO-DB speaker-independent cross-validation: audio only vs fused (audio + transcript).
+"""Speaker-independent cross-validation of the acoustic training recipe on RAVDESS and EMO-DB.
 
-    python benchmarks/emodb_cv.py --init runs/default/best [--speakers 03 08 ...] [--epochs N]
+    python benchmarks/speech_cv.py --corpus ravdess [--extra emodb speech_av] [--folds 0 1 ...]
+    python benchmarks/speech_cv.py --corpus emodb --extra ravdess speech_av
 
-For each of the 7 speakers of ``../shared/data/emodb``: train on the other 6, test on that one,
-for two inputs -- ``audio`` (text "", what a live session sees when the ASR hears no words it
-knows) and ``fused`` (the file's German transcript + audio). Each run starts from the text
-checkpoint ``--init`` (its backbone, PMF and heads; the acoustic LSTM is new) and trains only the
-small modules ``fusion`` (LSTM), the PMF layers and the heads, with the backbone frozen. The frozen
-lower backbone layers' output is computed once per distinct text (there are 11: the 10 sentences
-and the empty one) and cached, so a run costs the fused top layers only. Metric: unweighted
-accuracy (mean per-class recall, ``uar``) over the 7 EMO-DB classes, via
-:func:`train.audio_data.emodb_class_of`; weighted accuracy (``wa``) beside it.
+Folds: RAVDESS's 20 actors in 5 folds of 4 (01-04, 05-08, ...); EMO-DB leave one of its 7
+speakers out. In each fold, the training speakers lose a few to a dev set (RAVDESS: the last two
+actors of the next fold's block, EMO-DB: one speaker), which alone picks the epoch; the held-out
+speakers are scored once, at the end. ``--extra`` corpora are added whole to every fold's training
+data (they never share a speaker with the test corpus); ``--extra`` alone with ``--cross`` trains
+on the extra corpora only and tests on all of ``--corpus`` (cross-corpus).
 
-Prints a Markdown table (one row per held-out speaker, then the mean) and writes the numbers as
-JSON with ``--json-out``. This is a benchmark for docs/RESULTS.md, not a unit test: the default
-settings take a few minutes per fold pair on 2 CPU cores.
+Each run starts from a text checkpoint (``--init``, default: the shipped one), replaces its
+acoustic encoder by a new one for ``--spec``, and trains like stage 2 of the default
+(``preserve_text``: the acoustic encoder and the audio columns of PMF; every text-only output stays
+bit for bit). Training samples are audio only (text ``""``) and audio + the file's sentence. The
+frozen lower backbone layers' output is computed once per distinct text and cached.
+
+Scores: unweighted accuracy (``uar``, mean per-class recall) and accuracy (``wa``), RAVDESS over
+the project's 7 emotions (calm = neutral), EMO-DB over its own 7 classes, for ``audio`` (text "")
+and ``fused`` (audio + the sentence). Prints a Markdown table; ``--json-out`` writes the numbers.
 """
 
 from __future__ import annotations
@@ -30,33 +34,44 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import track
 from torch import nn
 
-from train.audio_data import EMODB, EMODB_CLASSES, AudioSample, emodb_class_of
+from train.audio_data import EMODB, RAVDESS, AudioSample
 from train.audio_datasets import (
+    AUDIO_SPEAKER,
     cached_features,
     corpus_folder,
-    emodb_transcript,
     load_audio_corpus,
     to_sample,
+    transcript_of,
     unified_audio,
 )
+from train.audio_eval import predicted_class, true_class
 from train.loop import seed_everything, targets_for
 from train.metrics import unweighted_accuracy
-from train.staged import apply_train_only, init_from_checkpoint, preserve_text_path
+from train.staged import init_from_checkpoint, preserve_text_path
 from unimse.backbones import load_tokenizer
 from unimse.checkpoint import resolve_checkpoint
-from unimse.config import UniMSEConfig
-from unimse.features import ACOUSTIC_SPEC, acoustic_extractor
+from unimse.config import FeatureSpec, UniMSEConfig
+from unimse.features import WHISPER_SPECS, acoustic_extractor
+from unimse.features.acoustic import ACOUSTIC_DIM, ACOUSTIC_V1
 from unimse.inference import outputs_to_predictions
+from unimse.labels import MELD_EMOTIONS
 from unimse.modeling import FusedLayer, UniMSEEncoderModel
 from unimse.processor import UniMSEProcessor
 
-logger = logging.getLogger("emodb_cv")
+logger = logging.getLogger("speech_cv")
 
-ROOT = Path(__file__).resolve().parents[1]
-CONDITIONS = ("audio", "fused")
-TRAIN_ONLY = ("fusion", "backbone.encoder.layer.*.pmf", "heads")
+CORPORA = ("ravdess", "emodb", "speech_av")
+SPECS = {
+    "tiny.en": FeatureSpec(
+        "whisper-tiny.en-v1", WHISPER_SPECS["whisper-tiny.en-v1"][1], "stats"
+    ),
+    "base": FeatureSpec("whisper-base-v1", WHISPER_SPECS["whisper-base-v1"][1], "stats"),
+    "frame64": FeatureSpec(ACOUSTIC_V1, ACOUSTIC_DIM),
+}
+RAVDESS_FOLD_SIZE = 4
 
 
 class _Stop(Exception):
@@ -134,136 +149,191 @@ def cache_text_prefix(
 
 
 def build_run_model(
-    init: Path, seed: int, mode: str
+    init: Path, spec: FeatureSpec, args: argparse.Namespace
 ) -> tuple[nn.Module, UniMSEConfig, list[torch.Tensor]]:
-    """The model of one run; also the parameters that must get no weight decay."""
+    """The model of one run and the parameters that must get no weight decay."""
     from unimse.modeling import build_model
 
     base = UniMSEConfig.load(init / "config.json")
-    # No InfoNCE: the 10 sentences are spoken in every emotion, so text-audio contrast would teach
-    # the acoustic branch to recognise sentences, not emotions.
+    # No InfoNCE: the corpora speak a few sentences in every emotion, so text-audio contrast
+    # would teach the acoustic branch to recognise sentences, not emotions.
     losses = replace(base.losses, infonce_acoustic=0.0, infonce_visual=0.0)
-    config = replace(base, acoustic=ACOUSTIC_SPEC, visual=None, losses=losses)
-    seed_everything(seed)
+    config = replace(
+        base, acoustic=spec, visual=None, losses=losses, modality_logits=args.modality_logits
+    )
+    seed_everything(args.seed)
     model = build_model(config)
-    init_from_checkpoint(model, init)
-    if mode == "preserve_text":
-        return model, config, preserve_text_path(model)
-    apply_train_only(model, TRAIN_ONLY)
-    return model, config, []
+    init_from_checkpoint(model, init, exclude=("fusion",))
+    return model, config, preserve_text_path(model)
+
+
+def class_names(corpus: str) -> tuple[str, ...]:
+    from train.audio_data import EMODB_CLASSES
+
+    return MELD_EMOTIONS if corpus == RAVDESS else EMODB_CLASSES
+
+
+def folds_of(corpus: str, samples: Sequence[AudioSample]) -> list[tuple[str, ...]]:
+    """Held-out speaker groups, in order."""
+    speakers = sorted({s.speaker for s in samples})
+    if corpus == RAVDESS:
+        return [
+            tuple(speakers[i : i + RAVDESS_FOLD_SIZE])
+            for i in range(0, len(speakers), RAVDESS_FOLD_SIZE)
+        ]
+    return [(speaker,) for speaker in speakers]
+
+
+def dev_speakers(corpus: str, folds: list[tuple[str, ...]], fold: int) -> tuple[str, ...]:
+    """Training speakers set aside to pick the epoch: from the next fold's group."""
+    following = folds[(fold + 1) % len(folds)]
+    return following[-2:] if corpus == RAVDESS else following[:1]
+
+
+class FoldRun:
+    """One training run: model, cached text prefix, optimiser; scores any sample list."""
+
+    def __init__(
+        self, init: Path, spec: FeatureSpec, texts: Sequence[str], args: argparse.Namespace
+    ) -> None:
+        self.model, self.config, no_decay = build_run_model(init, spec, args)
+        self.processor = UniMSEProcessor(self.config, load_tokenizer(self.config))
+        cache_text_prefix(self.model, self.processor, sorted(set(texts)), AUDIO_SPEAKER)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if all(p is not q for q in no_decay)]
+        self.params = params
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=args.lr,
+        )
+
+    def train_epoch(self, rows: Sequence[Any], targets: Sequence[Any], rng: Any, bs: int) -> None:
+        self.model.train()
+        order = rng.permutation(len(rows))
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs].tolist()
+            batch = self.processor.encode(
+                [rows[i].to_input() for i in idx], [targets[i] for i in idx]
+            )
+            out = self.model(batch)
+            assert out.loss is not None
+            self.opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.opt.step()
+
+    def score(self, rows: Sequence[Any], items: Sequence[AudioSample]) -> dict[str, float]:
+        self.model.eval()
+        preds = []
+        with torch.inference_mode():
+            for start in range(0, len(rows), 64):
+                chunk = rows[start : start + 64]
+                out = self.model(self.processor.encode([r.to_input() for r in chunk]))
+                preds += outputs_to_predictions(out, self.config, [("audio",)] * len(chunk))
+        corpus = items[0].dataset
+        return unweighted_accuracy(
+            [true_class(s) for s in items],
+            [predicted_class(corpus, p) for p in preds],
+            class_names(corpus),
+        )
+
+
+def rows_of(
+    items: Sequence[AudioSample], features: dict[str, np.ndarray], fused: bool
+) -> list[Any]:
+    return [to_sample(s, "train", features[s.dataset + s.id], transcript=fused) for s in items]
 
 
 def run_fold(
     init: Path,
+    spec: FeatureSpec,
     train: Sequence[AudioSample],
+    dev: Sequence[AudioSample],
     test: Sequence[AudioSample],
     features: dict[str, np.ndarray],
-    condition: str,
     args: argparse.Namespace,
-) -> dict[str, float]:
-    model, config, no_decay = build_run_model(init, args.seed, args.mode)
-    processor = UniMSEProcessor(config, load_tokenizer(config))
-    fused = condition == "fused"
-
-    def samples(items: Sequence[AudioSample], split: str) -> list[Any]:
-        return [to_sample(s, split, features[s.id], transcript=fused) for s in items]
-
-    train_rows, test_rows = samples(train, "train"), samples(test, "test")
-    texts = sorted({r.text for r in train_rows + test_rows})
-    probe = processor.encode([r.to_input() for r in test_rows[:8]])
-    model.eval()
-    with torch.inference_mode():
-        reference = model(probe).meld_logits
-    cache_text_prefix(model, processor, texts, train_rows[0].speaker)
-    with torch.inference_mode():
-        cached = model(probe).meld_logits
-    if not torch.allclose(reference, cached, atol=1e-4):
-        raise RuntimeError("the cached text prefix changes the model's output")
-    unified = [unified_audio(r) for r in train_rows]
-    targets = [targets_for(u, config.losses.borrowed) for u in unified]
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if all(p is not q for q in no_decay)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr,
-    )
+) -> dict[str, Any]:
+    with_text = [s for s in train if transcript_of(s)]
+    train_rows = rows_of(train, features, False) + rows_of(with_text, features, True)
+    targets = [targets_for(unified_audio(r), 0.5) for r in train_rows]
+    test_text = [s for s in test if transcript_of(s)]
+    texts = [r.text for r in train_rows] + ["", *(transcript_of(s) or "" for s in test_text)]
+    run = FoldRun(init, spec, texts, args)
+    dev_rows = rows_of(dev, features, False)
     rng = np.random.default_rng(args.seed)
-    steps = 0
-    for _epoch in range(args.epochs):
-        model.train()
-        order = rng.permutation(len(train_rows))
-        for start in range(0, len(order), args.batch_size):
-            idx = order[start : start + args.batch_size].tolist()
-            batch = processor.encode(
-                [train_rows[i].to_input() for i in idx], [targets[i] for i in idx]
-            )
-            out = model(batch)
-            assert out.loss is not None
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            steps += 1
-    model.eval()
-    preds = []
-    with torch.inference_mode():
-        for start in range(0, len(test_rows), 64):
-            chunk = test_rows[start : start + 64]
-            out = model(processor.encode([r.to_input() for r in chunk]))
-            preds += outputs_to_predictions(out, config, [("audio",)] * len(chunk))
-    metrics = unweighted_accuracy(
-        [s.emotion or "" for s in test], [emodb_class_of(p.label) for p in preds], EMODB_CLASSES
-    )
-    return {**metrics, "steps": float(steps)}
+    best, best_epoch, best_state, waited = -1.0, 0, None, 0
+    for epoch in range(1, args.epochs + 1):
+        run.train_epoch(train_rows, targets, rng, args.batch_size)
+        dev_uar = run.score(dev_rows, dev)["uar"]
+        logger.info("epoch %d: dev UAR %.1f", epoch, dev_uar)
+        if dev_uar > best:
+            best, best_epoch, waited = dev_uar, epoch, 0
+            best_state = [p.detach().clone() for p in run.params]
+        else:
+            waited += 1
+            if waited >= args.patience:
+                break
+    assert best_state is not None
+    with torch.no_grad():
+        for param, value in zip(run.params, best_state, strict=True):
+            param.copy_(value)
+    result: dict[str, Any] = {"dev_uar": best, "epoch": best_epoch}
+    result["audio"] = run.score(rows_of(test, features, False), test)
+    if test_text:
+        result["fused"] = run.score(rows_of(test_text, features, True), test_text)
+    return result
 
 
-def table(results: dict[str, dict[str, dict[str, float]]], counts: dict[str, int]) -> str:
+def table(results: dict[str, dict[str, Any]], corpus: str) -> str:
     lines = [
-        "| held-out speaker | test files | audio only UAR | fused UAR | audio only WA | fused WA |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| held-out {corpus} speakers | files | dev UAR (epoch) | audio UAR | fused UAR "
+        "| audio WA | fused WA |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
 
-    def cell(speaker: str, condition: str, key: str) -> str:
-        value = results[speaker].get(condition, {}).get(key)
-        return "–" if value is None else f"{value:.1f}"
+    def cell(r: dict[str, Any], condition: str, key: str) -> str:
+        return f"{r[condition][key]:.1f}" if condition in r else "–"
 
-    for speaker in results:
+    for name, r in results.items():
         lines.append(
-            f"| {speaker} | {counts[speaker]} | {cell(speaker, 'audio', 'uar')} | "
-            f"{cell(speaker, 'fused', 'uar')} | {cell(speaker, 'audio', 'wa')} | "
-            f"{cell(speaker, 'fused', 'wa')} |"
+            f"| {name} | {r['n']} | {r['dev_uar']:.1f} ({r['epoch']}) | {cell(r, 'audio', 'uar')} "
+            f"| {cell(r, 'fused', 'uar')} | {cell(r, 'audio', 'wa')} | {cell(r, 'fused', 'wa')} |"
         )
-    means = []
-    for key in ("uar", "wa"):
-        for condition in CONDITIONS:
-            values = [r[condition][key] for r in results.values() if condition in r]
-            means.append(f"{np.mean(values):.1f}" if values else "–")
-    lines.append(
-        f"| **mean** | {sum(counts.values())} | {means[0]} | {means[1]} | {means[2]} | {means[3]} |"
-    )
+    means = [
+        f"{np.mean([r[c][k] for r in results.values() if c in r]):.1f}"
+        if any(c in r for r in results.values())
+        else "–"
+        for k in ("uar", "wa")
+        for c in ("audio", "fused")
+    ]
+    n = sum(r["n"] for r in results.values())
+    lines.append(f"| **mean** | {n} | | {means[0]} | {means[1]} | {means[2]} | {means[3]} |")
     return "\n".join(lines)
+
+
+def load_corpus(name: str, data_dir: Path) -> list[AudioSample]:
+    return load_audio_corpus(name, corpus_folder(name, data_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--init",
-        default=str(ROOT / "runs" / "default" / "best"),
-        help="text checkpoint to start every run from (default: runs/default/best)",
-    )
-    parser.add_argument("--data-dir", type=Path, default=ROOT / ".." / "shared" / "data")
-    parser.add_argument("--speakers", nargs="*", help="held-out speakers (default: all 7)")
-    parser.add_argument("--conditions", nargs="*", default=list(CONDITIONS), choices=CONDITIONS)
-    parser.add_argument(
-        "--mode",
-        choices=("preserve_text", "pmf_heads"),
-        default="preserve_text",
-        help="what trains: the LSTM + the a/v columns of PMF's down-projection (text-only "
-        "outputs unchanged; the stage-2 default) or the LSTM + all of PMF + the heads",
-    )
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--corpus", choices=(RAVDESS, EMODB), default=RAVDESS)
+    parser.add_argument("--extra", nargs="*", default=[], choices=CORPORA)
+    parser.add_argument("--cross", action="store_true", help="train on --extra only")
+    parser.add_argument("--spec", choices=tuple(SPECS), default="tiny.en")
+    parser.add_argument("--init", default="default", help="text checkpoint (default: shipped)")
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--folds", nargs="*", type=int, help="fold numbers (default: all)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument(
+        "--no-modality-logits",
+        dest="modality_logits",
+        action="store_false",
+        help="no direct acoustic -> logits path (PMF only)",
+    )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--json-out", type=Path, help="also write the results as JSON")
@@ -271,44 +341,54 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cross and not args.extra:
+        parser.error("--cross needs --extra corpora to train on")
+    if args.corpus in args.extra:
+        parser.error("--extra must not include --corpus")
     init = resolve_checkpoint(args.init)
-    corpus = load_audio_corpus(EMODB, corpus_folder(EMODB, args.data_dir))
-    missing = [s.id for s in corpus if not emodb_transcript(s.id)]
-    if missing and "fused" in args.conditions:
-        parser.error(f"unknown sentence codes (no transcript) for {missing[:3]}")
-    extract = acoustic_extractor(ACOUSTIC_SPEC)
-    features = {s.id: cached_features(s.audio, ACOUSTIC_SPEC, extract) for s in corpus}
-    speakers = args.speakers or sorted({s.speaker for s in corpus})
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    counts: dict[str, int] = {}
+    spec = SPECS[args.spec]
+    corpus = load_corpus(args.corpus, args.data_dir)
+    extra = [s for name in args.extra for s in load_corpus(name, args.data_dir)]
+    extract = acoustic_extractor(spec)
+    features = {
+        s.dataset + s.id: cached_features(s.audio, spec, extract)
+        for s in track([*corpus, *extra], description="features", transient=True)
+    }
     started = time.perf_counter()
-    for speaker in speakers:
-        train = [s for s in corpus if s.speaker != speaker]
-        test = [s for s in corpus if s.speaker == speaker]
-        if not test:
-            parser.error(f"no files of speaker {speaker}")
-        counts[speaker] = len(test)
-        results[speaker] = {}
-        for condition in args.conditions:
+    results: dict[str, dict[str, Any]] = {}
+    if args.cross:
+        dev_pick = [s for s in extra if s.dataset != "speech_av"]
+        dev_spk = sorted({(s.dataset, s.speaker) for s in dev_pick})[-2:]
+        dev = [s for s in extra if (s.dataset, s.speaker) in dev_spk]
+        train = [s for s in extra if (s.dataset, s.speaker) not in dev_spk]
+        r = run_fold(init, spec, train, dev, corpus, features, args)
+        results[f"all (trained on {'+'.join(args.extra)})"] = {**r, "n": len(corpus)}
+    else:
+        folds = folds_of(args.corpus, corpus)
+        for fold in args.folds if args.folds is not None else range(len(folds)):
+            held = folds[fold]
+            devs = dev_speakers(args.corpus, folds, fold)
+            test = [s for s in corpus if s.speaker in held]
+            dev = [s for s in corpus if s.speaker in devs]
+            train = [s for s in corpus if s.speaker not in held + devs] + extra
             t0 = time.perf_counter()
-            metrics = run_fold(init, train, test, features, condition, args)
-            metrics["seconds"] = time.perf_counter() - t0
-            results[speaker][condition] = metrics
+            r = run_fold(init, spec, train, dev, test, features, args)
+            r["seconds"] = time.perf_counter() - t0
+            results[" ".join(held)] = {**r, "n": len(test)}
             logger.info(
-                "speaker %s %s: UAR %.1f WA %.1f (%d steps, %.0f s)",
-                speaker,
-                condition,
-                metrics["uar"],
-                metrics["wa"],
-                metrics["steps"],
-                metrics["seconds"],
+                "fold %s: audio UAR %.1f, fused UAR %s (%.0f s)",
+                " ".join(held),
+                r["audio"]["uar"],
+                f"{r['fused']['uar']:.1f}" if "fused" in r else "-",
+                r["seconds"],
             )
     elapsed = time.perf_counter() - started
+    extra_note = f", + {' '.join(args.extra)}" if args.extra else ""
     print(
-        f"EMO-DB speaker-independent CV from {init} ({args.epochs} epochs, lr {args.lr}, "
-        f"mode {args.mode}; {elapsed:.0f} s, {torch.get_num_threads()} threads)"
+        f"{args.corpus} speaker-independent CV, spec {spec.name} ({spec.encoder}){extra_note}, "
+        f"from {init}: {elapsed:.0f} s, {torch.get_num_threads()} threads"
     )
-    print(table(results, counts))
+    print(table(results, args.corpus))
     if args.json_out:
         payload = {"init": str(init), "settings": vars(args) | {"data_dir": str(args.data_dir)}}
         payload["results"] = results

@@ -41,6 +41,18 @@ def shared_data() -> Path:
     return SHARED_DATA.resolve()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """Tiny nets on a busy 2-core machine are far faster with one torch thread. Modules opt in
+    with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_unimse_config(**overrides: object):  # type: ignore[no-untyped-def]
     from unimse.config import FeatureSpec, UniMSEConfig
 

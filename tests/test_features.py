@@ -12,7 +12,7 @@ gives on three analytic 64x64 patterns.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -49,13 +49,7 @@ def _tone(f0: float, seconds: float = 1.0, amplitude: float = 0.1) -> np.ndarray
     return (amplitude * wave).astype(np.float32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """The FER network is tiny: on a busy CPU extra intra-op threads only add waiting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -45,13 +45,7 @@ from unimse.modeling import build_model
 TRAIN_ONLY = ("fusion", "backbone.encoder.layer.*.pmf", "heads")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny nets on a busy 2-core machine are far faster with one torch thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- audio datasets -------------------------------------------------------------------------
@@ -256,7 +250,7 @@ def test_trainer_runs_stage_two_on_audio_data(
                 "data_dir": str(shared_data),
                 "limit_per_dataset": 24,
                 "dev_datasets": ["emodb"],
-                "emodb_transcripts": True,
+                "transcripts": True,
                 "simulated_visual": {"meld": 1.0},
             },
             "train": {

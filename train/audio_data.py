@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
 EMODB = "emodb"
 SPEECH_AV = "speech_av"
+RAVDESS = "ravdess"
 EMODB_CODES: dict[str, str] = {
     "W": "anger",
     "L": "boredom",
@@ -73,6 +74,37 @@ EMODB_LABELS: dict[str, UniversalLabel] = {
     "neutral": UniversalLabel("neutral", 0.0, "neutral", "neutral"),
 }
 VALENCE_NEUTRAL_BAND = 0.1
+
+# RAVDESS emotion codes (3rd field of ``03-01-EE-II-SS-RR-NN``) in the universal space: the eight
+# classes map onto the seven MELD emotions (calm counts as neutral, with neutral's label). Scores
+# follow the EMO-DB choice (prototypical acted emotions); surprise is positive with low intensity.
+RAVDESS_CODES: dict[str, str] = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
+    "07": "disgust",
+    "08": "surprised",
+}
+RAVDESS_LABELS: dict[str, UniversalLabel] = {
+    "neutral": UniversalLabel("neutral", 0.0, "neutral", "neutral"),
+    "calm": UniversalLabel("neutral", 0.0, "neutral", "neutral"),
+    "happy": UniversalLabel("positive", 2.0, "joy", "happy"),
+    "sad": UniversalLabel("negative", -2.0, "sadness", "sad"),
+    "angry": UniversalLabel("negative", -2.0, "anger", "angry"),
+    "fearful": UniversalLabel("negative", -1.6, "fear", "frustrated"),
+    "disgust": UniversalLabel("negative", -2.0, "disgust", "frustrated"),
+    "surprised": UniversalLabel("positive", 0.8, "surprise", "excited"),
+}
+RAVDESS_STATEMENTS: dict[str, str] = {
+    "01": "Kids are talking by the door.",
+    "02": "Dogs are sitting by the door.",
+}
+# Leading/trailing silence is cut as a live VAD would (its 0.3 s pre-roll kept on both sides).
+SPEECH_TRIM_DB = 35.0
+SPEECH_MARGIN_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -130,6 +162,62 @@ def read_audio(path: Path, *, trim_zero_padding: bool = False) -> np.ndarray:
     if rate != SAMPLE_RATE:
         audio = librosa.resample(audio, orig_sr=rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def trim_silence(audio: np.ndarray) -> np.ndarray:
+    """``audio`` without the silence before and after the speech, keeping a VAD-like margin."""
+    _, (start, end) = librosa.effects.trim(audio, top_db=SPEECH_TRIM_DB)
+    margin = int(SPEECH_MARGIN_S * SAMPLE_RATE)
+    if end <= start:
+        return audio
+    return np.ascontiguousarray(audio[max(0, start - margin) : end + margin])
+
+
+def ravdess_fields(name: str) -> tuple[str, str, str]:
+    """(emotion, statement code, actor) of a RAVDESS file stem ``03-01-EE-II-SS-RR-NN``."""
+    parts = name.split("-")
+    if len(parts) != 7 or parts[2] not in RAVDESS_CODES or not all(p.isdigit() for p in parts):
+        raise ValueError(
+            f"{name}: not a RAVDESS file name (MM-CC-EE-II-SS-RR-NN with emotion EE 01-08, "
+            "e.g. 03-01-05-02-01-01-07.flac)"
+        )
+    return RAVDESS_CODES[parts[2]], parts[4], parts[6]
+
+
+def load_ravdess(data_dir: str | Path) -> list[AudioSample]:
+    """RAVDESS speech clips under ``data_dir`` (``Actor_NN/*.flac`` or ``*.wav``), sorted by name.
+
+    The speaker is the actor number (last name field); silence around the speech is trimmed
+    (:func:`trim_silence`). The transcript is the statement the name's SS field names.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"RAVDESS folder not found: {data_dir}")
+    files = sorted(
+        (p for p in data_dir.rglob("*") if p.suffix.lower() in (".flac", ".wav")),
+        key=lambda p: p.name,
+    )
+    if not files:
+        raise FileNotFoundError(f"no .flac or .wav files under the RAVDESS folder {data_dir}")
+    samples = []
+    for path in files:
+        emotion, _, actor = ravdess_fields(path.stem)
+        samples.append(
+            AudioSample(
+                id=path.stem,
+                speaker=actor,
+                audio=trim_silence(read_audio(path)),
+                label=RAVDESS_LABELS[emotion],
+                dataset=RAVDESS,
+                emotion=emotion,
+            )
+        )
+    logger.info("loaded %d RAVDESS clips from %s", len(samples), data_dir)
+    return samples
+
+
+def ravdess_transcript(file_id: str) -> str:
+    return RAVDESS_STATEMENTS.get(ravdess_fields(file_id)[1], "")
 
 
 def _wav_files(data_dir: Path, corpus: str) -> list[Path]:

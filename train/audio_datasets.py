@@ -33,11 +33,14 @@ import numpy as np
 
 from train.audio_data import (
     EMODB,
+    RAVDESS,
     SPEECH_AV,
     AudioSample,
     emodb_class_of,
     load_emodb,
+    load_ravdess,
     load_speech_av,
+    ravdess_transcript,
 )
 from train.data import AUDIO_DATASETS, DataError, Sample
 from train.unification import DEFAULT_CACHE, UnifiedSample
@@ -53,6 +56,12 @@ EMODB_SPLITS: dict[str, tuple[str, ...]] = {
     "train": ("03", "08", "09", "10", "11"),
     "dev": ("12",),
     "test": ("13",),
+}
+# RAVDESS (speaker = actor, odd male, even female): train actors 01-14, dev 15-16, test 17-20.
+RAVDESS_SPLITS: dict[str, tuple[str, ...]] = {
+    "train": tuple(f"{n:02d}" for n in range(1, 15)),
+    "dev": ("15", "16"),
+    "test": ("17", "18", "19", "20"),
 }
 SPEECH_AV_TEST_EVERY = 4  # clip number % 4 == 2 -> test
 SPEECH_AV_TEST_OFFSET = 2
@@ -87,6 +96,17 @@ EMODB_DERIVED: dict[str, frozenset[str]] = {
     "fear": frozenset({"score", "iemocap_emotion"}),  # nor fear
     "boredom": frozenset({"score", "meld_emotion", "iemocap_emotion"}),  # neither has boredom
 }
+# RAVDESS: the MELD emotion is annotated (calm -> neutral); scores are our valence choice, and
+# IEMOCAP has no fear, disgust or surprise.
+RAVDESS_DERIVED: dict[str, frozenset[str]] = {
+    "neutral": frozenset(),
+    "joy": frozenset({"score"}),
+    "sadness": frozenset({"score"}),
+    "anger": frozenset({"score"}),
+    "fear": frozenset({"score", "iemocap_emotion"}),
+    "disgust": frozenset({"score", "iemocap_emotion"}),
+    "surprise": frozenset({"score", "iemocap_emotion"}),
+}
 # speech_av: the score (3 x valence) is annotated; both emotion fields are derived from the
 # valence/arousal quadrant.
 SPEECH_AV_DERIVED = frozenset({"meld_emotion", "iemocap_emotion"})
@@ -115,12 +135,12 @@ def select_split(samples: Sequence[AudioSample], dataset: str, split: str) -> li
         raise DataError(f"unknown split {split!r}; choose from {', '.join(AUDIO_SPLITS)}")
     if split == "all":
         return list(samples)
-    if dataset == EMODB:
-        speakers = EMODB_SPLITS[split]
+    if dataset in (EMODB, RAVDESS):
+        speakers = (EMODB_SPLITS if dataset == EMODB else RAVDESS_SPLITS)[split]
         chosen = [s for s in samples if s.speaker in speakers]
         if not chosen:
             raise DataError(
-                f"no EMO-DB files of speaker(s) {' '.join(speakers)} (the {split} split); "
+                f"no {dataset} files of speaker(s) {' '.join(speakers)} (the {split} split); "
                 "use --split all for a folder of other speakers"
             )
         return chosen
@@ -162,7 +182,7 @@ def cached_features(
 
 def load_audio_corpus(dataset: str, folder: Path) -> list[AudioSample]:
     """All samples of an audio corpus folder; a one-line :class:`DataError` when unusable."""
-    loader = {EMODB: load_emodb, SPEECH_AV: load_speech_av}.get(dataset)
+    loader = {EMODB: load_emodb, SPEECH_AV: load_speech_av, RAVDESS: load_ravdess}.get(dataset)
     if loader is None:
         raise DataError(f"unknown audio dataset {dataset!r}; choose from {AUDIO_DATASETS}")
     try:
@@ -177,9 +197,23 @@ def corpus_folder(dataset: str, data_dir: Path) -> Path:
     nested = data_dir / dataset
     if nested.is_dir():
         return nested
-    if data_dir.is_dir() and any(p.suffix.lower() == ".wav" for p in data_dir.iterdir()):
+    if dataset == RAVDESS and data_dir.is_dir() and any(data_dir.glob("Actor_*")):
         return data_dir
-    raise DataError(f"{dataset} folder not found: {nested} (nor .wav files in {data_dir})")
+    if data_dir.is_dir() and any(p.suffix.lower() in AUDIO_SUFFIXES for p in data_dir.iterdir()):
+        return data_dir
+    raise DataError(f"{dataset} folder not found: {nested} (nor audio files in {data_dir})")
+
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def transcript_of(item: AudioSample) -> str | None:
+    """The words of a corpus file whose sentence is known (EMO-DB, RAVDESS), else None."""
+    if item.dataset == EMODB:
+        return emodb_transcript(item.id)
+    if item.dataset == RAVDESS:
+        return ravdess_transcript(item.id) or None
+    return None
 
 
 def to_sample(
@@ -188,9 +222,9 @@ def to_sample(
     """One audio sample as a :class:`Sample` (text ``""`` unless ``transcript`` is asked for)."""
     text = ""
     if transcript:
-        if item.dataset != EMODB:
+        if item.dataset not in (EMODB, RAVDESS):
             raise ValueError(f"{item.dataset} has no transcripts")
-        text = emodb_transcript(item.id) or ""
+        text = transcript_of(item) or ""
     label = item.label
     return Sample(
         uid=f"{item.dataset}/{item.id}" + ("+text" if text else ""),
@@ -219,8 +253,8 @@ def load_audio_dataset(
     """``split`` of EMO-DB or speech_av as Samples with acoustic features for ``spec``.
 
     ``data_dir`` is a ../shared/data-like root or the corpus folder itself. ``spec`` None gives no
-    features (a text-only model). With ``transcripts`` (EMO-DB only) every file whose sentence is
-    known yields a second, text+audio sample beside its audio-only one.
+    features (a text-only model). With ``transcripts`` (EMO-DB, RAVDESS) every file whose sentence
+    is known yields a second, text+audio sample beside its audio-only one.
     """
     folder = corpus_folder(dataset, Path(data_dir))
     chosen = select_split(load_audio_corpus(dataset, folder), dataset, split)
@@ -235,7 +269,7 @@ def load_audio_dataset(
         if spec is not None and extract is not None:
             feats = cached_features(item.audio, spec, extract, cache_dir)
         samples.append(to_sample(item, split, feats))
-        if transcripts and dataset == EMODB and emodb_transcript(item.id):
+        if transcripts and transcript_of(item):
             samples.append(to_sample(item, split, feats, transcript=True))
     logger.info("%s %s: %d samples from %s", dataset, split, len(samples), folder)
     return samples
@@ -262,6 +296,8 @@ def unified_audio(sample: Sample) -> UnifiedSample:
         derived = EMODB_DERIVED[emodb_class_of_sample(sample)]
     elif sample.dataset == SPEECH_AV:
         derived = SPEECH_AV_DERIVED
+    elif sample.dataset == RAVDESS:
+        derived = RAVDESS_DERIVED[sample.meld_emotion or "neutral"]
     else:
         raise ValueError(f"{sample.dataset} is not an audio dataset")
     label = sample_label(sample)

@@ -1,4 +1,8 @@
-"""Evaluation on the emotional-speech corpora (``emotrack eval --dataset emodb|speech_av``).
+"""Evaluation on the emotional-speech corpora (``emotrack eval --dataset emodb|ravdess|speech_av``).
+
+RAVDESS: the predicted MELD emotion against the file's emotion (calm counts as neutral), over the
+project's 7 emotions; ``uar`` / ``wa`` for audio only and for audio + the statement the actor
+speaks (the words are neutral), as for EMO-DB below.
 
 EMO-DB: the predicted universal label is mapped back to one of the 7 EMO-DB classes with
 :func:`train.audio_data.emodb_class_of`; reported are the unweighted accuracy (``uar``, mean
@@ -6,7 +10,7 @@ per-class recall) and the weighted accuracy (``wa``, plain accuracy), each for t
 
 - ``audio``: audio only (text ``""``), what a live session sees when the ASR hears no words it
   knows (German speech for the English tiny.en model);
-- ``fused``: audio + the file's transcript (:data:`train.audio_datasets.EMODB_TRANSCRIPTS`; files
+- ``fused``: audio + the file's transcript (:func:`train.audio_datasets.transcript_of`; files
   whose sentence code is unknown are left out of this row).
 
 speech_av: continuous valence and arousal in [-1, 1] against the model's predictions from audio
@@ -21,19 +25,27 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from train.audio_data import EMODB, EMODB_CLASSES, SPEECH_AV, AudioSample, emodb_class_of
+from train.audio_data import (
+    EMODB,
+    EMODB_CLASSES,
+    RAVDESS,
+    SPEECH_AV,
+    AudioSample,
+    emodb_class_of,
+)
 from train.audio_datasets import (
     AUDIO_SPEAKER,
     cached_features,
     corpus_folder,
-    emodb_transcript,
     load_audio_corpus,
     select_split,
+    transcript_of,
 )
 from train.metrics import pearson, unweighted_accuracy
 from train.unification import DEFAULT_CACHE
 from unimse.inference import EmotionPredictor
 from unimse.inputs import ModelInput
+from unimse.labels import MELD_EMOTIONS
 from unimse.prediction import Prediction
 
 logger = logging.getLogger(__name__)
@@ -89,24 +101,40 @@ def predict_all(
     return out
 
 
-def emodb_metrics(
+def true_class(sample: AudioSample) -> str:
+    """The class a categorical corpus file is scored against (RAVDESS: its MELD emotion)."""
+    if sample.dataset == RAVDESS:
+        return sample.label.meld_emotion
+    return sample.emotion or ""
+
+
+def predicted_class(dataset: str, prediction: Prediction) -> str:
+    if dataset == RAVDESS:
+        return prediction.emotion
+    return emodb_class_of(prediction.label)
+
+
+def categorical_metrics(
     predictor: EmotionPredictor,
     samples: Sequence[AudioSample],
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
     cache_dir: Path | None = DEFAULT_CACHE,
 ) -> dict[str, float]:
-    """``audio_uar``, ``audio_wa``, ``fused_uar``, ``fused_wa`` and per-class recalls, percent."""
-    truth = [s.emotion or "" for s in samples]
+    """EMO-DB or RAVDESS: ``audio_uar``, ``audio_wa``, ``fused_uar``, ``fused_wa`` and per-class
+    recalls, percent."""
+    dataset = samples[0].dataset if samples else EMODB
+    classes = MELD_EMOTIONS if dataset == RAVDESS else EMODB_CLASSES
+    truth = [true_class(s) for s in samples]
     preds = predict_all(
         predictor, audio_inputs(predictor, samples, None, cache_dir), batch_size, progress
     )
     result: dict[str, float] = {"n": float(len(samples))}
     for key, value in unweighted_accuracy(
-        truth, [emodb_class_of(p.label) for p in preds], EMODB_CLASSES
+        truth, [predicted_class(dataset, p) for p in preds], classes
     ).items():
         result[f"audio_{key}"] = value
-    known = [i for i, s in enumerate(samples) if emodb_transcript(s.id)]
+    known = [i for i, s in enumerate(samples) if transcript_of(s)]
     if len(known) < len(samples):
         logger.warning(
             "%d files have an unknown sentence code: left out of the fused row",
@@ -114,7 +142,7 @@ def emodb_metrics(
         )
     if known:
         fused_samples = [samples[i] for i in known]
-        texts = [emodb_transcript(s.id) or "" for s in fused_samples]
+        texts = [transcript_of(s) or "" for s in fused_samples]
         fused = predict_all(
             predictor,
             audio_inputs(predictor, fused_samples, texts, cache_dir),
@@ -123,7 +151,7 @@ def emodb_metrics(
         )
         result["n_fused"] = float(len(known))
         for key, value in unweighted_accuracy(
-            [truth[i] for i in known], [emodb_class_of(p.label) for p in fused], EMODB_CLASSES
+            [truth[i] for i in known], [predicted_class(dataset, p) for p in fused], classes
         ).items():
             result[f"fused_{key}"] = value
     return result
@@ -165,8 +193,8 @@ def audio_metrics(
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    if dataset == EMODB:
-        return emodb_metrics(predictor, samples, batch_size, progress)
+    if dataset in (EMODB, RAVDESS):
+        return categorical_metrics(predictor, samples, batch_size, progress)
     if dataset == SPEECH_AV:
         return speech_av_metrics(predictor, samples, batch_size, progress)
     raise ValueError(f"{dataset} is not an audio corpus")
@@ -174,6 +202,6 @@ def audio_metrics(
 
 def progress_total(dataset: str, samples: Sequence[AudioSample]) -> int:
     """How many predictions :func:`audio_metrics` makes (for a progress bar)."""
-    if dataset == EMODB:
-        return len(samples) + sum(1 for s in samples if emodb_transcript(s.id))
+    if dataset in (EMODB, RAVDESS):
+        return len(samples) + sum(1 for s in samples if transcript_of(s))
     return len(samples)

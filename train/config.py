@@ -31,9 +31,9 @@ class DataConfig:
     # dataset, drawn after label unification over the whole training sets (0: the dataset only
     # lends labels). Its dev split stays whole.
     replay_per_dataset: dict[str, int] = field(default_factory=dict)
-    # EMO-DB: also train on text+audio samples whose text is the file's transcript (train.
-    # audio_datasets.EMODB_TRANSCRIPTS), beside the audio-only ones.
-    emodb_transcripts: bool = False
+    # EMO-DB, RAVDESS: also train on text+audio samples whose text is the file's transcript
+    # (train.audio_datasets.transcript_of), beside the audio-only ones.
+    transcripts: bool = False
     # SIMULATED visual evidence (train.simulated_visual), not real video: per dataset, the
     # probability that a training sample gets a simulated FER sequence in an epoch.
     simulated_visual: dict[str, float] = field(default_factory=dict)
@@ -85,7 +85,7 @@ class DataConfig:
         if self.neutral_audio_tts and not self.neutral_audio:
             raise ValueError("neutral_audio_tts needs neutral_audio (the samples to pair)")
         if self.neutral_audio and not set(self.datasets) & set(AUDIO_DATASETS):
-            raise ValueError("neutral_audio needs an audio corpus (emodb, speech_av) for its clips")
+            raise ValueError(f"neutral_audio needs an audio corpus {AUDIO_DATASETS} for its clips")
         if set(self.datasets) <= {"speech_av"}:
             raise ValueError("speech_av has no dev split: add a dataset to select models on")
         no_dev = set(self.dev_datasets) - (set(self.datasets) - {"speech_av"})
@@ -93,8 +93,8 @@ class DataConfig:
             raise ValueError(
                 f"dev_datasets {sorted(no_dev)}: not configured or without a dev split"
             )
-        if self.emodb_transcripts and "emodb" not in self.datasets:
-            raise ValueError("emodb_transcripts needs 'emodb' among the datasets")
+        if self.transcripts and not {"emodb", "ravdess"} & set(self.datasets):
+            raise ValueError("transcripts needs 'emodb' or 'ravdess' among the datasets")
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,11 @@ class OptimConfig:
     output: str = "runs/default"
     # Staged training (train.staged): start from this checkpoint's matching weights...
     init_from: str = ""
+    # Modules whose init_from tensors are NOT loaded (left at initialisation), e.g. a feature
+    # encoder that changes with the feature spec ("fusion.acoustic").
+    init_exclude: tuple[str, ...] = ()
+    # Modules kept frozen whatever else trains (e.g. "fusion.visual" when no sample has video).
+    freeze: tuple[str, ...] = ()
     # ...and train only these modules (module paths or globs, e.g. "fusion", "heads",
     # "backbone.encoder.layer.*.pmf"); empty: the top `trainable_layers` layers + new modules.
     train_only: tuple[str, ...] = ()
@@ -136,8 +141,11 @@ class OptimConfig:
             raise ValueError("learning rates must be positive")
         if not 0.0 <= self.modality_dropout <= 1.0:
             raise ValueError("train.modality_dropout must be in [0, 1]")
-        if any(not isinstance(p, str) or not p for p in self.train_only):
-            raise ValueError("train.train_only must list module names")
+        for name in ("train_only", "init_exclude", "freeze"):
+            if any(not isinstance(p, str) or not p for p in getattr(self, name)):
+                raise ValueError(f"train.{name} must list module names")
+        if self.init_exclude and not self.init_from:
+            raise ValueError("train.init_exclude needs train.init_from")
         if self.preserve_text and self.train_only:
             raise ValueError("train.preserve_text and train.train_only exclude each other")
         if self.preserve_text and not self.init_from:
@@ -173,8 +181,9 @@ class TrainConfig:
             if key in data_raw:
                 data_raw[key] = tuple(data_raw[key])
         train_raw = dict(raw.get("train", {}))
-        if "train_only" in train_raw:
-            train_raw["train_only"] = tuple(train_raw["train_only"])
+        for key in ("train_only", "init_exclude", "freeze"):
+            if key in train_raw:
+                train_raw[key] = tuple(train_raw[key])
         for section, klass, values in (
             ("data", DataConfig, data_raw),
             ("train", OptimConfig, train_raw),

@@ -25,7 +25,7 @@ from unimse.labels import (
 
 DATASETS = ("meld", "iemocap", "mosi")
 # Emotional speech corpora (train.audio_datasets): audio-only samples with acoustic features.
-AUDIO_DATASETS = ("emodb", "speech_av")
+AUDIO_DATASETS = ("emodb", "speech_av", "ravdess")
 SPLITS = ("train", "dev", "test")
 DEFAULT_DATA_DIR = Path("../shared/data")
 MAX_CONTEXT = 8  # past turns kept on each sample; the model config decides how many it reads

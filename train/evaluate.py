@@ -10,7 +10,13 @@ from unimse.inference import EmotionPredictor
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS
 from unimse.prediction import Prediction
 
-PRIMARY_METRIC = {"meld": "wf1", "iemocap": "wf1", "mosi": "acc2_non0", "emodb": "uar"}
+PRIMARY_METRIC = {
+    "meld": "wf1",
+    "iemocap": "wf1",
+    "mosi": "acc2_non0",
+    "emodb": "uar",
+    "ravdess": "uar",
+}
 
 
 def predict_samples(
@@ -57,6 +63,10 @@ def dataset_metrics(
             [emodb_class_of_sample(s) for s in samples],
             [emodb_class_of(p.label) for p in preds],
             EMODB_CLASSES,
+        )
+    if dataset == "ravdess":
+        return unweighted_accuracy(
+            [s.meld_emotion or "" for s in samples], [p.emotion for p in preds], MELD_EMOTIONS
         )
     raise ValueError(f"no metrics for dataset {dataset!r}")
 

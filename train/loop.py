@@ -34,6 +34,7 @@ from train.evaluate import PRIMARY_METRIC, evaluate
 from train.staged import (
     apply_train_only,
     backbone_names_to_store,
+    freeze_modules,
     init_from_checkpoint,
     preserve_text_path,
 )
@@ -52,6 +53,7 @@ DATASET_GROUP_OFFSET = {
     "mosi": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS),
     "emodb": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS) + len(POLARITIES),
     "speech_av": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS) + len(POLARITIES) + 7,
+    "ravdess": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS) + 2 * len(POLARITIES) + 7,
 }
 
 
@@ -76,6 +78,8 @@ def targets_for(item: UnifiedSample, borrowed_weight: float) -> LabelTargets:
         from train.audio_datasets import emodb_class_of_sample
 
         group = DATASET_GROUP_OFFSET["emodb"] + EMODB_CLASSES.index(emodb_class_of_sample(s))
+    elif s.dataset == "ravdess":
+        group = DATASET_GROUP_OFFSET["ravdess"] + MELD_EMOTIONS.index(item.meld_emotion)
     elif s.dataset == "speech_av":
         group = DATASET_GROUP_OFFSET["speech_av"] + POLARITIES.index(item.polarity)
     else:
@@ -175,11 +179,9 @@ class Trainer:
         for name in dc.datasets:
             if name in AUDIO_DATASETS:
                 spec = self.config.model.acoustic
-                rows = load_audio_dataset(
-                    name, "train", data_dir, spec, transcripts=dc.emodb_transcripts
-                )
+                rows = load_audio_dataset(name, "train", data_dir, spec, transcripts=dc.transcripts)
                 audio += rows[:limit] if limit else rows
-                if name == "emodb" and name in wants_dev:
+                if name != "speech_av" and name in wants_dev:
                     dev_rows = load_audio_dataset(name, "dev", data_dir, spec)
                     dev[name] = dev_rows[:limit] if limit else dev_rows
                 continue
@@ -240,7 +242,7 @@ class Trainer:
         )
         unified, dev = self.load_data()
         model = build_model(cfg.model)
-        init = init_from_checkpoint(model, tc.init_from) if tc.init_from else None
+        init = init_from_checkpoint(model, tc.init_from, tc.init_exclude) if tc.init_from else None
         keep = backbone_names_to_store(model, init)  # stage-1 layers, stored although frozen
         model.to(self.device)
         no_decay: list[torch.Tensor] = []  # masked weights (preserve_text): no decay
@@ -256,6 +258,10 @@ class Trainer:
             freeze = getattr(model, "freeze_lower", None)
             if freeze is not None:
                 freeze(tc.trainable_layers)
+        try:
+            freeze_modules(model, tc.freeze)
+        except ValueError as exc:
+            raise TrainConfigError(f"[train] {exc}") from None
         predictor = EmotionPredictor(model, self.device, "training", max_batch=tc.eval_batch_size)
         processor: UniMSEProcessor = predictor.processor
         encoded = [processor.format_ids(u.sample.to_input()) for u in unified]

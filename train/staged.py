@@ -63,8 +63,11 @@ def _checkpoint_config(folder: Path) -> UniMSEConfig:
         raise CheckpointError(f"checkpoint {folder}: bad {CONFIG}: {exc}") from exc
 
 
-def init_from_checkpoint(model: nn.Module, path: str | Path) -> InitReport:
-    """Copy every checkpoint tensor whose name and shape match into ``model``.
+def init_from_checkpoint(
+    model: nn.Module, path: str | Path, exclude: Sequence[str] = ()
+) -> InitReport:
+    """Copy every checkpoint tensor whose name and shape match into ``model``, except those of the
+    modules ``exclude`` names (module paths or globs, as in :func:`apply_train_only`).
 
     Raises :class:`~unimse.checkpoint.CheckpointError` (one line) when the checkpoint is missing,
     uses another backbone, or holds a tensor of the same name with another shape (a different
@@ -92,6 +95,7 @@ def init_from_checkpoint(model: nn.Module, path: str | Path) -> InitReport:
                 getattr(config, name),
             )
     stored = load_file(str(folder / WEIGHTS))
+    stored = {k: v for k, v in stored.items() if not any(_matches(k, p) for p in exclude)}
     own = model.state_dict()
     alias = tied_groups(own)
     for key, value in stored.items():
@@ -154,6 +158,17 @@ def apply_train_only(model: nn.Module, patterns: Sequence[str]) -> list[str]:
     return trainable
 
 
+def freeze_modules(model: nn.Module, patterns: Sequence[str]) -> None:
+    """Stop training the parameters that ``patterns`` name (a pattern naming none is an error)."""
+    names = [name for name, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not any(_matches(name, pattern) for name in names):
+            raise ValueError(f"freeze pattern {pattern!r} names no parameter of the model")
+    for name, param in model.named_parameters():
+        if any(_matches(name, pattern) for pattern in patterns):
+            param.requires_grad_(False)
+
+
 def backbone_names_to_store(model: nn.Module, report: InitReport | None) -> set[str]:
     """Backbone tensors a checkpoint of ``model`` must keep although they may be frozen now: those
     loaded from the init checkpoint (stage 1 fine-tuned them, so the installed backbone no longer
@@ -188,6 +203,10 @@ def preserve_text_path(model: nn.Module) -> list[torch.Tensor]:
         raise ValueError("preserve_text needs a model with modality encoders")
     for param in fusion.parameters():
         param.requires_grad_(True)
+    residual = getattr(model, "modality_logits", None)  # zero for a missing modality
+    if residual is not None:
+        for param in residual.parameters():
+            param.requires_grad_(True)
     masked: list[torch.Tensor] = []
     for name, module in model.named_modules():
         if not isinstance(module, PMF):

@@ -1,0 +1,124 @@
+"""Which speech representation carries emotion? Linear probes on the same speaker-independent folds.
+
+For every acoustic feature spec (Whisper ``tiny.en`` / ``base`` encoder states, the 64-d frame
+features, and concatenations), each utterance is mean+std pooled over its frames and a standardised
+logistic regression is trained per fold:
+
+- RAVDESS: the 20 actors in 5 folds of 4 (actors 1-4, 5-8, ...), 7 classes (calm = neutral);
+- EMO-DB: leave one speaker out over its 7 speakers, its 7 classes.
+
+Prints unweighted accuracy (mean per-class recall) and accuracy per spec, percent. Features are
+cached on disk (``~/.cache/emotrack/features``), keyed by extractor and audio.
+
+    .venv/bin/python benchmarks/voice_probe.py [--data-dir ../shared/data] [--specs ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.progress import track
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from train.audio_data import AudioSample, load_emodb, load_ravdess
+from train.audio_datasets import cached_features
+from unimse.config import FeatureSpec
+from unimse.features import WHISPER_SPECS, acoustic_extractor
+from unimse.features.acoustic import ACOUSTIC_DIM, ACOUSTIC_V1
+
+SPECS: dict[str, FeatureSpec] = {
+    "tiny.en": FeatureSpec("whisper-tiny.en-v1", WHISPER_SPECS["whisper-tiny.en-v1"][1]),
+    "base": FeatureSpec("whisper-base-v1", WHISPER_SPECS["whisper-base-v1"][1]),
+    "frame64": FeatureSpec(ACOUSTIC_V1, ACOUSTIC_DIM),
+}
+RAVDESS_FOLDS = 5
+
+
+def pooled(features: np.ndarray) -> np.ndarray:
+    return np.concatenate([features.mean(0), features.std(0)])
+
+
+def pooled_matrix(samples: Sequence[AudioSample], spec: FeatureSpec, label: str) -> np.ndarray:
+    extract = acoustic_extractor(spec)
+    rows = [
+        pooled(cached_features(s.audio, spec, extract))
+        for s in track(samples, description=f"{label} features", transient=True)
+    ]
+    return np.stack(rows)
+
+
+def class_of(sample: AudioSample) -> str:
+    emotion = sample.emotion or ""
+    return "neutral" if emotion == "calm" else emotion
+
+
+def folds_of(samples: Sequence[AudioSample], corpus: str) -> np.ndarray:
+    if corpus == "ravdess":
+        return np.array([(int(s.speaker) - 1) // (20 // RAVDESS_FOLDS) for s in samples])
+    speakers = sorted({s.speaker for s in samples})
+    return np.array([speakers.index(s.speaker) for s in samples])
+
+
+def probe(x: np.ndarray, y: np.ndarray, folds: np.ndarray) -> tuple[float, float]:
+    uas, accs = [], []
+    for fold in np.unique(folds):
+        test = folds == fold
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+        clf.fit(x[~test], y[~test])
+        pred = clf.predict(x[test])
+        uas.append(balanced_accuracy_score(y[test], pred))
+        accs.append(float(np.mean(pred == y[test])))
+    return 100 * float(np.mean(uas)), 100 * float(np.mean(accs))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument(
+        "--specs",
+        default="tiny.en,base,frame64,tiny.en+frame64,tiny.en+base",
+        help="comma-separated specs; '+' concatenates pooled vectors",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    if not args.data_dir.is_dir():
+        print(f"error: data folder not found: {args.data_dir}", file=sys.stderr)
+        return 2
+    corpora = {
+        "ravdess": load_ravdess(args.data_dir / "ravdess"),
+        "emodb": load_emodb(args.data_dir / "emodb"),
+    }
+    wanted = [name.strip() for name in args.specs.split(",") if name.strip()]
+    results: dict[str, dict[str, float]] = {}
+    for corpus, samples in corpora.items():
+        y = np.array([class_of(s) for s in samples])
+        folds = folds_of(samples, corpus)
+        cache: dict[str, np.ndarray] = {}
+        for combo in wanted:
+            parts = combo.split("+")
+            for part in parts:
+                if part not in SPECS:
+                    parser.error(f"unknown spec {part!r}; choose from {', '.join(SPECS)}")
+                if part not in cache:
+                    cache[part] = pooled_matrix(samples, SPECS[part], f"{corpus} {part}")
+            x = np.concatenate([cache[p] for p in parts], axis=1)
+            ua, acc = probe(x, y, folds)
+            results.setdefault(combo, {})[f"{corpus}_ua"] = round(ua, 1)
+            results[combo][f"{corpus}_acc"] = round(acc, 1)
+            if not args.json:
+                print(f"{corpus:8s} {combo:18s} UA {ua:5.1f}  acc {acc:5.1f}", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

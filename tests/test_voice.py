@@ -1,0 +1,309 @@
+"""The voice as a signal: Whisper encoder states shared by ASR and emotion, the statistics acoustic
+encoder, RAVDESS as a dataset, and `emotrack eval --dataset ravdess`.
+
+Real Whisper tiny.en and espeak-ng speech; RAVDESS from ../shared/data (skipped with a reason
+when absent). Tiny random-weight checkpoints are test doubles.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_unimse_config
+
+from realtime.config import AsrOptions
+from realtime.inference import EmotionModel, PendingUtterance
+from realtime.messages import Transcript, Utterance
+from train.audio_data import load_ravdess, ravdess_fields, trim_silence
+from train.audio_datasets import (
+    RAVDESS_SPLITS,
+    select_split,
+    to_sample,
+    transcript_of,
+    unified_audio,
+)
+from unimse.config import FeatureSpec
+from unimse.features import WHISPER_SPECS, acoustic_extractor, whisper_model_of
+from unimse.features.whisper import SAMPLES_PER_STATE, WhisperStates, state_frames
+from unimse.fusion import StatsEncoder
+from unimse.inputs import ModelInput
+
+TINY_SPEC = FeatureSpec("whisper-tiny.en-v1", 384, "stats")
+RAVDESS_PICK = (  # one clip of each of the 8 RAVDESS emotions, actors of every split
+    "Actor_01/03-01-01-01-01-01-01.flac",
+    "Actor_02/03-01-02-01-02-01-02.flac",
+    "Actor_05/03-01-03-02-01-02-05.flac",
+    "Actor_15/03-01-04-01-01-01-15.flac",
+    "Actor_16/03-01-05-02-02-01-16.flac",
+    "Actor_17/03-01-06-01-01-02-17.flac",
+    "Actor_19/03-01-07-02-02-02-19.flac",
+    "Actor_20/03-01-08-01-01-01-20.flac",
+)
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def spoken() -> np.ndarray:
+    from realtime.synth import speak
+
+    return speak("I am so happy to see you again today.", "en-us")
+
+
+# --- one encoder pass for ASR and emotion ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_asr_hands_over_the_same_states_the_extractor_computes(spoken: np.ndarray) -> None:
+    from realtime.asr import Transcriber
+
+    transcriber = Transcriber.load(AsrOptions(model="tiny.en", beam_size=1))
+    result = transcriber.transcribe(spoken)
+    assert "happy" in result.text.lower()
+    assert result.window == "utterance" and result.states is not None
+    assert result.states.shape == (state_frames(len(spoken)), 384)
+    extracted = WhisperStates("tiny.en", 384)(spoken)
+    np.testing.assert_allclose(result.states, extracted, atol=1e-5)
+    # Frames past the utterance (the window's padding) are not part of the features.
+    assert len(result.states) * SAMPLES_PER_STATE - len(spoken) < SAMPLES_PER_STATE
+
+
+class CountingExtractor:
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.calls = 0
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.ones((3, self.dim), np.float32)
+
+
+def _pending(states: np.ndarray | None, model: str) -> PendingUtterance:
+    audio = np.zeros(16000, np.float32)
+    utterance = Utterance(session="s", seq=0, monotonic=0.0, audio=audio, end=1.0)
+    transcript = Transcript(
+        session="s",
+        seq=0,
+        monotonic=0.0,
+        utterance=utterance,
+        text="hello",
+        encoder_states=states,
+        encoder_model=model,
+    )
+    return PendingUtterance(transcript, ModelInput(text="hello"))
+
+
+def test_emotion_model_reuses_the_asr_states_of_its_own_encoder() -> None:
+    from rt_support import FakePredictor
+
+    predictor = FakePredictor(acoustic_dim=384)
+    extractor = CountingExtractor(384)
+    model = EmotionModel(predictor, extractor, None, encoder_model="tiny.en")
+    states = np.full((7, 384), 0.5, np.float32)
+    shared = model.features(_pending(states, "tiny.en"))
+    assert shared.acoustic is states and extractor.calls == 0 and model.shared_states == 1
+    # States of another Whisper model (or none) are not what the checkpoint reads: extract.
+    other = model.features(_pending(states, "base"))
+    assert other.acoustic is not None and other.acoustic.shape == (3, 384)
+    model.features(_pending(None, "tiny.en"))
+    assert extractor.calls == 2 and model.extracted == 2
+
+
+def test_whisper_specs_are_looked_up_by_name_and_checked() -> None:
+    assert whisper_model_of(TINY_SPEC) == "tiny.en"
+    assert whisper_model_of(FeatureSpec("emotrack-acoustic-v1", 64)) is None
+    assert acoustic_extractor(TINY_SPEC) is acoustic_extractor(TINY_SPEC)  # one encoder per spec
+    with pytest.raises(ValueError, match="dimension 384"):
+        acoustic_extractor(FeatureSpec("whisper-tiny.en-v1", 512))
+    assert set(WHISPER_SPECS) == {"whisper-tiny.en-v1", "whisper-base-v1"}
+
+
+# --- statistics encoder -----------------------------------------------------------------------
+
+
+def test_stats_encoder_ignores_padding_and_masks_missing_audio() -> None:
+    config = tiny_unimse_config()
+    encoder = StatsEncoder(FeatureSpec("x", 12, "stats"), config).eval()
+    torch.manual_seed(0)
+    real = torch.randn(1, 5, 12)
+    padded = torch.cat([real, torch.randn(1, 4, 12) * 100], dim=1)
+    with torch.no_grad():
+        a, _ = encoder(real, torch.tensor([5]))
+        b, steps = encoder(padded, torch.tensor([5]))
+        missing, _ = encoder(padded, torch.tensor([0]))
+    torch.testing.assert_close(a, b)
+    assert steps[0, 5:].abs().max() == 0
+    assert missing.abs().max() == 0
+
+
+def test_feature_spec_names_a_known_encoder() -> None:
+    with pytest.raises(ValueError, match="encoder"):
+        FeatureSpec("x", 4, "transformer")
+    config = tiny_unimse_config(acoustic=FeatureSpec("x", 4, "stats"))
+    assert replace(config).acoustic == FeatureSpec("x", 4, "stats")
+
+
+# --- RAVDESS --------------------------------------------------------------------------------
+
+
+def test_ravdess_names_parse_and_bad_ones_are_one_line() -> None:
+    assert ravdess_fields("03-01-02-01-02-01-12") == ("calm", "02", "12")
+    for bad in ("03-01-09-01-01-01-01", "03-01-05-01-01-01", "a-b-c-d-e-f-g"):
+        with pytest.raises(ValueError, match="not a RAVDESS file name"):
+            ravdess_fields(bad)
+
+
+def test_trim_silence_keeps_the_speech_and_a_margin() -> None:
+    rng = np.random.default_rng(0)
+    speech = (0.3 * rng.standard_normal(16000)).astype(np.float32)
+    audio = np.concatenate([np.zeros(32000, np.float32), speech, np.zeros(32000, np.float32)])
+    trimmed = trim_silence(audio)
+    # librosa decides per 2048-sample frame: at most one frame more on each side
+    assert 16000 + 2 * 0.3 * 16000 <= len(trimmed) <= 16000 + 2 * (0.3 * 16000 + 2048)
+
+
+@pytest.fixture(scope="module")
+def ravdess_folder(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (shared_data / "ravdess").is_dir():
+        pytest.skip(f"RAVDESS not found at {shared_data / 'ravdess'}")
+    folder = tmp_path_factory.mktemp("ravdess")
+    for name in RAVDESS_PICK:
+        target = folder / name
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy(shared_data / "ravdess" / name, target)
+    return folder
+
+
+def test_ravdess_loads_with_labels_splits_and_transcripts(ravdess_folder: Path) -> None:
+    samples = load_ravdess(ravdess_folder)
+    assert len(samples) == 8
+    by_id = {s.id: s for s in samples}
+    calm = by_id["03-01-02-01-02-01-02"]
+    assert calm.label.meld_emotion == "neutral" and calm.speaker == "02"
+    assert transcript_of(calm) == "Dogs are sitting by the door."
+    assert by_id["03-01-08-01-01-01-20"].label.meld_emotion == "surprise"
+    assert all(1.0 < s.duration < 4.0 for s in samples)  # silence trimmed (clips are ~3.7 s)
+    test = select_split(samples, "ravdess", "test")
+    assert {s.speaker for s in test} <= set(RAVDESS_SPLITS["test"]) and len(test) == 3
+    unified = unified_audio(to_sample(by_id["03-01-07-02-02-02-19"], "test", None))
+    assert unified.meld_emotion == "disgust" and "iemocap_emotion" in unified.borrowed
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from unimse.checkpoint import save_checkpoint
+    from unimse.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_unimse_config(acoustic=TINY_SPEC, visual=None))
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny-voice", half=False)
+
+
+@pytest.mark.slow
+def test_ravdess_eval_cli_scores_audio_and_fused(
+    ravdess_folder: Path,
+    tiny_whisper_checkpoint: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from realtime.cli import main
+
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            "ravdess",
+            "--data-dir",
+            str(ravdess_folder),
+            "--checkpoint",
+            str(tiny_whisper_checkpoint),
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["n"] == 8 and result["n_fused"] == 8
+    for key in ("audio_uar", "audio_wa", "fused_uar", "fused_wa"):
+        assert 0.0 <= result[key] <= 100.0
+    assert {"audio_recall_neutral", "audio_recall_surprise"} <= set(result)
+    assert "audio_recall_calm" not in result
+
+
+def test_ravdess_eval_cli_bad_folder_is_one_line(
+    tiny_whisper_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from realtime.cli import main
+
+    bad = tmp_path / "Actor_01"
+    bad.mkdir()
+    (bad / "hello.flac").write_bytes(b"")
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            "ravdess",
+            "--data-dir",
+            str(tmp_path),
+            "--checkpoint",
+            str(tiny_whisper_checkpoint),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "not a RAVDESS file name" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+# --- modality logits and the voice stage's staged training -----------------------------------
+
+
+def test_modality_logits_leave_text_only_outputs_alone_and_let_the_voice_act() -> None:
+    from unimse.backbones import load_tokenizer
+    from unimse.modeling import build_model
+    from unimse.processor import UniMSEProcessor
+
+    torch.manual_seed(0)
+    config = tiny_unimse_config(
+        acoustic=FeatureSpec("x", 8, "stats"), visual=None, modality_logits=True
+    )
+    model = build_model(config).eval()
+    assert model.modality_logits is not None
+    with torch.no_grad():
+        for p in model.modality_logits.parameters():
+            p.normal_()
+    processor = UniMSEProcessor(config, load_tokenizer(config))
+    sound = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
+    items = [ModelInput("I am fine."), ModelInput("I am fine.", acoustic=sound)]
+    with torch.no_grad():
+        out = model(processor.encode(items))
+        model.modality_logits = None
+        plain = model(processor.encode(items))
+    assert torch.equal(out.meld_logits[0], plain.meld_logits[0])  # text only: bit for bit
+    assert not torch.allclose(out.meld_logits[1], plain.meld_logits[1])
+
+
+def test_init_exclude_and_freeze_leave_the_named_modules_alone(tmp_path: Path) -> None:
+    from train.staged import freeze_modules, init_from_checkpoint
+    from unimse.checkpoint import save_checkpoint
+    from unimse.modeling import build_model
+
+    torch.manual_seed(0)
+    old = build_model(tiny_unimse_config())
+    folder = save_checkpoint(old, tmp_path / "old", half=False)
+    new_config = tiny_unimse_config(acoustic=FeatureSpec("test-acoustic", 8, "stats"))
+    torch.manual_seed(1)
+    new = build_model(new_config)
+    report = init_from_checkpoint(new, folder, exclude=("fusion.acoustic",))
+    assert not any(name.startswith("fusion.acoustic.") for name in report.loaded)
+    assert any(name.startswith("fusion.visual.") for name in report.loaded)
+    freeze_modules(new, ("fusion.visual",))
+    assert not any(p.requires_grad for p in new.fusion.visual.parameters())
+    with pytest.raises(ValueError, match="names no parameter"):
+        freeze_modules(new, ("fusion.nothing",))

@@ -7,9 +7,10 @@ These corpora have no live-computable audio here, so the checkpoint is scored on
 (test by default; dev, with the dev speaker's clips, is what stage-2 variants are chosen on) with:
 
 - ``text``: words only (the audio is masked, as with a muted microphone);
-- ``text+neutral speech``: the words plus a real neutral EMO-DB clip of a speaker never trained on
-  (test: speaker 13; dev: speaker 12), cycled (speech that carries no emotion should not move the
-  label);
+- ``text+neutral speech``: the words plus a real neutral clip of speakers never trained on, cycled
+  (speech that carries no emotion should not move the label): ``--neutral-corpus ravdess`` (the
+  default: the neutral and calm clips of the split's actors, test 17-20, dev 15-16) or ``emodb``
+  (test: speaker 13; dev: speaker 12);
 - ``text+synthetic speech``: the words plus those same words spoken by espeak-ng (neutral
   synthetic prosody, the voice/rate chosen by :func:`train.tts_audio.voice_and_rate`);
 - ``synthetic speech only``: that espeak-ng audio with no words and no dialogue context (what the
@@ -44,11 +45,18 @@ CONDITIONS = ("text", "text+neutral speech", "text+synthetic speech", "synthetic
 COLUMNS = {"meld": ("wf1", "acc"), "iemocap": ("wf1", "acc"), "mosi": ("acc2_non0", "mae")}
 
 
-def neutral_clips(predictor: EmotionPredictor, data: Path, split: str) -> list[np.ndarray]:
-    """Acoustic features of the neutral EMO-DB clips of the split's held-out speaker."""
+def neutral_clips(
+    predictor: EmotionPredictor, data: Path, split: str, corpus: str = "ravdess"
+) -> list[np.ndarray]:
+    """Acoustic features of the neutral clips of ``corpus``'s held-out speakers of ``split``
+    (EMO-DB boredom is negative, not neutral: left out)."""
     assert predictor.config.acoustic is not None
-    held_out = load_audio_dataset("emodb", split, data, predictor.config.acoustic)
-    return [s.acoustic for s in held_out if s.meld_emotion == "neutral" and s.acoustic is not None]
+    held_out = load_audio_dataset(corpus, split, data, predictor.config.acoustic)
+    return [
+        s.acoustic
+        for s in held_out
+        if s.meld_emotion == "neutral" and s.polarity == "neutral" and s.acoustic is not None
+    ]
 
 
 def with_audio(
@@ -74,13 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", default=list(COLUMNS), choices=list(COLUMNS))
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".." / "shared" / "data")
     parser.add_argument("--split", choices=("test", "dev"), default="test")
+    parser.add_argument(
+        "--neutral-corpus",
+        choices=("ravdess", "emodb"),
+        default="ravdess",
+        help="whose neutral voices (the split's held-out speakers) join the words",
+    )
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     predictor = EmotionPredictor.load(args.checkpoint, device="cpu")
     if predictor.config.acoustic is None:
         raise SystemExit(f"{args.checkpoint} has no acoustic branch: nothing to compare")
-    clips = neutral_clips(predictor, args.data_dir, args.split)
+    clips = neutral_clips(predictor, args.data_dir, args.split, args.neutral_corpus)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for dataset in args.datasets:
         samples = load_dataset(dataset, args.split, args.data_dir)

@@ -50,7 +50,7 @@ from train.audio_datasets import (
 from train.audio_eval import predicted_class, true_class
 from train.loop import seed_everything, targets_for
 from train.metrics import unweighted_accuracy
-from train.staged import init_from_checkpoint, preserve_text_path
+from train.staged import init_from_checkpoint, preserve_text_path, reset_pmf_inputs
 from unimse.backbones import load_tokenizer
 from unimse.checkpoint import resolve_checkpoint
 from unimse.config import FeatureSpec, UniMSEConfig
@@ -65,9 +65,7 @@ logger = logging.getLogger("speech_cv")
 
 CORPORA = ("ravdess", "emodb", "speech_av")
 SPECS = {
-    "tiny.en": FeatureSpec(
-        "whisper-tiny.en-v1", WHISPER_SPECS["whisper-tiny.en-v1"][1], "stats"
-    ),
+    "tiny.en": FeatureSpec("whisper-tiny.en-v1", WHISPER_SPECS["whisper-tiny.en-v1"][1], "stats"),
     "base": FeatureSpec("whisper-base-v1", WHISPER_SPECS["whisper-base-v1"][1], "stats"),
     "frame64": FeatureSpec(ACOUSTIC_V1, ACOUSTIC_DIM),
 }
@@ -164,7 +162,14 @@ def build_run_model(
     seed_everything(args.seed)
     model = build_model(config)
     init_from_checkpoint(model, init, exclude=("fusion",))
-    return model, config, preserve_text_path(model)
+    if args.pmf_audio != "loaded":
+        reset_pmf_inputs(model, ("audio",))
+    no_decay = preserve_text_path(model)
+    if args.pmf_audio == "off":  # the voice reaches the heads through the modality logits only
+        for weight in no_decay:
+            weight.requires_grad_(False)
+        no_decay = []
+    return model, config, no_decay
 
 
 def class_names(corpus: str) -> tuple[str, ...]:
@@ -328,6 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument(
+        "--pmf-audio",
+        choices=("reset", "loaded", "off"),
+        default="reset",
+        help="PMF's audio columns: start at zero (reset), keep the init checkpoint's (loaded), "
+        "or zero and frozen (off: the voice acts through the modality logits only)",
+    )
     parser.add_argument(
         "--no-modality-logits",
         dest="modality_logits",

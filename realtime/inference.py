@@ -135,6 +135,13 @@ class EmotionModel:
         ):
             self.shared_states += 1
             return states
+        if self.encoder_model and self.extracted == 0:
+            logger.info(
+                "the checkpoint reads Whisper %s encoder states but the ASR gave %s: the "
+                "encoder runs a second time for each such utterance",
+                self.encoder_model,
+                transcript.encoder_model or "none (long or re-decoded utterance)",
+            )
         self.extracted += 1
         return self.acoustic(transcript.utterance.audio)
 

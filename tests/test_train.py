@@ -257,3 +257,18 @@ def test_eval_cli_bad_data_dir_is_one_line(tiny_checkpoint: Path, tmp_path: Path
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert "test_sent_emo.csv" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "configs").rglob("*.toml")
+        if p.name != "default.toml"  # the realtime pipeline's config, not a training run
+    ),
+)
+def test_shipped_training_configs_load(path: str) -> None:
+    from train.config import TrainConfig
+
+    config = TrainConfig.load(ROOT / path)
+    assert config.data.datasets and config.train.epochs > 0

@@ -307,3 +307,117 @@ def test_init_exclude_and_freeze_leave_the_named_modules_alone(tmp_path: Path) -
     assert not any(p.requires_grad for p in new.fusion.visual.parameters())
     with pytest.raises(ValueError, match="names no parameter"):
         freeze_modules(new, ("fusion.nothing",))
+
+
+# --- a held-out actor replayed as one mono recording ----------------------------------------
+
+REPLAY_ACTOR = "20"  # RAVDESS test split (actors 17-20): never trained on, never used to select
+# Strong-intensity clips, statement 01, first repetition: calm and neutral count as neutral.
+REPLAY_CODES = ("01", "02", "03", "04", "05", "06", "07", "08")
+
+
+def shipped_voice_checkpoint() -> Path:
+    from unimse.checkpoint import resolve_checkpoint
+    from unimse.config import UniMSEConfig
+
+    folder = resolve_checkpoint("default")
+    if whisper_model_of(UniMSEConfig.load(folder / "config.json").acoustic) is None:
+        pytest.skip("the shipped checkpoint does not read Whisper encoder states")
+    return folder
+
+
+@pytest.mark.slow
+def test_replay_of_a_held_out_actor_hears_the_emotions(shared_data: Path, tmp_path: Path) -> None:
+    from realtime.synth import write_audio
+    from train.audio_data import RAVDESS_CODES, RAVDESS_LABELS, read_audio
+
+    checkpoint = shipped_voice_checkpoint()
+    folder = shared_data / "ravdess" / f"Actor_{REPLAY_ACTOR}"
+    if not folder.is_dir():
+        pytest.skip(f"RAVDESS actor {REPLAY_ACTOR} not found at {folder}")
+    gap = np.zeros(int(1.5 * 16000), np.float32)
+    parts, spans, truth = [gap], [], []
+    for code in REPLAY_CODES:
+        intensity = "01" if code == "01" else "02"  # neutral has normal intensity only
+        for statement in ("01", "02"):
+            name = f"03-01-{code}-{intensity}-{statement}-01-{REPLAY_ACTOR}.flac"
+            clip = trim_silence(read_audio(folder / name))
+            start = sum(len(p) for p in parts) / 16000
+            parts += [clip, gap]
+            spans.append((start, start + len(clip) / 16000))
+            truth.append(RAVDESS_LABELS[RAVDESS_CODES[code]].meld_emotion)
+    recording = write_audio(tmp_path / "actor.wav", np.concatenate(parts))
+    from rt_support import replay_to_jsonl
+
+    _, results = replay_to_jsonl(recording, checkpoint, tmp_path / "out.jsonl", timeout=300)
+    assert len(results) == len(spans), [(r["start"], r["end"], r["text"]) for r in results]
+    assert all("audio" in r["modalities"] for r in results)
+    correct = 0
+    for result in results:
+        overlaps = [min(result["end"], e) - max(result["start"], s) for s, e in spans]
+        correct += result["emotion"] == truth[int(np.argmax(overlaps))]
+    # 16 clips, 7 emotions (chance ~ 2-3 right): most must come out right.
+    assert correct >= 9, f"{correct}/16 right: {[r['emotion'] for r in results]} vs {truth}"
+
+
+@pytest.mark.slow
+async def test_pipeline_runs_the_whisper_encoder_once_per_utterance(tmp_path: Path) -> None:
+    """A replay whose checkpoint reads tiny.en states: every utterance's acoustic input comes
+    from the ASR's own encoder pass, none from a second one."""
+    from rt_support import FakePredictor, make_conversation
+
+    from realtime.asr import Transcriber
+    from realtime.bench import ResultCollector
+    from realtime.config import Config
+    from realtime.pipeline import Pipeline
+    from realtime.sources.files import FileSource
+
+    path = tmp_path / "talk.wav"
+    spoken = make_conversation(path)
+    config = Config().with_overrides({"replay.speed": "max"})
+    transcriber = Transcriber.load(config.asr)
+    predictor = FakePredictor(acoustic_dim=384)
+    extractor = CountingExtractor(384)
+    model = EmotionModel(predictor, extractor, None, encoder_model=config.asr.model)
+    collector = ResultCollector()
+    passes_before = transcriber.encoder_passes
+    await Pipeline(
+        config,
+        source=FileSource(path, video=False),
+        sinks=[collector],
+        session="voice",
+        transcriber=transcriber,
+        model=model,
+    ).run()
+    n = len(collector.results)
+    assert n == len(spoken.lines)
+    assert model.shared_states == n and extractor.calls == 0 and model.extracted == 0
+    assert transcriber.encoder_passes - passes_before == n
+    fed = [item.acoustic for batch in predictor.batches for item in batch]
+    assert all(a is not None and a.shape[1] == 384 for a in fed)
+    for result, states in zip(collector.results, fed, strict=True):
+        # The utterance's audio: its speech plus the hangover the VAD waited (no window padding).
+        extra = len(states) / 50 - (result.end - result.start)
+        assert -0.05 <= extra <= config.vad.hangover + 0.1
+
+
+def test_reset_pmf_inputs_zeroes_only_the_named_modality_columns() -> None:
+    from train.staged import reset_pmf_inputs
+    from unimse.fusion import PMF
+    from unimse.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_unimse_config())
+    pmfs = [m for m in model.modules() if isinstance(m, PMF)]
+    for pmf in pmfs:
+        torch.nn.init.normal_(pmf.out.weight)
+    before = [p.out.weight.detach().clone() for p in pmfs]
+    assert reset_pmf_inputs(model, ("audio",)) == len(pmfs) > 0
+    for pmf, old in zip(pmfs, before, strict=True):
+        h, m = pmf.hidden_size, pmf.modality_dim
+        assert pmf.out.weight[:, h : h + m].abs().max() == 0
+        assert pmf.down.weight[:, h : h + m].abs().max() == 0
+        assert torch.equal(pmf.out.weight[:, :h], old[:, :h])  # text columns untouched
+        assert torch.equal(pmf.out.weight[:, h + m :], old[:, h + m :])  # video untouched
+    with pytest.raises(ValueError, match="reset_pmf"):
+        reset_pmf_inputs(model, ("smell",))

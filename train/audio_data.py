@@ -46,6 +46,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 
+from train.acted_labels import ACTED_LABELS
 from unimse.labels import UniversalLabel
 
 logger = logging.getLogger(__name__)
@@ -75,9 +76,7 @@ EMODB_LABELS: dict[str, UniversalLabel] = {
 }
 VALENCE_NEUTRAL_BAND = 0.1
 
-# RAVDESS emotion codes (3rd field of ``03-01-EE-II-SS-RR-NN``) in the universal space: the eight
-# classes map onto the seven MELD emotions (calm counts as neutral, with neutral's label). Scores
-# follow the EMO-DB choice (prototypical acted emotions); surprise is positive with low intensity.
+# RAVDESS emotion codes (3rd field of ``03-01-EE-II-SS-RR-NN``).
 RAVDESS_CODES: dict[str, str] = {
     "01": "neutral",
     "02": "calm",
@@ -88,15 +87,19 @@ RAVDESS_CODES: dict[str, str] = {
     "07": "disgust",
     "08": "surprised",
 }
+# RAVDESS's eight names -> MELD emotion (calm counts as neutral); labels from train.acted_labels.
+RAVDESS_MELD: dict[str, str] = {
+    "neutral": "neutral",
+    "calm": "neutral",
+    "happy": "joy",
+    "sad": "sadness",
+    "angry": "anger",
+    "fearful": "fear",
+    "disgust": "disgust",
+    "surprised": "surprise",
+}
 RAVDESS_LABELS: dict[str, UniversalLabel] = {
-    "neutral": UniversalLabel("neutral", 0.0, "neutral", "neutral"),
-    "calm": UniversalLabel("neutral", 0.0, "neutral", "neutral"),
-    "happy": UniversalLabel("positive", 2.0, "joy", "happy"),
-    "sad": UniversalLabel("negative", -2.0, "sadness", "sad"),
-    "angry": UniversalLabel("negative", -2.0, "anger", "angry"),
-    "fearful": UniversalLabel("negative", -1.6, "fear", "frustrated"),
-    "disgust": UniversalLabel("negative", -2.0, "disgust", "frustrated"),
-    "surprised": UniversalLabel("positive", 0.8, "surprise", "excited"),
+    name: ACTED_LABELS[meld] for name, meld in RAVDESS_MELD.items()
 }
 RAVDESS_STATEMENTS: dict[str, str] = {
     "01": "Kids are talking by the door.",

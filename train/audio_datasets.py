@@ -1,5 +1,6 @@
-"""EMO-DB and speech_av as training/evaluation datasets: :class:`~train.data.Sample` rows with
-acoustic feature sequences, fixed speaker-independent splits, and EMO-DB's transcripts.
+"""EMO-DB, RAVDESS and speech_av as training/evaluation datasets: :class:`~train.data.Sample` rows
+with acoustic feature sequences, fixed speaker-independent splits, and the transcripts of EMO-DB
+and RAVDESS.
 
 Samples are audio only by default (text ``""``): German acted speech carries no English words for
 the ASR to hear, and speech_av has no transcripts. EMO-DB can also be given its transcript (the
@@ -11,7 +12,10 @@ Splits (fixed, deterministic, speaker independent where speakers are known):
 - EMO-DB (speaker = first two characters of the file name): train = speakers 03 08 09 10 11,
   dev = 12, test = 13 (:data:`EMODB_SPLITS`). ``all`` = every file in the folder. Dev is used for
   model selection only, test for the reported number; the 7-fold speaker cross-validation of
-  ``benchmarks/emodb_cv.py`` is the fuller measurement.
+  ``benchmarks/speech_cv.py`` is the fuller measurement.
+- RAVDESS (speaker = actor, the name's last field): train = actors 01-14, dev = 15-16, test =
+  17-20 (:data:`RAVDESS_SPLITS`; two men and two women in the test split). Every actor speaks two
+  neutral statements in eight emotions; calm counts as neutral.
 - speech_av (47 clips ``00.wav`` ... ``46.wav``, speakers not annotated): test = the 12 clips whose
   number is 2 modulo 4 (02, 06, ..., 46), spread evenly over the corpus' blocks of similar
   clips; train = the other 35. There is no dev split (too small): selection ignores speech_av.
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from train.acted_labels import ACTED_DERIVED
 from train.audio_data import (
     EMODB,
     RAVDESS,
@@ -95,17 +100,6 @@ EMODB_DERIVED: dict[str, frozenset[str]] = {
     "disgust": frozenset({"score", "iemocap_emotion"}),  # IEMOCAP has no disgust
     "fear": frozenset({"score", "iemocap_emotion"}),  # nor fear
     "boredom": frozenset({"score", "meld_emotion", "iemocap_emotion"}),  # neither has boredom
-}
-# RAVDESS: the MELD emotion is annotated (calm -> neutral); scores are our valence choice, and
-# IEMOCAP has no fear, disgust or surprise.
-RAVDESS_DERIVED: dict[str, frozenset[str]] = {
-    "neutral": frozenset(),
-    "joy": frozenset({"score"}),
-    "sadness": frozenset({"score"}),
-    "anger": frozenset({"score"}),
-    "fear": frozenset({"score", "iemocap_emotion"}),
-    "disgust": frozenset({"score", "iemocap_emotion"}),
-    "surprise": frozenset({"score", "iemocap_emotion"}),
 }
 # speech_av: the score (3 x valence) is annotated; both emotion fields are derived from the
 # valence/arousal quadrant.
@@ -225,19 +219,9 @@ def to_sample(
         if item.dataset not in (EMODB, RAVDESS):
             raise ValueError(f"{item.dataset} has no transcripts")
         text = transcript_of(item) or ""
-    label = item.label
-    return Sample(
-        uid=f"{item.dataset}/{item.id}" + ("+text" if text else ""),
-        dataset=item.dataset,
-        split=split,
-        dialogue=item.id,
-        speaker=AUDIO_SPEAKER,
-        text=text,
-        polarity=label.polarity,
-        score=label.score,
-        meld_emotion=label.meld_emotion,
-        iemocap_emotion=label.iemocap_emotion,
-        acoustic=acoustic,
+    uid = f"{item.dataset}/{item.id}" + ("+text" if text else "")
+    return Sample.labelled(
+        uid, item.dataset, split, item.id, AUDIO_SPEAKER, text, item.label, acoustic=acoustic
     )
 
 
@@ -297,15 +281,7 @@ def unified_audio(sample: Sample) -> UnifiedSample:
     elif sample.dataset == SPEECH_AV:
         derived = SPEECH_AV_DERIVED
     elif sample.dataset == RAVDESS:
-        derived = RAVDESS_DERIVED[sample.meld_emotion or "neutral"]
+        derived = ACTED_DERIVED[sample.meld_emotion or "neutral"]
     else:
         raise ValueError(f"{sample.dataset} is not an audio dataset")
-    label = sample_label(sample)
-    return UnifiedSample(
-        sample,
-        label.polarity,
-        label.score,
-        label.meld_emotion,
-        label.iemocap_emotion,
-        derived,
-    )
+    return UnifiedSample.from_label(sample, sample_label(sample), derived)

@@ -15,6 +15,15 @@ is seen in several modality combinations over training:
 - Simulated visual (:mod:`train.simulated_visual`): a sample of a dataset listed in
   ``[data] simulated_visual`` whose gold emotion has a facial counterpart gets, with that
   dataset's probability, a simulated FER probability sequence; otherwise no video.
+- Held faces: every CK+ training sample (:mod:`train.face_data`, one FER row of a real face) is
+  held for a random number of frames in :data:`~train.face_data.FACE_FRAMES` (1..12), redrawn each
+  epoch: live utterances carry a few to a dozen frames of the same face, and the visual LSTM
+  should read it whatever the count.
+- Unrelated real faces: a text sample of a dataset listed in ``[data] unrelated_face`` whose own
+  label is not neutral (its words carry the emotion) gets, with that dataset's probability, the
+  face of a random CK+ training image (held 1..12 frames), its label unchanged, so a face does not
+  overrule clear words. Samples labelled neutral are left without a face: "neutral words, angry
+  face" is anger, which is what the CK+ samples teach.
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from train.data import AUDIO_DATASETS
+from train.data import AUDIO_DATASETS, FACE_DATASETS, Sample
+from train.face_data import FACE_FRAMES, held_face
 from train.simulated_visual import SimulatedVisualOptions, expression_of, simulate_fer_sequence
 from train.unification import UnifiedSample
 from unimse.inputs import ModelInput
@@ -42,6 +52,17 @@ class EpochView:
     text_blanked: int = 0
     simulated_visual: int = 0
     neutral_audio: int = 0
+    held_faces: int = 0
+    unrelated_faces: int = 0
+
+
+def words_carry_emotion(sample: Sample) -> bool:
+    """Whether a text sample's own annotation is not neutral (MELD / IEMOCAP emotion; MOSI
+    polarity)."""
+    own = sample.meld_emotion or sample.iemocap_emotion
+    if own is not None:
+        return own != "neutral"
+    return sample.polarity not in (None, "neutral")
 
 
 @dataclass
@@ -62,6 +83,11 @@ class EpochAugmenter:
     # index -> the sample's own words as neutral synthetic speech; used for a share of pairings
     spoken: dict[int, np.ndarray] = field(default_factory=dict)
     spoken_share: float = 0.0
+    # index -> the (1, 7) feature row of a CK+ training face, held for FACE_FRAMES frames
+    faces: dict[int, np.ndarray] = field(default_factory=dict)
+    # index -> probability of attaching an unrelated CK+ face; the pool of face rows
+    unrelated: dict[int, float] = field(default_factory=dict)
+    face_pool: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -77,6 +103,7 @@ class EpochAugmenter:
         neutral_audio: dict[str, float] | None = None,
         spoken_share: float = 0.0,
         speak: Callable[[list[str]], list[np.ndarray | None]] | None = None,
+        unrelated_face: dict[str, float] | None = None,
     ) -> EpochAugmenter:
         if not 0.0 <= modality_dropout <= 1.0:
             raise ValueError("modality_dropout must be in [0, 1]")
@@ -107,6 +134,14 @@ class EpochAugmenter:
             for i, features in zip(order, speak([inputs[i].text for i in order]), strict=True):
                 if features is not None:
                     spoken[i] = features
+        faces: dict[int, np.ndarray] = {}
+        for i, unified in enumerate(samples):
+            face = inputs[i].visual
+            if unified.sample.dataset in FACE_DATASETS and face is not None:
+                faces[i] = face[:1]
+        unrelated = cls._unrelated_pairing(samples, inputs, unrelated_face or {})
+        if unrelated and not faces:
+            raise ValueError("unrelated_face: no CK+ training face to attach (add 'ckplus')")
         if blanked:
             logger.info(
                 "modality dropout %.2f over %d samples with audio and words",
@@ -121,6 +156,13 @@ class EpochAugmenter:
                 len(neutral),
                 len(clips),
             )
+        if faces:
+            logger.info("%d real faces held for %d-%d frames per epoch", len(faces), *FACE_FRAMES)
+        if unrelated:
+            logger.info(
+                "unrelated real faces possible for %d text samples whose words carry an emotion",
+                len(unrelated),
+            )
         return cls(
             inputs,
             encoded,
@@ -131,7 +173,25 @@ class EpochAugmenter:
             neutral_clips=clips,
             spoken=spoken,
             spoken_share=spoken_share,
+            faces=faces,
+            unrelated=unrelated,
+            face_pool=list(faces.values()),
         )
+
+    @staticmethod
+    def _unrelated_pairing(
+        samples: Sequence[UnifiedSample], inputs: Sequence[ModelInput], chances: dict[str, float]
+    ) -> dict[int, float]:
+        if not chances:
+            return {}
+        return {
+            i: chances[unified.sample.dataset]
+            for i, (unified, item) in enumerate(zip(samples, inputs, strict=True))
+            if chances.get(unified.sample.dataset, 0.0) > 0
+            and item.visual is None
+            and item.text.strip()
+            and words_carry_emotion(unified.sample)
+        }
 
     @staticmethod
     def _neutral_pairing(
@@ -159,7 +219,7 @@ class EpochAugmenter:
         return eligible, clips
 
     def epoch(self, seed: int) -> EpochView:
-        if not self.blanked and not self.visual and not self.neutral:
+        if not (self.blanked or self.visual or self.neutral or self.faces or self.unrelated):
             return EpochView(self.inputs, self.encoded)
         rng = np.random.default_rng([seed, 7919])
         inputs = list(self.inputs)
@@ -185,4 +245,15 @@ class EpochAugmenter:
                     clip = self.spoken[i]
                 inputs[i] = replace(inputs[i], acoustic=clip)
                 paired += 1
-        return EpochView(inputs, encoded, dropped, simulated, paired)
+        low, high = FACE_FRAMES
+        for i in sorted(self.faces):
+            frames = int(rng.integers(low, high + 1))
+            inputs[i] = replace(inputs[i], visual=held_face(self.faces[i], frames))
+        unrelated = 0
+        for i in sorted(self.unrelated):
+            if rng.random() < self.unrelated[i]:
+                face = self.face_pool[int(rng.integers(len(self.face_pool)))]
+                frames = int(rng.integers(low, high + 1))
+                inputs[i] = replace(inputs[i], visual=held_face(face, frames))
+                unrelated += 1
+        return EpochView(inputs, encoded, dropped, simulated, paired, len(self.faces), unrelated)

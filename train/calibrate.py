@@ -17,9 +17,11 @@ rewards using the modality and punishes letting it overrule the words. Scale 0 w
   Criterion: :class:`AudioScaleDevData`: the scale that recognises emotional speech of the dev
   speakers best among those that keep MELD / IEMOCAP dev WF1 with a neutral voice within
   :data:`NEUTRAL_VOICE_TOLERANCE` of text only.
-- Video: the visual branch learnt from SIMULATED FER evidence drawn from the gold label, so it
-  trusts a clear expression completely (a smiling face turned sad sentences into joy). Criterion:
-  :class:`VideoScaleDevData`, on simulated faces too: no labelled real faces exist here.
+- Video: a visual branch can ignore faces (the first one, trained on SIMULATED FER evidence,
+  answered neutral for most real CK+ faces) or trust them over clear words (a smiling face turned
+  sad sentences into joy). Criterion: :class:`VideoScaleDevData`, on REAL faces of the CK+ dev
+  subjects (never trained on): recognising a face beside a neutral sentence against keeping the
+  words' label when an unrelated face is shown.
 """
 
 from __future__ import annotations
@@ -46,12 +48,12 @@ from train.audio_datasets import (
     select_split,
 )
 from train.audio_eval import audio_metrics, progress_total
-from train.data import Sample, load_dataset
+from train.data import DataError, Sample, load_dataset
 from train.evaluate import evaluate, predict_samples
+from train.face_data import FACE_FRAMES, held_face, load_face_dataset
 from train.metrics import classification_metrics
-from train.simulated_visual import expression_of, simulate_fer_sequence
 from unimse.checkpoint import WEIGHTS, CheckpointError, resolve_checkpoint
-from unimse.fusion import StatsEncoder, ModalityEncoder
+from unimse.fusion import ModalityEncoder, StatsEncoder
 from unimse.inference import EmotionPredictor
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS
 
@@ -267,53 +269,63 @@ class AudioScaleDevData:
 
 @dataclass(frozen=True)
 class VideoScaleDevData:
-    """Video: MELD / IEMOCAP dev WF1 with a SIMULATED face beside every utterance, once showing
-    the gold emotion (the training simulation, :mod:`train.simulated_visual`; IEMOCAP frustration
-    has no face) and once showing an expression drawn uniformly at random, unrelated to what is
-    said. The first rewards using the face, the second punishes a face that overrules the words;
-    their mean weighs the two equally. No labelled real faces exist here (docs/MODEL_CARD.md)."""
+    """Video, on REAL faces of the CK+ dev subjects (:mod:`train.face_data`; no CK+ dev face is
+    trained on, by the FER network of ``emotrack-visual-v2`` or by the face stage):
 
-    matching_face: dict[str, list[Sample]]
-    unrelated_face: dict[str, list[Sample]]
+    - ``ckplus_face_acc``: accuracy over the six shared expressions of every dev face beside the
+      neutral sentence (the words say nothing, so this rewards reading the face);
+    - ``meld_unrelated_face_wf1`` / ``iemocap_unrelated_face_wf1``: MELD / IEMOCAP dev WF1 with a
+      random CK+ dev face beside every utterance, unrelated to what is said (this punishes a face
+      that overrules the words).
+
+    Faces are held 1..12 frames (:func:`train.face_data.eval_frames` for CK+, seeded draws for the
+    unrelated ones), read by the checkpoint's own visual feature spec. :meth:`pick`: the best mean
+    of the three, ties to the larger scale."""
+
+    faces: list[Sample]  # CK+ dev faces, neutral sentence
+    unrelated_face: dict[str, list[Sample]]  # meld / iemocap dev, a random CK+ dev face each
 
     @classmethod
     def load(cls, predictor: EmotionPredictor, data_dir: Path, seed: int = 0) -> VideoScaleDevData:
-        if predictor.config.visual is None:
+        spec = predictor.config.visual
+        if spec is None:
             raise CheckpointError("video scale: the checkpoint has no visual branch")
+        try:
+            faces = load_face_dataset("dev", data_dir, spec, held=True)
+        except DataError as exc:
+            raise DataError(f"video scale needs the CK+ dev faces: {exc}") from None
+        rows = [s.visual[:1] for s in faces if s.visual is not None]
+        if not rows:
+            raise DataError(f"video scale: no scored CK+ dev face under {data_dir}")
         rng = np.random.default_rng(seed)
-        matching: dict[str, list[Sample]] = {}
-        unrelated: dict[str, list[Sample]] = {}
-        for dataset in ("meld", "iemocap"):
-            samples = load_dataset(dataset, "dev", data_dir)
-            matching[dataset] = []
-            for s in samples:
-                shown = expression_of(dataset, s.meld_emotion, s.iemocap_emotion)
-                face = None if shown is None else simulate_fer_sequence(shown, rng)
-                matching[dataset].append(replace(s, visual=face))
-            unrelated[dataset] = [
+        low, high = FACE_FRAMES
+        unrelated = {
+            dataset: [
                 replace(
                     s,
-                    visual=simulate_fer_sequence(
-                        MELD_EMOTIONS[int(rng.integers(len(MELD_EMOTIONS)))], rng
+                    visual=held_face(
+                        rows[int(rng.integers(len(rows)))], int(rng.integers(low, high + 1))
                     ),
                 )
-                for s in samples
+                for s in load_dataset(dataset, "dev", data_dir)
             ]
-        return cls(matching, unrelated)
+            for dataset in ("meld", "iemocap")
+        }
+        return cls(faces, unrelated)
 
     @property
     def size(self) -> int:
-        return sum(len(v) for v in (*self.matching_face.values(), *self.unrelated_face.values()))
+        return len(self.faces) + sum(len(v) for v in self.unrelated_face.values())
 
     def scores(
         self, predictor: EmotionPredictor, progress: Callable[[int], None] | None = None
     ) -> dict[str, float]:
-        scores = {}
-        conditions = {"matching": self.matching_face, "unrelated": self.unrelated_face}
-        for condition, data in conditions.items():
-            for dataset, samples in data.items():
-                metrics = evaluate(predictor, dataset, samples, progress=progress)
-                scores[f"{dataset}_{condition}_face_wf1"] = metrics["wf1"]
+        scores = {
+            "ckplus_face_acc": evaluate(predictor, "ckplus", self.faces, progress=progress)["acc"]
+        }
+        for dataset, samples in self.unrelated_face.items():
+            metrics = evaluate(predictor, dataset, samples, progress=progress)
+            scores[f"{dataset}_unrelated_face_wf1"] = metrics["wf1"]
         return scores
 
     def pick(self, scores: dict[str, dict[str, float]]) -> str:
@@ -326,9 +338,7 @@ CRITERIA: dict[str, Callable[[EmotionPredictor, Path], ScaleCriterion]] = {
 }
 
 
-def _branch_encoder(
-    predictor: EmotionPredictor, modality: str
-) -> ModalityEncoder | StatsEncoder:
+def _branch_encoder(predictor: EmotionPredictor, modality: str) -> ModalityEncoder | StatsEncoder:
     encoder = getattr(getattr(predictor.model, "fusion", None), BRANCHES[modality], None)
     if not isinstance(encoder, ModalityEncoder | StatsEncoder):
         raise CheckpointError(

@@ -7,12 +7,14 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 TEXT_EVAL_DATASETS = ("meld", "iemocap", "mosi")
-AUDIO_EVAL_DATASETS = ("emodb", "speech_av")
-EVAL_DATASETS = TEXT_EVAL_DATASETS + AUDIO_EVAL_DATASETS
+AUDIO_EVAL_DATASETS = ("emodb", "ravdess", "speech_av")
+FACE_EVAL_DATASETS = ("ckplus",)
+EVAL_DATASETS = TEXT_EVAL_DATASETS + AUDIO_EVAL_DATASETS + FACE_EVAL_DATASETS
 DEFAULT_DATA_DIR = Path("../shared/data")
 
 
@@ -53,8 +55,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate a checkpoint on a dataset split",
         description="Evaluate a checkpoint. Prints a table; with --json the last stdout line "
         "is one JSON object with every metric. emodb: unweighted (uar) and weighted (wa) accuracy "
-        "over the 7 EMO-DB classes, audio only and audio + transcript (fused); speech_av: "
-        "correlation of the predicted intensity with valence and of 1 - P(neutral) with arousal.",
+        "over the 7 EMO-DB classes, audio only and audio + transcript (fused); ravdess: the same "
+        "over the project's 7 emotions (calm counts as neutral); speech_av: "
+        "correlation of the predicted intensity with valence and of 1 - P(neutral) with arousal; "
+        "ckplus: accuracy (acc) and unweighted accuracy (uar) over the 6 CK+ expressions the "
+        "project shares (contempt left out), FER network alone (fer) and face + a neutral "
+        "sentence through the model (fused: one frame; fused_held: the face held for 8 frames), "
+        "see train/face_eval.py.",
     )
     ev.add_argument(
         "--dataset", required=True, choices=EVAL_DATASETS, help="benchmark to evaluate on"
@@ -62,9 +69,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--split",
         choices=("train", "dev", "test", "all"),
-        help="split (default: test for meld/iemocap/mosi; all files for emodb/speech_av, where "
-        "train/dev/test are the fixed speaker split 03 08 09 10 11 / 12 / 13 of EMO-DB and the "
-        "35/12 clip split of speech_av)",
+        help="split (default: test for meld/iemocap/mosi; all files for emodb/ravdess/speech_av, "
+        "where train/dev/test are the fixed speaker splits 03 08 09 10 11 / 12 / 13 of EMO-DB "
+        "and actors 01-14 / 15-16 / 17-20 of RAVDESS, and the 35/12 clip split of speech_av; "
+        "all images for ckplus, whose train/dev/test are fixed subject splits)",
     )
     ev.add_argument(
         "--checkpoint",
@@ -76,7 +84,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="folder laid out like ../shared/data/<dataset> (default: ../shared/data); for "
         "emodb/speech_av also the folder of wav files itself (EMO-DB names: label = 6th "
-        "character)",
+        "character), for ravdess a folder of Actor_NN folders or of its .flac/.wav files "
+        "(label from the name 03-01-EE-...)",
+    )
+    ev.add_argument(
+        "--fer-weights",
+        type=Path,
+        help="ckplus: FER network weights (safetensors) instead of the shipped ones",
     )
     ev.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     ev.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: 64)")
@@ -112,7 +126,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--video-scale",
         type=_branch_scale,
         metavar="auto|FACTOR",
-        help="scale the visual branch by FACTOR in [0, 1], or choose it on dev (auto)",
+        help="scale the visual branch by FACTOR in [0, 1], or choose it on dev (auto: real CK+ "
+        "dev-subject faces beside a neutral sentence and beside MELD / IEMOCAP dev utterances)",
     )
     cal.add_argument(
         "--data-dir", type=Path, help="folder laid out like ../shared/data (default: that)"
@@ -171,12 +186,16 @@ def run_eval(args: argparse.Namespace) -> int:
         args.data_dir = DEFAULT_DATA_DIR
     if args.dataset in AUDIO_EVAL_DATASETS:
         return run_audio_eval(args)
+    if args.dataset in FACE_EVAL_DATASETS:
+        return run_face_eval(args)
     if args.split is None:
         args.split = "test"
     if args.split not in ("dev", "test"):
         from train.data import DataError
 
-        raise DataError(f"--split {args.split} is for emodb/speech_av; {args.dataset}: dev or test")
+        raise DataError(
+            f"--split {args.split} is for the audio corpora; {args.dataset}: dev or test"
+        )
     from rich.console import Console
     from rich.progress import Progress
 
@@ -297,17 +316,65 @@ def run_audio_eval(args: argparse.Namespace) -> int:
     )
     if args.json:
         counts = {k: int(v) for k, v in metrics.items() if k in ("n", "n_fused")}
-        payload = {
-            "dataset": args.dataset,
-            "split": split,
-            "data_dir": str(args.data_dir),
-            "checkpoint": str(args.checkpoint),
-            "model_version": predictor.model_version,
-            "acoustic": None
-            if predictor.config.acoustic is None
-            else predictor.config.acoustic.name,
-            **metrics,
-            **counts,
-        }
-        sys.stdout.write(json.dumps(payload) + "\n")
+        acoustic = predictor.config.acoustic
+        write_eval_json(
+            args,
+            split,
+            predictor,
+            acoustic=None if acoustic is None else acoustic.name,
+            **(metrics | counts),
+        )
+    return 0
+
+
+def write_eval_json(args: argparse.Namespace, split: str, predictor: Any, **fields: object) -> None:
+    """The last stdout line of ``eval --json``: what was evaluated, then every metric."""
+    payload = {
+        "dataset": args.dataset,
+        "split": split,
+        "data_dir": str(args.data_dir),
+        "checkpoint": str(args.checkpoint),
+        "model_version": predictor.model_version,
+        **fields,
+    }
+    sys.stdout.write(json.dumps(payload) + "\n")
+
+
+def run_face_eval(args: argparse.Namespace) -> int:
+    """``eval --dataset ckplus`` (see :mod:`train.face_eval`); ``--split`` train/dev/test are the
+    fixed subject splits of :mod:`train.face_data`, default all."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from train.face_eval import NEUTRAL_TEXT, face_eval_metrics, load_face_eval
+    from unimse.inference import EmotionPredictor
+
+    split = args.split or "all"
+    samples = load_face_eval(args.data_dir, split)
+    predictor = EmotionPredictor.load(
+        args.checkpoint, device=args.device, max_batch=args.batch_size
+    )
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(f"{args.dataset} {split}", total=3 * len(samples))
+        metrics = face_eval_metrics(
+            predictor,
+            samples,
+            fer_weights=args.fer_weights,
+            batch_size=args.batch_size,
+            progress=lambda n: progress.update(task, advance=n),
+        )
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    print_metrics(
+        f"{args.dataset} {split} ({len(samples)} faces) — {predictor.model_version}", numbers
+    )
+    if args.json:
+        weights = None if args.fer_weights is None else str(args.fer_weights)
+        write_eval_json(
+            args,
+            split,
+            predictor,
+            fer_weights=weights,
+            text=NEUTRAL_TEXT,
+            **(metrics | {"n": len(samples)}),
+        )
     return 0

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from train.data import AUDIO_DATASETS, DATASETS
+from train.data import AUDIO_DATASETS, DATASETS, FACE_DATASETS
 from unimse.config import UniMSEConfig
 
 
@@ -15,7 +15,7 @@ class TrainConfigError(ValueError):
     """A training config file is missing, not TOML, or holds an unknown key or a bad value."""
 
 
-ALL_DATASETS = DATASETS + AUDIO_DATASETS
+ALL_DATASETS = DATASETS + AUDIO_DATASETS + FACE_DATASETS
 SIMULATED_VISUAL_DATASETS = ("meld", "iemocap")  # gold emotions with a facial counterpart
 
 
@@ -45,6 +45,11 @@ class DataConfig:
     # Share of those pairings that use the sample's own words spoken by espeak-ng (neutral
     # synthetic prosody, train.tts_audio) instead of a neutral corpus clip.
     neutral_audio_tts: float = 0.0
+    # Unrelated-face pairing (train.augment): per text dataset, the probability that a training
+    # sample whose own label is not neutral (the words carry an emotion) gets the face of a random
+    # CK+ training image, held 1..12 frames, in an epoch, its label unchanged: a face must not
+    # overrule clear words. Needs "ckplus" among the datasets (the faces).
+    unrelated_face: dict[str, float] = field(default_factory=dict)
     # Dev splits used for model selection (empty: every configured dataset that has one).
     dev_datasets: tuple[str, ...] = ()
 
@@ -59,7 +64,7 @@ class DataConfig:
         if self.limit_per_dataset < 0:
             raise ValueError("limit_per_dataset must be >= 0")
         if any(
-            k not in self.datasets or k in AUDIO_DATASETS or v < 0
+            k not in self.datasets or k not in DATASETS or v < 0
             for k, v in self.replay_per_dataset.items()
         ):
             raise ValueError(
@@ -74,7 +79,7 @@ class DataConfig:
             if not 0.0 <= chance <= 1.0:
                 raise ValueError(f"simulated_visual.{name} must be a probability in [0, 1]")
         for name, chance in self.neutral_audio.items():
-            if name not in self.datasets or name in AUDIO_DATASETS:
+            if name not in self.datasets or name not in DATASETS:
                 raise ValueError(
                     f"neutral_audio applies to the configured text datasets, not {name!r}"
                 )
@@ -86,6 +91,15 @@ class DataConfig:
             raise ValueError("neutral_audio_tts needs neutral_audio (the samples to pair)")
         if self.neutral_audio and not set(self.datasets) & set(AUDIO_DATASETS):
             raise ValueError(f"neutral_audio needs an audio corpus {AUDIO_DATASETS} for its clips")
+        for name, chance in self.unrelated_face.items():
+            if name not in self.datasets or name not in DATASETS:
+                raise ValueError(
+                    f"unrelated_face applies to the configured text datasets, not {name!r}"
+                )
+            if not 0.0 <= chance <= 1.0:
+                raise ValueError(f"unrelated_face.{name} must be a probability in [0, 1]")
+        if self.unrelated_face and not set(self.datasets) & set(FACE_DATASETS):
+            raise ValueError(f"unrelated_face needs a face corpus {FACE_DATASETS} for its faces")
         if set(self.datasets) <= {"speech_av"}:
             raise ValueError("speech_av has no dev split: add a dataset to select models on")
         no_dev = set(self.dev_datasets) - (set(self.datasets) - {"speech_av"})
@@ -122,6 +136,9 @@ class OptimConfig:
     init_exclude: tuple[str, ...] = ()
     # Modules kept frozen whatever else trains (e.g. "fusion.visual" when no sample has video).
     freeze: tuple[str, ...] = ()
+    # Modalities ("audio", "video") whose PMF input columns restart at zero after init_from (a new
+    # encoder for that modality: the old columns were learnt for another vector).
+    reset_pmf: tuple[str, ...] = ()
     # ...and train only these modules (module paths or globs, e.g. "fusion", "heads",
     # "backbone.encoder.layer.*.pmf"); empty: the top `trainable_layers` layers + new modules.
     train_only: tuple[str, ...] = ()
@@ -144,6 +161,8 @@ class OptimConfig:
         for name in ("train_only", "init_exclude", "freeze"):
             if any(not isinstance(p, str) or not p for p in getattr(self, name)):
                 raise ValueError(f"train.{name} must list module names")
+        if set(self.reset_pmf) - {"audio", "video"}:
+            raise ValueError("train.reset_pmf lists modalities: audio, video")
         if self.init_exclude and not self.init_from:
             raise ValueError("train.init_exclude needs train.init_from")
         if self.preserve_text and self.train_only:
@@ -165,6 +184,12 @@ class TrainConfig:
                 f"datasets {audio} are audio only: [model] needs an acoustic feature spec, e.g. "
                 'acoustic = { name = "emotrack-acoustic-v1", dim = 64 }'
             )
+        faces = [d for d in self.data.datasets if d in FACE_DATASETS]
+        if faces and self.model.visual is None:
+            raise ValueError(
+                f"datasets {faces} are faces: [model] needs a visual feature spec, e.g. "
+                'visual = { name = "emotrack-visual-v2", dim = 7 }'
+            )
         if self.data.simulated_visual and self.model.visual is None:
             raise ValueError(
                 "simulated_visual needs a [model] visual feature spec, e.g. "
@@ -181,7 +206,7 @@ class TrainConfig:
             if key in data_raw:
                 data_raw[key] = tuple(data_raw[key])
         train_raw = dict(raw.get("train", {}))
-        for key in ("train_only", "init_exclude", "freeze"):
+        for key in ("train_only", "init_exclude", "freeze", "reset_pmf"):
             if key in train_raw:
                 train_raw[key] = tuple(train_raw[key])
         for section, klass, values in (

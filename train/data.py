@@ -20,12 +20,15 @@ from unimse.labels import (
     IEMOCAP_POLARITY,
     MELD_EMOTIONS,
     POLARITIES,
+    UniversalLabel,
     polarity_of_score,
 )
 
 DATASETS = ("meld", "iemocap", "mosi")
 # Emotional speech corpora (train.audio_datasets): audio-only samples with acoustic features.
 AUDIO_DATASETS = ("emodb", "speech_av", "ravdess")
+# Face corpora (train.face_data): a face held over frames beside a neutral sentence.
+FACE_DATASETS = ("ckplus",)
 SPLITS = ("train", "dev", "test")
 DEFAULT_DATA_DIR = Path("../shared/data")
 MAX_CONTEXT = 8  # past turns kept on each sample; the model config decides how many it reads
@@ -53,6 +56,36 @@ class Sample:
 
     def to_input(self) -> ModelInput:
         return ModelInput(self.text, self.speaker, self.context, self.acoustic, self.visual)
+
+    @classmethod
+    def labelled(
+        cls,
+        uid: str,
+        dataset: str,
+        split: str,
+        dialogue: str,
+        speaker: str,
+        text: str,
+        label: UniversalLabel,
+        *,
+        acoustic: np.ndarray | None = None,
+        visual: np.ndarray | None = None,
+    ) -> Sample:
+        """A sample whose four label fields are those of ``label`` (the audio and face corpora)."""
+        return cls(
+            uid=uid,
+            dataset=dataset,
+            split=split,
+            dialogue=dialogue,
+            speaker=speaker,
+            text=text,
+            polarity=label.polarity,
+            score=label.score,
+            meld_emotion=label.meld_emotion,
+            iemocap_emotion=label.iemocap_emotion,
+            acoustic=acoustic,
+            visual=visual,
+        )
 
 
 def _read_csv(path: Path, required: set[str]) -> list[dict[str, str]]:

@@ -16,6 +16,7 @@ PRIMARY_METRIC = {
     "mosi": "acc2_non0",
     "emodb": "uar",
     "ravdess": "uar",
+    "ckplus": "acc",  # over the six expressions CK+ shares with MELD (face + neutral sentence)
 }
 
 
@@ -68,6 +69,10 @@ def dataset_metrics(
         return unweighted_accuracy(
             [s.meld_emotion or "" for s in samples], [p.emotion for p in preds], MELD_EMOTIONS
         )
+    if dataset == "ckplus":
+        from train.face_eval import face_metrics
+
+        return face_metrics([s.meld_emotion or "" for s in samples], [p.emotion for p in preds])
     raise ValueError(f"no metrics for dataset {dataset!r}")
 
 

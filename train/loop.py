@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from train.augment import EpochAugmenter
 from train.config import TrainConfig, TrainConfigError
-from train.data import AUDIO_DATASETS, Sample, load_dataset
+from train.data import AUDIO_DATASETS, FACE_DATASETS, Sample, load_dataset
 from train.evaluate import PRIMARY_METRIC, evaluate
 from train.staged import (
     apply_train_only,
@@ -37,6 +37,7 @@ from train.staged import (
     freeze_modules,
     init_from_checkpoint,
     preserve_text_path,
+    reset_pmf_inputs,
 )
 from train.unification import UnifiedSample, unify
 from unimse.checkpoint import BACKBONE_PREFIX, load_checkpoint, resolve_checkpoint, save_checkpoint
@@ -54,6 +55,7 @@ DATASET_GROUP_OFFSET = {
     "emodb": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS) + len(POLARITIES),
     "speech_av": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS) + len(POLARITIES) + 7,
     "ravdess": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS) + 2 * len(POLARITIES) + 7,
+    "ckplus": 2 * len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS) + 2 * len(POLARITIES) + 7,
 }
 
 
@@ -78,8 +80,8 @@ def targets_for(item: UnifiedSample, borrowed_weight: float) -> LabelTargets:
         from train.audio_datasets import emodb_class_of_sample
 
         group = DATASET_GROUP_OFFSET["emodb"] + EMODB_CLASSES.index(emodb_class_of_sample(s))
-    elif s.dataset == "ravdess":
-        group = DATASET_GROUP_OFFSET["ravdess"] + MELD_EMOTIONS.index(item.meld_emotion)
+    elif s.dataset in ("ravdess", "ckplus"):
+        group = DATASET_GROUP_OFFSET[s.dataset] + MELD_EMOTIONS.index(item.meld_emotion)
     elif s.dataset == "speech_av":
         group = DATASET_GROUP_OFFSET["speech_av"] + POLARITIES.index(item.polarity)
     else:
@@ -163,9 +165,11 @@ class Trainer:
     def load_data(self) -> tuple[list[UnifiedSample], dict[str, list[Sample]]]:
         """Training samples (unified labels, oversampled) and dev samples per dataset.
 
-        Text datasets go through label unification; the audio corpora (EMO-DB, speech_av) already
-        have every field (see :func:`train.audio_datasets.unified_audio`). speech_av has no dev
-        split; EMO-DB's dev split (speaker 12) is evaluated audio only.
+        Text datasets go through label unification; the audio corpora (EMO-DB, speech_av) and
+        CK+ already have every field (see :func:`train.audio_datasets.unified_audio`,
+        :func:`train.face_data.unified_face`). speech_av has no dev split; EMO-DB's dev split
+        (speaker 12) is evaluated audio only; CK+'s dev subjects face + neutral sentence, each
+        face held 1..12 frames (:func:`train.face_data.eval_frames`).
         """
         from train.audio_datasets import load_audio_dataset, unified_audio
 
@@ -174,9 +178,21 @@ class Trainer:
         limit = dc.limit_per_dataset
         train: list[Sample] = []
         audio: list[Sample] = []
+        faces: list[Sample] = []
         dev: dict[str, list[Sample]] = {}
         wants_dev = set(dc.dev_datasets or dc.datasets)
         for name in dc.datasets:
+            if name in FACE_DATASETS:
+                from train.face_data import load_face_dataset
+
+                visual = self.config.model.visual
+                assert visual is not None  # TrainConfig requires one with a face corpus
+                rows = load_face_dataset("train", data_dir, visual)
+                faces += rows[:limit] if limit else rows
+                if name in wants_dev:
+                    dev_rows = load_face_dataset("dev", data_dir, visual, held=True)
+                    dev[name] = dev_rows[:limit] if limit else dev_rows
+                continue
             if name in AUDIO_DATASETS:
                 spec = self.config.model.acoustic
                 rows = load_audio_dataset(name, "train", data_dir, spec, transcripts=dc.transcripts)
@@ -193,6 +209,10 @@ class Trainer:
                 dev[name] = dev_rows[:limit] if limit else dev_rows
         unified = self._replay(unify(train)) if train else []
         unified += [unified_audio(s) for s in audio]
+        if faces:
+            from train.face_data import unified_face
+
+            unified += [unified_face(s) for s in faces]
         repeated = [
             u for u in unified for _ in range(self.config.data.oversample.get(u.sample.dataset, 1))
         ]
@@ -243,6 +263,8 @@ class Trainer:
         unified, dev = self.load_data()
         model = build_model(cfg.model)
         init = init_from_checkpoint(model, tc.init_from, tc.init_exclude) if tc.init_from else None
+        if tc.reset_pmf:
+            reset_pmf_inputs(model, tc.reset_pmf)
         keep = backbone_names_to_store(model, init)  # stage-1 layers, stored although frozen
         model.to(self.device)
         no_decay: list[torch.Tensor] = []  # masked weights (preserve_text): no decay
@@ -279,6 +301,7 @@ class Trainer:
             neutral_audio=cfg.data.neutral_audio,
             spoken_share=cfg.data.neutral_audio_tts,
             speak=self._speaker(),
+            unrelated_face=cfg.data.unrelated_face,
         )
         stage = {}
         if init is not None:
@@ -365,6 +388,13 @@ class Trainer:
                         view.text_blanked,
                         view.simulated_visual,
                         view.neutral_audio,
+                    )
+                if view.held_faces or view.unrelated_faces:
+                    logger.info(
+                        "epoch %d: %d real faces held, an unrelated real face beside %d texts",
+                        epoch + 1,
+                        view.held_faces,
+                        view.unrelated_faces,
                     )
                 task = progress.add_task(
                     f"epoch {epoch + 1}/{tc.epochs}", total=len(batches), info=""

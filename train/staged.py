@@ -169,6 +169,32 @@ def freeze_modules(model: nn.Module, patterns: Sequence[str]) -> None:
             param.requires_grad_(False)
 
 
+PMF_SLOTS = ("audio", "video")
+
+
+def reset_pmf_inputs(model: nn.Module, modalities: Sequence[str]) -> int:
+    """Zero the columns of every PMF's ``W_down`` and ``W_o`` that read the named modalities' slots
+    (``audio``: a, ``video``: v), so a new encoder for that modality starts with no path into the
+    backbone instead of one learnt for the encoder it replaces. Returns the PMF layers touched."""
+    from unimse.fusion import PMF
+
+    unknown = set(modalities) - set(PMF_SLOTS)
+    if unknown:
+        raise ValueError(f"reset_pmf names {sorted(unknown)}; choose from {PMF_SLOTS}")
+    touched = 0
+    for module in model.modules():
+        if not isinstance(module, PMF):
+            continue
+        h, m = module.hidden_size, module.modality_dim
+        with torch.no_grad():
+            for name in modalities:
+                start = h + m * PMF_SLOTS.index(name)
+                module.down.weight[:, start : start + m] = 0.0
+                module.out.weight[:, start : start + m] = 0.0
+        touched += 1
+    return touched
+
+
 def backbone_names_to_store(model: nn.Module, report: InitReport | None) -> set[str]:
     """Backbone tensors a checkpoint of ``model`` must keep although they may be frozen now: those
     loaded from the init checkpoint (stage 1 fine-tuned them, so the installed backbone no longer

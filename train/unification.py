@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from train.data import Sample
+from unimse.labels import UniversalLabel
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,15 @@ class UnifiedSample:
     meld_emotion: str
     iemocap_emotion: str
     borrowed: frozenset[str]  # which of score / meld_emotion / iemocap_emotion were borrowed
+
+    @classmethod
+    def from_label(
+        cls, sample: Sample, label: UniversalLabel, derived: frozenset[str]
+    ) -> UnifiedSample:
+        """A sample whose every field comes from ``label``; ``derived`` ones train as borrowed."""
+        return cls(
+            sample, label.polarity, label.score, label.meld_emotion, label.iemocap_emotion, derived
+        )
 
 
 def embed_texts(texts: Sequence[str], batch_size: int = 256) -> np.ndarray:

@@ -7,6 +7,10 @@
   hands them over from its own encoder pass when it runs the same model.
 - ``emotrack-visual-v1`` (7-d, one row per frame with a face): FER-2013 expression probabilities
   of the largest face, in MELD emotion order; see :mod:`unimse.features.visual`.
+- ``emotrack-visual-v2`` (7-d, the same rows and order): the same network fine-tuned on CK+
+  training subjects (``fer_mini_xception_ckplus.safetensors``: FER-2013 base, CK+ fine-tuning,
+  research use only under the CK+ agreement; see :mod:`unimse.features.visual` and
+  ``unimse/features/weights/README.md``).
 
 Look extractors up by the :class:`~unimse.config.FeatureSpec` stored in a checkpoint's config; an
 unknown name or a dimension that differs from the extractor's raises ``ValueError``.
@@ -25,6 +29,8 @@ from unimse.features.visual import (
     DEFAULT_MAX_FRAMES,
     VISUAL_DIM,
     VISUAL_V1,
+    VISUAL_V2,
+    VISUAL_WEIGHTS,
     FaceBox,
     VisualExtractor,
     VisualFeatures,
@@ -33,6 +39,7 @@ from unimse.features.whisper import WhisperStates
 
 ACOUSTIC_SPEC = FeatureSpec(ACOUSTIC_V1, ACOUSTIC_DIM)
 VISUAL_SPEC = FeatureSpec(VISUAL_V1, VISUAL_DIM)
+VISUAL_SPEC_V2 = FeatureSpec(VISUAL_V2, VISUAL_DIM)
 
 _ACOUSTIC: dict[str, tuple[int, Callable[[np.ndarray], np.ndarray]]] = {
     ACOUSTIC_V1: (ACOUSTIC_DIM, emotrack_acoustic_v1),
@@ -82,9 +89,12 @@ def visual_extractor(
     weights: str | Path | None = None,
     max_frames: int | None = DEFAULT_MAX_FRAMES,
 ) -> VisualExtractor:
-    """A :class:`VisualExtractor` for ``spec`` (loads the shipped FER weights, or ``weights``)."""
-    if spec.name != VISUAL_V1:
-        raise ValueError(f"unknown visual feature spec {spec.name!r}; known: {[VISUAL_V1]}")
+    """A :class:`VisualExtractor` for ``spec`` (loads the spec's shipped FER weights: FER-2013 for
+    v1, CK+-fine-tuned for v2; or ``weights``)."""
+    if spec.name not in VISUAL_WEIGHTS:
+        raise ValueError(
+            f"unknown visual feature spec {spec.name!r}; known: {sorted(VISUAL_WEIGHTS)}"
+        )
     return VisualExtractor(spec, weights=weights, max_frames=max_frames)
 
 
@@ -92,6 +102,7 @@ __all__ = [
     "ACOUSTIC_SPEC",
     "SAMPLE_RATE",
     "VISUAL_SPEC",
+    "VISUAL_SPEC_V2",
     "FaceBox",
     "VisualExtractor",
     "VisualFeatures",

@@ -127,6 +127,7 @@ class Transcriber:
         )
         transcriber = cls(model=model, options=options, path=path, device=device)
         transcriber.transcribe(np.zeros(SAMPLE_RATE // 2, dtype=np.float32))  # warm-up
+        transcriber.encoder_passes = 0  # count the session's passes only
         return transcriber
 
     @property

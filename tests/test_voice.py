@@ -356,7 +356,9 @@ def test_replay_of_a_held_out_actor_hears_the_emotions(shared_data: Path, tmp_pa
     for result in results:
         overlaps = [min(result["end"], e) - max(result["start"], s) for s, e in spans]
         correct += result["emotion"] == truth[int(np.argmax(overlaps))]
-    # 16 clips, 7 emotions (chance ~ 2-3 right): most must come out right.
+    # 16 clips, 7 emotions (chance ~ 2-3 right): most must come out right (11 of 16 measured
+    # with the default of 2026-12-02).
+    print(f"held-out actor {REPLAY_ACTOR}: {correct}/{len(spans)} clips with the right emotion")
     assert correct >= 9, f"{correct}/16 right: {[r['emotion'] for r in results]} vs {truth}"
 
 

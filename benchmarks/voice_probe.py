@@ -34,6 +34,7 @@ from train.audio_datasets import cached_features
 from unimse.config import FeatureSpec
 from unimse.features import WHISPER_SPECS, acoustic_extractor
 from unimse.features.acoustic import ACOUSTIC_DIM, ACOUSTIC_V1
+from unimse.features.whisper import WhisperModelError
 
 SPECS: dict[str, FeatureSpec] = {
     "tiny.en": FeatureSpec("whisper-tiny.en-v1", WHISPER_SPECS["whisper-tiny.en-v1"][1]),
@@ -95,11 +96,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.data_dir.is_dir():
         print(f"error: data folder not found: {args.data_dir}", file=sys.stderr)
         return 2
-    corpora = {
-        "ravdess": load_ravdess(args.data_dir / "ravdess"),
-        "emodb": load_emodb(args.data_dir / "emodb"),
-    }
     wanted = [name.strip() for name in args.specs.split(",") if name.strip()]
+    for part in {p for combo in wanted for p in combo.split("+")}:
+        if part not in SPECS:
+            parser.error(f"unknown spec {part!r}; choose from {', '.join(SPECS)}")
+    try:
+        corpora = {
+            "ravdess": load_ravdess(args.data_dir / "ravdess"),
+            "emodb": load_emodb(args.data_dir / "emodb"),
+        }
+        results = run_probes(corpora, wanted, args.json)
+    except (WhisperModelError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+def run_probes(
+    corpora: dict[str, list[AudioSample]], wanted: Sequence[str], quiet: bool
+) -> dict[str, dict[str, float]]:
+    """UA / accuracy per spec combination and corpus (printed as they come unless ``quiet``)."""
     results: dict[str, dict[str, float]] = {}
     for corpus, samples in corpora.items():
         y = np.array([class_of(s) for s in samples])
@@ -108,19 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for combo in wanted:
             parts = combo.split("+")
             for part in parts:
-                if part not in SPECS:
-                    parser.error(f"unknown spec {part!r}; choose from {', '.join(SPECS)}")
                 if part not in cache:
                     cache[part] = pooled_matrix(samples, SPECS[part], f"{corpus} {part}")
             x = np.concatenate([cache[p] for p in parts], axis=1)
             ua, acc = probe(x, y, folds)
             results.setdefault(combo, {})[f"{corpus}_ua"] = round(ua, 1)
             results[combo][f"{corpus}_acc"] = round(acc, 1)
-            if not args.json:
+            if not quiet:
                 print(f"{corpus:8s} {combo:18s} UA {ua:5.1f}  acc {acc:5.1f}", flush=True)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    return 0
+    return results
 
 
 if __name__ == "__main__":

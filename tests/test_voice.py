@@ -423,3 +423,22 @@ def test_reset_pmf_inputs_zeroes_only_the_named_modality_columns() -> None:
         assert torch.equal(pmf.out.weight[:, h + m :], old[:, h + m :])  # video untouched
     with pytest.raises(ValueError, match="reset_pmf"):
         reset_pmf_inputs(model, ("smell",))
+
+
+def test_init_from_warns_when_a_loaded_branch_gets_other_features(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from train.staged import init_from_checkpoint
+    from unimse.checkpoint import save_checkpoint
+    from unimse.modeling import build_model
+
+    torch.manual_seed(0)
+    folder = save_checkpoint(build_model(tiny_unimse_config()), tmp_path / "old", half=False)
+    renamed = build_model(tiny_unimse_config(visual=FeatureSpec("other-visual", 6)))
+    with caplog.at_level("WARNING", logger="train.staged"):
+        init_from_checkpoint(renamed, folder)
+    assert "visual branch was trained on test-visual features" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="train.staged"):
+        init_from_checkpoint(renamed, folder, exclude=("fusion.visual",))
+    assert "visual branch" not in caplog.text

@@ -94,6 +94,17 @@ def init_from_checkpoint(
                 getattr(source_config, name),
                 getattr(config, name),
             )
+    for modality in ("acoustic", "visual"):
+        before, after = getattr(source_config, modality), getattr(config, modality)
+        loads = not any(_matches(f"fusion.{modality}.x", p) for p in exclude)
+        if loads and before is not None and after is not None and before.name != after.name:
+            logger.warning(
+                "init_from %s: its %s branch was trained on %s features, this config feeds it %s",
+                folder,
+                modality,
+                before.name,
+                after.name,
+            )
     stored = load_file(str(folder / WEIGHTS))
     stored = {k: v for k, v in stored.items() if not any(_matches(k, p) for p in exclude)}
     own = model.state_dict()

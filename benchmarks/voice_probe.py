@@ -34,7 +34,7 @@ from train.audio_datasets import cached_features
 from unimse.config import FeatureSpec
 from unimse.features import WHISPER_SPECS, acoustic_extractor
 from unimse.features.acoustic import ACOUSTIC_DIM, ACOUSTIC_V1
-from unimse.features.whisper import WhisperModelError
+from unimse.whisper import WhisperModelError
 
 SPECS: dict[str, FeatureSpec] = {
     "tiny.en": FeatureSpec("whisper-tiny.en-v1", WHISPER_SPECS["whisper-tiny.en-v1"][1]),

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -41,11 +40,12 @@ import numpy as np
 from realtime.channels import Channel
 from realtime.config import AsrOptions
 from realtime.messages import SAMPLE_RATE, EndOfStream, Transcript, Utterance
-from unimse.features.whisper import (
+from unimse.whisper import (
     WHISPER_WINDOW_S,
     WhisperModelError,
     encode_utterance,
     fits_utterance_window,
+    load_whisper,
     resolve_model,
     speech_states,
 )
@@ -92,8 +92,6 @@ class Transcriber:
 
     @classmethod
     def load(cls, options: AsrOptions) -> Transcriber:
-        from faster_whisper import WhisperModel
-
         path = resolve_model(options.model)
         device, index = options.device, 0
         if device == "auto":
@@ -105,19 +103,14 @@ class Transcriber:
         compute_type = options.compute_type
         if compute_type == "auto":
             compute_type = "float16" if device == "cuda" else "int8"
-        threads = options.cpu_threads or min(4, os.cpu_count() or 1)
         started = time.perf_counter()
-        try:
-            model = WhisperModel(
-                str(path),
-                device=device,
-                device_index=index,
-                compute_type=compute_type,
-                cpu_threads=threads,
-                local_files_only=True,
-            )
-        except (RuntimeError, ValueError, OSError) as exc:
-            raise AsrModelError(f"cannot load Whisper model from {path}: {exc}") from None
+        model = load_whisper(
+            str(path),
+            device=device,
+            index=index,
+            compute_type=compute_type,
+            threads=options.cpu_threads,
+        )
         logger.info(
             "Whisper %s on %s (%s) loaded in %.1f s",
             options.model,

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from realtime.messages import EmotionResult, StatsSnapshot
 from realtime.mosquitto import LOOPBACK, find_mosquitto, free_port, write_config
 from realtime.sinks.base import Sink, SinkError
 from realtime.synth import Conversation, ScriptLine, parse_script, synthesize, write_audio
+
+if TYPE_CHECKING:
+    from realtime.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -224,18 +227,15 @@ class LatencyReport:
         return "\n".join(out)
 
 
-def _encoder_use(pipeline: Any) -> dict[str, int]:
+def _encoder_use(pipeline: Pipeline) -> dict[str, int]:
     """How often the Whisper encoder ran: per ASR call, and for the emotion model's features."""
-    stage = getattr(pipeline, "inference", None)
-    model = getattr(stage, "model", None)
-    transcription = getattr(pipeline, "transcription", None)
-    transcriber = getattr(transcription, "transcriber", None)
-    if model is None:
+    if pipeline.inference is None or pipeline.transcription is None:
         return {}
+    model = pipeline.inference.model
     return {
-        "acoustic_from_asr": int(model.shared_states),
-        "acoustic_extracted": int(model.extracted),
-        "asr_encoder_passes": int(getattr(transcriber, "encoder_passes", 0)),
+        "acoustic_from_asr": model.shared_states,
+        "acoustic_extracted": model.extracted,
+        "asr_encoder_passes": pipeline.transcription.transcriber.encoder_passes,
     }
 
 

@@ -185,6 +185,7 @@ class Pipeline:
         self.results = 0
         self.no_words = 0  # utterances without words that a text-only model cannot classify
         self.inference: InferenceStage | None = None
+        self.transcription: TranscriptionStage | None = None
         self._channels: list[Channel[Any]] = []
         self._latencies: dict[str, deque[float]] = {}
         self._stop_requested = False

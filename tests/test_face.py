@@ -7,7 +7,6 @@ Synthetic folders are written with OpenCV in ``tmp_path``; the eval test reads t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -48,12 +47,7 @@ from unimse.labels import MELD_EMOTIONS
 CKPLUS_REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ckplus"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _face(seed: int) -> np.ndarray:

@@ -49,13 +49,7 @@ SMALL_T5: dict[str, Any] = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """These models are tiny: one intra-op thread is faster, and far faster on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_config(fusion_layers: int = 2, multimodal: bool = True, **overrides: Any) -> UniMSEConfig:

@@ -30,9 +30,9 @@ from train.audio_datasets import (
 )
 from unimse.config import FeatureSpec
 from unimse.features import WHISPER_SPECS, acoustic_extractor, whisper_model_of
-from unimse.features.whisper import SAMPLES_PER_STATE, WhisperStates, state_frames
 from unimse.fusion import StatsEncoder
 from unimse.inputs import ModelInput
+from unimse.whisper import SAMPLES_PER_STATE, WhisperStates, state_frames
 
 TINY_SPEC = FeatureSpec("whisper-tiny.en-v1", 384, "stats")
 RAVDESS_PICK = (  # one clip of each of the 8 RAVDESS emotions, actors of every split

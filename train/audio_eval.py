@@ -41,6 +41,7 @@ from train.audio_datasets import (
     select_split,
     transcript_of,
 )
+from train.evaluate import predict_all
 from train.metrics import pearson, unweighted_accuracy
 from train.unification import DEFAULT_CACHE
 from unimse.inference import EmotionPredictor
@@ -84,21 +85,6 @@ def audio_inputs(
         text = texts[i] if texts is not None else ""
         inputs.append(ModelInput(text=text, speaker=AUDIO_SPEAKER, acoustic=feats))
     return inputs
-
-
-def predict_all(
-    predictor: EmotionPredictor,
-    inputs: Sequence[ModelInput],
-    batch_size: int,
-    progress: Callable[[int], None] | None = None,
-) -> list[Prediction]:
-    out: list[Prediction] = []
-    for start in range(0, len(inputs), batch_size):
-        chunk = inputs[start : start + batch_size]
-        out += predictor.predict(chunk)
-        if progress is not None:
-            progress(len(chunk))
-    return out
 
 
 def true_class(sample: AudioSample) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from train.data import AUDIO_DATASETS, DATASETS, FACE_DATASETS
-from unimse.config import UniMSEConfig
+from unimse.config import PMF_SLOTS, UniMSEConfig
 
 
 class TrainConfigError(ValueError):
@@ -78,26 +78,14 @@ class DataConfig:
                 )
             if not 0.0 <= chance <= 1.0:
                 raise ValueError(f"simulated_visual.{name} must be a probability in [0, 1]")
-        for name, chance in self.neutral_audio.items():
-            if name not in self.datasets or name not in DATASETS:
-                raise ValueError(
-                    f"neutral_audio applies to the configured text datasets, not {name!r}"
-                )
-            if not 0.0 <= chance <= 1.0:
-                raise ValueError(f"neutral_audio.{name} must be a probability in [0, 1]")
+        self._check_text_chances("neutral_audio", self.neutral_audio)
         if not 0.0 <= self.neutral_audio_tts <= 1.0:
             raise ValueError("neutral_audio_tts must be a share in [0, 1]")
         if self.neutral_audio_tts and not self.neutral_audio:
             raise ValueError("neutral_audio_tts needs neutral_audio (the samples to pair)")
         if self.neutral_audio and not set(self.datasets) & set(AUDIO_DATASETS):
             raise ValueError(f"neutral_audio needs an audio corpus {AUDIO_DATASETS} for its clips")
-        for name, chance in self.unrelated_face.items():
-            if name not in self.datasets or name not in DATASETS:
-                raise ValueError(
-                    f"unrelated_face applies to the configured text datasets, not {name!r}"
-                )
-            if not 0.0 <= chance <= 1.0:
-                raise ValueError(f"unrelated_face.{name} must be a probability in [0, 1]")
+        self._check_text_chances("unrelated_face", self.unrelated_face)
         if self.unrelated_face and not set(self.datasets) & set(FACE_DATASETS):
             raise ValueError(f"unrelated_face needs a face corpus {FACE_DATASETS} for its faces")
         if set(self.datasets) <= {"speech_av"}:
@@ -109,6 +97,14 @@ class DataConfig:
             )
         if self.transcripts and not {"emodb", "ravdess"} & set(self.datasets):
             raise ValueError("transcripts needs 'emodb' or 'ravdess' among the datasets")
+
+    def _check_text_chances(self, key: str, chances: dict[str, float]) -> None:
+        """``[data] key``: per configured text dataset, a probability."""
+        for name, chance in chances.items():
+            if name not in self.datasets or name not in DATASETS:
+                raise ValueError(f"{key} applies to the configured text datasets, not {name!r}")
+            if not 0.0 <= chance <= 1.0:
+                raise ValueError(f"{key}.{name} must be a probability in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -161,8 +157,8 @@ class OptimConfig:
         for name in ("train_only", "init_exclude", "freeze"):
             if any(not isinstance(p, str) or not p for p in getattr(self, name)):
                 raise ValueError(f"train.{name} must list module names")
-        if set(self.reset_pmf) - {"audio", "video"}:
-            raise ValueError("train.reset_pmf lists modalities: audio, video")
+        if set(self.reset_pmf) - set(PMF_SLOTS):
+            raise ValueError(f"train.reset_pmf lists modalities: {', '.join(PMF_SLOTS)}")
         if self.init_exclude and not self.init_from:
             raise ValueError("train.init_exclude needs train.init_from")
         if self.preserve_text and self.train_only:

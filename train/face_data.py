@@ -54,7 +54,7 @@ from train.data import DataError, Sample
 from train.unification import UnifiedSample
 from unimse.config import FeatureSpec
 from unimse.features.fer_net import INPUT_SIZE
-from unimse.features.visual import VisualExtractor
+from unimse.features.visual import VisualExtractor, to_gray
 from unimse.labels import MELD_EMOTIONS
 
 logger = logging.getLogger(__name__)
@@ -232,11 +232,7 @@ def subject_folds(subjects: Sequence[str], k: int = 5, dev_every: int = 6) -> li
 
 def to_fer_input(image: np.ndarray) -> np.ndarray:
     """A face crop (grey or BGR uint8) as the network's 64x64 grey uint8 input (bilinear)."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(f"expected an HxW or HxWx3 uint8 face, got {image.dtype} {image.shape}")
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    image = to_gray(image)
     if image.shape == (INPUT_SIZE, INPUT_SIZE):
         return image
     return cv2.resize(image, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from train.data import DataError
+from train.evaluate import predict_all
 from train.face_data import (
     FACE_CLASSES,
     FACE_SPEAKER,
@@ -117,12 +118,7 @@ def face_eval_metrics(
             )
             for i in range(len(samples))
         ]
-        predicted: list[str] = []
-        for start in range(0, len(inputs), batch_size):
-            chunk = inputs[start : start + batch_size]
-            predicted += [p.emotion for p in predictor.predict(chunk)]
-            if progress is not None:
-                progress(len(chunk))
+        predicted = [p.emotion for p in predict_all(predictor, inputs, batch_size, progress)]
         result.update({f"{name}_{k}": v for k, v in face_metrics(truth, predicted).items()})
     text_alone = predictor.predict([ModelInput(text=NEUTRAL_TEXT, speaker=FACE_SPEAKER)])[0]
     result["text_alone_emotion"] = text_alone.emotion

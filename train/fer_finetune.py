@@ -60,8 +60,7 @@ from train.face_data import (
 )
 from train.face_eval import face_metrics, probs_to_emotions
 from unimse.features.fer_net import FER_CLASSES, INPUT_SIZE, FerMiniXception, load_fer_model
-from unimse.features.visual import FER_TO_MELD
-from unimse.labels import MELD_EMOTIONS
+from unimse.features.visual import FER_TO_MELD, MELD_ORDER, fer_input_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +69,6 @@ EXPRESSIONS = [i for i in range(len(FER_CLASSES)) if i != NEUTRAL]  # network ou
 # MELD emotion -> position among the expression logits (CK+ targets)
 TARGET_OF = {FER_TO_MELD[FER_CLASSES[i]]: k for k, i in enumerate(EXPRESSIONS)}
 UNLABELLED = -1  # target of a contempt face: distilled, never classified
-# network output (FER order) -> MELD order, as VisualExtractor.classify reorders
-MELD_ORDER = [
-    FER_CLASSES.index(next(f for f, m in FER_TO_MELD.items() if m == e)) for e in MELD_EMOTIONS
-]
 WEIGHTS_NAME = "fer_ckplus.safetensors"
 
 
@@ -136,12 +131,6 @@ def targets_of(samples: Sequence[FaceSample]) -> np.ndarray:
 def network_inputs(samples: Sequence[FaceSample]) -> np.ndarray:
     """(N, 64, 64) uint8 network inputs of the samples' crops."""
     return np.stack([to_fer_input(s.image) for s in samples])
-
-
-def to_tensor(faces: np.ndarray) -> torch.Tensor:
-    """(N, 64, 64) pixels (uint8 or float in [0, 255]) -> (N, 1, 64, 64) in [-1, 1], as
-    :meth:`unimse.features.visual.VisualExtractor.classify` scales them."""
-    return torch.from_numpy(np.asarray(faces, dtype=np.float32) / 127.5 - 1.0).unsqueeze(1)
 
 
 def augment(faces: np.ndarray, rng: np.random.Generator, config: FineTuneConfig) -> np.ndarray:
@@ -209,7 +198,7 @@ def finetune_loss(
 def predict_logits(model: FerMiniXception, faces: np.ndarray, batch: int = 256) -> torch.Tensor:
     """(N, 7) logits in the network's (FER) order of (N, 64, 64) uint8 faces, in eval mode."""
     model.eval()
-    rows = [model(to_tensor(faces[i : i + batch])) for i in range(0, len(faces), batch)]
+    rows = [model(fer_input_tensor(faces[i : i + batch])) for i in range(0, len(faces), batch)]
     return torch.cat(rows) if rows else torch.zeros(0, len(FER_CLASSES))
 
 
@@ -280,7 +269,7 @@ def finetune(
             idx = order[start : start + config.batch_size]
             if len(idx) < 2 and len(order) > 1 and config.train_bn:
                 continue  # a batch of one breaks batch norm in training mode
-            x = to_tensor(augment(faces[idx], rng, config))
+            x = fer_input_tensor(augment(faces[idx], rng, config))
             with torch.no_grad():
                 teacher_logits = teacher(x)
             loss = finetune_loss(model(x), teacher_logits, targets[idx], config)

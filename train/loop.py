@@ -48,14 +48,18 @@ from unimse.processor import LabelTargets, ModelBatch, UniMSEProcessor
 
 logger = logging.getLogger(__name__)
 
+# Contrastive groups per dataset (its classes), laid out one dataset after the other.
+DATASET_GROUPS = {
+    "meld": len(MELD_EMOTIONS),
+    "iemocap": len(IEMOCAP_EMOTIONS),
+    "mosi": len(POLARITIES),
+    "emodb": 7,  # EMODB_CLASSES
+    "speech_av": len(POLARITIES),
+    "ravdess": len(MELD_EMOTIONS),
+    "ckplus": len(MELD_EMOTIONS),
+}
 DATASET_GROUP_OFFSET = {
-    "meld": 0,
-    "iemocap": len(MELD_EMOTIONS),
-    "mosi": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS),
-    "emodb": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS) + len(POLARITIES),
-    "speech_av": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS) + len(POLARITIES) + 7,
-    "ravdess": len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS) + 2 * len(POLARITIES) + 7,
-    "ckplus": 2 * len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS) + 2 * len(POLARITIES) + 7,
+    name: sum(list(DATASET_GROUPS.values())[:i]) for i, name in enumerate(DATASET_GROUPS)
 }
 
 

@@ -28,7 +28,7 @@ from unimse.checkpoint import (
     resolve_checkpoint,
     tied_groups,
 )
-from unimse.config import UniMSEConfig
+from unimse.config import PMF_SLOTS, UniMSEConfig
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +180,6 @@ def freeze_modules(model: nn.Module, patterns: Sequence[str]) -> None:
             param.requires_grad_(False)
 
 
-PMF_SLOTS = ("audio", "video")
-
-
 def reset_pmf_inputs(model: nn.Module, modalities: Sequence[str]) -> int:
     """Zero the columns of every PMF's ``W_down`` and ``W_o`` that read the named modalities' slots
     (``audio``: a, ``video``: v), so a new encoder for that modality starts with no path into the
@@ -192,18 +189,13 @@ def reset_pmf_inputs(model: nn.Module, modalities: Sequence[str]) -> int:
     unknown = set(modalities) - set(PMF_SLOTS)
     if unknown:
         raise ValueError(f"reset_pmf names {sorted(unknown)}; choose from {PMF_SLOTS}")
-    touched = 0
-    for module in model.modules():
-        if not isinstance(module, PMF):
-            continue
-        h, m = module.hidden_size, module.modality_dim
-        with torch.no_grad():
+    pmfs = [module for module in model.modules() if isinstance(module, PMF)]
+    with torch.no_grad():
+        for module in pmfs:
             for name in modalities:
-                start = h + m * PMF_SLOTS.index(name)
-                module.down.weight[:, start : start + m] = 0.0
-                module.out.weight[:, start : start + m] = 0.0
-        touched += 1
-    return touched
+                module.down.weight[:, module.columns(name)] = 0.0
+                module.out.weight[:, module.columns(name)] = 0.0
+    return len(pmfs)
 
 
 def backbone_names_to_store(model: nn.Module, report: InitReport | None) -> set[str]:

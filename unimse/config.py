@@ -15,6 +15,8 @@ DEFAULT_BACKBONE = "minilm"
 
 
 ENCODERS = ("lstm", "stats")
+# The modality slots of PMF's input X = [h; a; v], after the text hidden state, in this order.
+PMF_SLOTS = ("audio", "video")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unimse.config import FeatureSpec, UniMSEConfig
+from unimse.config import PMF_SLOTS, FeatureSpec, UniMSEConfig
 
 
 class ModalityEncoder(nn.Module):
@@ -69,24 +69,20 @@ class StatsEncoder(nn.Module):
         rows = present.nonzero().squeeze(1)
         vector = features.new_zeros(features.shape[0], self.proj.out_features)
         if len(rows):
-            # A training batch with one utterance that has this modality cannot give batch
-            # statistics: it is normalised with the running ones.
-            batch_stats = self.training and len(rows) > 1
-            normed = F.batch_norm(
-                pooled[rows],
-                self.norm.running_mean,
-                self.norm.running_var,
-                self.norm.weight,
-                self.norm.bias,
-                training=batch_stats,
-                momentum=0.1 if self.norm.momentum is None else self.norm.momentum,
-                eps=self.norm.eps,
-            )
-            if batch_stats and self.norm.num_batches_tracked is not None:
-                self.norm.num_batches_tracked.add_(1)
+            normed = self._normalise(pooled[rows])
             vector = vector.index_copy(0, rows, self.proj(self.dropout(normed)).to(vector.dtype))
         # Statistics pooling has no per-frame output: each valid step carries the utterance vector.
         return vector, vector.unsqueeze(1) * mask
+
+    def _normalise(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Batch norm over the utterances that have this modality (absent ones would skew the
+        statistics); a training batch with a single such utterance uses the running statistics."""
+        if self.training and len(pooled) < 2:
+            norm = self.norm
+            return F.batch_norm(
+                pooled, norm.running_mean, norm.running_var, norm.weight, norm.bias, eps=norm.eps
+            )
+        return self.norm(pooled)
 
 
 def feature_encoder(spec: FeatureSpec, config: UniMSEConfig) -> nn.Module:
@@ -118,6 +114,13 @@ class PMF(nn.Module):
             self.out.weight.zero_()
             self.out.weight[:, :hidden_size].copy_(torch.eye(hidden_size))
             self.out.bias.zero_()
+
+    def columns(self, modality: str) -> slice:
+        """The input columns of ``W_down`` / ``W_o`` that read ``modality``'s vector."""
+        if modality not in PMF_SLOTS:
+            raise ValueError(f"PMF has no {modality!r} slot; choose from {PMF_SLOTS}")
+        start = self.hidden_size + self.modality_dim * PMF_SLOTS.index(modality)
+        return slice(start, start + self.modality_dim)
 
     def forward(
         self, hidden: torch.Tensor, acoustic: torch.Tensor, visual: torch.Tensor

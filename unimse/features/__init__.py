@@ -3,7 +3,7 @@
 - ``emotrack-acoustic-v1`` (64-d, 50 frames/s): MFCCs and deltas, energy, spectral shape, pitch
   and periodicity from 16 kHz utterance audio; see :mod:`unimse.features.acoustic`.
 - ``whisper-tiny.en-v1`` (384-d) and ``whisper-base-v1`` (512-d), 50 frames/s: the Whisper
-  encoder states of the utterance's frames (:mod:`unimse.features.whisper`). Live, the ASR stage
+  encoder states of the utterance's frames (:mod:`unimse.whisper`). Live, the ASR stage
   hands them over from its own encoder pass when it runs the same model.
 - ``emotrack-visual-v1`` (7-d, one row per frame with a face): FER-2013 expression probabilities
   of the largest face, in MELD emotion order; see :mod:`unimse.features.visual`.
@@ -30,12 +30,11 @@ from unimse.features.visual import (
     VISUAL_DIM,
     VISUAL_V1,
     VISUAL_V2,
-    VISUAL_WEIGHTS,
     FaceBox,
     VisualExtractor,
     VisualFeatures,
 )
-from unimse.features.whisper import WhisperStates
+from unimse.whisper import WhisperStates
 
 ACOUSTIC_SPEC = FeatureSpec(ACOUSTIC_V1, ACOUSTIC_DIM)
 VISUAL_SPEC = FeatureSpec(VISUAL_V1, VISUAL_DIM)
@@ -90,11 +89,7 @@ def visual_extractor(
     max_frames: int | None = DEFAULT_MAX_FRAMES,
 ) -> VisualExtractor:
     """A :class:`VisualExtractor` for ``spec`` (loads the spec's shipped FER weights: FER-2013 for
-    v1, CK+-fine-tuned for v2; or ``weights``)."""
-    if spec.name not in VISUAL_WEIGHTS:
-        raise ValueError(
-            f"unknown visual feature spec {spec.name!r}; known: {sorted(VISUAL_WEIGHTS)}"
-        )
+    v1, CK+-fine-tuned for v2; or ``weights``); an unknown spec is a ``ValueError``."""
     return VisualExtractor(spec, weights=weights, max_frames=max_frames)
 
 

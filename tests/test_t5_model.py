@@ -19,6 +19,7 @@ import torch
 
 from unimse.backbones import BackboneNotFoundError
 from unimse.config import FeatureSpec, UniMSEConfig
+from unimse.factory import build_model
 from unimse.fusion import PMF
 from unimse.inputs import DialogueTurn, ModelInput
 from unimse.labels import (
@@ -28,7 +29,7 @@ from unimse.labels import (
     UniversalLabel,
     parse_universal_label,
 )
-from unimse.modeling import FusedLayer, UniMSEOutput, build_model
+from unimse.modeling import FusedLayer, UniMSEOutput
 from unimse.processor import LabelTargets, ModelBatch, UniMSEProcessor
 from unimse.t5_model import UniMSET5Model
 

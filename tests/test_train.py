@@ -131,7 +131,7 @@ def test_small_real_training_run_lowers_the_loss(shared_data: Path) -> None:
     from train.loop import targets_for
     from unimse.backbones import load_tokenizer
     from unimse.config import UniMSEConfig
-    from unimse.modeling import build_model
+    from unimse.factory import build_model
     from unimse.processor import UniMSEProcessor
 
     torch.manual_seed(0)

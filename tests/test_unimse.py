@@ -12,12 +12,13 @@ import torch
 from tests.conftest import tiny_unimse_config
 from unimse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from unimse.config import FeatureSpec, UniMSEConfig
+from unimse.factory import build_model
 from unimse.fusion import PMF
 from unimse.inference import EmotionPredictor
 from unimse.inputs import DialogueTurn, ModelInput
 from unimse.labels import UniversalLabel, parse_universal_label
 from unimse.losses import info_nce, supervised_contrastive
-from unimse.modeling import FusedLayer, build_model
+from unimse.modeling import FusedLayer
 from unimse.processor import LabelTargets, UniMSEProcessor
 
 

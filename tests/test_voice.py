@@ -199,7 +199,7 @@ def test_ravdess_loads_with_labels_splits_and_transcripts(ravdess_folder: Path) 
 @pytest.fixture(scope="module")
 def tiny_whisper_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from unimse.checkpoint import save_checkpoint
-    from unimse.modeling import build_model
+    from unimse.factory import build_model
 
     torch.manual_seed(0)
     model = build_model(tiny_unimse_config(acoustic=TINY_SPEC, visual=None))
@@ -266,7 +266,7 @@ def test_ravdess_eval_cli_bad_folder_is_one_line(
 
 def test_modality_logits_leave_text_only_outputs_alone_and_let_the_voice_act() -> None:
     from unimse.backbones import load_tokenizer
-    from unimse.modeling import build_model
+    from unimse.factory import build_model
     from unimse.processor import UniMSEProcessor
 
     torch.manual_seed(0)
@@ -292,7 +292,7 @@ def test_modality_logits_leave_text_only_outputs_alone_and_let_the_voice_act() -
 def test_init_exclude_and_freeze_leave_the_named_modules_alone(tmp_path: Path) -> None:
     from train.staged import freeze_modules, init_from_checkpoint
     from unimse.checkpoint import save_checkpoint
-    from unimse.modeling import build_model
+    from unimse.factory import build_model
 
     torch.manual_seed(0)
     old = build_model(tiny_unimse_config())
@@ -405,8 +405,8 @@ async def test_pipeline_runs_the_whisper_encoder_once_per_utterance(tmp_path: Pa
 
 def test_reset_pmf_inputs_zeroes_only_the_named_modality_columns() -> None:
     from train.staged import reset_pmf_inputs
+    from unimse.factory import build_model
     from unimse.fusion import PMF
-    from unimse.modeling import build_model
 
     torch.manual_seed(0)
     model = build_model(tiny_unimse_config())
@@ -430,7 +430,7 @@ def test_init_from_warns_when_a_loaded_branch_gets_other_features(
 ) -> None:
     from train.staged import init_from_checkpoint
     from unimse.checkpoint import save_checkpoint
-    from unimse.modeling import build_model
+    from unimse.factory import build_model
 
     torch.manual_seed(0)
     folder = save_checkpoint(build_model(tiny_unimse_config()), tmp_path / "old", half=False)

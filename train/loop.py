@@ -41,9 +41,9 @@ from train.staged import (
 )
 from train.unification import UnifiedSample, unify
 from unimse.checkpoint import BACKBONE_PREFIX, load_checkpoint, resolve_checkpoint, save_checkpoint
+from unimse.factory import build_model
 from unimse.inference import EmotionPredictor, pick_device
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS, POLARITIES
-from unimse.modeling import build_model
 from unimse.processor import LabelTargets, ModelBatch, UniMSEProcessor
 
 logger = logging.getLogger(__name__)

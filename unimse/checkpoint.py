@@ -19,7 +19,7 @@ from torch import nn
 
 from unimse.backbones import is_random_init
 from unimse.config import UniMSEConfig
-from unimse.modeling import build_model
+from unimse.factory import build_model
 
 logger = logging.getLogger(__name__)
 

@@ -4,6 +4,8 @@ Two backbones share the fusion, the label space and the losses:
 - ``encoder`` (default here): an encoder-only checkpoint such as the bundled MiniLM. PMF follows
   the last N transformer layers; light heads score polarity, intensity and both emotion sets.
 - ``t5`` (the paper's design): see :mod:`unimse.t5_model`.
+
+:func:`unimse.factory.build_model` picks one from the config.
 """
 
 from __future__ import annotations
@@ -240,11 +242,3 @@ class UniMSEEncoderModel(nn.Module):
         out.losses = losses
         out.loss = torch.stack(list(losses.values())).sum()
         return out
-
-
-def build_model(config: UniMSEConfig) -> nn.Module:
-    if config.backbone_type == "t5":
-        from unimse.t5_model import UniMSET5Model
-
-        return UniMSET5Model(config)
-    return UniMSEEncoderModel(config)

@@ -29,7 +29,6 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from realtime.channels import Channel
 from realtime.config import AsrOptions
-from realtime.messages import SAMPLE_RATE, EndOfStream, Transcript, Utterance
+from realtime.messages import SAMPLE_RATE, Transcript, Utterance
+from realtime.stage import Inbox, Stage
 from unimse.whisper import (
     WHISPER_WINDOW_S,
     WhisperModelError,
@@ -211,46 +210,42 @@ def _compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-class TranscriptionStage:
+class TranscriptionStage(Stage):
     """Pipeline stage: utterances -> transcripts, one at a time, on the pipeline's executor."""
 
+    inbox_spec = Inbox("utterances", 32)
+
     def __init__(self, transcriber: Transcriber, executor: Executor) -> None:
+        super().__init__()
         self.transcriber = transcriber
         self.executor = executor
         self.transcribed = 0
 
-    async def run(
-        self,
-        inbox: Channel[Utterance | EndOfStream],
-        emit: Callable[[Transcript | EndOfStream], Awaitable[None]],
-    ) -> None:
+    async def process(self, item: object) -> None:
+        if not isinstance(item, Utterance):
+            await self.push(item)
+            return
         loop = asyncio.get_running_loop()
-        while True:
-            item = await inbox.get()
-            if isinstance(item, EndOfStream):
-                await emit(item)
-                return
-            transcribe = self.transcriber.transcribe
-            result = await loop.run_in_executor(self.executor, transcribe, item.audio)
-            self.transcribed += 1
-            now = time.monotonic()
-            logger.debug(
-                "utterance %d transcribed in %.2f s (%s window): %r",
-                item.seq,
-                result.seconds,
-                result.window,
-                result.text,
+        result = await loop.run_in_executor(self.executor, self.transcriber.transcribe, item.audio)
+        self.transcribed += 1
+        now = time.monotonic()
+        logger.debug(
+            "utterance %d transcribed in %.2f s (%s window): %r",
+            item.seq,
+            result.seconds,
+            result.window,
+            result.text,
+        )
+        await self.push(
+            Transcript(
+                session=item.session,
+                seq=item.seq,
+                monotonic=now,
+                utterance=item,
+                text=result.text,
+                language=result.language,
+                transcribed_at=now,
+                encoder_states=result.states,
+                encoder_model=self.transcriber.options.model,
             )
-            await emit(
-                Transcript(
-                    session=item.session,
-                    seq=item.seq,
-                    monotonic=now,
-                    utterance=item,
-                    text=result.text,
-                    language=result.language,
-                    transcribed_at=now,
-                    encoder_states=result.states,
-                    encoder_model=self.transcriber.options.model,
-                )
-            )
+        )

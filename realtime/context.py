@@ -6,9 +6,15 @@ before the current utterance (oldest first), exactly as the model is trained.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
+from typing import Any
 
+from realtime.messages import PendingUtterance, Transcript
+from realtime.stage import Inbox, Stage
 from unimse.inputs import DialogueTurn, ModelInput
+
+logger = logging.getLogger(__name__)
 
 
 class DialogueContext:
@@ -35,3 +41,29 @@ class DialogueContext:
         if text and self.turns > 0:
             self._history.append(DialogueTurn(speaker=speaker, text=text))
         return model_input
+
+
+class ContextStage(Stage):
+    """Pipeline stage: transcripts -> model inputs with the dialogue so far.
+
+    A model that reads words only cannot classify an utterance without any: such utterances are
+    counted (``no_words``) and go no further.
+    """
+
+    inbox_spec = Inbox("transcripts", 32)
+
+    def __init__(self, context: DialogueContext, *, needs_words: bool) -> None:
+        super().__init__()
+        self.context = context
+        self.needs_words = needs_words
+        self.no_words = 0
+
+    async def process(self, item: Any) -> None:
+        if not isinstance(item, Transcript):
+            await self.push(item)
+        elif not item.text and self.needs_words:
+            self.no_words += 1
+            logger.info("utterance %d has no words; skipped (text-only model)", item.seq)
+        else:
+            model_input = self.context.next_input(item.utterance.speaker, item.text)
+            await self.push(PendingUtterance(item, model_input))

@@ -12,16 +12,16 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
-from realtime.channels import Channel
 from realtime.config import InferenceOptions
-from realtime.messages import SAMPLE_RATE, EmotionResult, EndOfStream, Transcript
+from realtime.messages import SAMPLE_RATE, EmotionResult, EndOfStream, PendingUtterance, Transcript
+from realtime.stage import Inbox, Stage
 from unimse.config import UniMSEConfig
 from unimse.inputs import ModelInput
 from unimse.prediction import Prediction
@@ -51,14 +51,6 @@ def load_model(options: InferenceOptions) -> EmotionModel:
         logger.info("acoustic features off: the model sees words (and video) only")
     model.warm_up()
     return model
-
-
-@dataclass(frozen=True)
-class PendingUtterance:
-    """A transcribed utterance waiting for the model: its transcript and text/context input."""
-
-    transcript: Transcript
-    model_input: ModelInput = field(repr=False)
 
 
 @dataclass
@@ -181,62 +173,61 @@ def make_result(
         start=utterance.start,
         end=utterance.end,
         text=transcript.text,
-        emotion=prediction.emotion,
-        emotion_probs=dict(prediction.emotion_probs),
-        polarity=prediction.polarity,
-        polarity_probs=dict(prediction.polarity_probs),
-        intensity=prediction.intensity,
-        modalities=tuple(prediction.modalities),
+        prediction=prediction,
         latency={stage: max(0.0, seconds) for stage, seconds in latency.items()},
         model_version=model_version,
     )
 
 
-class InferenceStage:
-    """Pipeline stage: batches whatever is ready in the inbox and classifies it off the loop."""
+class InferenceStage(Stage):
+    """Pipeline stage: batches whatever is ready in the inbox and classifies it off the loop.
+
+    Its inbox policy is the pipeline's choice (see :func:`realtime.pipeline.inbox_policy`).
+    """
+
+    inbox_spec = Inbox("inference", 16)
 
     def __init__(self, model: EmotionModel, executor: Executor, *, max_batch: int) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        super().__init__()
         self.model = model
         self.executor = executor
         self.max_batch = max_batch
         self.batches: list[int] = []  # size of every batch, in order
         self._seq = itertools.count()
 
-    def _ready(
-        self, first: PendingUtterance, inbox: Channel[PendingUtterance | EndOfStream]
-    ) -> tuple[list[PendingUtterance], EndOfStream | None]:
+    def _ready(self, first: PendingUtterance) -> tuple[list[PendingUtterance], object | None]:
+        """``first`` and what else is waiting, up to a batch; and the next other message, if any."""
         batch = [first]
-        while len(batch) < self.max_batch and not inbox.empty():
-            item = inbox.get_nowait()
-            if isinstance(item, EndOfStream):
+        while len(batch) < self.max_batch and not self.inbox.empty():
+            item = self.inbox.get_nowait()
+            if not isinstance(item, PendingUtterance):
                 return batch, item
             batch.append(item)
         return batch, None
 
-    async def run(
-        self,
-        inbox: Channel[PendingUtterance | EndOfStream],
-        emit: Callable[[EmotionResult | EndOfStream], Awaitable[None]],
-    ) -> None:
+    async def _classify(self, batch: list[PendingUtterance]) -> None:
         loop = asyncio.get_running_loop()
+        self.batches.append(len(batch))
+        started = time.perf_counter()
+        predictions = await loop.run_in_executor(self.executor, self.model.classify, batch)
+        logger.debug(
+            "classified %d utterances in %.3f s", len(batch), time.perf_counter() - started
+        )
+        now = time.monotonic()
         version = self.model.predictor.model_version
+        for pending, prediction in zip(batch, predictions, strict=True):
+            await self.push(make_result(pending, prediction, next(self._seq), now, version))
+
+    async def run(self) -> None:
         while True:
-            item = await inbox.get()
+            item: object | None = await self.inbox.get()
+            if isinstance(item, PendingUtterance):
+                batch, item = self._ready(item)
+                await self._classify(batch)
             if isinstance(item, EndOfStream):
-                await emit(item)
+                await self.push(item)
                 return
-            batch, end = self._ready(item, inbox)
-            self.batches.append(len(batch))
-            started = time.perf_counter()
-            predictions = await loop.run_in_executor(self.executor, self.model.classify, batch)
-            logger.debug(
-                "classified %d utterances in %.3f s", len(batch), time.perf_counter() - started
-            )
-            now = time.monotonic()
-            for pending, prediction in zip(batch, predictions, strict=True):
-                await emit(make_result(pending, prediction, next(self._seq), now, version))
-            if end is not None:
-                await emit(end)
-                return
+            if item is not None:
+                await self.push(item)

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from unimse.inputs import ModelInput
+from unimse.prediction import Prediction
+
 SAMPLE_RATE = 16_000  # every AudioChunk is 16 kHz mono float32 in [-1, 1]
 
 
@@ -71,22 +74,49 @@ class Transcript(Message):
 
 
 @dataclass(frozen=True)
+class PendingUtterance:
+    """A transcribed utterance waiting for the model: its transcript and text/context input."""
+
+    transcript: Transcript
+    model_input: ModelInput = field(repr=False)
+
+
+@dataclass(frozen=True)
 class EmotionResult(Message):
-    """What the sinks publish for one utterance."""
+    """What the sinks publish for one utterance: where it was, what was said, what the model saw."""
 
     utterance_seq: int
     speaker: str
     start: float
     end: float
     text: str
-    emotion: str
-    emotion_probs: dict[str, float]
-    polarity: str
-    polarity_probs: dict[str, float]
-    intensity: float
-    modalities: tuple[str, ...]
+    prediction: Prediction
     latency: dict[str, float]  # seconds per stage: vad, asr, inference, total
     model_version: str
+
+    @property
+    def emotion(self) -> str:
+        return self.prediction.emotion
+
+    @property
+    def emotion_probs(self) -> dict[str, float]:
+        return self.prediction.emotion_probs
+
+    @property
+    def polarity(self) -> str:
+        return self.prediction.polarity
+
+    @property
+    def polarity_probs(self) -> dict[str, float]:
+        return self.prediction.polarity_probs
+
+    @property
+    def intensity(self) -> float:
+        return self.prediction.intensity
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.prediction.modalities
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from realtime.messages import SAMPLE_RATE, AudioChunk, EmotionResult, StatsSnaps
 from realtime.serialize import utc_timestamp
 from realtime.sinks.base import Sink, SinkError
 from realtime.sinks.jsonl import JsonlSink
+from realtime.stage import Inbox, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -307,3 +308,20 @@ class SessionRecorder(Sink):
         partial = path.with_suffix(".json.partial")
         partial.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         partial.replace(path)
+
+
+class RecorderTapStage(Stage):
+    """Hands every audio chunk and video frame to the session recorder and passes it on."""
+
+    inbox_spec = Inbox("record", 64)
+
+    def __init__(self, recorder: SessionRecorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    async def process(self, item: Any) -> None:
+        if isinstance(item, AudioChunk):
+            self.recorder.add_audio(item)
+        elif isinstance(item, VideoFrame):
+            self.recorder.add_frame(item)
+        await self.push(item)

@@ -21,10 +21,9 @@ from typing import Protocol
 
 import numpy as np
 
-from realtime.channels import Channel
 from realtime.config import VadOptions
-from realtime.frames import FrameBuffer
-from realtime.messages import SAMPLE_RATE, AudioChunk, EndOfStream, Utterance, VideoFrame
+from realtime.messages import SAMPLE_RATE, AudioChunk, EndOfStream, Utterance
+from realtime.stage import Inbox, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -217,13 +216,14 @@ class VadSegmenter:
         return segment
 
 
-class SegmentationStage:
-    """Pipeline stage: audio chunks -> utterances, one :class:`VadSegmenter` per channel.
+class SegmentationStage(Stage):
+    """Pipeline stage: audio chunks -> utterances, one :class:`VadSegmenter` per audio channel.
 
-    Before each audio chunk it takes the video frames waiting in the video channel into the frame
-    buffer, so an utterance gets the frames seen while it was spoken (sources emit frames and audio
-    in stream-time order). Every chunk is handed to ``tap`` (the session recorder) first.
+    Other messages (video frames) are passed on in stream order, so a later stage sees the frames
+    of an utterance before the utterance itself.
     """
+
+    inbox_spec = Inbox("vad", 64)
 
     def __init__(
         self,
@@ -231,17 +231,12 @@ class SegmentationStage:
         *,
         session: str,
         speaker_of: Callable[[int], str],
-        frames: FrameBuffer | None = None,
-        tap: Callable[[AudioChunk], None] | None = None,
-        frame_tap: Callable[[VideoFrame], None] | None = None,
         analyzer_factory: Callable[[], SpeechAnalyzer] | None = None,
     ) -> None:
+        super().__init__()
         self.options = options
         self.session = session
         self.speaker_of = speaker_of
-        self.frames = frames
-        self.tap = tap
-        self.frame_tap = frame_tap
         self.analyzer_factory = analyzer_factory
         self.segmenters: dict[int, VadSegmenter] = {}
         self.utterances = 0
@@ -262,7 +257,6 @@ class SegmentationStage:
     def _utterance(self, segment: SpeechSegment, channel: int) -> Utterance:
         self.utterances += 1
         now = time.monotonic()
-        frames = self.frames.between(segment.start, segment.end) if self.frames is not None else ()
         utterance = Utterance(
             session=self.session,
             seq=next(self._seq),
@@ -272,50 +266,28 @@ class SegmentationStage:
             end=segment.end,
             speaker=self.speaker_of(channel),
             channel=channel,
-            frames=frames,
             segmented_at=now,
             speech_ended_at=segment.speech_ended_at,
         )
         logger.debug(
-            "utterance %d (%s): %.2f-%.2f s, %d frames%s",
+            "utterance %d (%s): %.2f-%.2f s%s",
             utterance.seq,
             utterance.speaker,
             segment.start,
             segment.end,
-            len(frames),
             " (split)" if segment.split else "",
         )
         return utterance
 
-    def _take_frames(self, video: Channel[VideoFrame] | None) -> None:
-        if video is None:
+    async def process(self, item: object) -> None:
+        if not isinstance(item, AudioChunk):
+            await self.push(item)
             return
-        while not video.empty():
-            frame = video.get_nowait()
-            if self.frame_tap is not None:
-                self.frame_tap(frame)
-            if self.frames is not None:
-                self.frames.add(frame)
+        self.position = max(self.position, item.start + item.duration)
+        for segment in self._segmenter(item.channel).push(item.samples, item.start, item.monotonic):
+            await self.push(self._utterance(segment, item.channel))
 
-    async def run(
-        self,
-        audio: Channel[AudioChunk | EndOfStream],
-        out: Channel[Utterance | EndOfStream],
-        video: Channel[VideoFrame] | None = None,
-    ) -> None:
-        """Consume ``audio`` until its EndOfStream, then flush and pass the EndOfStream on."""
-        while True:
-            item = await audio.get()
-            self._take_frames(video)
-            if isinstance(item, EndOfStream):
-                for channel, segmenter in sorted(self.segmenters.items()):
-                    for segment in segmenter.flush():
-                        await out.put(self._utterance(segment, channel))
-                await out.put(item)
-                return
-            if self.tap is not None:
-                self.tap(item)
-            self.position = max(self.position, item.start + item.duration)
-            segmenter = self._segmenter(item.channel)
-            for segment in segmenter.push(item.samples, item.start, item.monotonic):
-                await out.put(self._utterance(segment, item.channel))
+    async def finish(self, end: EndOfStream) -> None:
+        for channel, segmenter in sorted(self.segmenters.items()):
+            for segment in segmenter.flush():
+                await self.push(self._utterance(segment, channel))

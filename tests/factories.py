@@ -6,9 +6,12 @@ import time
 from typing import Any
 
 from realtime.messages import EmotionResult, StatsSnapshot
+from unimse.labels import IEMOCAP_EMOTIONS
+from unimse.prediction import Prediction
 
 MELD_EMOTIONS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 POLARITIES = ("negative", "neutral", "positive")
+IEMOCAP_OF = {"neutral": "neutral", "joy": "happy", "sadness": "sad", "anger": "angry"}
 
 
 def result_factory(**overrides: Any) -> EmotionResult:
@@ -16,9 +19,13 @@ def result_factory(**overrides: Any) -> EmotionResult:
     seq = int(overrides.pop("seq", 0))
     emotion = overrides.pop("emotion", MELD_EMOTIONS[seq % len(MELD_EMOTIONS)])
     polarity = overrides.pop("polarity", POLARITIES[seq % len(POLARITIES)])
-    emotion_probs = {e: (0.7 if e == emotion else 0.05) for e in MELD_EMOTIONS}
+    emotion_probs = overrides.pop(
+        "emotion_probs", {e: (0.7 if e == emotion else 0.05) for e in MELD_EMOTIONS}
+    )
     polarity_probs = {p: (0.8 if p == polarity else 0.1) for p in POLARITIES}
-    intensity = {"negative": -1.5, "neutral": 0.0, "positive": 1.5}[polarity]
+    intensity = overrides.pop(
+        "intensity", {"negative": -1.5, "neutral": 0.0, "positive": 1.5}[polarity]
+    )
     fields: dict[str, Any] = {
         "session": "test-session",
         "seq": seq,
@@ -28,12 +35,18 @@ def result_factory(**overrides: Any) -> EmotionResult:
         "start": 2.0 * seq,
         "end": 2.0 * seq + 1.5,
         "text": f"utterance number {seq}",
-        "emotion": emotion,
-        "emotion_probs": emotion_probs,
-        "polarity": polarity,
-        "polarity_probs": polarity_probs,
-        "intensity": intensity,
-        "modalities": ("text", "audio"),
+        "prediction": Prediction(
+            emotion=emotion,
+            emotion_probs=emotion_probs,
+            iemocap_emotion=IEMOCAP_OF.get(emotion, "neutral"),
+            iemocap_probs={
+                e: (0.9 if e == IEMOCAP_OF.get(emotion) else 0.02) for e in IEMOCAP_EMOTIONS
+            },
+            polarity=polarity,
+            polarity_probs=polarity_probs,
+            intensity=intensity,
+            modalities=tuple(overrides.pop("modalities", ("text", "audio"))),
+        ),
         "latency": {"vad": 0.3, "asr": 0.2, "inference": 0.05, "total": 0.6},
         "model_version": "test-model-1",
     }

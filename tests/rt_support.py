@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
+from realtime.channels import Channel, Policy
+from realtime.stage import Stage
 from unimse.config import FeatureSpec, UniMSEConfig
 from unimse.inputs import ModelInput
 from unimse.labels import MELD_EMOTIONS, POLARITIES
 from unimse.prediction import Prediction
+
+
+async def run_stages(
+    stages: Sequence[Stage],
+    inbox: Channel,
+    *,
+    timeout: float = 10,  # type: ignore[type-arg]
+) -> list:  # type: ignore[type-arg]
+    """Link ``stages`` in order after ``inbox``, run them to the end of the stream, return the
+    messages that came out of the last one."""
+    inboxes = [inbox, *(Channel(f"in{i}", 100_000, Policy.BLOCK) for i in range(len(stages)))]
+    for stage, into, out in zip(stages, inboxes, inboxes[1:], strict=False):
+        stage.link(into, out)
+    await asyncio.wait_for(asyncio.gather(*(stage.run() for stage in stages)), timeout)
+    return [inboxes[-1].get_nowait() for _ in range(inboxes[-1].qsize())]
+
 
 KEYWORDS = {"angry": "anger", "wonderful": "joy", "great": "joy", "sorry": "sadness"}
 

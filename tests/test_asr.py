@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rt_support import word_error_rate
+from rt_support import run_stages, word_error_rate
 
 from realtime.asr import AsrModelError, Transcriber, TranscriptionStage, resolve_model
 from realtime.channels import Channel, Policy
@@ -73,11 +73,6 @@ async def test_the_stage_transcribes_on_the_executor(transcriber: Transcriber) -
     inbox: Channel[Utterance | EndOfStream] = Channel("utterances", 4, Policy.BLOCK)
     inbox.put_nowait(utterance)
     inbox.put_nowait(EndOfStream("s", 0, 0.0))
-    out: list[Transcript | EndOfStream] = []
-
-    async def emit(item: Transcript | EndOfStream) -> None:
-        out.append(item)
-
     loop_thread_busy = 0
 
     async def ticker() -> None:  # the loop stays free while Whisper runs
@@ -88,7 +83,7 @@ async def test_the_stage_transcribes_on_the_executor(transcriber: Transcriber) -
 
     tick = asyncio.create_task(ticker())
     with ThreadPoolExecutor(1) as executor:
-        await TranscriptionStage(transcriber, executor).run(inbox, emit)
+        out = await run_stages([TranscriptionStage(transcriber, executor)], inbox, timeout=60)
     tick.cancel()
     transcript, end = out
     assert isinstance(transcript, Transcript) and isinstance(end, EndOfStream)

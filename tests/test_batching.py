@@ -9,11 +9,18 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from rt_support import FakePredictor
+from rt_support import FakePredictor, run_stages
 
 from realtime.channels import Channel, Policy
-from realtime.inference import EmotionModel, InferenceStage, PendingUtterance
-from realtime.messages import EmotionResult, EndOfStream, Transcript, Utterance, VideoFrame
+from realtime.inference import EmotionModel, InferenceStage
+from realtime.messages import (
+    EmotionResult,
+    EndOfStream,
+    PendingUtterance,
+    Transcript,
+    Utterance,
+    VideoFrame,
+)
 from unimse.inputs import ModelInput
 
 
@@ -43,13 +50,7 @@ def pending(
 
 
 async def run_stage(stage: InferenceStage, inbox: Channel) -> list[EmotionResult | EndOfStream]:  # type: ignore[type-arg]
-    out: list[EmotionResult | EndOfStream] = []
-
-    async def emit(item: EmotionResult | EndOfStream) -> None:
-        out.append(item)
-
-    await asyncio.wait_for(stage.run(inbox, emit), timeout=10)
-    return out
+    return await run_stages([stage], inbox)
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ import logging
 import pytest
 
 from realtime.channels import Channel, ChannelFull, Policy
+from realtime.fanout import FanOut
 from realtime.messages import EmotionResult, EndOfStream, StatsSnapshot
-from realtime.pipeline import FanOut, inbox_policy
+from realtime.pipeline import inbox_policy
 from realtime.sinks.base import Sink, SinkError
 
 

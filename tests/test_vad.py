@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import shutil
 
 import numpy as np
 import pytest
+from rt_support import run_stages
 
 from realtime.channels import Channel, Policy
 from realtime.config import VadOptions
-from realtime.frames import FrameBuffer
+from realtime.frames import FrameAttachStage, VideoMergeStage
 from realtime.messages import SAMPLE_RATE, AudioChunk, EndOfStream, Utterance, VideoFrame
+from realtime.recorder import RecorderTapStage
 from realtime.vad import SegmentationStage, SpeechSegment, VadSegmenter, WebRtcVadAnalyzer
 
 FRAME_S = 0.03
@@ -169,22 +170,34 @@ def test_webrtcvad_separates_speech_from_silence() -> None:
     assert not analyzer.is_speech(np.zeros(n, dtype=np.int16))
 
 
+class TapRecorder:
+    """Stands in for the session recorder: keeps what the recorder tap hands it."""
+
+    def __init__(self) -> None:
+        self.chunks: list[AudioChunk] = []
+        self.frames: list[VideoFrame] = []
+
+    def add_audio(self, chunk: AudioChunk) -> None:
+        self.chunks.append(chunk)
+
+    def add_frame(self, frame: VideoFrame) -> None:
+        self.frames.append(frame)
+
+
 async def test_segmentation_stage_per_channel_speakers_and_frames() -> None:
     """Stereo input: one segmenter per channel; utterances get the frames seen while spoken."""
     left = pcm((0.6, False), (1.2, True), (3.0, False))
     right = pcm((2.4, False), (1.2, True), (1.2, False))
     audio: Channel[AudioChunk | EndOfStream] = Channel("audio", 10_000, Policy.BLOCK)
     video: Channel[VideoFrame] = Channel("video", 100, Policy.DROP_OLDEST)
-    out: Channel[Utterance | EndOfStream] = Channel("utterances", 100, Policy.BLOCK)
-    tapped: list[AudioChunk] = []
+    recorder = TapRecorder()
     stage = SegmentationStage(
         OPTIONS,
         session="s",
         speaker_of=lambda channel: ("left", "right")[channel],
-        frames=FrameBuffer(20.0),
-        tap=tapped.append,
         analyzer_factory=EnergyAnalyzer,
     )
+    stages = [VideoMergeStage(video), RecorderTapStage(recorder), stage, FrameAttachStage(20.0)]
     step, seq = 320, 0
     frame_times = iter(np.arange(0.0, 5.0, 0.2))
     next_frame = next(frame_times)
@@ -199,8 +212,7 @@ async def test_segmentation_stage_per_channel_speakers_and_frames() -> None:
             audio.put_nowait(AudioChunk("s", seq, t, samples=chunk, start=t, channel=channel))
             seq += 1
     audio.put_nowait(EndOfStream("s", seq, 0.0))
-    await asyncio.wait_for(stage.run(audio, out, video), timeout=10)
-    items = [out.get_nowait() for _ in range(out.qsize())]
+    items = await run_stages(stages, audio)
     assert isinstance(items[-1], EndOfStream)
     utterances = [u for u in items if isinstance(u, Utterance)]
     assert [(u.speaker, u.channel) for u in utterances] == [("left", 0), ("right", 1)]
@@ -209,6 +221,7 @@ async def test_segmentation_stage_per_channel_speakers_and_frames() -> None:
         assert u.frames, "frames seen during the utterance are attached"
         assert all(u.start <= f.time <= u.end for f in u.frames)
         assert u.segmented_at >= u.speech_ended_at > 0
-    assert len(tapped) == seq  # the recorder sees every chunk
+    assert len(recorder.chunks) == seq  # the recorder sees every chunk and frame
+    assert [f.time for f in recorder.frames] == pytest.approx(np.arange(0.0, 4.8, 0.2))
     assert stage.utterances == 2
     assert stage.position == pytest.approx(len(left) / SAMPLE_RATE)

@@ -1,0 +1,120 @@
+"""The end of the pipeline: every result to every sink, each sink with its own queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from realtime.channels import Channel, Policy
+from realtime.messages import EmotionResult, EndOfStream, StatsSnapshot
+from realtime.sinks.base import Sink, SinkError
+from realtime.stage import Inbox, Stage
+
+logger = logging.getLogger(__name__)
+
+LATENCY_WINDOW = 1000  # results over which the dashboard's median latencies are taken
+
+
+class SinkRunner:
+    """One sink, its own bounded queue (oldest dropped when full) and the task that drains it."""
+
+    def __init__(self, sink: Sink, queue_size: int) -> None:
+        self.sink = sink
+        self.channel: Channel[EmotionResult | EndOfStream] = Channel(
+            f"sink:{sink.name}", queue_size, Policy.DROP_OLDEST
+        )
+        self.published = 0
+        self.failure: str | None = None
+
+    async def run(self) -> None:
+        while True:
+            item = await self.channel.get()
+            if isinstance(item, EndOfStream):
+                return
+            if self.failure is not None:
+                continue
+            try:
+                await self.sink.publish(item)
+            except SinkError as exc:
+                self.failure = str(exc)
+                logger.error("sink %s failed and gets no more results: %s", self.sink.name, exc)
+            else:
+                self.published += 1
+
+
+class FanOut:
+    """Hands every result to every sink without letting one sink hold up another."""
+
+    def __init__(self, sinks: Sequence[Sink], queue_size: int) -> None:
+        self.runners = [SinkRunner(sink, queue_size) for sink in sinks]
+        self._opened: list[Sink] = []
+
+    async def open(self) -> None:
+        """Open every sink (concurrently); if one fails, close the others and raise its error."""
+        results = await asyncio.gather(
+            *(runner.sink.open() for runner in self.runners), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        self._opened = [
+            runner.sink
+            for runner, r in zip(self.runners, results, strict=True)
+            if not isinstance(r, BaseException)
+        ]
+        if failures:
+            await self.close(None)
+            raise failures[0]
+
+    def offer(self, result: EmotionResult) -> None:
+        for runner in self.runners:
+            runner.channel.put_nowait(result)
+
+    def update_stats(self, stats: StatsSnapshot) -> None:
+        for runner in self.runners:
+            runner.sink.update_stats(stats)
+
+    async def end(self, end: EndOfStream) -> None:
+        for runner in self.runners:
+            runner.channel.put_nowait(end)
+
+    async def close(self, stats: StatsSnapshot | None) -> None:
+        """Close every opened sink; errors are logged so that the others still close."""
+        final = stats or StatsSnapshot(0.0, 0, 0, {}, {}, {})
+        for sink in self._opened:
+            try:
+                await sink.close(final)
+            except SinkError as exc:
+                logger.error("sink %s did not close cleanly: %s", sink.name, exc)
+        self._opened = []
+
+
+class DeliveryStage(Stage):
+    """Last stage: counts results and their latencies, hands them to the fan-out."""
+
+    inbox_spec = Inbox("results", 64)
+
+    def __init__(self, fanout: FanOut, stats: Callable[[], StatsSnapshot]) -> None:
+        super().__init__()
+        self.fanout = fanout
+        self.stats = stats
+        self.results = 0
+        self._latencies: dict[str, deque[float]] = {}
+
+    def latency_p50(self) -> dict[str, float]:
+        return {k: statistics.median(v) for k, v in self._latencies.items() if v}
+
+    async def process(self, item: Any) -> None:
+        if not isinstance(item, EmotionResult):
+            logger.debug("nothing delivers %s", type(item).__name__)
+            return
+        self.results += 1
+        for stage, seconds in item.latency.items():
+            self._latencies.setdefault(stage, deque(maxlen=LATENCY_WINDOW)).append(seconds)
+        self.fanout.offer(item)
+        self.fanout.update_stats(self.stats())
+
+    async def finish(self, end: EndOfStream) -> None:
+        await self.fanout.end(end)

@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from realtime.synth import SynthesisError, speak, speech_bounds, write_video  # noqa: E402
+from unimse.synth import SynthesisError, speak, speech_bounds, write_video  # noqa: E402
 
 SENTENCES = (
     "The meeting starts at ten tomorrow morning.",

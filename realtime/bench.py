@@ -28,7 +28,7 @@ from realtime.config import Config, ConfigError
 from realtime.messages import EmotionResult, StatsSnapshot
 from realtime.mosquitto import LOOPBACK, find_mosquitto, free_port, write_config
 from realtime.sinks.base import Sink, SinkError
-from realtime.synth import Conversation, ScriptLine, parse_script, synthesize, write_audio
+from unimse.synth import Conversation, ScriptLine, parse_script, synthesize, write_audio
 
 if TYPE_CHECKING:
     from realtime.pipeline import Pipeline

@@ -137,7 +137,7 @@ Ana: That sounds like a wonderful plan.
 
 def make_conversation(path: Path, *, stereo: bool = False):  # type: ignore[no-untyped-def]
     """Synthesise :data:`SCRIPT` with espeak-ng into ``path``; returns the Conversation."""
-    from realtime.synth import parse_script, synthesize, write_audio
+    from unimse.synth import parse_script, synthesize, write_audio
 
     conversation = synthesize(parse_script(SCRIPT), stereo=stereo)
     write_audio(path, conversation.audio)

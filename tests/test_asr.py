@@ -34,7 +34,7 @@ def transcriber() -> Transcriber:
 
 
 def spoken(text: str, voice: str) -> np.ndarray:
-    from realtime.synth import speak
+    from unimse.synth import speak
 
     pad = np.zeros(SAMPLE_RATE // 4, np.float32)
     return np.concatenate([pad, speak(text, voice), pad])

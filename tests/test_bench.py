@@ -12,7 +12,7 @@ from rt_support import FakePredictor
 from realtime.bench import measure_latency, prepare_conversation
 from realtime.config import Config
 from realtime.inference import EmotionModel
-from realtime.synth import parse_script
+from unimse.synth import parse_script
 
 pytestmark = [
     pytest.mark.slow,

@@ -553,7 +553,7 @@ def trained_multimodal_checkpoint() -> Path:
 
 def emodb_as_16k_wav(source: Path, target: Path) -> Path:
     """An EMO-DB file as 16 kHz mono wav, with silence around it so the VAD cuts one utterance."""
-    from realtime.synth import write_audio
+    from unimse.synth import write_audio
     from train.audio_data import read_audio
 
     audio = read_audio(source, trim_zero_padding=True)
@@ -592,7 +592,7 @@ def test_replaying_a_video_with_a_face_uses_video(
 ) -> None:
     from test_features import draw_face
 
-    from realtime.synth import speak, speech_bounds, write_video
+    from unimse.synth import speak, speech_bounds, write_video
 
     speech = speak("I am so happy to see you again today.", "en-us+m3")
     first, last = speech_bounds(speech)

@@ -27,7 +27,7 @@ from rt_support import (
 )
 
 from realtime.serialize import validate
-from realtime.synth import Conversation, parse_script
+from unimse.synth import Conversation, parse_script
 
 pytestmark = [
     pytest.mark.slow,

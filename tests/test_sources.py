@@ -37,7 +37,7 @@ from realtime.pipeline import Pipeline
 from realtime.sources.base import SourceContext, SourceError
 from realtime.sources.files import FileSource
 from realtime.sources.webcam import WebcamSource
-from realtime.synth import Conversation, parse_script
+from unimse.synth import Conversation, parse_script
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
 TURNS = parse_script(SCRIPT)
@@ -176,7 +176,7 @@ def test_containers_decode_to_16_khz(
     import soundfile as sf
 
     from realtime.sources.files import PyAvVideo, open_audio
-    from realtime.synth import speech_bounds
+    from unimse.synth import speech_bounds
 
     original = sf.read(str(conversation[0]), dtype="float32")[0]
     path = tmp_path / name

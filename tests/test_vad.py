@@ -157,7 +157,7 @@ def test_chunk_size_does_not_change_the_result() -> None:
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_webrtcvad_separates_speech_from_silence() -> None:
-    from realtime.synth import speak
+    from unimse.synth import speak
 
     analyzer = WebRtcVadAnalyzer(aggressiveness=2, frame_ms=30)
     speech = (speak("The quick brown fox jumps over the lazy dog.", "en-us") * 32767).astype(

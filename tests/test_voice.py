@@ -18,8 +18,8 @@ import torch
 from conftest import tiny_unimse_config
 
 from realtime.config import AsrOptions
-from realtime.inference import EmotionModel, PendingUtterance
-from realtime.messages import Transcript, Utterance
+from realtime.inference import EmotionModel
+from realtime.messages import PendingUtterance, Transcript, Utterance
 from train.audio_data import load_ravdess, ravdess_fields, trim_silence
 from train.audio_datasets import (
     RAVDESS_SPLITS,
@@ -52,7 +52,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def spoken() -> np.ndarray:
-    from realtime.synth import speak
+    from unimse.synth import speak
 
     return speak("I am so happy to see you again today.", "en-us")
 
@@ -328,7 +328,7 @@ def shipped_voice_checkpoint() -> Path:
 
 @pytest.mark.slow
 def test_replay_of_a_held_out_actor_hears_the_emotions(shared_data: Path, tmp_path: Path) -> None:
-    from realtime.synth import write_audio
+    from unimse.synth import write_audio
     from train.audio_data import RAVDESS_CODES, RAVDESS_LABELS, read_audio
 
     checkpoint = shipped_voice_checkpoint()

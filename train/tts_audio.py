@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.synth import DEFAULT_VOICES, SynthesisError, speak, speech_bounds
+from unimse.synth import DEFAULT_VOICES, SynthesisError, speak, speech_bounds
 from train.unification import DEFAULT_CACHE
 from unimse.config import FeatureSpec
 
@@ -64,7 +64,7 @@ def tts_features(
 ) -> list[np.ndarray | None]:
     """Acoustic features of each text spoken by espeak-ng; None where nothing is audible.
 
-    Raises :class:`~realtime.synth.SynthesisError` when espeak-ng is missing or fails."""
+    Raises :class:`~unimse.synth.SynthesisError` when espeak-ng is missing or fails."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(_spoken_features, t, spec, extract, cache) for t in texts]
         try:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.messages import SAMPLE_RATE
+from unimse.whisper import SAMPLE_RATE
 
 DEFAULT_PAUSE = 1.2
 LEAD_IN = 0.5  # silence before the first turn
@@ -227,11 +227,11 @@ def script_text(lines: Iterable[ScriptLine]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m realtime.synth SCRIPT OUT [--stereo]``: synthesise a script to an audio file."""
+    """``python -m unimse.synth SCRIPT OUT [--stereo]``: synthesise a script to an audio file."""
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m realtime.synth",
+        prog="python -m unimse.synth",
         description="Synthesise a conversation script with espeak-ng (16 kHz; .wav, .flac, .ogg).",
     )
     parser.add_argument("script", type=Path, help="'Speaker: text' lines and '[pause S]' lines")

@@ -8,20 +8,18 @@ names the key.
 
 from __future__ import annotations
 
-import tomllib
-import types
-import typing
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from realtime.sinks.mqtt import MqttOptions
+from realtime.mqtt_options import MqttOptions
+from unimse import typed_config
 
 SINK_NAMES = ("dashboard", "jsonl", "mqtt")
 OVERFLOW_POLICIES = ("auto", "drop", "block")
 
 
-class ConfigError(ValueError):
+class ConfigError(typed_config.TypedConfigError):
     """A configuration file or flag holds an unknown key or an invalid value."""
 
 
@@ -208,89 +206,9 @@ class Config:
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
         """A copy with dotted keys replaced, e.g. ``{"vad.hangover": 0.4}``."""
-        nested: dict[str, Any] = {}
-        for dotted, value in overrides.items():
-            node = nested
-            *parents, leaf = dotted.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-        return _merge(self, nested, "")
-
-
-T = TypeVar("T")
-
-
-def _merge(base: T, data: dict[str, Any], where: str) -> T:
-    """``base`` with the values in ``data`` (a TOML table) applied, checked against its fields."""
-    assert is_dataclass(base) and not isinstance(base, type)
-    known = {f.name: f for f in fields(base)}
-    hints = typing.get_type_hints(type(base))
-    changes: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{where}{key}"
-        if key not in known:
-            raise ConfigError(f"unknown configuration key {name!r}")
-        current = getattr(base, key)
-        if is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{name} must be a table")
-            changes[key] = _merge(current, value, f"{name}.")
-        else:
-            changes[key] = _coerce(value, hints[key], name)
-    try:
-        return replace(base, **changes)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where.rstrip('.') or 'config'}: {exc}") from None
-
-
-def _coerce(value: Any, hint: Any, name: str) -> Any:
-    """Check a TOML/flag value against a field's type; lists become tuples, ints may be floats."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        for option in options:
-            try:
-                return _coerce(value, option, name)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{name} has an invalid value {value!r}")
-    if origin is tuple:
-        if isinstance(value, str) or not isinstance(value, list | tuple):
-            raise ConfigError(f"{name} must be a list")
-        (item_type, _ellipsis) = typing.get_args(hint)
-        return tuple(_coerce(v, item_type, name) for v in value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    base = origin or hint  # os.PathLike[str] -> os.PathLike
-    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-        raise ConfigError(f"{name} must be of type {base.__name__}, got {value!r}")
-    return value
+        return typed_config.with_overrides(self, overrides, ConfigError)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Built-in defaults, then the TOML file (if any), then dotted-key overrides from flags."""
-    config = Config()
-    if path is not None:
-        file = Path(path).expanduser()
-        try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"configuration file not found: {file}") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read configuration file {file}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: invalid TOML: {exc}") from None
-        try:
-            config = _merge(config, data, "")
-        except ConfigError as exc:
-            raise ConfigError(f"{file}: {exc}") from None
-    if overrides:
-        config = config.with_overrides(overrides)
-    return config
+    return typed_config.load(Config(), path, overrides, ConfigError)

@@ -1,17 +1,18 @@
-"""Training run configuration, loaded from ``configs/*.toml`` and validated."""
+"""Training run configuration, loaded from ``configs/*.toml`` by the typed loader
+(:mod:`unimse.typed_config`: an error names its dotted key) and validated."""
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from train.data import AUDIO_DATASETS, DATASETS, FACE_DATASETS
+from unimse import typed_config
 from unimse.config import PMF_SLOTS, UniMSEConfig
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(typed_config.TypedConfigError):
     """A training config file is missing, not TOML, or holds an unknown key or a bad value."""
 
 
@@ -194,41 +195,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
-        unknown = set(raw) - {"model", "data", "train"}
-        if unknown:
-            raise ValueError(f"unknown config sections: {sorted(unknown)}")
-        data_raw = dict(raw.get("data", {}))
-        for key in ("datasets", "dev_datasets"):
-            if key in data_raw:
-                data_raw[key] = tuple(data_raw[key])
-        train_raw = dict(raw.get("train", {}))
-        for key in ("train_only", "init_exclude", "freeze", "reset_pmf"):
-            if key in train_raw:
-                train_raw[key] = tuple(train_raw[key])
-        for section, klass, values in (
-            ("data", DataConfig, data_raw),
-            ("train", OptimConfig, train_raw),
-        ):
-            names = {f.name for f in fields(klass)}
-            bad = set(values) - names
-            if bad:
-                raise ValueError(f"unknown keys in [{section}]: {sorted(bad)}")
-        return cls(
-            model=UniMSEConfig.from_dict(raw.get("model", {})),
-            data=DataConfig(**data_raw),
-            train=OptimConfig(**train_raw),
-        )
+        """The defaults with the tables of a parsed TOML file applied, checked against the types."""
+        return typed_config.merge(cls(), raw, TrainConfigError)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        file = Path(path)
-        if not file.is_file():
-            raise TrainConfigError(f"config file not found: {file}")
-        try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise TrainConfigError(f"{file}: invalid TOML ({exc})") from exc
-        try:
-            return cls.from_dict(raw)
-        except (TypeError, ValueError) as exc:
-            raise TrainConfigError(f"{file}: {exc}") from exc
+        return typed_config.load(cls(), path, error=TrainConfigError)

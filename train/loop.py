@@ -9,7 +9,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from rich.progress import (
 )
 from safetensors.torch import load_file, save_file
 
-from train.augment import EpochAugmenter
+from train.augment import EpochAugmenter, EpochView
 from train.config import TrainConfig, TrainConfigError
 from train.data import AUDIO_DATASETS, FACE_DATASETS, Sample, load_dataset
 from train.evaluate import PRIMARY_METRIC, evaluate
@@ -158,6 +158,71 @@ def _load_optimizer(opt: torch.optim.Optimizer, folder: Path, groups: list[dict[
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+def _new_state() -> dict[str, Any]:
+    return {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": -1, "history": []}
+
+
+def _log_augmentation(epoch: int, view: EpochView) -> None:
+    if view.text_blanked or view.simulated_visual or view.neutral_audio:
+        logger.info(
+            "epoch %d: words blanked on %d samples (modality dropout), SIMULATED "
+            "visual on %d, neutral audio paired with %d",
+            epoch + 1,
+            view.text_blanked,
+            view.simulated_visual,
+            view.neutral_audio,
+        )
+    if view.held_faces or view.unrelated_faces:
+        logger.info(
+            "epoch %d: %d real faces held, an unrelated real face beside %d texts",
+            epoch + 1,
+            view.held_faces,
+            view.unrelated_faces,
+        )
+
+
+def _dev_summary(record: dict[str, Any], improved: bool) -> str:
+    metrics: dict[str, dict[str, float]] = record["dev"]
+    return (
+        f"epoch {record['epoch']}: dev score {record['dev_score']:.2f} "
+        + " ".join(f"{d}:{m[PRIMARY_METRIC[d]]:.2f}" for d, m in metrics.items())
+        + (" (best)" if improved else "")
+    )
+
+
+@dataclass(frozen=True)
+class _Amp:
+    """Mixed precision on CUDA: bf16 where supported, else fp16 with a gradient scaler."""
+
+    enabled: bool
+    dtype: torch.dtype
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def on(cls, device: torch.device, wanted: bool) -> _Amp:
+        enabled = wanted and device.type == "cuda"
+        dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=enabled and dtype == torch.float16)
+        return cls(enabled, dtype, scaler)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one training run works with (built by :meth:`Trainer._prepare`)."""
+
+    model: torch.nn.Module
+    predictor: EmotionPredictor
+    processor: UniMSEProcessor
+    augmenter: EpochAugmenter
+    targets: list[LabelTargets]  # per training sample
+    lengths: list[int]  # token count per training sample (length-bucketed batches)
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    amp: _Amp
+    keep: set[str]  # backbone tensors stored although frozen
+    stage: dict[str, Any]  # staged-training facts stored with the best checkpoint
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, output: Path | None = None) -> None:
         self.config = config
@@ -252,51 +317,69 @@ class Trainer:
         return lambda texts: tts_features(texts, spec, extract)
 
     def run(self, resume: bool = False) -> dict[str, Any]:
-        cfg, tc = self.config, self.config.train
+        """Train; ``best/`` keeps the best dev score, ``last/`` what ``resume`` continues from."""
+        tc = self.config.train
         if tc.init_from:
             resolve_checkpoint(tc.init_from)  # a missing stage-1 checkpoint fails before any work
         seed_everything(tc.seed)
+        self._write_config()
+        unified, dev = self.load_data()
+        run = self._prepare(unified)
+        state = self._resume(run) if resume else _new_state()
+        stale = 0  # evaluations since the dev score last improved
+        with _progress() as progress:
+            for epoch in range(state["epoch"], tc.epochs):
+                if self._out_of_steps(state):
+                    break
+                record = self._train_epoch(run, epoch, state, progress)
+                final = epoch + 1 == tc.epochs or self._out_of_steps(state)
+                evaluated = final or (epoch + 1) % tc.eval_every_epochs == 0
+                if evaluated:
+                    metrics = self._evaluate(run, dev, progress)
+                    record.update(dev=metrics, dev_score=selection_score(metrics))
+                self._append_history(state, record)
+                if evaluated:
+                    improved = self._save_if_best(run, state, record)
+                    stale = 0 if improved else stale + 1
+                    progress.console.print(_dev_summary(record, improved))
+                else:
+                    progress.console.print(
+                        f"epoch {epoch + 1}: no dev evaluation "
+                        f"(every {tc.eval_every_epochs} epochs)"
+                    )
+                state["epoch"] = epoch + 1
+                self._save_last(run, state)
+                if evaluated and stale >= tc.patience:
+                    progress.console.print(f"no dev improvement for {stale} evaluations: stopping")
+                    break
+        return state
+
+    def _write_config(self) -> None:
+        cfg = self.config
         self.output.mkdir(parents=True, exist_ok=True)
         (self.output / "train_config.json").write_text(
             json.dumps(
-                {"model": cfg.model.to_dict(), "data": asdict(cfg.data), "train": asdict(tc)},
+                {
+                    "model": cfg.model.to_dict(),
+                    "data": asdict(cfg.data),
+                    "train": asdict(cfg.train),
+                },
                 indent=2,
             )
             + "\n"
         )
-        unified, dev = self.load_data()
-        model = build_model(cfg.model)
-        init = init_from_checkpoint(model, tc.init_from, tc.init_exclude) if tc.init_from else None
-        if tc.reset_pmf:
-            reset_pmf_inputs(model, tc.reset_pmf)
-        keep = backbone_names_to_store(model, init)  # stage-1 layers, stored although frozen
-        model.to(self.device)
-        no_decay: list[torch.Tensor] = []  # masked weights (preserve_text): no decay
-        if tc.train_only or tc.preserve_text:
-            try:
-                if tc.preserve_text:
-                    no_decay = preserve_text_path(model)
-                else:
-                    apply_train_only(model, tc.train_only)
-            except ValueError as exc:
-                raise TrainConfigError(f"[train] {exc}") from None
-        else:
-            freeze = getattr(model, "freeze_lower", None)
-            if freeze is not None:
-                freeze(tc.trainable_layers)
-        try:
-            freeze_modules(model, tc.freeze)
-        except ValueError as exc:
-            raise TrainConfigError(f"[train] {exc}") from None
+
+    def _prepare(self, unified: list[UnifiedSample]) -> _Run:
+        """The model, the encoded training samples, the optimiser and its schedule."""
+        cfg, tc = self.config, self.config.train
+        model, keep, no_decay = self._build_model()
         predictor = EmotionPredictor(model, self.device, "training", max_batch=tc.eval_batch_size)
         processor: UniMSEProcessor = predictor.processor
         encoded = [processor.format_ids(u.sample.to_input()) for u in unified]
         targets = [targets_for(u, cfg.model.losses.borrowed) for u in unified]
-        inputs = [u.sample.to_input() for u in unified]
-        lengths = [len(ids) for ids, _, _ in encoded]
         augmenter = EpochAugmenter.build(
             unified,
-            inputs,
+            [u.sample.to_input() for u in unified],
             encoded,
             processor.format_ids,
             modality_dropout=tc.modality_dropout,
@@ -307,38 +390,79 @@ class Trainer:
             speak=self._speaker(),
             unrelated_face=cfg.data.unrelated_face,
         )
-        stage = {}
-        if init is not None:
+        opt, sched = self._optimizer(model, no_decay, math.ceil(len(unified) / tc.batch_size))
+        stage: dict[str, Any] = {}
+        if tc.init_from:
             stage = {
                 "init_from": tc.init_from,
                 "train_only": list(tc.train_only),
                 "preserve_text": tc.preserve_text,
             }
+        return _Run(
+            model=model,
+            predictor=predictor,
+            processor=processor,
+            augmenter=augmenter,
+            targets=targets,
+            lengths=[len(ids) for ids, _, _ in encoded],
+            opt=opt,
+            sched=sched,
+            amp=_Amp.on(self.device, tc.amp),
+            keep=keep,
+            stage=stage,
+        )
 
+    def _build_model(self) -> tuple[torch.nn.Module, set[str], list[torch.Tensor]]:
+        """The model on the device with what must not train frozen; also the backbone tensors
+        to store although frozen and the masked weights that get no weight decay."""
+        cfg, tc = self.config, self.config.train
+        model = build_model(cfg.model)
+        init = init_from_checkpoint(model, tc.init_from, tc.init_exclude) if tc.init_from else None
+        if tc.reset_pmf:
+            reset_pmf_inputs(model, tc.reset_pmf)
+        keep = backbone_names_to_store(model, init)  # stage-1 layers, stored although frozen
+        model.to(self.device)
+        if not (tc.preserve_text or tc.train_only):
+            freeze = getattr(model, "freeze_lower", None)
+            if freeze is not None:
+                freeze(tc.trainable_layers)
+        no_decay: list[torch.Tensor] = []  # masked weights (preserve_text): no decay
+        try:
+            if tc.preserve_text:
+                no_decay = preserve_text_path(model)
+            elif tc.train_only:
+                apply_train_only(model, tc.train_only)
+            freeze_modules(model, tc.freeze)
+        except ValueError as exc:
+            raise TrainConfigError(f"[train] {exc}") from None
+        return model, keep, no_decay
+
+    def _optimizer(
+        self, model: torch.nn.Module, no_decay: list[torch.Tensor], steps_per_epoch: int
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        """AdamW over what trains (backbone and new modules at their own rates), linear warmup
+        then linear decay to zero."""
+        tc = self.config.train
         masked = {id(p) for p in no_decay}
-        backbone_params = [
-            p
-            for n, p in model.named_parameters()
-            if p.requires_grad and n.startswith(BACKBONE_PREFIX) and id(p) not in masked
-        ]
-        new_params = [
-            p
-            for n, p in model.named_parameters()
-            if p.requires_grad and not n.startswith(BACKBONE_PREFIX) and id(p) not in masked
+        trainable = [
+            (n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in masked
         ]
         groups: list[dict[str, Any]] = [
-            {"params": backbone_params, "lr": tc.lr_backbone},
-            {"params": new_params, "lr": tc.lr_new},
+            {
+                "params": [p for n, p in trainable if n.startswith(BACKBONE_PREFIX)],
+                "lr": tc.lr_backbone,
+            },
+            {
+                "params": [p for n, p in trainable if not n.startswith(BACKBONE_PREFIX)],
+                "lr": tc.lr_new,
+            },
         ]
         if no_decay:
             groups.append({"params": no_decay, "lr": tc.lr_backbone, "weight_decay": 0.0})
         opt = torch.optim.AdamW(groups, weight_decay=tc.weight_decay)
-        steps_per_epoch = math.ceil(len(unified) / tc.batch_size)
-        total = (
-            steps_per_epoch * tc.epochs
-            if not tc.max_steps
-            else min(tc.max_steps, steps_per_epoch * tc.epochs)
-        )
+        total = steps_per_epoch * tc.epochs
+        if tc.max_steps:
+            total = min(tc.max_steps, total)
         warmup = int(total * tc.warmup_ratio)
 
         def lr_lambda(step: int) -> float:
@@ -346,190 +470,131 @@ class Trainer:
                 return (step + 1) / max(1, warmup)
             return max(0.0, (total - step) / max(1, total - warmup))
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-        use_amp = tc.amp and self.device.type == "cuda"
-        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
 
-        state: dict[str, Any] = {
-            "epoch": 0,
-            "step": 0,
-            "best_score": -math.inf,
-            "best_epoch": -1,
-            "history": [],
+    def _out_of_steps(self, state: dict[str, Any]) -> bool:
+        max_steps = self.config.train.max_steps
+        return bool(max_steps and state["step"] >= max_steps)
+
+    def _train_epoch(
+        self, run: _Run, epoch: int, state: dict[str, Any], progress: Progress
+    ) -> dict[str, Any]:
+        """One pass over the epoch's (augmented) training samples; returns its history record."""
+        tc = self.config.train
+        rng = np.random.default_rng(tc.seed + epoch)
+        torch.manual_seed(tc.seed + epoch)
+        batches = bucketed_batches(run.lengths, tc.batch_size, rng)
+        view = run.augmenter.epoch(tc.seed + epoch)
+        _log_augmentation(epoch, view)
+        task = progress.add_task(f"epoch {epoch + 1}/{tc.epochs}", total=len(batches), info="")
+        run.model.train()
+        running: dict[str, float] = {}
+        t0 = time.perf_counter()
+        for i, idx in enumerate(batches):
+            if self._out_of_steps(state):
+                break
+            batch = run.processor.collate(
+                [view.encoded[j] for j in idx],
+                [view.inputs[j] for j in idx],
+                [run.targets[j] for j in idx],
+            )
+            loss, parts = self._step(run, batch)
+            run.sched.step()
+            state["step"] += 1
+            for k, v in parts.items():
+                running[k] = 0.98 * running.get(k, v) + 0.02 * v
+            running["loss"] = 0.98 * running.get("loss", loss) + 0.02 * loss
+            progress.update(task, advance=1, info=f"loss {running['loss']:.3f}")
+            if (i + 1) % 50 == 0:
+                logger.info(
+                    "epoch %d step %d/%d loss %.4f (%.2f s/step)",
+                    epoch + 1,
+                    i + 1,
+                    len(batches),
+                    running["loss"],
+                    (time.perf_counter() - t0) / (i + 1),
+                )
+        return {
+            "epoch": epoch + 1,
+            "step": state["step"],
+            "train_seconds": round(time.perf_counter() - t0, 1),
+            "train_loss": running,
         }
-        last = self.output / "last"
-        if resume:
-            if not (last / "trainer_state.json").is_file():
-                raise ValueError(f"nothing to resume in {self.output} (no last/trainer_state.json)")
-            saved = json.loads((last / "trainer_state.json").read_text())
-            restored = load_checkpoint(last, device=self.device)
-            model.load_state_dict(restored.state_dict())
-            _load_optimizer(opt, last, saved.pop("optimizer")["param_groups"])
-            sched.last_epoch = saved["step"]
-            state = saved
-            logger.info("resumed from epoch %d, step %d", state["epoch"], state["step"])
 
-        def save_last() -> None:
-            save_checkpoint(model, last, half=False, keep=keep)
-            snapshot = dict(state, optimizer=_save_optimizer(opt, last))
-            (last / "trainer_state.json").write_text(json.dumps(snapshot, indent=2) + "\n")
-
-        stale = 0
-        with _progress() as progress:
-            for epoch in range(state["epoch"], tc.epochs):
-                if tc.max_steps and state["step"] >= tc.max_steps:
-                    break
-                rng = np.random.default_rng(tc.seed + epoch)
-                torch.manual_seed(tc.seed + epoch)
-                batches = bucketed_batches(lengths, tc.batch_size, rng)
-                view = augmenter.epoch(tc.seed + epoch)
-                if view.text_blanked or view.simulated_visual or view.neutral_audio:
-                    logger.info(
-                        "epoch %d: words blanked on %d samples (modality dropout), SIMULATED "
-                        "visual on %d, neutral audio paired with %d",
-                        epoch + 1,
-                        view.text_blanked,
-                        view.simulated_visual,
-                        view.neutral_audio,
-                    )
-                if view.held_faces or view.unrelated_faces:
-                    logger.info(
-                        "epoch %d: %d real faces held, an unrelated real face beside %d texts",
-                        epoch + 1,
-                        view.held_faces,
-                        view.unrelated_faces,
-                    )
-                task = progress.add_task(
-                    f"epoch {epoch + 1}/{tc.epochs}", total=len(batches), info=""
-                )
-                model.train()
-                running: dict[str, float] = {}
-                t0 = time.perf_counter()
-                for i, idx in enumerate(batches):
-                    if tc.max_steps and state["step"] >= tc.max_steps:
-                        break
-                    batch = processor.collate(
-                        [view.encoded[j] for j in idx],
-                        [view.inputs[j] for j in idx],
-                        [targets[j] for j in idx],
-                    )
-                    loss, parts = self._step(model, batch, opt, scaler, use_amp, amp_dtype)
-                    sched.step()
-                    state["step"] += 1
-                    for k, v in parts.items():
-                        running[k] = 0.98 * running.get(k, v) + 0.02 * v
-                    running["loss"] = 0.98 * running.get("loss", loss) + 0.02 * loss
-                    progress.update(task, advance=1, info=f"loss {running['loss']:.3f}")
-                    if (i + 1) % 50 == 0:
-                        logger.info(
-                            "epoch %d step %d/%d loss %.4f (%.2f s/step)",
-                            epoch + 1,
-                            i + 1,
-                            len(batches),
-                            running["loss"],
-                            (time.perf_counter() - t0) / (i + 1),
-                        )
-                train_seconds = time.perf_counter() - t0
-                final = epoch + 1 == tc.epochs or bool(
-                    tc.max_steps and state["step"] >= tc.max_steps
-                )
-                if (epoch + 1) % tc.eval_every_epochs and not final:
-                    record = {
-                        "epoch": epoch + 1,
-                        "step": state["step"],
-                        "train_seconds": round(train_seconds, 1),
-                        "train_loss": running,
-                    }
-                    state["history"].append(record)
-                    with (self.output / "history.jsonl").open("a", encoding="utf-8") as fh:
-                        fh.write(json.dumps(record) + "\n")
-                    progress.console.print(
-                        f"epoch {epoch + 1}: no dev evaluation "
-                        f"(every {tc.eval_every_epochs} epochs)"
-                    )
-                    state["epoch"] = epoch + 1
-                    save_last()
-                    continue
-                model.eval()
-                metrics = self._evaluate(predictor, dev, progress)
-                model.train()
-                score = selection_score(metrics)
-                record = {
-                    "epoch": epoch + 1,
-                    "step": state["step"],
-                    "train_seconds": round(train_seconds, 1),
-                    "train_loss": running,
-                    "dev": metrics,
-                    "dev_score": score,
-                }
-                state["history"].append(record)
-                with (self.output / "history.jsonl").open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                improved = score > state["best_score"]
-                if improved:
-                    state["best_score"], state["best_epoch"] = score, epoch + 1
-                    save_checkpoint(
-                        model,
-                        self.output / "best",
-                        metrics={"dev": metrics},
-                        extra={
-                            "epoch": epoch + 1,
-                            "dev_score": score,
-                            "selection": "dev only",
-                            **stage,
-                        },
-                        keep=keep,
-                    )
-                    stale = 0
-                else:
-                    stale += 1
-                progress.console.print(
-                    f"epoch {epoch + 1}: dev score {score:.2f} "
-                    + " ".join(f"{d}:{m[PRIMARY_METRIC[d]]:.2f}" for d, m in metrics.items())
-                    + (" (best)" if improved else "")
-                )
-                state["epoch"] = epoch + 1
-                save_last()
-                if stale >= tc.patience:
-                    progress.console.print(f"no dev improvement for {stale} evaluations: stopping")
-                    break
-        return state
-
-    def _step(
-        self,
-        model: torch.nn.Module,
-        batch: ModelBatch,
-        opt: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler,
-        use_amp: bool,
-        amp_dtype: torch.dtype,
-    ) -> tuple[float, dict[str, float]]:
+    def _step(self, run: _Run, batch: ModelBatch) -> tuple[float, dict[str, float]]:
         batch = batch.to(self.device)
-        with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
-            out = model(batch)
+        with torch.autocast(self.device.type, dtype=run.amp.dtype, enabled=run.amp.enabled):
+            out = run.model(batch)
         assert out.loss is not None
-        opt.zero_grad(set_to_none=True)
+        run.opt.zero_grad(set_to_none=True)
+        scaler = run.amp.scaler
         scaler.scale(out.loss).backward()
-        scaler.unscale_(opt)
+        scaler.unscale_(run.opt)
         torch.nn.utils.clip_grad_norm_(
-            [p for g in opt.param_groups for p in g["params"]], self.config.train.grad_clip
+            [p for g in run.opt.param_groups for p in g["params"]], self.config.train.grad_clip
         )
-        scaler.step(opt)
+        scaler.step(run.opt)
         scaler.update()
         return float(out.loss.detach()), {k: float(v.detach()) for k, v in out.losses.items()}
 
+    def _append_history(self, state: dict[str, Any], record: dict[str, Any]) -> None:
+        state["history"].append(record)
+        with (self.output / "history.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def _save_if_best(self, run: _Run, state: dict[str, Any], record: dict[str, Any]) -> bool:
+        """Write ``best/`` when the epoch's dev score beats every earlier one (dev-only
+        selection); returns whether it did."""
+        improved = bool(record["dev_score"] > state["best_score"])
+        if improved:
+            state["best_score"], state["best_epoch"] = record["dev_score"], record["epoch"]
+            save_checkpoint(
+                run.model,
+                self.output / "best",
+                metrics={"dev": record["dev"]},
+                extra={
+                    "epoch": record["epoch"],
+                    "dev_score": record["dev_score"],
+                    "selection": "dev only",
+                    **run.stage,
+                },
+                keep=run.keep,
+            )
+        return improved
+
+    def _save_last(self, run: _Run, state: dict[str, Any]) -> None:
+        """``last/``: model, optimiser and trainer state, all that ``resume`` needs."""
+        last = self.output / "last"
+        save_checkpoint(run.model, last, half=False, keep=run.keep)
+        snapshot = dict(state, optimizer=_save_optimizer(run.opt, last))
+        (last / "trainer_state.json").write_text(json.dumps(snapshot, indent=2) + "\n")
+
+    def _resume(self, run: _Run) -> dict[str, Any]:
+        """Model, optimiser, schedule and trainer state as the last finished epoch left them."""
+        last = self.output / "last"
+        if not (last / "trainer_state.json").is_file():
+            raise ValueError(f"nothing to resume in {self.output} (no last/trainer_state.json)")
+        state: dict[str, Any] = json.loads((last / "trainer_state.json").read_text())
+        restored = load_checkpoint(last, device=self.device)
+        run.model.load_state_dict(restored.state_dict())
+        _load_optimizer(run.opt, last, state.pop("optimizer")["param_groups"])
+        run.sched.last_epoch = state["step"]
+        logger.info("resumed from epoch %d, step %d", state["epoch"], state["step"])
+        return state
+
     def _evaluate(
-        self, predictor: EmotionPredictor, dev: dict[str, list[Sample]], progress: Progress
+        self, run: _Run, dev: dict[str, list[Sample]], progress: Progress
     ) -> dict[str, dict[str, float]]:
+        run.model.eval()
         results = {}
         for name, samples in dev.items():
             task = progress.add_task(f"dev {name}", total=len(samples), info="")
             results[name] = evaluate(
-                predictor,
+                run.predictor,
                 name,
                 samples,
                 self.config.train.eval_batch_size,
                 progress=partial(_advance, progress, task),
             )
+        run.model.train()
         return results

@@ -173,7 +173,8 @@ def test_audio_features_can_be_switched_off() -> None:
 
 
 def test_no_audio_features_flag_reaches_the_config() -> None:
-    from realtime.cli import build_config, build_parser
+    from realtime.cli import build_parser
+    from realtime.cli.commands import build_config
 
     args = build_parser().parse_args(["replay", "x.wav", "--no-audio-features"])
     assert build_config(args).inference.audio is False

@@ -96,3 +96,20 @@ def test_devices_lists_inputs_and_cameras(capsys: pytest.CaptureFixture[str]) ->
     assert main(["devices"]) == 0
     out = capsys.readouterr().out
     assert "Audio inputs" in out and "Cameras" in out
+
+
+def test_help_defaults_come_from_the_configuration() -> None:
+    """Every "(default X)" of a configuration flag is the dataclass default, written once."""
+    from realtime.cli.options import describe_default
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    checked = 0
+    for name in ("live", "replay"):
+        for action in commands.choices[name]._actions:
+            if "." not in action.dest or "(default " not in (action.help or ""):
+                continue
+            assert f"(default {describe_default(action.dest)}" in action.help, action.dest
+            assert "{default}" not in action.help
+            checked += 1
+    assert checked >= 20

@@ -41,7 +41,6 @@ from train.audio_datasets import (
     select_split,
     transcript_of,
 )
-from train.evaluate import predict_all
 from train.metrics import pearson, unweighted_accuracy
 from train.unification import DEFAULT_CACHE
 from unimse.inference import EmotionPredictor
@@ -112,8 +111,8 @@ def categorical_metrics(
     dataset = samples[0].dataset if samples else EMODB
     classes = MELD_EMOTIONS if dataset == RAVDESS else EMODB_CLASSES
     truth = [true_class(s) for s in samples]
-    preds = predict_all(
-        predictor, audio_inputs(predictor, samples, None, cache_dir), batch_size, progress
+    preds = predictor.predict(
+        audio_inputs(predictor, samples, None, cache_dir), batch_size=batch_size, progress=progress
     )
     result: dict[str, float] = {"n": float(len(samples))}
     for key, value in unweighted_accuracy(
@@ -129,11 +128,10 @@ def categorical_metrics(
     if known:
         fused_samples = [samples[i] for i in known]
         texts = [transcript_of(s) or "" for s in fused_samples]
-        fused = predict_all(
-            predictor,
+        fused = predictor.predict(
             audio_inputs(predictor, fused_samples, texts, cache_dir),
-            batch_size,
-            progress,
+            batch_size=batch_size,
+            progress=progress,
         )
         result["n_fused"] = float(len(known))
         for key, value in unweighted_accuracy(
@@ -153,8 +151,8 @@ def speech_av_metrics(
     """Correlations of predictions (audio only) with annotated valence and arousal."""
     if len(samples) < 2:
         raise ValueError("speech_av evaluation needs at least 2 clips")
-    preds = predict_all(
-        predictor, audio_inputs(predictor, samples, None, cache_dir), batch_size, progress
+    preds = predictor.predict(
+        audio_inputs(predictor, samples, None, cache_dir), batch_size=batch_size, progress=progress
     )
     valence = [s.valence or 0.0 for s in samples]
     arousal = [s.arousal or 0.0 for s in samples]

@@ -1,4 +1,4 @@
-"""`emotrack train` and `emotrack eval` (registered by the `emotrack` console script)."""
+"""`emotrack train`, `eval` and `calibrate` (entry-point group ``emotrack.commands``)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ DEFAULT_DATA_DIR = Path("../shared/data")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors of `train`/`eval` that mean bad input: the CLI prints them as one line."""
-    from train.config import TrainConfigError
+    """Errors of `train`/`eval`/`calibrate` that mean bad input: the CLI prints them as one line."""
     from train.data import DataError
+    from unimse.errors import user_errors as model_errors
 
-    return (DataError, TrainConfigError)
+    return (DataError, *model_errors())
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -48,7 +48,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="folder laid out like ../shared/data (overrides [data].data_dir)",
     )
     train.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
-    train.set_defaults(handler=run_train)
+    train.set_defaults(handler=run_train, user_errors=user_errors)
 
     ev = subparsers.add_parser(
         "eval",
@@ -95,7 +95,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     ev.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: 64)")
     ev.add_argument("--json", action="store_true", help="end with one JSON line of all metrics")
-    ev.set_defaults(handler=run_eval)
+    ev.set_defaults(handler=run_eval, user_errors=user_errors)
 
     cal = subparsers.add_parser(
         "calibrate",
@@ -133,7 +133,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--data-dir", type=Path, help="folder laid out like ../shared/data (default: that)"
     )
     cal.add_argument("--json", action="store_true", help="end with one JSON line of the result")
-    cal.set_defaults(handler=run_calibrate)
+    cal.set_defaults(handler=run_calibrate, user_errors=user_errors)
 
 
 def _branch_scale(value: str) -> str | float:

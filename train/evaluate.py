@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from train.data import Sample
 from train.metrics import classification_metrics, regression_metrics, unweighted_accuracy
 from unimse.inference import EmotionPredictor
-from unimse.inputs import ModelInput
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS
 from unimse.prediction import Prediction
 
@@ -32,27 +31,12 @@ def predict_samples(
         range(len(samples)),
         key=lambda i: len(samples[i].text) + sum(len(t.text) for t in samples[i].context[-2:]),
     )
-    ordered = predict_all(predictor, [samples[i].to_input() for i in order], batch_size, progress)
+    inputs = [samples[i].to_input() for i in order]
+    ordered = predictor.predict(inputs, batch_size=batch_size, progress=progress)
     preds: list[Prediction | None] = [None] * len(samples)
     for i, p in zip(order, ordered, strict=True):
         preds[i] = p
     return [p for p in preds if p is not None]
-
-
-def predict_all(
-    predictor: EmotionPredictor,
-    inputs: Sequence[ModelInput],
-    batch_size: int,
-    progress: Callable[[int], None] | None = None,
-) -> list[Prediction]:
-    """Predictions for ``inputs`` in their order, ``batch_size`` at a time."""
-    out: list[Prediction] = []
-    for start in range(0, len(inputs), batch_size):
-        chunk = inputs[start : start + batch_size]
-        out += predictor.predict(chunk)
-        if progress is not None:
-            progress(len(chunk))
-    return out
 
 
 def dataset_metrics(

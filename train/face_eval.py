@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from train.data import DataError
-from train.evaluate import predict_all
 from train.face_data import (
     FACE_CLASSES,
     FACE_SPEAKER,
@@ -118,7 +117,8 @@ def face_eval_metrics(
             )
             for i in range(len(samples))
         ]
-        predicted = [p.emotion for p in predict_all(predictor, inputs, batch_size, progress)]
+        predictions = predictor.predict(inputs, batch_size=batch_size, progress=progress)
+        predicted = [p.emotion for p in predictions]
         result.update({f"{name}_{k}": v for k, v in face_metrics(truth, predicted).items()})
     text_alone = predictor.predict([ModelInput(text=NEUTRAL_TEXT, speaker=FACE_SPEAKER)])[0]
     result["text_alone_emotion"] = text_alone.emotion

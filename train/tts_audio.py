@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from unimse.synth import DEFAULT_VOICES, SynthesisError, speak, speech_bounds
 from train.unification import DEFAULT_CACHE
 from unimse.config import FeatureSpec
+from unimse.synth import DEFAULT_VOICES, SynthesisError, speak, speech_bounds
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -93,10 +93,19 @@ class EmotionPredictor:
         return tuple(used)
 
     @torch.inference_mode()
-    def predict(self, inputs: Sequence[ModelInput]) -> list[Prediction]:
+    def predict(
+        self,
+        inputs: Sequence[ModelInput],
+        *,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Prediction]:
+        """Predictions for ``inputs`` in their order, ``batch_size`` (default ``max_batch``) at a
+        time; ``progress`` is told how many each batch held."""
+        size = batch_size or self.max_batch
         results: list[Prediction] = []
-        for start in range(0, len(inputs), self.max_batch):
-            chunk = inputs[start : start + self.max_batch]
+        for start in range(0, len(inputs), size):
+            chunk = inputs[start : start + size]
             batch = self.processor.encode(chunk).to(self.device)
             if self.half:
                 for name in ("acoustic", "visual"):
@@ -107,4 +116,6 @@ class EmotionPredictor:
             results.extend(
                 outputs_to_predictions(out, self.config, [self.modalities_of(x) for x in chunk])
             )
+            if progress is not None:
+                progress(len(chunk))
         return results

@@ -1,0 +1,77 @@
+"""The ``emotrack`` command: one front door for every subcommand.
+
+Subcommands are discovered through the ``emotrack.commands`` entry-point group: each package that
+offers commands registers a function ``add_commands(subparsers)`` in ``pyproject.toml``
+(``realtime`` the streaming ones, ``train`` training and evaluation), so this package imports no
+other package's command code. Each subcommand sets ``handler`` (returns the exit code) and
+``user_errors`` (the errors that mean bad input: one line on stderr, exit 2).
+
+Configuration comes from built-in defaults, then ``--config FILE`` (TOML, see
+``configs/default.toml``), then flags. Logging handlers are configured here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+
+from realtime.cli.logs import configure_logging
+
+logger = logging.getLogger(__name__)
+
+COMMAND_GROUP = "emotrack.commands"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+Registrar = Callable[[argparse._SubParsersAction], None]
+
+
+def command_registrars() -> list[Registrar]:
+    """Every installed package's ``add_commands``, the streaming commands first."""
+    found = sorted(
+        entry_points(group=COMMAND_GROUP), key=lambda ep: (ep.name != "realtime", ep.name)
+    )
+    if not any(ep.name == "realtime" for ep in found):  # run from a source tree not installed
+        from realtime.cli.commands import add_commands
+
+        return [add_commands, *(ep.load() for ep in found)]
+    return [ep.load() for ep in found]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emotrack",
+        description="Streaming conversation emotion tracker: speech -> transcript -> emotion, "
+        "live or from recordings, to a terminal dashboard, MQTT and JSON lines.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    parser.add_argument("--log-file", metavar="FILE", help="also write the log to FILE")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_commands in command_registrars():
+        add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet, args.log_file)
+    user_errors = args.user_errors() if hasattr(args, "user_errors") else ()
+    try:
+        return int(args.handler(args))
+    except user_errors as exc:
+        print(f"emotrack: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("emotrack: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except asyncio.CancelledError:
+        print("emotrack: aborted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,246 @@
+"""``emotrack live``, ``replay``, ``devices`` and ``bench``: the streaming commands.
+
+Registered through the ``emotrack.commands`` entry-point group (see ``pyproject.toml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from realtime.cli.options import add_config_option, session_options
+from realtime.cli.session import run_session
+from realtime.config import Config, ConfigError, load_config
+
+logger = logging.getLogger(__name__)
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+SAMPLE_AUDIO = SAMPLES / "conversation.flac"
+SAMPLE_SCRIPT = SAMPLES / "conversation.txt"
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add the streaming commands to the ``emotrack`` parser."""
+    from realtime.bench import add_latency_arguments
+
+    live = commands.add_parser(
+        "live",
+        help="track a live conversation from the microphone (and camera)",
+        description="Track a live conversation. Without any audio input device, the bundled "
+        "sample conversation is replayed instead (with a notice). Ctrl-C stops capture; what "
+        "was already said is still processed, then a summary is printed.",
+    )
+    capture = live.add_argument_group("capture")
+    add_config_option(
+        capture,
+        "--audio-device",
+        dest="sources.audio_device",
+        metavar="NAME|INDEX",
+        help="audio input by index or name substring (default: system default; see "
+        "`emotrack devices`)",
+    )
+    add_config_option(
+        capture,
+        "--camera",
+        dest="sources.camera",
+        nargs="?",
+        const="0",
+        metavar="INDEX|FILE",
+        help="also use a camera (index, default 0) or a video file standing in for one",
+    )
+    add_config_option(
+        capture,
+        "--camera-fps",
+        dest="sources.camera_fps",
+        type=float,
+        metavar="FPS",
+        help="camera frames kept per second (default {default})",
+    )
+    capture.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help="stop the microphone after S seconds of capture (default: at Ctrl-C)",
+    )
+    session_options(live)
+    live.set_defaults(handler=cmd_live, user_errors=user_errors)
+
+    replay = commands.add_parser(
+        "replay",
+        help="replay an audio/video file or a recorded session folder",
+        description="Replay a recording through the same stages as live capture: wav, flac, "
+        "ogg, mp3, m4a, aac, opus, mp4, mkv, webm, mov, avi, or a folder written by --record "
+        "(which is segmented with the options it was recorded with).",
+    )
+    replay.add_argument("path", metavar="PATH", help="media file or session folder")
+    add_config_option(
+        replay,
+        "--speed",
+        dest="replay.speed",
+        metavar="SPEED",
+        help="realtime, max (as fast as possible) or a factor such as 2 (default {default})",
+    )
+    replay.add_argument("--no-video", action="store_true", help="ignore the file's video track")
+    add_config_option(
+        replay,
+        "--video-fps",
+        dest="sources.camera_fps",
+        type=float,
+        metavar="FPS",
+        help="video frames kept per second (default {default})",
+    )
+    session_options(replay)
+    replay.set_defaults(handler=cmd_replay, user_errors=user_errors)
+
+    devices = commands.add_parser(
+        "devices",
+        help="list audio inputs and cameras",
+        description="List audio input devices and cameras.",
+    )
+    devices.set_defaults(handler=cmd_devices, user_errors=user_errors)
+
+    bench = commands.add_parser(
+        "bench", help="benchmarks", description="Benchmarks of the streaming pipeline."
+    )
+    bench_commands = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    latency = bench_commands.add_parser(
+        "latency",
+        help="end-to-end latency on a synthesised conversation, via a local MQTT broker",
+        description="Replays a synthesised conversation with known speech end times at real-time "
+        "pace and measures each stage and the end-to-end latency (true end of speech -> result "
+        "received by an MQTT subscriber on a Mosquitto broker started on a free loopback port). "
+        "Prints p50 / p95 / max, with the VAD hangover reported separately.",
+    )
+    add_latency_arguments(latency)
+    session_options(latency, bench=True)
+    latency.set_defaults(handler=cmd_bench_latency, user_errors=user_errors)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input or setup: printed as one line, not a traceback."""
+    from realtime.sinks.base import SinkError
+    from realtime.sources.base import SourceError
+    from unimse.errors import user_errors as model_errors
+
+    return (ConfigError, SourceError, SinkError, *model_errors())
+
+
+def build_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Config:
+    """Defaults, then --config, then ``base`` overrides (a session's manifest), then flags."""
+    overrides: dict[str, Any] = dict(base or {})
+    overrides.update({k: v for k, v in vars(args).items() if "." in k or k == "session"})
+    output = getattr(args, "output", None)
+    if output is not None:
+        overrides["sinks.jsonl.path"] = output
+        if "sinks.enabled" not in overrides:
+            overrides["sinks.enabled"] = ["jsonl"]
+    if "sinks.enabled" in overrides:  # --sink a --sink a: keep one
+        overrides["sinks.enabled"] = list(dict.fromkeys(overrides["sinks.enabled"]))
+    config = load_config(getattr(args, "config", None), overrides)
+    sinks = config.sinks
+    if (
+        "dashboard" in sinks.enabled
+        and "jsonl" in sinks.enabled
+        and sinks.jsonl.path in (None, "-")
+    ):
+        raise ConfigError(
+            "the dashboard and JSON lines cannot share standard output: give --output FILE"
+        )
+    return config
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from realtime.sources.base import NoInputDevice, SourceError
+    from realtime.sources.microphone import MicrophoneSource, find_input_device
+    from realtime.sources.webcam import WebcamSource
+
+    config = build_config(args)
+    sources = config.sources
+    try:
+        find_input_device(sources.audio_device)
+    except NoInputDevice:
+        if sources.audio_device is not None:
+            raise SourceError(
+                f"no audio input device at all (asked for {sources.audio_device!r})"
+            ) from None
+        return _replay_sample(args, config)
+    except OSError as exc:  # PortAudio itself is missing
+        raise SourceError(f"cannot use audio input: {exc}") from None
+    source = MicrophoneSource(
+        sources.audio_device,
+        channels_as_speakers=sources.channels_as_speakers,
+        block_ms=sources.block_ms,
+        duration=args.duration,
+    )
+    camera = WebcamSource(sources.camera, fps=sources.camera_fps) if sources.camera else None
+    return run_session(config, source, camera)
+
+
+def _replay_sample(args: argparse.Namespace, config: Config) -> int:
+    from realtime.sources.files import FileSource
+    from unimse.synth import parse_script
+
+    speakers = tuple(
+        dict.fromkeys(
+            line.speaker for line in parse_script(SAMPLE_SCRIPT.read_text(encoding="utf-8"))
+        )
+    )
+    print(
+        f"emotrack: no audio input device found; replaying the bundled sample conversation "
+        f"({SAMPLE_AUDIO.name}: {', '.join(speakers)}, one per channel) at real time instead.",
+        file=sys.stderr,
+    )
+    config = config.with_overrides(
+        {
+            "sources.speakers": list(speakers),
+            "sources.channels_as_speakers": True,
+            "replay.speed": "realtime",
+        }
+    )
+    return run_session(config, FileSource(SAMPLE_AUDIO, channels_as_speakers=True, video=False))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from realtime.sources.files import FileSource
+    from realtime.sources.session import (
+        SessionSource,
+        is_session_folder,
+        read_manifest,
+        session_overrides,
+    )
+
+    if is_session_folder(args.path):
+        manifest = read_manifest(args.path)
+        if not manifest.complete:
+            logger.warning(
+                "session %s was not closed cleanly; replaying what it holds", manifest.folder
+            )
+        config = build_config(args, session_overrides(manifest))
+        source: Any = SessionSource(
+            manifest, video=not args.no_video, fps=config.sources.camera_fps
+        )
+    else:
+        config = build_config(args)
+        source = FileSource(
+            args.path,
+            channels_as_speakers=config.sources.channels_as_speakers,
+            video=not args.no_video,
+            fps=config.sources.camera_fps,
+        )
+    return run_session(config, source)
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from realtime.devices import describe_devices
+
+    print(describe_devices())
+    return 0
+
+
+def cmd_bench_latency(args: argparse.Namespace) -> int:
+    from realtime.bench import run_latency_command
+
+    return run_latency_command(args, build_config(args))

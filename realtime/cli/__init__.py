@@ -63,10 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet, args.log_file)
-    user_errors = args.user_errors() if hasattr(args, "user_errors") else ()
     try:
         return int(args.handler(args))
-    except user_errors as exc:
+    except Exception as exc:
+        # The error types are looked up only now: finding them imports the model code.
+        if not isinstance(exc, args.user_errors()):
+            raise
         print(f"emotrack: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

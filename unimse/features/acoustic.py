@@ -33,10 +33,11 @@ per-utterance statistics, so a feature means the same thing in training and live
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
+from typing import Any
 
-import librosa
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -58,11 +59,26 @@ SILENCE_DBFS = -90.0
 VOICING_THRESHOLD = 0.5
 _AMIN = 10.0 ** (FLOOR_DB / 10.0)
 _FREQS = np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE)
-_MEL = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=20.0, fmax=8000.0)
-_WINDOW = librosa.filters.get_window("hann", WIN, fftbins=True)
 _LAG_MIN = int(SAMPLE_RATE // F0_MAX)
 _LAG_MAX = int(np.ceil(SAMPLE_RATE / F0_MIN))
 _PITCH_FFT = 1024  # >= PITCH_FRAME + _LAG_MAX: no circular wrap-around
+
+
+
+@functools.cache
+def _librosa() -> Any:
+    """librosa, imported on first use: it pulls in scipy.signal (seconds at start-up)."""
+    import librosa
+
+    return librosa
+
+
+@functools.cache
+def _mel_and_window() -> tuple[np.ndarray, np.ndarray]:
+    filters = _librosa().filters
+    mel = filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=20.0, fmax=8000.0)
+    return mel, filters.get_window("hann", WIN, fftbins=True)
+
 
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"mfcc{i}" for i in range(N_MFCC)),
@@ -122,7 +138,7 @@ def _frames(audio: np.ndarray, length: int) -> np.ndarray:
     """(T, length) centred frames every HOP samples, zero padded: T = 1 + len(audio) // HOP."""
     padded = np.pad(audio, (length // 2, length // 2 + HOP))
     count = 1 + len(audio) // HOP
-    return librosa.util.frame(padded, frame_length=length, hop_length=HOP, axis=0)[:count]
+    return _librosa().util.frame(padded, frame_length=length, hop_length=HOP, axis=0)[:count]
 
 
 def _level_normalise(frames: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, float]:
@@ -171,11 +187,12 @@ def raw_features(audio: np.ndarray) -> np.ndarray:
 
     stft_frames = _frames(audio, N_FFT)  # 512-sample frames with the 400-sample window centred
     offset = (N_FFT - WIN) // 2
-    windowed = stft_frames[:, offset : offset + WIN].astype(np.float64) * _WINDOW
+    mel, window = _mel_and_window()
+    windowed = stft_frames[:, offset : offset + WIN].astype(np.float64) * window
     power = np.abs(np.fft.rfft(windowed, n=N_FFT, axis=1)) ** 2  # (T, 257)
 
-    log_mel = 10.0 * np.log10(np.maximum(power @ _MEL.T, _AMIN))
-    mfcc = librosa.feature.mfcc(S=log_mel.T, n_mfcc=N_MFCC).T
+    log_mel = 10.0 * np.log10(np.maximum(power @ mel.T, _AMIN))
+    mfcc = _librosa().feature.mfcc(S=log_mel.T, n_mfcc=N_MFCC).T
 
     energy = 10.0 * np.log10(
         np.maximum(np.mean(pitch_frames[:, HOP // 2 : HOP // 2 + HOP] ** 2, axis=1), _AMIN)
@@ -192,7 +209,7 @@ def raw_features(audio: np.ndarray) -> np.ndarray:
     rolloff = _FREQS[np.argmax(cumulative >= 0.85 * np.maximum(total, 1e-12), axis=1)]
     safe_power = np.maximum(power, _AMIN * 1e-4)
     flatness = np.exp(np.mean(np.log(safe_power), axis=1)) / np.mean(safe_power, axis=1)
-    contrast = librosa.feature.spectral_contrast(
+    contrast = _librosa().feature.spectral_contrast(
         S=magnitude.T, sr=SAMPLE_RATE, n_fft=N_FFT, n_bands=5, fmin=200.0
     ).T
 

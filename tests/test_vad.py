@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,14 @@ from realtime.config import VadOptions
 from realtime.frames import FrameAttachStage, VideoMergeStage
 from realtime.messages import SAMPLE_RATE, AudioChunk, EndOfStream, Utterance, VideoFrame
 from realtime.recorder import RecorderTapStage
-from realtime.vad import SegmentationStage, SpeechSegment, VadSegmenter, WebRtcVadAnalyzer
+from realtime.vad import (
+    QUIET_S,
+    SegmentationStage,
+    SpeechSegment,
+    VadSegmenter,
+    WebRtcVadAnalyzer,
+    to_pcm16,
+)
 
 FRAME_S = 0.03
 
@@ -168,6 +176,98 @@ def test_webrtcvad_separates_speech_from_silence() -> None:
     voiced = sum(analyzer.is_speech(f) for f in frames) / len(frames)
     assert voiced > 0.6
     assert not analyzer.is_speech(np.zeros(n, dtype=np.int16))
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "realtime" / "samples" / "conversation.flac"
+# The bundled sample mixed to mono, as webrtcvad (aggressiveness 2, 30 ms) segmented it before its
+# models were renewed: the renewal must not change a short stream.
+SAMPLE_SEGMENTS = [
+    (0.48, 5.58),
+    (6.96, 11.22),
+    (12.6, 16.74),
+    (18.12, 21.48),
+    (22.86, 27.9),
+    (29.28, 32.07),
+    (33.45, 37.26),
+    (38.67, 42.03),
+]
+
+
+def sample_mono() -> np.ndarray:
+    import soundfile as sf
+
+    audio, rate = sf.read(str(SAMPLE), dtype="float32", always_2d=True)
+    assert rate == SAMPLE_RATE
+    return audio.mean(axis=1).astype(np.float32)  # as the file source mixes it
+
+
+def segment_copies(audio: np.ndarray, copies: int) -> list[list[tuple[float, float]]]:
+    """(start, end) of the segments of each copy, in copy time, ``copies`` copies in one stream."""
+    vad = VadSegmenter(VadOptions())  # the real webrtcvad analyser
+    n = len(audio)
+    segments: list[SpeechSegment] = []
+    for copy in range(copies):
+        for offset in range(0, n, SAMPLE_RATE):
+            t = (copy * n + offset) / SAMPLE_RATE
+            segments += vad.push(audio[offset : offset + SAMPLE_RATE], t, arrived=t)
+    segments += vad.flush()
+    length = n / SAMPLE_RATE
+    per_copy: list[list[tuple[float, float]]] = [[] for _ in range(copies)]
+    for s in segments:
+        copy = int(s.start // length)
+        per_copy[copy].append((round(s.start - copy * length, 2), round(s.end - copy * length, 2)))
+    return per_copy
+
+
+def test_the_bundled_sample_segments_as_before() -> None:
+    assert segment_copies(sample_mono(), 1) == [SAMPLE_SEGMENTS]
+
+
+def test_webrtcvad_does_not_drift_on_digital_silence_in_a_long_stream() -> None:
+    """23 minutes of the sample in one stream: every copy splits into the same eight turns.
+
+    Without renewal, webrtcvad's models drifted on the sample's digital silence until copy 28
+    (minute 20) on merged the first two turns (all 49 frames of silence between them "speech").
+    """
+    per_copy = segment_copies(sample_mono(), 32)
+    assert [len(segments) for segments in per_copy] == [len(SAMPLE_SEGMENTS)] * 32
+    assert per_copy[0] == SAMPLE_SEGMENTS
+    # From the second copy on, webrtcvad has adapted to the stream (one end moves by a frame) and
+    # stays there.
+    assert per_copy[-1] == per_copy[1]
+
+
+def test_webrtcvad_is_renewed_only_after_digital_silence() -> None:
+    import webrtcvad
+
+    tone = to_pcm16(pcm((1.0, True)))
+    silence = np.zeros(round(0.5 * SAMPLE_RATE), np.int16)
+    stream = np.concatenate([tone, silence] * 20)  # 30 s
+    analyzer = WebRtcVadAnalyzer(renew_after=4.0)
+    plain = webrtcvad.Vad(2)
+    n = analyzer.frame_samples
+    frames = [stream[i : i + n] for i in range(0, len(stream) - n + 1, n)]
+    renewed_at = []
+    same_until_renewed = True
+    for index, frame in enumerate(frames):
+        before = analyzer.renewals
+        decision = analyzer.is_speech(frame)
+        if analyzer.renewals > before:
+            renewed_at.append(index)
+        if not renewed_at:
+            same_until_renewed &= decision == plain.is_speech(frame.tobytes(), SAMPLE_RATE)
+    assert same_until_renewed
+    assert len(renewed_at) >= 5
+    quiet = round(QUIET_S / FRAME_S)
+    for index in renewed_at:  # inside a silence, at least QUIET_S after it began
+        assert not any(frame.any() for frame in frames[index - quiet + 1 : index + 1])
+    # The one in use had seen at least 4 s, the standby 2 s, and there is a quiet point every 1.5 s.
+    assert 4.0 <= renewed_at[0] * FRAME_S < 4.0 + 2 * 1.5
+
+    always_loud = WebRtcVadAnalyzer(renew_after=4.0)
+    for frame in [f for f in frames if f.any()]:
+        always_loud.is_speech(frame)
+    assert always_loud.renewals == 0
 
 
 class TapRecorder:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
@@ -176,6 +177,7 @@ def make_result(
         prediction=prediction,
         latency={stage: max(0.0, seconds) for stage, seconds in latency.items()},
         model_version=model_version,
+        timestamp=datetime.now(UTC),
     )
 
 

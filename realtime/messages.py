@@ -8,6 +8,7 @@ are seconds from the start of the session's audio.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -93,6 +94,8 @@ class EmotionResult(Message):
     prediction: Prediction
     latency: dict[str, float]  # seconds per stage: vad, asr, inference, total
     model_version: str
+    # Wall-clock (UTC) time the result was made: every sink publishes this one timestamp.
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC), compare=False)
 
     @property
     def emotion(self) -> str:

@@ -51,7 +51,8 @@ def _probabilities(probs: Mapping[str, float]) -> dict[str, float]:
 def result_to_dict(result: EmotionResult, *, timestamp: datetime | None = None) -> dict[str, Any]:
     """The JSON-ready form of ``result`` (plain ``str``/``int``/``float``/``list``/``dict``).
 
-    ``timestamp`` defaults to now; pass one to get reproducible output.
+    ``timestamp`` defaults to the time the result was made (:attr:`EmotionResult.timestamp`), so
+    every sink publishes the same one; pass one to get reproducible output.
     """
     return {
         "schema_version": SCHEMA_VERSION,
@@ -70,7 +71,7 @@ def result_to_dict(result: EmotionResult, *, timestamp: datetime | None = None) 
         "modalities": list(result.modalities),
         "latency": {str(stage): float(seconds) for stage, seconds in result.latency.items()},
         "model_version": result.model_version,
-        "timestamp": utc_timestamp(timestamp),
+        "timestamp": utc_timestamp(result.timestamp if timestamp is None else timestamp),
     }
 
 

@@ -17,6 +17,12 @@ logger = logging.getLogger("realtime.sinks.mqtt")  # the sink's logger, as befor
 
 _FORBIDDEN_IN_TOPIC = ("+", "#", "\x00")
 
+#: Where results wait for the broker's acknowledgement unless ``spool_dir`` says otherwise. Spelled
+#: with ``~`` so that configuration files can repeat it; ``$XDG_STATE_HOME``, when set, replaces
+#: ``~/.local/state`` in it (see :meth:`MqttOptions.spool_directory`).
+DEFAULT_SPOOL_DIR = "~/.local/state/emotrack/mqtt-spool"
+_XDG_STATE_DEFAULT = "~/.local/state"
+
 
 @dataclass(frozen=True, kw_only=True)
 class MqttOptions:
@@ -43,7 +49,8 @@ class MqttOptions:
         keepalive: seconds between keepalive pings; the broker declares the client gone (and
             publishes the last will) after 1.5 times this without traffic.
         qos: QoS of result messages (status messages always use QoS 1).
-        buffer_size: results kept while disconnected; the oldest are dropped beyond this.
+        buffer_size: results kept in memory while disconnected. Beyond this, further results
+            wait only in the spool; without a spool the oldest are dropped.
         status_interval: minimum seconds between status updates driven by new counters
             (0 disables them; connect and close still publish a status).
         reconnect_min: first reconnect delay in seconds; it doubles after every failure.
@@ -53,6 +60,10 @@ class MqttOptions:
         close_timeout: seconds :meth:`MqttSink.close` waits to deliver what is buffered.
         fail_fast: make :meth:`MqttSink.open` fail if the first connection attempt fails; if
             false, the sink starts anyway and buffers until the broker is reachable.
+        spool_dir: directory of the on-disk spool (one SQLite file per session) that keeps every
+            result until the broker acknowledged it, so that results survive emotrack being
+            killed or the power failing; delivered first when the same session starts again.
+            ``None`` or ``""`` turns it off (results then wait only in memory).
     """
 
     host: str = "localhost"
@@ -76,6 +87,7 @@ class MqttOptions:
     timeout: float = 10.0
     close_timeout: float = 5.0
     fail_fast: bool = True
+    spool_dir: str | os.PathLike[str] | None = DEFAULT_SPOOL_DIR
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -116,6 +128,20 @@ class MqttOptions:
 
     def status_topic(self, session: str) -> str:
         return f"{self.prefix}/{session}/status"
+
+    def spool_directory(self) -> Path | None:
+        """The spool directory, ``~`` expanded, or ``None`` when the spool is off.
+
+        The default follows the XDG base directory convention: ``$XDG_STATE_HOME/emotrack/
+        mqtt-spool`` when that variable is set, ``~/.local/state/emotrack/mqtt-spool`` otherwise.
+        """
+        if self.spool_dir is None or os.fspath(self.spool_dir) == "":
+            return None
+        spool_dir = os.fspath(self.spool_dir)
+        state_home = os.environ.get("XDG_STATE_HOME", "")
+        if spool_dir == DEFAULT_SPOOL_DIR and os.path.isabs(state_home):
+            spool_dir = state_home + spool_dir.removeprefix(_XDG_STATE_DEFAULT)
+        return Path(spool_dir).expanduser()
 
     def resolve_password(self) -> str | None:
         """Read the password from its environment variable or file; raises :class:`SinkError`."""

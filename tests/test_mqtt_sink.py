@@ -1,4 +1,8 @@
-"""MQTT sink against a real Mosquitto broker: order, QoS 1, retained status, will, reconnects."""
+"""MQTT sink against a real Mosquitto broker: order, QoS 1, retained status, will, reconnects.
+
+The spool (on by default) is tested in ``test_mqtt_spool.py``; here it lives in a temporary
+``XDG_STATE_HOME`` so that no test writes to the real home directory.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,11 @@ from realtime.sinks import MqttOptions, MqttSink, SinkError
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 30.0  # generous: CI machines can be loaded
 PASSWORD_VARIABLE = "EMOTRACK_TEST_MQTT_PASSWORD"
+
+
+@pytest.fixture(autouse=True)
+def _spool_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # child processes inherit it
 
 
 def unique_prefix() -> str:
@@ -57,6 +66,17 @@ async def collect(client: aiomqtt.Client, count: int) -> list[aiomqtt.Message]:
             if len(messages) == count:
                 break
     return messages
+
+
+async def seqs_until(client: aiomqtt.Client, last: int) -> list[int]:
+    """The ``seq`` of every result message, up to and including the first with ``seq == last``."""
+    seqs: list[int] = []
+    async with asyncio.timeout(TIMEOUT):
+        async for message in client.messages:
+            seqs.append(payload(message)["seq"])
+            if seqs[-1] == last:
+                return seqs
+    return seqs
 
 
 async def retained_status(host: str, port: int, topic: str) -> tuple[dict[str, Any], bool]:
@@ -221,7 +241,8 @@ async def test_reconnects_and_delivers_what_was_buffered(mosquitto: MosquittoBro
     host, port = mosquitto.address
     prefix = unique_prefix()
     sub_id = f"persistent-{uuid.uuid4().hex[:8]}"
-    sink = MqttSink(session="s4", options=fast_options(host, port, prefix, buffer_size=5))
+    options = fast_options(host, port, prefix, buffer_size=5, spool_dir=None)  # memory only
+    sink = MqttSink(session="s4", options=options)
     # A persistent session: the broker queues QoS 1 messages for it while it is away.
     async with subscriber(host, port, identifier=sub_id, clean_session=False) as sub:
         await sub.subscribe(f"{prefix}/+/utterance", qos=1)
@@ -239,19 +260,44 @@ async def test_reconnects_and_delivers_what_was_buffered(mosquitto: MosquittoBro
 
     await mosquitto.astart()
     await asyncio.wait_for(sink.wait_connected(), TIMEOUT)
-    after: list[int] = []
     async with subscriber(host, port, identifier=sub_id, clean_session=False) as sub:
-        async with asyncio.timeout(TIMEOUT):
-            async for message in sub.messages:
-                after.append(payload(message)["seq"])
-                if after[-1] == 9:
-                    break
+        after = await seqs_until(sub, 9)
         await sink.close(stats_factory(results=10))
     # QoS 1 is at least once: the broker may deliver 0 or 1 again if their acknowledgement was
     # cut off when the subscriber left; everything new arrives once, in order.
     assert [seq for seq in after if seq >= 2] == [5, 6, 7, 8, 9]
     assert set(after) - {5, 6, 7, 8, 9} <= {0, 1}
     assert sink.reconnects == 1 and sink.sent == 7 and sink.unsent == 0
+
+
+async def test_delivery_resumes_promptly_when_the_broker_returns(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """Not after the back-off sleep: the sink probes the broker's port while it waits."""
+    host, port = mosquitto.address
+    prefix = unique_prefix()
+    sub_id = f"persistent-{uuid.uuid4().hex[:8]}"
+    # Real back-off settings: after a few seconds down, the sink sleeps 2-5 s between attempts.
+    options = fast_options(host, port, prefix, reconnect_min=0.2, reconnect_max=30.0)
+    sink = MqttSink(session="s8", options=options)
+    async with subscriber(host, port, identifier=sub_id, clean_session=False) as sub:
+        await sub.subscribe(f"{prefix}/+/utterance", qos=1)
+    await sink.open()
+    mosquitto.stop()
+    await asyncio.wait_for(sink.wait_disconnected(), TIMEOUT)
+    await sink.publish(result_factory(seq=0, session="s8"))
+    await asyncio.sleep(3.5)  # failed attempts at about 0, 0.2, 0.6, 1.4 and 3.0 s: next at 6.2
+
+    loop = asyncio.get_running_loop()
+    restarted = loop.time()
+    await mosquitto.astart()
+    async with subscriber(host, port, identifier=sub_id, clean_session=False) as sub:
+        (message,) = await collect(sub, 1)
+        delay = loop.time() - restarted
+        await sink.close(stats_factory(results=1))
+    assert payload(message)["seq"] == 0
+    print(f"broker restart -> first result delivered: {delay:.2f} s")
+    assert delay < 1.5
 
 
 async def test_open_fails_fast_with_a_one_line_error() -> None:
@@ -295,6 +341,22 @@ async def test_close_gives_up_after_close_timeout_and_counts_unsent() -> None:
     await sink.publish(result_factory(seq=0, session="s6"))
     await sink.close(stats_factory())
     assert sink.unsent == 1 and sink.sent == 0
+
+
+async def test_close_with_no_time_to_deliver_returns_at_once() -> None:
+    """close_timeout = 0 while reconnecting: the cancellation must not get lost (it used to
+    hang, on Python 3.11, when it met the close request inside asyncio.wait_for)."""
+    for attempt in range(6):
+        session = f"s9-{attempt}"
+        sink = MqttSink(
+            session=session,
+            options=fast_options("127.0.0.1", free_port(), "p", fail_fast=False, close_timeout=0),
+        )
+        await sink.open()
+        await sink.publish(result_factory(seq=0, session=session))
+        await asyncio.sleep(0.03 * attempt)  # meet the reconnect loop at different points
+        await asyncio.wait_for(sink.close(stats_factory()), 5.0)
+        assert sink.unsent == 1
 
 
 def _password_file(tmp_path: Path, user: str, password: str) -> Path:
@@ -444,7 +506,7 @@ def test_options_are_validated(settings: dict[str, Any], message: str) -> None:
 
 def test_options_are_keyword_only_and_topics_are_derived() -> None:
     with pytest.raises(TypeError):
-        MqttOptions("localhost")  # type: ignore[misc]
+        MqttOptions("localhost")  # type: ignore[call-arg]
     opts = MqttOptions(prefix="home/emotrack")
     assert opts.utterance_topic("abc") == "home/emotrack/abc/utterance"
     assert opts.status_topic("abc") == "home/emotrack/abc/status"

@@ -181,6 +181,16 @@ def _output_options(parser: argparse.ArgumentParser, general: Any) -> None:
         const=True,
         help="do not verify the broker's certificate (testing only)",
     )
+    add_config_option(
+        sinks,
+        "--mqtt-spool",
+        dest="sinks.mqtt.spool_dir",
+        metavar="DIR",
+        help="keep results until the broker acknowledged them in DIR (one file per session), so "
+        "they survive a crash and are delivered first when the same --session runs again; "
+        "'' keeps them only in memory (default {default}, $XDG_STATE_HOME replacing "
+        "~/.local/state when set)",
+    )
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:

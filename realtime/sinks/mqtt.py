@@ -4,8 +4,10 @@ Topics, for a prefix ``P`` (default ``emotrack``) and a session ``S``:
 
 ``P/S/utterance``
     One JSON result message (see ``realtime/schemas/emotion_result.v1.json``) per result, QoS 1,
-    in pipeline order. Delivery is at least once: after a reconnect the message that was in flight
-    is sent again, so a subscriber may see a ``seq`` twice and should ignore repeats.
+    in pipeline order. Delivery is at least once: after a reconnect, or when a session is started
+    again after a crash, a message whose acknowledgement had not arrived is sent again, so a
+    subscriber may see a ``seq`` twice and should ignore repeats (de-duplicate on
+    ``(session, seq)``).
 ``P/S/status``
     Retained JSON ``{"state": "online" | "offline", "stats": {...}, ...}``. ``online`` is published
     on every (re)connection and, at most every ``status_interval`` seconds, when the pipeline's
@@ -13,9 +15,27 @@ Topics, for a prefix ``P`` (default ``emotrack``) and a session ``S``:
     (the last will) if the connection drops without a clean close.
 
 The connection is owned by one task that the sink starts in :meth:`MqttSink.open`. It reconnects
-with exponential backoff; while disconnected, results wait in a bounded buffer and the oldest are
-dropped (and counted) when it is full. While connected, :meth:`MqttSink.publish` waits for room
-instead, so a slow broker pushes back into the pipeline's queue for this sink.
+with exponential backoff; while it waits, it probes the broker's TCP port (at most every 0.5 s)
+and reconnects at once when a port that was closed accepts connections again.
+
+Where results wait until the broker acknowledged them (QoS 1 PUBACK):
+
+* **The spool** (``spool_dir``, on by default): every result is written to an SQLite file of its
+  session (see :mod:`realtime.sinks.spool`), committed and fsynced, before it is handed to the
+  connection, and removed once the broker acknowledged it. What the broker never acknowledged
+  survives emotrack being killed and a power loss; when the same session starts again, the sink
+  delivers those results first, in their original order, then the new ones. Nothing is dropped
+  while the spool works: results beyond ``buffer_size`` wait on disk only.
+* **Memory**: at most ``buffer_size`` results, the next ones to send. Without a spool this is the
+  only place: while disconnected the oldest are dropped (and counted) when it is full.
+
+While connected, :meth:`MqttSink.publish` waits when the memory buffer is full (and nothing waits
+on disk), so a slow broker pushes back into the pipeline's queue for this sink.
+
+What can still be lost: with the spool off, what is in memory when emotrack dies, and what is
+dropped from a full buffer. With the spool on, if it cannot be opened (a one-line warning at open)
+or a write fails (disk full, I/O error: a warning), the sink carries on as without a spool from
+then on. With QoS 0 a result leaves the spool once written to the socket, acknowledged or not.
 """
 
 from __future__ import annotations
@@ -23,10 +43,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import random
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import aiomqtt
 
@@ -34,8 +59,14 @@ from realtime.messages import EmotionResult, StatsSnapshot
 from realtime.mqtt_options import MqttOptions, check_topic_part
 from realtime.serialize import SCHEMA_VERSION, result_to_dict, stats_to_dict, to_json, utc_timestamp
 from realtime.sinks.base import Sink, SinkError
+from realtime.sinks.spool import Spool, SpoolBusy, Spooled, SpoolError, other_sessions
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: While reconnecting, the broker's TCP port is probed at most this often (seconds).
+PROBE_INTERVAL = 0.5
 
 
 @dataclass(frozen=True)
@@ -43,6 +74,7 @@ class _Outgoing:
     topic: str
     payload: bytes
     seq: int
+    row: int | None = None  # the spool's row id, once written there
 
 
 class MqttSink(Sink):
@@ -54,7 +86,10 @@ class MqttSink(Sink):
         name: the sink's name in logs and counters.
 
     Counters (read them at any time): ``sent``, ``dropped`` (discarded from a full buffer while
-    disconnected), ``unsent`` (still buffered when :meth:`close` gave up), ``reconnects``.
+    disconnected, which happens only without a working spool), ``unsent`` (still waiting when
+    :meth:`close` gave up; with a spool they stay in it for the next run of the session),
+    ``reconnects``, ``recovered`` (results of an earlier run of the session found in the spool
+    at open and delivered first).
     """
 
     def __init__(self, *, session: str, options: MqttOptions | None = None, name: str = "mqtt"):
@@ -66,7 +101,20 @@ class MqttSink(Sink):
         self.dropped = 0
         self.unsent = 0
         self.reconnects = 0
+        self.recovered = 0
         self._buffer: collections.deque[_Outgoing] = collections.deque()
+        # The spool and its one worker thread (every spool call runs there, in call order).
+        self._spool: Spool | None = None
+        self._spool_writable = False
+        self._executor: ThreadPoolExecutor | None = None
+        # Results only on disk: ``_backlog`` rows with ``_loaded_upto < row <= _disk_tail``, all
+        # newer than every result in memory; the connection task moves them into memory in order.
+        self._backlog = 0
+        self._loaded_upto = 0
+        self._disk_tail = 0
+        self._loading = asyncio.Lock()  # one move from disk to memory at a time
+        self._acked: list[int] = []  # delivered rows not yet removed from the spool
+        self._removing: asyncio.Future[None] | None = None
         self._stats: StatsSnapshot | None = None
         self._stats_dirty = False
         self._last_status_at = 0.0
@@ -92,7 +140,13 @@ class MqttSink(Sink):
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        """Results waiting for the broker, in memory and (only there) in the spool."""
+        return len(self._buffer) + self._backlog
+
+    @property
+    def spool_path(self) -> Path | None:
+        """The session's spool file while the sink is open with a spool, else ``None``."""
+        return None if self._spool is None else self._spool.path
 
     @property
     def status_topic(self) -> str:
@@ -114,6 +168,7 @@ class MqttSink(Sink):
         opts = self.options
         password = opts.resolve_password()
         tls_context = await asyncio.to_thread(opts.build_tls_context) if opts.use_tls else None
+        await self._open_spool()
         self._client_kwargs = {
             "hostname": opts.host,
             "port": opts.port,
@@ -144,6 +199,7 @@ class MqttSink(Sink):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await self._close_spool()
             raise
 
     async def publish(self, result: EmotionResult) -> None:
@@ -155,6 +211,18 @@ class MqttSink(Sink):
             payload=to_json(result_to_dict(result)).encode(),
             seq=result.seq,
         )
+        if self._spool_writable:
+            size = self.options.buffer_size
+            while self._connected and not self._backlog and len(self._buffer) >= size:
+                self._space.clear()
+                await self._space.wait()
+                self._check_running()
+            stored = await self._store(item)
+            if stored is not None:
+                if self._backlog or len(self._buffer) >= size:
+                    self._to_backlog(stored)
+                    return
+                item = stored
         while len(self._buffer) >= self.options.buffer_size:
             if not self._connected:
                 lost = self._buffer.popleft()
@@ -192,20 +260,22 @@ class MqttSink(Sink):
         try:
             await asyncio.wait_for(task, timeout=self.options.close_timeout)
         except TimeoutError:
-            self.unsent = len(self._buffer)
+            self.unsent = self.buffered
             logger.warning(
-                "%s: could not deliver to %s:%d within %.1f s; %d results unsent",
+                "%s: could not deliver to %s:%d within %.1f s; %d results unsent%s",
                 self.name,
                 self.options.host,
                 self.options.port,
                 self.options.close_timeout,
                 self.unsent,
+                "" if self._spool is None else " (kept in the spool, see below)",
             )
         except Exception as exc:
             raise SinkError(f"{self.name}: MQTT connection task failed: {exc!r}") from exc
         finally:
             self._task = None
             self._set_connected(False)
+            await self._close_spool()
         logger.info(
             "%s: closed (%d sent, %d dropped, %d unsent, %d reconnects)",
             self.name,
@@ -214,6 +284,174 @@ class MqttSink(Sink):
             self.unsent,
             self.reconnects,
         )
+
+    # -- spool ------------------------------------------------------------------------------
+
+    async def _in_spool_thread(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+
+    async def _open_spool(self) -> None:
+        directory = self.options.spool_directory()
+        if directory is None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-spool")
+        try:
+            spool, pending, last = await self._in_spool_thread(
+                Spool.open_with_backlog, directory, self.session
+            )
+        except SpoolBusy as exc:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise SinkError(f"{self.name}: {exc}") from None
+        except (SpoolError, OSError, sqlite3.Error) as exc:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            logger.warning(
+                "%s: %s; results wait only in memory and are lost if emotrack dies", self.name, exc
+            )
+            return
+        self._spool, self._spool_writable = spool, True
+        self.recovered = self._backlog = pending
+        self._loaded_upto, self._disk_tail = 0, last
+        if pending:
+            logger.info(
+                "%s: %d results of session %s that an earlier run could not deliver are in the "
+                "spool %s; delivering them first",
+                self.name,
+                pending,
+                self.session,
+                spool.path,
+            )
+        others = await self._in_spool_thread(other_sessions, directory, self.session)
+        if others:
+            logger.info(
+                "%s: the spool %s also holds undelivered results of %d other sessions; they are "
+                "delivered when emotrack runs again with that --session",
+                self.name,
+                directory,
+                len(others),
+            )
+
+    async def _close_spool(self) -> None:
+        spool, executor = self._spool, self._executor
+        if spool is None or executor is None:
+            return
+        while self._removing is not None:  # the last delivered rows, in as few batches as may be
+            await asyncio.wait([self._removing])
+        try:
+            left = await self._in_spool_thread(spool.close)
+        except sqlite3.Error as exc:
+            left = -1
+            logger.warning("%s: cannot close the spool %s: %s", self.name, spool.path, exc)
+        finally:
+            self._spool, self._spool_writable, self._executor = None, False, None
+            executor.shutdown(wait=False)
+        if left:
+            logger.warning(
+                "%s: undelivered results (%s) stay in the spool %s; they are delivered when "
+                "emotrack runs again with --session %s",
+                self.name,
+                "unknown number" if left < 0 else left,
+                spool.path,
+                self.session,
+            )
+
+    async def _store(self, item: _Outgoing) -> _Outgoing | None:
+        """``item`` written to the spool (with its row id), or ``None`` if the spool failed."""
+        assert self._spool is not None
+        try:
+            row = await self._in_spool_thread(
+                self._spool.append, item.topic, item.seq, item.payload
+            )
+        except (OSError, sqlite3.Error) as exc:
+            await self._spool_failed(f"cannot write to the spool {self._spool.path}: {exc}")
+            return None
+        return dataclasses.replace(item, row=row)
+
+    def _to_backlog(self, item: _Outgoing) -> None:
+        assert item.row is not None
+        if not self._backlog:
+            self._loaded_upto = item.row - 1  # every older row is in memory or delivered
+        self._backlog += 1
+        self._disk_tail = item.row
+        self._wake.set()
+
+    async def _spool_failed(self, reason: str) -> None:
+        """Carry on without writing to the spool; what waits only on disk moves into memory."""
+        self._spool_writable = False
+        logger.warning(
+            "%s: %s; from now on results wait only in memory and are lost if emotrack dies",
+            self.name,
+            reason,
+        )
+        if not self._backlog:
+            return
+        dropped = self.dropped
+        await self._load_backlog(limit=-1)
+        if self._backlog:  # unreadable
+            self.dropped += self._backlog
+            self._backlog = 0
+            self._loaded_upto = self._disk_tail
+        while not self._connected and len(self._buffer) > self.options.buffer_size:
+            self._buffer.popleft()
+            self.dropped += 1
+        if self.dropped > dropped:
+            logger.warning(
+                "%s: %d results dropped (they stay in the spool file for a later run)",
+                self.name,
+                self.dropped - dropped,
+            )
+
+    async def _load_backlog(self, limit: int) -> None:
+        """Move the oldest results that wait only on disk into memory (at most ``limit``)."""
+        assert self._spool is not None
+        async with self._loading:
+            if not self._backlog:
+                return
+            upto = self._disk_tail
+            try:
+                rows = await self._in_spool_thread(
+                    self._spool.load, after=self._loaded_upto, upto=upto, limit=limit
+                )
+            except (OSError, sqlite3.Error) as exc:
+                error: Exception | None = exc
+            else:
+                error = None
+                self._took_from_disk(rows, upto)
+        if error is not None and self._spool_writable:
+            await self._spool_failed(f"cannot read the spool {self._spool.path}: {error}")
+
+    def _took_from_disk(self, rows: list[Spooled], upto: int) -> None:
+        self._buffer.extend(_Outgoing(r.topic, r.payload, r.seq, r.row) for r in rows)
+        self._backlog -= len(rows)
+        self._loaded_upto = rows[-1].row if rows else upto
+        if not rows and self._backlog:  # cannot happen while this process holds the lock
+            logger.warning("%s: %d results missing from the spool", self.name, self._backlog)
+            self.dropped += self._backlog
+            self._backlog = 0
+
+    def _acknowledged(self, row: int) -> None:
+        """The broker has ``row``: remove it from the spool, batched, without waiting for it."""
+        self._acked.append(row)
+        if self._removing is None:
+            self._remove_acknowledged()
+
+    def _remove_acknowledged(self) -> None:
+        if self._spool is None or not self._acked:
+            return
+        rows, self._acked = self._acked, []
+        self._removing = asyncio.ensure_future(self._in_spool_thread(self._spool.remove, rows))
+        self._removing.add_done_callback(self._removed)
+
+    def _removed(self, future: asyncio.Future[None]) -> None:
+        self._removing = None
+        exc = None if future.cancelled() else future.exception()
+        if exc is not None:
+            # Harmless for a de-duplicating subscriber: the rows are delivered again next time.
+            logger.warning("%s: cannot remove delivered results from the spool: %s", self.name, exc)
+        self._remove_acknowledged()  # what was acknowledged meanwhile, in one batch
 
     # -- connection task --------------------------------------------------------------------
 
@@ -240,7 +478,7 @@ class MqttSink(Sink):
         else:
             self._up.clear()
             self._down.set()
-        self._space.set()  # waiters re-check: a disconnected sink drops instead of waiting
+        self._space.set()  # waiters re-check: a disconnected sink spools or drops, never waits
         if connected:
             self._drop_warned = False
 
@@ -267,7 +505,7 @@ class MqttSink(Sink):
                         )
                         return
                     logger.warning(
-                        "%s: %s MQTT broker %s:%d (%s); retrying in %.1f s",
+                        "%s: %s MQTT broker %s:%d (%s); retrying in at most %.1f s",
                         self.name,
                         "lost connection to" if was_connected else "cannot connect to",
                         opts.host,
@@ -281,13 +519,58 @@ class MqttSink(Sink):
             self._set_connected(False)
 
     async def _backoff(self, delay: float) -> None:
-        delay *= 1.0 + 0.2 * random.random()
-        if self._close_requested.is_set():
-            await asyncio.sleep(delay)
-            return
-        # A close request cuts the wait short once, for a last attempt to deliver.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._close_requested.wait(), timeout=delay)
+        """Wait ``delay`` (plus jitter) before reconnecting, or less: a close request cuts the
+        wait short once, for a last attempt to deliver, and so does a broker that is back.
+
+        The broker's port is probed at once and then every :data:`PROBE_INTERVAL` seconds while
+        it refuses connections; when it accepts them again, the wait ends. A port that accepts
+        connections from the start (the broker refused the MQTT connection itself, for example
+        the credentials) is not probed again: the full delay applies, so the broker is not
+        hammered.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay * (1.0 + 0.2 * random.random())
+        close_cuts_short = not self._close_requested.is_set()
+        probing, port_was_closed = True, False
+        while True:
+            if probing:
+                if await self._port_open(timeout=PROBE_INTERVAL):
+                    if port_was_closed:
+                        logger.info("%s: the broker accepts connections again", self.name)
+                        return
+                    probing = False  # open all along: wait the full delay
+                else:
+                    port_was_closed = True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            step = min(remaining, PROBE_INTERVAL) if probing else remaining
+            if not close_cuts_short:
+                await asyncio.sleep(step)
+                continue
+            # Not asyncio.wait_for: on Python 3.11 it can swallow the cancellation that close()
+            # sends when its close_timeout is over, if the close request arrives at that moment.
+            close = asyncio.ensure_future(self._close_requested.wait())
+            try:
+                done, _ = await asyncio.wait({close}, timeout=step)
+            finally:
+                close.cancel()
+            if done:
+                return
+
+    async def _port_open(self, timeout: float) -> bool:
+        """Whether a TCP connection to the broker's port succeeds (closed at once, no MQTT)."""
+        try:
+            async with asyncio.timeout(timeout):
+                _reader, writer = await asyncio.open_connection(
+                    self.options.host, self.options.port
+                )
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
 
     def _on_connected(self) -> None:
         self._set_connected(True)
@@ -305,30 +588,64 @@ class MqttSink(Sink):
         """Deliver buffered results in order until closing; raises MqttError on disconnection."""
         watcher = asyncio.create_task(self._watch(client), name=f"{self.name}:watch")
         try:
-            await self._publish_status(client, "online", reason="connected")
+            await self._publish_status(client, watcher, "online", reason="connected")
             while True:
                 self._wake.clear()
-                while self._buffer:
+                while self._buffer or self._backlog:
                     if watcher.done():
                         watcher.result()
+                    if not self._buffer:
+                        await self._load_backlog(limit=self.options.buffer_size)
+                        continue
                     item = self._buffer.popleft()
                     self._space.set()
                     try:
-                        await client.publish(item.topic, item.payload, qos=self.options.qos)
+                        await self._send(
+                            client, watcher, item.topic, item.payload, self.options.qos
+                        )
                     except BaseException:
                         self._buffer.appendleft(item)  # resent after reconnecting
                         raise
                     self.sent += 1
+                    if item.row is not None:
+                        self._acknowledged(item.row)
                 if self._closing:
-                    await self._publish_status(client, "offline", reason="closed")
+                    await self._publish_status(client, watcher, "offline", reason="closed")
                     return
                 if self._status_due():
-                    await self._publish_status(client, "online", reason="update")
+                    await self._publish_status(client, watcher, "online", reason="update")
                 await self._wait_for_work(watcher)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await watcher
+
+    async def _send(
+        self,
+        client: aiomqtt.Client,
+        watcher: asyncio.Task[None],
+        topic: str,
+        payload: bytes,
+        qos: int,
+        *,
+        retain: bool = False,
+    ) -> None:
+        """Publish; returns when the QoS flow completed (QoS 1: the PUBACK arrived).
+
+        Raises MqttError as soon as the connection drops: aiomqtt itself would go on waiting for
+        the acknowledgement until ``timeout``.
+        """
+        sending = asyncio.ensure_future(client.publish(topic, payload, qos=qos, retain=retain))
+        try:
+            await asyncio.wait({sending, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            sending.cancel()
+            raise
+        if sending.done():
+            return sending.result()
+        sending.cancel()
+        watcher.result()
+        raise aiomqtt.MqttError("connection closed")
 
     async def _watch(self, client: aiomqtt.Client) -> None:
         # Nothing is subscribed; the iterator exists to raise MqttError when the connection drops.
@@ -357,11 +674,13 @@ class MqttSink(Sink):
         now = asyncio.get_running_loop().time()
         return now >= self._last_status_at + self.options.status_interval
 
-    async def _publish_status(self, client: aiomqtt.Client, state: str, *, reason: str) -> None:
+    async def _publish_status(
+        self, client: aiomqtt.Client, watcher: asyncio.Task[None], state: str, *, reason: str
+    ) -> None:
         payload = self._status_payload(state, reason=reason)
         self._stats_dirty = False
         self._last_status_at = asyncio.get_running_loop().time()
-        await client.publish(self.status_topic, payload, qos=1, retain=True)
+        await self._send(client, watcher, self.status_topic, payload, 1, retain=True)
 
     def _status_payload(self, state: str, *, reason: str, with_stats: bool = True) -> bytes:
         stats = self._stats if with_stats else None
@@ -375,7 +694,7 @@ class MqttSink(Sink):
             "mqtt": {
                 "sent": self.sent,
                 "dropped": self.dropped,
-                "buffered": len(self._buffer),
+                "buffered": self.buffered,
                 "reconnects": self.reconnects,
             },
         }

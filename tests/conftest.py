@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from realtime.messages import EmotionResult
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """State (the MQTT spool) goes to a temporary folder, never the user's home; subprocesses
+    started by tests inherit it."""
+    import os
+
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+
+
 @pytest.fixture
 def make_result() -> Callable[..., EmotionResult]:
     """``make_result(seq=3, speaker="bob", ...)`` -> a valid EmotionResult."""

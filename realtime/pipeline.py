@@ -22,8 +22,11 @@ one queue per sink         drop oldest             a slow sink never stalls the 
 
 Every drop is counted in :class:`~realtime.messages.StatsSnapshot` and logged. The end of the
 source becomes an :class:`~realtime.messages.EndOfStream` that flows through every stage, so all
-audio already captured is segmented, transcribed and classified before the sinks close. A new
-stage is one :class:`~realtime.stage.Stage` subclass and one line in :meth:`Pipeline._stages`.
+audio already captured is segmented, transcribed and classified before the sinks close. A source
+that fails (damaged media mid-stream, a microphone the VAD fell behind) ends the stream the same
+way, with the reason ``"error: ..."``: everything it emitted before is still delivered, and only
+then is its error raised. A new stage is one :class:`~realtime.stage.Stage` subclass and one line
+in :meth:`Pipeline._stages`.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from realtime.inference import EmotionModel, InferenceStage, load_model
 from realtime.messages import EndOfStream, StatsSnapshot, VideoFrame
 from realtime.recorder import RecorderTapStage, SessionRecorder
 from realtime.sinks.base import Sink
-from realtime.sources.base import Source, SourceContext
+from realtime.sources.base import Source, SourceContext, SourceError
 from realtime.stage import Inbox, Stage
 from realtime.vad import SegmentationStage, SpeechAnalyzer
 
@@ -110,6 +113,10 @@ class Pipeline:
         self._context: ContextStage | None = None
         self._channels: list[Channel[Any]] = []
         self._stop_requested = False
+        # How the stream ended (the EndOfStream reason) and the source's error, if it failed.
+        self.end_reason: str | None = None
+        self.source_error: SourceError | None = None
+        self.stats: StatsSnapshot | None = None  # the final counters, once run() has ended
 
     # -- control ---------------------------------------------------------------------------
 
@@ -161,16 +168,28 @@ class Pipeline:
         return transcriber, model
 
     async def run(self) -> StatsSnapshot:
-        """Run the session to the end of its source (or :meth:`stop`); returns the final stats."""
+        """Run the session to the end of its source (or :meth:`stop`); returns the final stats.
+
+        Unusable input fails first (:meth:`Source.check`), then a sink that cannot open (a wrong
+        broker address), both before the models load. If the source fails mid-stream, what it
+        read is delivered, the sinks are closed, and then its :class:`SourceError` is raised
+        (the final counters are in :attr:`stats`).
+        """
         with ThreadPoolExecutor(EXECUTOR_WORKERS, thread_name_prefix="emotrack") as executor:
-            await self.fanout.open()  # first: a wrong broker address fails before the models load
+            loop = asyncio.get_running_loop()
+            for source in (self.source, self.camera):
+                if source is not None:
+                    await loop.run_in_executor(executor, source.check)
+            await self.fanout.open()
             try:
                 transcriber, model = await self._load_models(executor)
                 await self._run_stages(executor, transcriber, model)
             finally:
-                stats = self.snapshot()
+                stats = self.stats = self.snapshot()
                 await self.fanout.close(stats)
-            return stats
+        if self.source_error is not None:
+            raise self.source_error
+        return stats
 
     def _video_channel(self, model: EmotionModel) -> Channel[VideoFrame] | None:
         wanted = model.uses_video or self.recorder is not None
@@ -241,10 +260,17 @@ class Pipeline:
         ctx = SourceContext(self.session, self.clock, executor, audio, video)
 
         async def drive_source() -> None:
-            await self.source.run(ctx)
+            try:
+                await self.source.run(ctx)
+            except SourceError as exc:  # what was read still goes through every stage
+                self.source_error = exc
+                reason = f"error: {exc}"
+                logger.info("the source failed; finishing what it read: %s", exc)
+            else:
+                reason = "stopped" if self._stop_requested else "eof"
             if self.camera is not None:
                 self.camera.stop()
-            reason = "stopped" if self._stop_requested else "eof"
+            self.end_reason = reason
             await audio.put(EndOfStream(self.session, 0, time.monotonic(), reason))
 
         self.clock.start()

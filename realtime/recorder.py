@@ -5,7 +5,9 @@ copy of what the VAD and Whisper saw, so a replay transcribes exactly the same a
 ``video.mp4`` (H.264 at the capped camera rate, when a camera ran), ``results.jsonl`` (the
 published results) and ``manifest.json`` (what replay needs to segment the audio the same way: VAD
 options, speakers, channel layout; plus a summary of the utterances). The manifest is written when
-recording starts and again, complete, when it ends.
+recording starts and again when it ends: ``complete`` is true only when the stream ended at the end
+of its input or when it was stopped (``end`` says which: ``eof``, ``stopped``, or ``error: ...``
+when the input failed; a recording that never saw the end of its stream ends as ``aborted``).
 
 The recorder is a sink for results, and the segmentation stage hands it every audio chunk and
 video frame. Those calls only queue data; a writer task encodes it on the recorder's own worker
@@ -27,7 +29,14 @@ from typing import Any
 import numpy as np
 
 from realtime.config import Config
-from realtime.messages import SAMPLE_RATE, AudioChunk, EmotionResult, StatsSnapshot, VideoFrame
+from realtime.messages import (
+    SAMPLE_RATE,
+    AudioChunk,
+    EmotionResult,
+    EndOfStream,
+    StatsSnapshot,
+    VideoFrame,
+)
 from realtime.serialize import utc_timestamp
 from realtime.sinks.base import Sink, SinkError
 from realtime.sinks.jsonl import JsonlSink
@@ -145,6 +154,17 @@ class SessionRecorder(Sink):
         self._utterances: list[dict[str, Any]] = []
         self._model_version: str | None = None
         self._created = utc_timestamp()
+        self.end_reason: str | None = None  # the stream's EndOfStream reason, once it passed
+
+    def stream_ended(self, reason: str) -> None:
+        """The stream ended (``eof``, ``stopped``, ``error: ...``): the manifest will say so."""
+        self.end_reason = reason
+
+    @property
+    def complete(self) -> bool:
+        """Whether the recording holds the whole stream: it ended at the end of its input, or
+        because it was stopped; not after an input error or a crash."""
+        return self.end_reason in ("eof", "stopped")
 
     # -- taps (called on the event loop; never block) ------------------------------------------
 
@@ -213,7 +233,7 @@ class SessionRecorder(Sink):
         finally:
             await loop.run_in_executor(self._executor, self._finish)
             await self._results.close(stats)
-            await loop.run_in_executor(self._executor, self._write_manifest, True, stats)
+            await loop.run_in_executor(self._executor, self._write_manifest, self.complete, stats)
             self._executor.shutdown(wait=False)
             self._executor = None
         logger.info("session recorded in %s", self.folder)
@@ -278,6 +298,7 @@ class SessionRecorder(Sink):
             "session": self.session,
             "created": self._created,
             "complete": complete,
+            "end": None if stats is None else self.end_reason or "aborted",
             "source": self.source,
             "audio": {
                 "file": AUDIO,
@@ -325,3 +346,6 @@ class RecorderTapStage(Stage):
         elif isinstance(item, VideoFrame):
             self.recorder.add_frame(item)
         await self.push(item)
+
+    async def finish(self, end: EndOfStream) -> None:
+        self.recorder.stream_ended(end.reason)

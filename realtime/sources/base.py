@@ -4,7 +4,13 @@ Audio sources emit :class:`~realtime.messages.AudioChunk` (16 kHz mono float32 p
 channels of one time step together) into the audio channel, which never drops (a source waits, or
 fails loudly when it cannot wait); video sources emit frames into the video channel, which keeps
 the latest only. Sources never emit EndOfStream: when ``run`` returns, the pipeline ends the
-stream.
+stream. When ``run`` raises a :class:`SourceError`, the pipeline ends the stream too, with the
+reason ``"error: ..."``: everything the source emitted before is still segmented, transcribed,
+classified and delivered, and the error is raised once the sinks are closed.
+
+:meth:`Source.check` is a cheap look at the input (open it, read its first block, close it) that
+the pipeline calls before it opens any sink or loads a model, so that unusable input is a one-line
+error at once.
 """
 
 from __future__ import annotations
@@ -21,6 +27,17 @@ from realtime.messages import AudioChunk, EndOfStream, VideoFrame
 
 class SourceError(RuntimeError):
     """A source cannot start or continue (missing file, unknown device); one line for the user."""
+
+
+class MediaReadError(SourceError):
+    """The input could not be read any further after ``at`` seconds of good audio were read.
+
+    Everything before ``at`` was emitted: the stream ends there with an error.
+    """
+
+    def __init__(self, message: str, *, at: float) -> None:
+        super().__init__(message)
+        self.at = at
 
 
 class NoInputDevice(SourceError):
@@ -54,6 +71,12 @@ class Source(abc.ABC):
     def channels(self) -> int:
         """Audio channels it emits (speakers); 0 for video-only sources."""
         return 0
+
+    def check(self) -> None:
+        """Raise a one-line :class:`SourceError` now if the input cannot be used (blocking; the
+        pipeline calls it on its executor before it opens the sinks and loads the models).
+        The default checks nothing."""
+        return None
 
     @abc.abstractmethod
     async def run(self, ctx: SourceContext) -> None: ...

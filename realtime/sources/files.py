@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +21,7 @@ import numpy as np
 
 from realtime.frames import keep_after
 from realtime.messages import SAMPLE_RATE, AudioChunk, VideoFrame
-from realtime.sources.base import Source, SourceContext, SourceError
+from realtime.sources.base import MediaReadError, Source, SourceContext, SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +32,87 @@ BLOCK_S = 1.0  # decoded per executor call
 CHUNK_S = 0.02  # emitted per AudioChunk (like a 20 ms microphone block)
 
 
+SUB_BLOCK_S = 0.1  # soundfile reads in pieces this long: a decoding error loses at most this
+# A file whose decoded audio falls short of the duration its header gives gets a warning: by more
+# than SHORT_BY_EXACT_S where the header counts samples (WAV, FLAC), by more than SHORT_BY_S plus
+# SHORT_BY_SHARE of the duration where the container gives it (MP3, MP4, WebM: estimated there).
+SHORT_BY_EXACT_S = 0.02
+SHORT_BY_S = 0.5
+SHORT_BY_SHARE = 0.02
+# Headers claiming more channels or another rate than this are damaged, not audio to resample.
+MAX_CHANNELS = 64
+RATES = range(1_000, 768_001)
+
+
+class DecodeError(Exception):
+    """A decoder cannot go on; the text is the library's reason (the source adds where)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message as one line (library messages may hold newlines or be empty).
+
+    libsndfile's own text (``error_string``) and FFmpeg's (``strerror``) are preferred: the
+    full messages repeat the path and add error numbers.
+    """
+    text = getattr(exc, "error_string", None) or getattr(exc, "strerror", None) or str(exc)
+    text = " ".join(str(text).split()).removeprefix("Error : ").rstrip(".")
+    return text or type(exc).__name__
+
+
+def check_layout(channels: int, rate: int) -> None:
+    """Raise ValueError for a channel count or sample rate that only a damaged header gives."""
+    if not 1 <= channels <= MAX_CHANNELS or rate not in RATES:
+        raise ValueError(f"implausible audio format ({channels} channels at {rate} Hz)")
+
+
 class AudioDecoder(Protocol):
     channels: int
+    #: The duration the file's header gives (seconds), when it gives one, and by how much the
+    #: decoded audio may fall short of it before the file counts as cut short.
+    declared_seconds: float | None
+    declared_tolerance: float
 
     def read(self, seconds: float) -> np.ndarray | None:
-        """The next ``seconds`` of 16 kHz float32 audio, shape (n, channels); None at the end."""
+        """The next ``seconds`` of 16 kHz float32 audio, shape (n, channels); None at the end.
+
+        When decoding fails, what was decoded before the failure is returned first and
+        :class:`DecodeError` is raised by the next call.
+        """
         ...
 
     def close(self) -> None: ...
+
+
+def wav_declared_seconds(path: Path) -> float | None:
+    """The duration a RIFF/WAVE header gives for its data chunk (None if it gives none)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+                return None
+            order = "<" if head[:4] == b"RIFF" else ">"
+            rate = block_align = 0
+            for _ in range(64):  # chunks before the data
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return None
+                size = struct.unpack(order + "I", chunk[4:])[0]
+                if chunk[:4] == b"data":
+                    if not rate or not block_align or size in (0, 0xFFFFFFFF):
+                        return None  # unknown (a header written before the data)
+                    return float(size / block_align / rate)
+                body = fh.read(size) if chunk[:4] == b"fmt " else b""
+                if chunk[:4] == b"fmt ":
+                    if len(body) < 14:
+                        return None
+                    rate, block_align = struct.unpack(order + "I4xH", body[4:14])
+                else:
+                    fh.seek(size, 1)
+                if size % 2:
+                    fh.seek(1, 1)
+    except OSError:
+        return None
+    return None
 
 
 class SoundFileAudio:
@@ -48,27 +122,56 @@ class SoundFileAudio:
 
         try:
             self._file = sf.SoundFile(str(path))
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            raise SourceError(f"cannot read audio file {path}: {exc}") from None
-        self.channels = int(self._file.channels)
-        self._rate = int(self._file.samplerate)
-        self._resampler = (
-            soxr.ResampleStream(self._rate, SAMPLE_RATE, self.channels, dtype="float32")
-            if self._rate != SAMPLE_RATE
-            else None
-        )
+            self.channels = int(self._file.channels)
+            self._rate = int(self._file.samplerate)
+            check_layout(self.channels, self._rate)
+            self._resampler = (
+                soxr.ResampleStream(self._rate, SAMPLE_RATE, self.channels, dtype="float32")
+                if self._rate != SAMPLE_RATE
+                else None
+            )
+        except Exception as exc:  # libsndfile and soxr reject damaged headers in many ways
+            if hasattr(self, "_file"):
+                self._file.close()
+            raise SourceError(f"cannot read audio file {path}: {one_line(exc)}") from None
+        if path.suffix.lower() == ".wav":
+            self.declared_seconds = wav_declared_seconds(path)
+        else:  # FLAC: STREAMINFO (0 when unknown); Ogg: found from the last page
+            self.declared_seconds = self._file.frames / self._rate if self._file.frames else None
+        self.declared_tolerance = SHORT_BY_EXACT_S
         self._done = False
+        self._error: DecodeError | None = None
 
     def read(self, seconds: float) -> np.ndarray | None:
+        if self._error is not None:
+            raise self._error
         if self._done:
             return None
         wanted = max(1, round(seconds * self._rate))
-        data = self._file.read(wanted, dtype="float32", always_2d=True)
-        last = len(data) < wanted
+        step = max(1, round(SUB_BLOCK_S * self._rate))
+        pieces: list[np.ndarray] = []
+        got = 0
+        last = False
+        while got < wanted:
+            size = min(step, wanted - got)
+            try:
+                piece = self._file.read(size, dtype="float32", always_2d=True)
+            except Exception as exc:  # libsndfile: lost sync, truncated data, ...
+                self._error = DecodeError(one_line(exc))
+                last = True
+                break
+            pieces.append(piece)
+            got += len(piece)
+            if len(piece) < size:
+                last = True
+                break
+        data = np.concatenate(pieces) if pieces else np.zeros((0, self.channels), np.float32)
         if self._resampler is not None:
             data = self._resampler.resample_chunk(data, last=last)
         self._done = last
         if len(data) == 0:
+            if self._error is not None:
+                raise self._error
             return None
         return np.ascontiguousarray(data, dtype=np.float32).reshape(len(data), self.channels)
 
@@ -81,51 +184,79 @@ def _open_container(path: Path) -> Any:
 
     try:
         return av.open(str(path))
-    except av.error.FFmpegError as exc:
-        raise SourceError(f"cannot open media file {path}: {exc}") from None
+    except Exception as exc:  # FFmpegError, and e.g. UnicodeDecodeError of damaged metadata
+        raise SourceError(f"cannot open media file {path}: {one_line(exc)}") from None
 
 
 class PyAvAudio:
     def __init__(self, path: Path) -> None:
-        import av
-
         self.path = path
         self._container = _open_container(path)
-        if not self._container.streams.audio:
+        try:
+            self._setup()
+        except SourceError:
             self._container.close()
-            raise SourceError(f"{path} has no audio track")
+            raise
+        except Exception as exc:  # a damaged stream header (no layout, no rate, ...)
+            self._container.close()
+            raise SourceError(f"cannot read the audio track of {path}: {one_line(exc)}") from None
+        self._buffer: list[np.ndarray] = []
+        self._buffered = 0
+        self._done = False
+        self._error: DecodeError | None = None
+
+    def _setup(self) -> None:
+        import av
+
+        if not self._container.streams.audio:
+            raise SourceError(f"{self.path} has no audio track")
         stream = self._container.streams.audio[0]
         self.channels = int(stream.codec_context.channels) or 1
+        check_layout(self.channels, int(stream.codec_context.sample_rate or SAMPLE_RATE))
         self.start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        if stream.duration and stream.time_base:
+            self.declared_seconds: float | None = float(stream.duration * stream.time_base)
+        elif self._container.duration:
+            self.declared_seconds = self._container.duration / av.time_base
+        else:
+            self.declared_seconds = None
+        self.declared_tolerance = SHORT_BY_S + SHORT_BY_SHARE * (self.declared_seconds or 0.0)
         layout = "mono" if self.channels == 1 else "stereo" if self.channels == 2 else None
         if layout is None:
             layout = stream.codec_context.layout.name
         self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=SAMPLE_RATE)
         self._frames: Iterator[Any] = self._container.decode(stream)
-        self._buffer: list[np.ndarray] = []
-        self._buffered = 0
-        self._done = False
 
     def _decode_more(self) -> None:
-        import av
-
         try:
             frame = next(self._frames)
         except StopIteration:
             frame = None
             self._done = True
-        except av.error.FFmpegError as exc:
-            raise SourceError(f"cannot decode audio of {self.path}: {exc}") from None
-        for out in self._resampler.resample(frame):
+        except Exception as exc:  # FFmpegError, or PyAV on a damaged packet
+            raise DecodeError(one_line(exc)) from None
+        try:
+            resampled = self._resampler.resample(frame)
+        except Exception as exc:  # e.g. a frame whose layout or rate changed mid-stream
+            raise DecodeError(one_line(exc)) from None
+        for out in resampled:
             array = out.to_ndarray().reshape(self.channels, -1).T.astype(np.float32)
             self._buffer.append(array)
             self._buffered += len(array)
 
     def read(self, seconds: float) -> np.ndarray | None:
+        if self._error is not None and not self._buffered:
+            raise self._error
         wanted = max(1, round(seconds * SAMPLE_RATE))
         while self._buffered < wanted and not self._done:
-            self._decode_more()
+            try:
+                self._decode_more()
+            except DecodeError as exc:
+                self._error = exc
+                self._done = True
         if not self._buffered:
+            if self._error is not None:
+                raise self._error
             return None
         data = np.concatenate(self._buffer)
         block, rest = data[:wanted], data[wanted:]
@@ -160,7 +291,6 @@ class PyAvVideo:
         self.decoded = 0
 
     def _peek(self) -> tuple[float, Any] | None:
-        import av
 
         while self._ahead is None and not self._done:
             try:
@@ -168,8 +298,8 @@ class PyAvVideo:
             except StopIteration:
                 self._done = True
                 break
-            except av.error.FFmpegError as exc:
-                raise SourceError(f"cannot decode video of {self.path}: {exc}") from None
+            except Exception as exc:  # FFmpegError, or PyAV on a damaged packet
+                raise SourceError(f"cannot decode video of {self.path}: {one_line(exc)}") from None
             if frame.time is None:
                 continue
             time = float(frame.time) - self._offset
@@ -192,11 +322,67 @@ class PyAvVideo:
         self._container.close()
 
 
+class AudioSurvey:
+    """What the decoded audio looks like, for the warnings at the end of a file.
+
+    Noise: a frame of :data:`FRAME` samples louder than :data:`LOUD_RMS` whose spectrum is flat
+    (spectral flatness above :data:`FLAT`: white noise is about 0.56, voiced speech below 0.01).
+    When at least :data:`NOISE_SHARE` of the loud frames (and :data:`MIN_LOUD_FRAMES` at least)
+    are flat, the file is noise rather than speech: random bytes behind a valid header, or a
+    decoder turning damaged data into hiss. Samples that are not numbers (NaN, infinity: damaged
+    float data) are replaced by silence and counted; others are clipped to [-1, 1].
+    """
+
+    FRAME = 512
+    LOUD_RMS = 0.03  # -30 dBFS
+    FLAT = 0.35
+    NOISE_SHARE = 0.9
+    MIN_LOUD_FRAMES = 32  # about 1 s
+
+    def __init__(self) -> None:
+        self.loud = 0
+        self.flat = 0
+        self.not_numbers = 0
+        self._window = np.hanning(self.FRAME).astype(np.float32)
+
+    def clean(self, block: np.ndarray) -> np.ndarray:
+        """``block`` with samples that are not numbers silenced and the rest clipped."""
+        finite = np.isfinite(block)
+        if not finite.all():
+            self.not_numbers += int(block.size - np.count_nonzero(finite))
+            block = np.where(finite, block, np.float32(0.0))
+        if block.size and float(np.abs(block).max()) > 1.0:
+            block = np.clip(block, -1.0, 1.0)
+        return block
+
+    def add(self, mono: np.ndarray) -> None:
+        usable = len(mono) // self.FRAME * self.FRAME
+        frames = mono[:usable].reshape(-1, self.FRAME).astype(np.float32, copy=False)
+        loud = frames[np.sqrt(np.mean(frames**2, axis=1)) > self.LOUD_RMS]
+        if not len(loud):
+            return
+        power = np.abs(np.fft.rfft(loud * self._window, axis=1)) ** 2 + 1e-12
+        flatness = np.exp(np.mean(np.log(power), axis=1)) / np.mean(power, axis=1)
+        self.loud += len(loud)
+        self.flat += int(np.count_nonzero(flatness > self.FLAT))
+
+    @property
+    def noise_like(self) -> bool:
+        return self.loud >= self.MIN_LOUD_FRAMES and self.flat >= self.NOISE_SHARE * self.loud
+
+
 def check_media_path(path: str | Path) -> Path:
     """The path, if it names a readable media file of a supported type (else SourceError)."""
     file = Path(path).expanduser()
     if not file.exists():
         raise SourceError(f"no such file: {file}")
+    if file.is_dir():
+        from realtime.recorder import AUDIO, MANIFEST, RESULTS, VIDEO
+
+        raise SourceError(
+            f"not a file: {file} (a folder replays only when it is a session written by "
+            f"--record: {MANIFEST}, {AUDIO}, {RESULTS} and, with a camera, {VIDEO})"
+        )
     if not file.is_file():
         raise SourceError(f"not a file: {file}")
     if file.suffix.lower() not in SUPPORTED_SUFFIXES:
@@ -260,11 +446,82 @@ class FileSource(Source):
         except SourceError:
             return None  # an audio-only container
 
+    def check(self) -> None:
+        """Open the file, decode its first block and close it: unusable media fail here, before
+        any model loads (blocking)."""
+        audio = open_audio(self.path)
+        try:
+            if audio.read(BLOCK_S) is None:
+                raise SourceError(f"{self.path} holds no audio")
+        except DecodeError as exc:
+            raise SourceError(f"cannot decode {self.path}: {exc}") from None
+        finally:
+            audio.close()
+        if self.video_path is not None:
+            PyAvVideo(self.video_path, self.fps).close()
+
+    def _read(self, audio: AudioDecoder, survey: AudioSurvey) -> np.ndarray | None:
+        """The next block, cleaned and surveyed (blocking: runs on the executor)."""
+        block = audio.read(BLOCK_S)
+        if block is None:
+            return None
+        block = survey.clean(block)
+        survey.add(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0])
+        return block
+
+    def _read_error(self, error: DecodeError, position: int) -> SourceError:
+        if not position:
+            return SourceError(f"cannot decode {self.path}: {error}")
+        at = position / SAMPLE_RATE
+        return MediaReadError(f"cannot decode {self.path} after {at:.1f} s: {error}", at=at)
+
+    def _warn_about(
+        self, audio: AudioDecoder, survey: AudioSurvey, position: int, *, read_to_end: bool
+    ) -> None:
+        """One line per suspicious trait of the audio read (the length only when read to the
+        end: a read error says why it is short)."""
+        name = self.path.name
+        seconds = position / SAMPLE_RATE
+        declared = audio.declared_seconds
+        if read_to_end and declared and seconds + audio.declared_tolerance < declared:
+            logger.warning(
+                "%s holds %.1f s of audio but its header says %.1f s: it is cut short or damaged",
+                name,
+                seconds,
+                declared,
+            )
+        if survey.not_numbers:
+            logger.warning(
+                "%s: %d samples are not numbers (damaged float data?); they were replaced by "
+                "silence",
+                name,
+                survey.not_numbers,
+            )
+        if survey.noise_like:
+            logger.warning(
+                "%s sounds like noise, not speech (%d%% of its loud parts have a flat "
+                "spectrum): is it damaged, or not audio at all?",
+                name,
+                round(100 * survey.flat / survey.loud),
+            )
+
+    async def _video_frames(
+        self, ctx: SourceContext, video: PyAvVideo, until: float
+    ) -> list[tuple[float, np.ndarray]] | None:
+        """Frames up to ``until``; None (and a warning) once the video cannot be decoded."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(ctx.executor, video.read, until)
+        except SourceError as exc:
+            logger.warning("%s; going on with the audio only", exc)
+            return None
+
     async def run(self, ctx: SourceContext) -> None:
         loop = asyncio.get_running_loop()
         audio = await loop.run_in_executor(ctx.executor, open_audio, self.path)
         video: PyAvVideo | None = None
         pending: asyncio.Future[np.ndarray | None] | None = None
+        survey = AudioSurvey()
         try:
             if ctx.video is not None:
                 video = await loop.run_in_executor(ctx.executor, self._open_video, audio)
@@ -279,15 +536,27 @@ class FileSource(Source):
                 ", with video" if video else "",
             )
             position = 0
-            pending = loop.run_in_executor(ctx.executor, audio.read, BLOCK_S)
+            pending = loop.run_in_executor(ctx.executor, self._read, audio, survey)
             while not self.stopping:
-                block = await pending
+                try:
+                    block = await pending
+                except DecodeError as exc:
+                    pending = None
+                    self._warn_about(audio, survey, position, read_to_end=False)
+                    raise self._read_error(exc, position) from None
                 pending = None
                 if block is None:
+                    self._warn_about(audio, survey, position, read_to_end=True)
                     break
-                pending = loop.run_in_executor(ctx.executor, audio.read, BLOCK_S)  # read ahead
-                end = (position + len(block)) / SAMPLE_RATE
-                frames = await loop.run_in_executor(ctx.executor, video.read, end) if video else []
+                pending = loop.run_in_executor(ctx.executor, self._read, audio, survey)  # ahead
+                frames: list[tuple[float, np.ndarray]] = []
+                if video is not None:
+                    end = (position + len(block)) / SAMPLE_RATE
+                    got = await self._video_frames(ctx, video, end)
+                    if got is None:
+                        await loop.run_in_executor(ctx.executor, video.close)
+                        video = None
+                    frames = got or []
                 if not self.channels_as_speakers and block.shape[1] > 1:
                     block = block.mean(axis=1, keepdims=True)
                 position = await self._emit(ctx, block, position, frames)

@@ -20,7 +20,13 @@ import numpy as np
 
 from realtime.channels import ChannelFull
 from realtime.messages import SAMPLE_RATE, AudioChunk
-from realtime.sources.base import NoInputDevice, Source, SourceContext, SourceError
+from realtime.sources.base import (
+    MediaReadError,
+    NoInputDevice,
+    Source,
+    SourceContext,
+    SourceError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -173,9 +179,10 @@ class MicrophoneSource(Source):
                     )
                 )
         except ChannelFull:
-            self._error = SourceError(
+            self._error = MediaReadError(
                 "speech detection fell too far behind the microphone; stopping instead of "
-                "dropping audio (is the machine overloaded?)"
+                "dropping audio (is the machine overloaded?)",
+                at=start,
             )
             self.stop()
             return

@@ -27,6 +27,7 @@ class SessionManifest:
     vad: dict[str, Any]
     complete: bool
     utterances: tuple[dict[str, Any], ...]
+    end: str | None = None  # how the recorded stream ended: eof, stopped, error: ...
 
 
 def is_session_folder(path: str | Path) -> bool:
@@ -55,6 +56,7 @@ def read_manifest(folder: str | Path) -> SessionManifest:
             vad=dict(data["vad"]),
             complete=bool(data.get("complete", False)),
             utterances=tuple(data.get("utterances", ())),
+            end=None if data.get("end") is None else str(data["end"]),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SourceError(f"cannot read session manifest {path}: {exc!s}") from None

@@ -27,8 +27,17 @@ class SinkRunner:
         self.channel: Channel[EmotionResult | EndOfStream] = Channel(
             f"sink:{sink.name}", queue_size, Policy.DROP_OLDEST
         )
-        self.published = 0
+        self.offered = 0  # results handed to its queue
+        self.published = 0  # results its publish() took without an error
         self.failure: str | None = None
+
+    @property
+    def undelivered(self) -> int:
+        """Results this sink did not deliver: dropped from its queue, refused after it failed,
+        and what the sink itself reports as lost or still waiting when it closed (``dropped``
+        and ``unsent`` counters, as the MQTT sink keeps them)."""
+        reported = sum(int(getattr(self.sink, name, 0) or 0) for name in ("dropped", "unsent"))
+        return self.offered - self.published + reported
 
     async def run(self) -> None:
         while True:
@@ -70,7 +79,16 @@ class FanOut:
 
     def offer(self, result: EmotionResult) -> None:
         for runner in self.runners:
+            runner.offered += 1
             runner.channel.put_nowait(result)
+
+    def undelivered(self) -> dict[str, int]:
+        """Sink name -> results it did not deliver, for the sinks that missed any."""
+        return {r.sink.name: r.undelivered for r in self.runners if r.undelivered}
+
+    def failures(self) -> dict[str, str]:
+        """Sink name -> why it failed (while publishing or closing), for the sinks that did."""
+        return {r.sink.name: r.failure for r in self.runners if r.failure is not None}
 
     def update_stats(self, stats: StatsSnapshot) -> None:
         for runner in self.runners:
@@ -88,6 +106,9 @@ class FanOut:
                 await sink.close(final)
             except SinkError as exc:
                 logger.error("sink %s did not close cleanly: %s", sink.name, exc)
+                for runner in self.runners:
+                    if runner.sink is sink and runner.failure is None:
+                        runner.failure = str(exc)
         self._opened = []
 
 

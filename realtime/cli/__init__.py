@@ -4,7 +4,8 @@ Subcommands are discovered through the ``emotrack.commands`` entry-point group: 
 offers commands registers a function ``add_commands(subparsers)`` in ``pyproject.toml``
 (``realtime`` the streaming ones, ``train`` training and evaluation), so this package imports no
 other package's command code. Each subcommand sets ``handler`` (returns the exit code) and
-``user_errors`` (the errors that mean bad input: one line on stderr, exit 2).
+``user_errors`` (the errors that mean bad input: one line on stderr, exit 2). The exit codes are
+listed in :mod:`realtime.cli.exits` (and in ``emotrack --help``).
 
 Configuration comes from built-in defaults, then ``--config FILE`` (TOML, see
 ``configs/default.toml``), then flags. Logging handlers are configured here and nowhere else.
@@ -19,13 +20,12 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
-from realtime.cli.logs import configure_logging
+from realtime.cli.exits import EPILOG, EXIT_INTERRUPTED, EXIT_USAGE
+from realtime.cli.logs import configure_logging, print_error
 
 logger = logging.getLogger(__name__)
 
 COMMAND_GROUP = "emotrack.commands"
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 Registrar = Callable[[argparse._SubParsersAction], None]
@@ -46,13 +46,17 @@ def command_registrars() -> list[Registrar]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emotrack",
-        description="Streaming conversation emotion tracker: speech -> transcript -> emotion, "
+        description="Streaming conversation emotion tracker: speech -> transcript -> emotion,\n"
         "live or from recordings, to a terminal dashboard, MQTT and JSON lines.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)"
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="errors only (no warnings, no summary line)"
+    )
     parser.add_argument("--log-file", metavar="FILE", help="also write the log to FILE")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_commands in command_registrars():
@@ -69,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The error types are looked up only now: finding them imports the model code.
         if not isinstance(exc, args.user_errors()):
             raise
-        print(f"emotrack: error: {exc}", file=sys.stderr)
+        print_error(exc)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("emotrack: interrupted", file=sys.stderr)

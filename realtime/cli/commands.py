@@ -119,13 +119,25 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     latency.set_defaults(handler=cmd_bench_latency, user_errors=user_errors)
 
 
+class _ModelErrorCheck(type):
+    def __instancecheck__(cls, instance: object) -> bool:
+        from unimse.errors import user_errors as model_errors
+
+        return isinstance(instance, model_errors())
+
+
+class ModelError(Exception, metaclass=_ModelErrorCheck):
+    """Stands for unimse's user errors (missing model, broken checkpoint) in ``isinstance``:
+    finding them imports torch (seconds), so they are looked up only for an error that is none
+    of the streaming commands' own (``isinstance`` stops at the first type that matches)."""
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or setup: printed as one line, not a traceback."""
     from realtime.sinks.base import SinkError
     from realtime.sources.base import SourceError
-    from unimse.errors import user_errors as model_errors
 
-    return (ConfigError, SourceError, SinkError, *model_errors())
+    return (ConfigError, SourceError, SinkError, ModelError)
 
 
 def build_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Config:
@@ -215,9 +227,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if is_session_folder(args.path):
         manifest = read_manifest(args.path)
         if not manifest.complete:
-            logger.warning(
-                "session %s was not closed cleanly; replaying what it holds", manifest.folder
+            why = (
+                f"ended by an input error ({manifest.end.removeprefix('error: ')})"
+                if manifest.end and manifest.end.startswith("error:")
+                else "was not closed cleanly"
             )
+            logger.warning("session %s %s; replaying what it holds", manifest.folder, why)
         config = build_config(args, session_overrides(manifest))
         source: Any = SessionSource(
             manifest, video=not args.no_video, fps=config.sources.camera_fps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -34,3 +35,35 @@ def configure_logging(verbosity: int, quiet: bool, log_file: str | None) -> None
     logging.basicConfig(level=level, handlers=handlers, force=True)
     if verbosity < 2:  # faster-whisper logs every utterance at INFO
         logging.getLogger("faster_whisper").setLevel(max(level, logging.WARNING))
+    if level > logging.INFO:
+        silence_progress_bars()
+
+
+def silence_progress_bars() -> None:
+    """No "Loading weights: 100%|..." bars from transformers / huggingface_hub on stderr.
+
+    Both read ``HF_HUB_DISABLE_PROGRESS_BARS`` when they are imported, which is after this runs
+    (the models load later); a library already imported is told directly. A value the user set
+    is kept.
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] != "1":
+        return
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
+def quiet() -> bool:
+    """Whether only errors are wanted (``-q``): no warnings and no summary line."""
+    return not logging.getLogger().isEnabledFor(logging.WARNING)
+
+
+def print_error(message: object) -> None:
+    """The one line a user error gets on stderr."""
+    print(f"emotrack: error: {message}", file=sys.stderr)

@@ -67,6 +67,14 @@ def clean_run(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory): 
     return done, read_jsonl(out)
 
 
+@pytest.fixture(scope="module")
+def first_turns(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 12 s of the sample: two turns."""
+    cut = tmp_path_factory.mktemp("cut") / "first-turns.flac"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(SAMPLE), "-t", "12", str(cut)], check=True)
+    return cut
+
+
 @pytest.mark.slow
 def test_0_finished(clean_run) -> None:  # type: ignore[no-untyped-def]
     done, results = clean_run
@@ -97,6 +105,19 @@ def test_2_a_folder_that_is_no_session(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_quiet_means_quiet(first_turns: Path, tmp_path: Path) -> None:
+    """-q with the shipped checkpoint (whose backbone transformers loads with a progress bar):
+    nothing on stderr for a clean run, neither the bar nor the summary line."""
+    out = tmp_path / "out.jsonl"
+    done = run_emotrack(
+        "-q", "replay", str(first_turns), "--speed", "max", "--sink", "jsonl", "--output",
+        str(out), timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert len(read_jsonl(out)) == 2
+
+
+@pytest.mark.slow
 def test_3_a_sink_that_fails(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """JSON lines to a full disk: every write fails; the run finishes, exit 3."""
     done = replay(SAMPLE, tiny_checkpoint, "--sink", "jsonl", "--output", "/dev/full")
@@ -106,7 +127,7 @@ def test_3_a_sink_that_fails(tiny_checkpoint: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_3_mqtt_delivered_nothing(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_3_mqtt_delivered_nothing(tiny_checkpoint: Path, first_turns: Path, tmp_path: Path) -> None:
     """No broker and ``fail_fast = false``: the run goes on (JSON lines get every result) but
     MQTT delivers nothing, exit 3 instead of 0."""
     config = tmp_path / "mqtt.toml"

@@ -20,8 +20,8 @@ exit codes:
        unreadable or damaged media (checked before the models load), unreachable broker
   3    finished, but results were not delivered: a sink failed, dropped results, or MQTT
        could not deliver them all (unsent or dropped)
-  4    the input failed mid-stream (damaged media, a lost audio device): every result of
-       the audio read before the failure was delivered; the rest is missing
+  4    the input failed mid-stream (damaged media; speech detection fell too far behind
+       the microphone): every result of the audio read before the failure was delivered
   130  interrupted by SIGINT (Ctrl-C) or SIGTERM: capture stopped, and what was already
        captured was processed and delivered (a second signal aborts at once, also 130)
 when several apply: 130 before 4 before 3.

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import itertools
 from concurrent.futures import Executor
 from dataclasses import dataclass
+
+import numpy as np
 
 from realtime.channels import Channel
 from realtime.clock import StreamClock
@@ -61,6 +64,18 @@ class Source(abc.ABC):
 
     def __init__(self) -> None:
         self._stop = asyncio.Event()
+        self.frames_emitted = 0
+        self._frame_seq = itertools.count()
+
+    def emit_frame(self, ctx: SourceContext, time: float, image: np.ndarray) -> None:
+        """Hand one video frame at stream time ``time`` to the video channel (if there is one)."""
+        if ctx.video is None:
+            return
+        frame = VideoFrame(
+            ctx.session, next(self._frame_seq), ctx.clock.now(), image=image, time=time
+        )
+        ctx.video.put_nowait(frame)
+        self.frames_emitted += 1
 
     @property
     @abc.abstractmethod

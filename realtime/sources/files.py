@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from realtime.frames import keep_after
-from realtime.messages import SAMPLE_RATE, AudioChunk, VideoFrame
+from realtime.messages import SAMPLE_RATE, AudioChunk
 from realtime.sources.base import MediaReadError, Source, SourceContext, SourceError
 
 logger = logging.getLogger(__name__)
@@ -420,9 +420,7 @@ class FileSource(Source):
         self.want_video = video
         self.fps = fps
         self._channels = 1
-        self.frames_emitted = 0
         self._seq = itertools.count()
-        self._frame_seq = itertools.count()
 
     @property
     def description(self) -> str:
@@ -586,7 +584,7 @@ class FileSource(Source):
             end = start + len(chunk) / SAMPLE_RATE
             while frame is not None and frame[0] < end:
                 await ctx.clock.wait_until(frame[0])
-                self._put_frame(ctx, *frame)
+                self.emit_frame(ctx, *frame)
                 frame = next(queued, None)
             await ctx.clock.wait_until(end)
             if self.stopping:
@@ -604,20 +602,6 @@ class FileSource(Source):
                     )
                 )
         while frame is not None:
-            self._put_frame(ctx, *frame)
+            self.emit_frame(ctx, *frame)
             frame = next(queued, None)
         return position + len(block)
-
-    def _put_frame(self, ctx: SourceContext, time: float, image: np.ndarray) -> None:
-        if ctx.video is None:
-            return
-        ctx.video.put_nowait(
-            VideoFrame(
-                session=ctx.session,
-                seq=next(self._frame_seq),
-                monotonic=ctx.clock.now(),
-                image=image,
-                time=time,
-            )
-        )
-        self.frames_emitted += 1

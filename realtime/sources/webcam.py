@@ -9,13 +9,11 @@ file stands in for a camera: its frames are paced by their own timestamps on the
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from pathlib import Path
 from typing import Any
 
 from realtime.frames import keep_after
-from realtime.messages import VideoFrame
 from realtime.sources.base import Source, SourceContext, SourceError
 
 logger = logging.getLogger(__name__)
@@ -53,8 +51,6 @@ class WebcamSource(Source):
         self.is_file = not spec.strip().isdigit()
         self.fps = fps
         self.frames_read = 0
-        self.frames_emitted = 0
-        self._seq = itertools.count()
 
     @property
     def description(self) -> str:
@@ -92,16 +88,7 @@ class WebcamSource(Source):
                 if time < next_keep - 1e-3:
                     continue
                 next_keep = keep_after(next_keep, time, period)
-                ctx.video.put_nowait(
-                    VideoFrame(
-                        session=ctx.session,
-                        seq=next(self._seq),
-                        monotonic=ctx.clock.now(),
-                        image=image,
-                        time=time,
-                    )
-                )
-                self.frames_emitted += 1
+                self.emit_frame(ctx, time, image)
         finally:
             await loop.run_in_executor(ctx.executor, capture.release)
         logger.info(

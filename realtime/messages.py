@@ -137,3 +137,4 @@ class StatsSnapshot:
     dropped: dict[str, int]  # per channel name: items dropped by its policy
     queue_depths: dict[str, int]
     latency_p50: dict[str, float]  # per stage, seconds, over the session so far
+    ended: str | None = None  # once the input has ended: "eof", "stopped" or "error: ..."

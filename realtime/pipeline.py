@@ -140,6 +140,7 @@ class Pipeline:
             dropped=dropped,
             queue_depths={ch.name: ch.qsize() for ch in channels},
             latency_p50=self.delivery.latency_p50(),
+            ended=self.end_reason,
         )
 
     # -- running -----------------------------------------------------------------------------

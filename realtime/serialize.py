@@ -90,7 +90,7 @@ def result_to_json(result: EmotionResult, *, timestamp: datetime | None = None) 
 
 def stats_to_dict(stats: StatsSnapshot) -> dict[str, Any]:
     """The JSON-ready form of the pipeline counters (used in MQTT status messages)."""
-    return {
+    out: dict[str, Any] = {
         "elapsed": float(stats.elapsed),
         "utterances": int(stats.utterances),
         "results": int(stats.results),
@@ -98,6 +98,9 @@ def stats_to_dict(stats: StatsSnapshot) -> dict[str, Any]:
         "queue_depths": {str(k): int(v) for k, v in stats.queue_depths.items()},
         "latency_p50": {str(k): float(v) for k, v in stats.latency_p50.items()},
     }
+    if stats.ended is not None:  # the input has ended: eof, stopped or "error: ..."
+        out["ended"] = stats.ended
+    return out
 
 
 @functools.cache

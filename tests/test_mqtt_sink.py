@@ -146,12 +146,15 @@ async def test_status_is_retained_online_then_offline_with_stats(
     assert retained
     assert status["state"] == "online" and status["session"] == "s2"
 
-    final = stats_factory(results=3, utterances=3, dropped={"video": 2})
+    final = stats_factory(
+        results=3, utterances=3, dropped={"video": 2}, ended="error: cut short at 20.0 s"
+    )
     await sink.close(final)
     status, retained = await retained_status(host, port, f"{prefix}/s2/status")
     assert retained
     assert status["state"] == "offline" and status["reason"] == "closed"
     assert status["stats"]["results"] == 3 and status["stats"]["dropped"] == {"video": 2}
+    assert status["stats"]["ended"] == "error: cut short at 20.0 s"  # how the input ended
     assert status["mqtt"]["sent"] == 3
 
 

@@ -12,7 +12,8 @@ Topics, for a prefix ``P`` (default ``emotrack``) and a session ``S``:
     Retained JSON ``{"state": "online" | "offline", "stats": {...}, ...}``. ``online`` is published
     on every (re)connection and, at most every ``status_interval`` seconds, when the pipeline's
     counters change; ``offline`` when the sink closes. The broker publishes a retained ``offline``
-    (the last will) if the connection drops without a clean close.
+    (the last will) if the connection drops without a clean close. Once the input has ended,
+    ``stats.ended`` says how: ``eof``, ``stopped`` or ``error: ...`` (a damaged file).
 
 The connection is owned by one task that the sink starts in :meth:`MqttSink.open`. It reconnects
 with exponential backoff; while it waits, it probes the broker's TCP port (at most every 0.5 s)

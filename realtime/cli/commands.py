@@ -164,6 +164,13 @@ def build_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -
     return config
 
 
+def _report_path(args: argparse.Namespace, config: Config) -> str | None:
+    """Where ``live`` writes its report: ``--report``, else the recording's ``report.html``."""
+    if args.report is not None or not config.record.dir:
+        return args.report
+    return str(Path(config.record.dir) / "report.html")
+
+
 def cmd_live(args: argparse.Namespace) -> int:
     from realtime.sources.base import NoInputDevice, SourceError
     from realtime.sources.microphone import MicrophoneSource, find_input_device
@@ -188,7 +195,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         duration=args.duration,
     )
     camera = WebcamSource(sources.camera, fps=sources.camera_fps) if sources.camera else None
-    return run_session(config, source, camera)
+    return run_session(config, source, camera, report=_report_path(args, config))
 
 
 def _replay_sample(args: argparse.Namespace, config: Config) -> int:
@@ -212,7 +219,8 @@ def _replay_sample(args: argparse.Namespace, config: Config) -> int:
             "replay.speed": "realtime",
         }
     )
-    return run_session(config, FileSource(SAMPLE_AUDIO, channels_as_speakers=True, video=False))
+    sample = FileSource(SAMPLE_AUDIO, channels_as_speakers=True, video=False)
+    return run_session(config, sample, report=_report_path(args, config))
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -245,7 +253,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             video=not args.no_video,
             fps=config.sources.camera_fps,
         )
-    return run_session(config, source)
+    return run_session(config, source, report=args.report)
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

@@ -73,6 +73,12 @@ def _output_options(parser: argparse.ArgumentParser, general: Any) -> None:
         help="also record the session (audio.wav, video.mp4, results.jsonl, manifest.json) to "
         "DIR; `emotrack replay DIR` reproduces it",
     )
+    general.add_argument(
+        "--report",
+        metavar="HTML",
+        help="at the end, write the session report (see `emotrack report`) to HTML; "
+        "`live --record DIR` writes DIR/report.html unless this says otherwise",
+    )
 
     sinks = parser.add_argument_group("outputs")
     add_config_option(

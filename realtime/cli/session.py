@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import signal
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from realtime.cli.exits import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNDELIVERED
 from realtime.cli.logs import print_error, quiet
-from realtime.config import Config
+from realtime.config import Config, ConfigError
 
 
 def make_sinks(config: Config, session: str, title: str) -> list[Any]:
@@ -32,9 +34,21 @@ def make_sinks(config: Config, session: str, title: str) -> list[Any]:
     return sinks
 
 
-def run_session(config: Config, source: Any, camera: Any = None) -> int:
+def run_session(
+    config: Config, source: Any, camera: Any = None, *, report: str | None = None
+) -> int:
+    """Run one session to its end; ``report`` names an HTML session report written after it."""
+    with tempfile.TemporaryDirectory(prefix="emotrack-report-") as scratch:
+        code = _run_session(config, source, camera, report, Path(scratch))
+    return code
+
+
+def _run_session(
+    config: Config, source: Any, camera: Any, report: str | None, scratch: Path
+) -> int:
     from realtime.pipeline import Pipeline, new_session_id
     from realtime.recorder import SessionRecorder
+    from realtime.sinks.jsonl import JsonlSink
     from realtime.sources.base import MediaReadError
 
     session = config.session or new_session_id()
@@ -47,11 +61,22 @@ def run_session(config: Config, source: Any, camera: Any = None) -> int:
             source=source.description,
             channels_as_speakers=config.sources.channels_as_speakers,
         )
+    report_input: Path | None = None
+    if report is not None:  # a folder that cannot be made fails now, not after the session
+        try:
+            Path(report).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the report to {report}: {exc.strerror}") from None
+    sinks = make_sinks(config, session, f"emotrack · {source.description}")
+    if report is not None:  # a recording holds its results; otherwise keep a copy for the report
+        report_input = Path(config.record.dir) if config.record.dir else scratch / "results.jsonl"
+        if not config.record.dir:
+            sinks.append(JsonlSink(path=report_input, name="report"))
     pipeline = Pipeline(
         config,
         source=source,
         camera=camera,
-        sinks=make_sinks(config, session, f"emotrack · {source.description}"),
+        sinks=sinks,
         session=session,
         recorder=recorder,
     )
@@ -81,13 +106,32 @@ def run_session(config: Config, source: Any, camera: Any = None) -> int:
         )
     if failure is not None:
         print_error(failure)
+    report_failed = (
+        report is not None
+        and report_input is not None
+        and not _write_report(report_input, report, session)
+    )
     if signals:
         return EXIT_INTERRUPTED
     if failure is not None:
         return EXIT_INPUT_FAILED
-    if undelivered or failed:
+    if undelivered or failed or report_failed:
         return EXIT_UNDELIVERED
     return EXIT_OK
+
+
+def _write_report(results: Path, html: str, session: str) -> bool:
+    """Write the session report; says where it is, or why it could not be written."""
+    from realtime.report import ReportError, write_report
+
+    try:
+        path = write_report(results, html, session=session)
+    except ReportError as exc:
+        print_error(exc)
+        return False
+    if not quiet():
+        print(f"emotrack: report: {path}", file=sys.stderr)
+    return True
 
 
 async def _run_until_signalled(pipeline: Any, signals: list[int]) -> Any:

@@ -283,6 +283,9 @@ class TapRecorder:
     def add_frame(self, frame: VideoFrame) -> None:
         self.frames.append(frame)
 
+    def stream_ended(self, reason: str) -> None:
+        self.ended = reason
+
 
 async def test_segmentation_stage_per_channel_speakers_and_frames() -> None:
     """Stereo input: one segmenter per channel; utterances get the frames seen while spoken."""
@@ -321,7 +324,8 @@ async def test_segmentation_stage_per_channel_speakers_and_frames() -> None:
         assert u.frames, "frames seen during the utterance are attached"
         assert all(u.start <= f.time <= u.end for f in u.frames)
         assert u.segmented_at >= u.speech_ended_at > 0
-    assert len(recorder.chunks) == seq  # the recorder sees every chunk and frame
+    assert len(recorder.chunks) == seq  # the recorder sees every chunk and frame, and the end
+    assert recorder.ended == "eof"
     assert [f.time for f in recorder.frames] == pytest.approx(np.arange(0.0, 4.8, 0.2))
     assert stage.utterances == 2
     assert stage.position == pytest.approx(len(left) / SAMPLE_RATE)

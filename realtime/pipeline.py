@@ -217,7 +217,17 @@ class Pipeline:
         )
         self._context = ContextStage(context, needs_words=not model.uses_audio)
         self.transcription = TranscriptionStage(transcriber, executor)
-        self.inference = InferenceStage(model, executor, max_batch=config.inference.max_batch)
+        inference = config.inference
+        self.inference = InferenceStage(
+            model,
+            executor,
+            max_batch=inference.max_batch,
+            inbox=Inbox(
+                InferenceStage.inbox_spec.name,
+                inference.inbox_size,
+                inbox_policy(inference.overflow, self.source.live),
+            ),
+        )
         vad = config.vad
         horizon = vad.max_utterance + vad.pre_roll + vad.hangover + 2.0
         return [
@@ -238,12 +248,6 @@ class Pipeline:
             spec = stage.inbox_spec
             if index == 0:  # what the source writes to
                 spec = Inbox("audio", AUDIO_CHANNEL_SIZE)
-            elif isinstance(stage, InferenceStage):
-                spec = Inbox(
-                    spec.name,
-                    self.config.inference.inbox_size,
-                    inbox_policy(self.config.inference.overflow, self.source.live),
-                )
             inboxes.append(Channel(spec.name, spec.size, spec.policy))
         for stage, inbox, outbox in zip(stages, inboxes, [*inboxes[1:], None], strict=True):
             stage.link(inbox, outbox)

@@ -10,7 +10,7 @@ inbox per stage from :attr:`Stage.inbox` and links each stage's outbox to the ne
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from realtime.channels import Channel, Policy
 from realtime.messages import EndOfStream
@@ -28,7 +28,7 @@ class Inbox:
 class Stage:
     """Base class: pass everything on. Subclasses override :meth:`process` and :meth:`finish`."""
 
-    inbox_spec: ClassVar[Inbox]
+    inbox_spec: Inbox  # class default; a stage may be given its own
 
     def __init__(self) -> None:
         self._inbox: Channel[Any] | None = None

@@ -59,9 +59,18 @@ def load_backbone_config(config: UniMSEConfig) -> Any:
 
 
 def load_tokenizer(config: UniMSEConfig) -> Any:
+    """The backbone's tokenizer. Encoder backbones with a ``tokenizer.json`` get
+    :class:`~unimse.text_tokenizer.TextTokenizer` (the same ids, without importing transformers);
+    T5 models need the full transformers tokenizer (decoding, vocabulary)."""
+    source = resolve_backbone(config.backbone)
+    if config.backbone_type == "encoder":
+        from unimse.text_tokenizer import TextTokenizer
+
+        tokenizer = TextTokenizer.from_folder(Path(source))
+        if tokenizer is not None:
+            return tokenizer
     from transformers import AutoTokenizer
 
-    source = resolve_backbone(config.backbone)
     try:
         return AutoTokenizer.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -86,3 +95,27 @@ def load_pretrained(model_class: Any, config: UniMSEConfig) -> Any:
         return model_class.from_pretrained(source, config=hf_config, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise _not_found(config.backbone, exc) from exc
+
+
+def load_encoder_backbone(config: UniMSEConfig) -> Any:
+    """The encoder backbone: plain BERT configurations (the default MiniLM) in the in-house
+    :mod:`unimse.bert_encoder`, which spares start-up transformers' modelling imports; any other
+    encoder through ``AutoModel``."""
+    from unimse import bert_encoder
+
+    source = Path(resolve_backbone(config.backbone))
+    if (source / "config.json").is_file():
+        values = bert_encoder.read_config(source)
+        overrides = {k: v for k, v in config.backbone_overrides.items() if k != "random_init"}
+        values.update(overrides)
+        if bert_encoder.supports(values):
+            settings = bert_encoder.BertSettings.from_mapping(values)
+            if is_random_init(config):
+                logger.info("backbone %s: random initialisation (%s)", config.backbone, overrides)
+                return bert_encoder.BertEncoder(settings)
+            model = bert_encoder.load_bert_encoder(source, values)
+            if model is not None:
+                return model
+    from transformers import AutoModel
+
+    return load_pretrained(AutoModel, config)

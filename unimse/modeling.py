@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unimse.backbones import load_pretrained
+from unimse.backbones import load_encoder_backbone
 from unimse.config import UniMSEConfig
 from unimse.fusion import PMF, ModalityFusion
 from unimse.losses import info_nce, supervised_contrastive, weighted_cross_entropy, weighted_l1
@@ -178,10 +178,8 @@ class UniMSEEncoderModel(nn.Module):
 
     def __init__(self, config: UniMSEConfig) -> None:
         super().__init__()
-        from transformers import AutoModel
-
         self.config = config
-        self.backbone = load_pretrained(AutoModel, config)
+        self.backbone = load_encoder_backbone(config)
         hidden = int(self.backbone.config.hidden_size)
         self.state = FusionState()
         self.fusion = ModalityFusion(config)

@@ -103,6 +103,12 @@ def _output_options(parser: argparse.ArgumentParser, general: Any) -> None:
         metavar="HZ",
         help="dashboard redraws per second (default {default})",
     )
+    mqtt_options(sinks)
+
+
+def mqtt_options(sinks: Any) -> None:
+    """The ``--mqtt-*`` options (broker, prefix, credentials, TLS, spool), into group ``sinks``:
+    ``live``/``replay``, ``serve`` and ``stream`` share them."""
     add_config_option(
         sinks,
         "--mqtt-host",

@@ -1,0 +1,331 @@
+"""``emotrack serve``: takes sessions from an MQTT 5 shared subscription and runs one pipeline each.
+
+The server's own connection subscribes to ``$share/{group}/{prefix}/sessions/start``, so the broker
+gives each start message to exactly one of the servers of the group. For a session it accepts, it
+subscribes to the session's audio and end topics (then answers ``accepted``), and runs the
+session's pipeline with the process's shared models (:mod:`realtime.serve.models`). It refuses a
+session (``refused``, with a code) beyond ``max_sessions``, while any session is more than
+``max_behind`` seconds behind real time, while shutting down, or when the start message is bad.
+Errors in a session's messages are answered with ``error`` on its status topic; the session goes
+on. ``{prefix}/servers/{id}`` holds the server's retained ``online``/``offline`` state (its last
+will says ``offline``). SIGTERM or Ctrl-C: no new sessions, the running ones finish what they
+received, then the server exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+
+from realtime.channels import Channel, Policy
+from realtime.config import Config, ConfigError
+from realtime.mqtt_options import MqttOptions
+from realtime.serialize import utc_timestamp
+from realtime.serve.connect import client_kwargs
+from realtime.serve.models import SharedModels
+from realtime.serve.protocol import (
+    PROTOCOL,
+    ProtocolError,
+    ServerStatus,
+    StartRequest,
+    Topics,
+    encode_json,
+    parse_end,
+    parse_start,
+    session_hint,
+)
+from realtime.serve.session import ServeSession, SessionLimits, SessionOutcome, session_config
+from realtime.sinks.base import SinkError
+
+logger = logging.getLogger(__name__)
+
+STATUS_QUEUE = 4096  # control statuses waiting for the connection; the oldest go first when full
+ERRORS_IN_FULL = 20  # error statuses per session sent one by one; then every 100th
+
+
+def default_server_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def probe_broker(mqtt: MqttOptions) -> None:
+    """Connect once and disconnect; SinkError with one line when the broker cannot be used."""
+    kwargs = await client_kwargs(mqtt, identifier=None, v5=True, name="probe")
+    try:
+        async with aiomqtt.Client(**kwargs):
+            return
+    except aiomqtt.MqttError as exc:
+        raise SinkError(
+            f"cannot connect to MQTT broker at {mqtt.host}:{mqtt.port}: {exc}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    group: str = "emotrack"  # shared-subscription group: the servers that share the sessions
+    max_sessions: int = 8
+    max_behind: float = 2.0  # refuse new sessions while a session is this far behind (seconds)
+    batching: bool = True  # one forward pass for utterances of several sessions
+    max_batch: int = 16  # utterances per cross-session forward pass
+    server_id: str = field(default_factory=default_server_id)
+    limits: SessionLimits = field(default_factory=SessionLimits)
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1:
+            raise ConfigError("--max-sessions must be at least 1")
+        if self.max_batch < 1:
+            raise ConfigError("--cross-batch must be at least 1")
+        if not self.group or set(self.group) & set("/+# "):
+            raise ConfigError(f"--group {self.group!r}: one topic level without '/', '+', '#'")
+        if self.max_behind <= 0 or self.limits.idle_timeout <= 0 or self.limits.max_backlog <= 0:
+            raise ConfigError("--max-behind, --idle-timeout and --max-backlog must be positive")
+
+
+@dataclass
+class _Outgoing:
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+class Server:
+    """One server process's sessions and its connection to the broker."""
+
+    def __init__(self, config: Config, options: ServeOptions, models: SharedModels) -> None:
+        self.config = config
+        self.options = options
+        self.models = models
+        self.mqtt = config.sinks.mqtt
+        self.topics = Topics(self.mqtt.prefix)
+        self.sessions: dict[str, ServeSession] = {}
+        self.accepted = 0
+        self.refused = 0
+        self._errors: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._outbox: Channel[_Outgoing | None] = Channel(
+            "status", STATUS_QUEUE, Policy.DROP_OLDEST
+        )
+        self._client: aiomqtt.Client | None = None
+        self._stop = asyncio.Event()
+
+    @property
+    def server_topic(self) -> str:
+        return f"{self.mqtt.prefix}/servers/{self.options.server_id}"
+
+    def stop(self) -> None:
+        """No new sessions; the running ones finish what they received (call on the loop)."""
+        if not self._stop.is_set():
+            logger.info("stopping: finishing %d sessions", len(self.sessions))
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`; SinkError when the broker is unreachable or lost."""
+        will = aiomqtt.Will(self.server_topic, self._server_state("offline"), qos=1, retain=True)
+        kwargs = await client_kwargs(
+            self.mqtt, identifier=self.mqtt.client_id, will=will, v5=True, name="server"
+        )
+        try:
+            async with aiomqtt.Client(**kwargs) as client:
+                self._client = client
+                await self._serve(client)
+        except aiomqtt.MqttError as exc:
+            raise SinkError(
+                f"MQTT broker {self.mqtt.host}:{self.mqtt.port}: {exc}; the server stopped"
+            ) from None
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(self.topics.shared_start(self.options.group), qos=1)
+        await client.publish(self.server_topic, self._server_state("online"), qos=1, retain=True)
+        logger.info(
+            "serving %s (group %s) at most %d sessions as %s; cross-session batching %s",
+            self.topics.start,
+            self.options.group,
+            self.options.max_sessions,
+            self.options.server_id,
+            "on" if self.options.batching else "off",
+        )
+        reader = asyncio.create_task(self._read(client), name="mqtt-read")
+        writer = asyncio.create_task(self._write(client), name="mqtt-write")
+        stop = asyncio.create_task(self._stop.wait(), name="stop")
+        try:
+            await asyncio.wait({reader, writer, stop}, return_when=asyncio.FIRST_COMPLETED)
+            self._stop.set()
+            for session in list(self.sessions.values()):
+                session.stop()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
+            if not writer.done():
+                await self._outbox.put(None)
+                await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+            for failed in (reader, writer):
+                error = failed.exception() if failed.done() and not failed.cancelled() else None
+                if error is not None:
+                    raise error
+            await client.publish(
+                self.server_topic, self._server_state("offline"), qos=1, retain=True
+            )
+        finally:
+            reader.cancel()
+            writer.cancel()
+            stop.cancel()
+
+    # -- incoming ------------------------------------------------------------------------------
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            data = payload if isinstance(payload, bytes) else str(payload or "").encode()
+            topic = message.topic.value
+            if topic == self.topics.start:
+                self._on_start(data)
+                continue
+            target = self.topics.session_of(topic)
+            session = None if target is None else self.sessions.get(target[0])
+            if target is None or session is None:
+                logger.debug("ignoring a message on %s (no such session here)", topic)
+                continue
+            if target[1] == "audio":
+                session.source.feed(data)
+            elif target[1] == "end":
+                self._on_end(session, data)
+
+    def _on_end(self, session: ServeSession, payload: bytes) -> None:
+        try:
+            end = parse_end(payload)
+            if end.session != session.start.session:
+                raise ProtocolError("bad_end", f"end message names session {end.session!r}")
+        except ProtocolError as exc:
+            self._report_error(session.start.session, exc)
+            return
+        session.source.end(end)
+
+    def _on_start(self, payload: bytes) -> None:
+        try:
+            start = parse_start(payload)
+        except ProtocolError as exc:
+            hint = session_hint(payload)
+            logger.warning("refused a start message: %s", exc)
+            if hint is not None:
+                self._refuse(hint, exc.code, str(exc))
+            return
+        refusal = self._refusal(start)
+        if refusal is not None:
+            self._refuse(start.session, *refusal)
+            return
+        try:
+            config = session_config(self.config, start)
+            session = ServeSession(
+                start,
+                config,
+                self.models,
+                on_error=lambda exc: self._report_error(start.session, exc),
+                limits=self.options.limits,
+            )
+        except (ConfigError, ValueError) as exc:
+            self._refuse(start.session, "bad_start", f"start message: {exc}")
+            return
+        self.sessions[start.session] = session
+        self.accepted += 1
+        task = asyncio.create_task(self._run_session(session), name=f"session:{start.session}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _refusal(self, start: StartRequest) -> tuple[str, str] | None:
+        """``(code, reason)`` when this server cannot take the session now."""
+        if self._stop.is_set():
+            return "shutting_down", "the server is shutting down"
+        if start.session in self.sessions:
+            return "duplicate_session", f"session {start.session} is already running here"
+        if len(self.sessions) >= self.options.max_sessions:
+            return "full", f"the server runs {len(self.sessions)} sessions (--max-sessions)"
+        behind = max((s.behind for s in self.sessions.values()), default=0.0)
+        if behind > self.options.max_behind:
+            return "overloaded", f"the server is {behind:.1f} s behind real time"
+        return None
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    async def _run_session(self, session: ServeSession) -> None:
+        name = session.start.session
+        client = self._client
+        assert client is not None
+        try:
+            await client.subscribe([(self.topics.audio(name), 1), (self.topics.end(name), 1)])
+            self._status(name, "accepted", f"{session.source.description} accepted")
+            logger.info("session %s accepted (%d running)", name, len(self.sessions))
+            try:
+                outcome = await session.run()
+            except Exception as exc:  # one session's bug must not stop the server or the others
+                logger.exception("session %s failed", name)
+                outcome = SessionOutcome(f"failed: {exc!r}", True, {})
+        finally:
+            del self.sessions[name]
+            self._errors.pop(name, None)
+        await self._unsubscribe(client, name)
+        self._status(
+            name,
+            "ended",
+            outcome.reason,
+            code="failed" if outcome.failed else None,
+            stats=outcome.stats,
+        )
+        logger.info("session %s ended: %s", name, outcome.reason)
+
+    async def _unsubscribe(self, client: aiomqtt.Client, name: str) -> None:
+        try:
+            await client.unsubscribe([self.topics.audio(name), self.topics.end(name)])
+        except aiomqtt.MqttError as exc:
+            logger.debug("cannot unsubscribe session %s: %s", name, exc)
+
+    # -- outgoing ------------------------------------------------------------------------------
+
+    def _refuse(self, session: str, code: str, reason: str) -> None:
+        self.refused += 1
+        logger.info("session %s refused: %s", session, reason)
+        self._status(session, "refused", reason, code=code)
+
+    def _report_error(self, session: str, error: ProtocolError) -> None:
+        count = self._errors[session] = self._errors.get(session, 0) + 1
+        if count <= ERRORS_IN_FULL or count % 100 == 0:
+            logger.warning("session %s: %s", session, error)
+            suffix = "" if count <= ERRORS_IN_FULL else f" ({count} errors so far)"
+            self._status(session, "error", f"{error}{suffix}", code=error.code)
+
+    def _status(
+        self,
+        session: str,
+        state: str,
+        reason: str,
+        *,
+        code: str | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> None:
+        status = ServerStatus(session, state, reason, self.options.server_id, code, stats)
+        self._outbox.put_nowait(
+            _Outgoing(self.topics.status(session), encode_json(status.to_dict()))
+        )
+
+    def _server_state(self, state: str) -> bytes:
+        return encode_json(
+            {
+                "protocol": PROTOCOL,
+                "server": self.options.server_id,
+                "state": state,
+                "group": self.options.group,
+                "max_sessions": self.options.max_sessions,
+                "batching": self.options.batching,
+                "timestamp": utc_timestamp(),
+            }
+        )
+
+    async def _write(self, client: aiomqtt.Client) -> None:
+        while True:
+            item = await self._outbox.get()
+            if item is None:
+                return
+            await client.publish(item.topic, item.payload, qos=1, retain=item.retain)

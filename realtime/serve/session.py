@@ -1,0 +1,134 @@
+"""One session of a server: its configuration, its audio source, its MQTT sink and its pipeline.
+
+Every session runs today's stages (:class:`~realtime.pipeline.Pipeline`) with the process's shared
+models. Its results and retained online/offline status go out through its own
+:class:`~realtime.sinks.mqtt.MqttSink` connection, whose last will turns the session ``offline``
+("connection lost") when the server process dies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from realtime.config import Config
+from realtime.mqtt_options import MqttOptions
+from realtime.pipeline import Pipeline
+from realtime.serve.models import SharedModels
+from realtime.serve.protocol import ProtocolError, StartRequest
+from realtime.serve.source import MqttAudioSource
+from realtime.sinks.base import SinkError
+from realtime.sinks.mqtt import MqttSink
+from realtime.sources.base import SourceError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    idle_timeout: float = 30.0  # seconds without audio before the server ends a session
+    max_backlog: float = 5.0  # seconds of audio waiting for the VAD before audio is dropped
+
+
+@dataclass(frozen=True)
+class SessionOutcome:
+    """How a session ended (the ``ended`` status): ``reason`` as the pipeline's EndOfStream, or
+    ``failed: ...``; the counters of its source and pipeline."""
+
+    reason: str
+    failed: bool
+    stats: dict[str, Any]
+
+
+def session_config(base: Config, start: StartRequest) -> Config:
+    """The server's configuration with what the start message sets for this session (raises
+    :class:`~realtime.config.ConfigError` for values the configuration refuses)."""
+    overrides: dict[str, Any] = {
+        "session": start.session,
+        "sources.channels_as_speakers": start.channels_as_speakers,
+    }
+    if start.speakers:
+        overrides["sources.speakers"] = list(start.speakers)
+    for key, value in start.options.items():
+        overrides[f"vad.{key}"] = int(value) if key == "aggressiveness" else value
+    return base.with_overrides(overrides)
+
+
+def session_mqtt(mqtt: MqttOptions, session: str) -> MqttOptions:
+    """The session sink's MQTT options: its own client id (derived from the server's, if any)."""
+    client_id = None if mqtt.client_id is None else f"{mqtt.client_id}-{session}"
+    return dataclasses.replace(mqtt, client_id=client_id)
+
+
+class ServeSession:
+    """A started session; :meth:`run` returns once its results are all published."""
+
+    def __init__(
+        self,
+        start: StartRequest,
+        config: Config,
+        models: SharedModels,
+        *,
+        on_error: Callable[[ProtocolError], None],
+        limits: SessionLimits,
+    ) -> None:
+        self.start = start
+        self.source = MqttAudioSource(
+            start,
+            on_error=on_error,
+            idle_timeout=limits.idle_timeout,
+            max_backlog=limits.max_backlog,
+        )
+        self.sink = MqttSink(
+            session=start.session, options=session_mqtt(config.sinks.mqtt, start.session)
+        )
+        self.pipeline = Pipeline(
+            config,
+            source=self.source,
+            sinks=[self.sink],
+            session=start.session,
+            transcriber=models.transcriber,
+            model=models.model,
+        )
+
+    @property
+    def behind(self) -> float:
+        """Seconds of this session's audio waiting to be segmented (0 when it keeps up)."""
+        return self.source.backlog_seconds
+
+    def stop(self) -> None:
+        self.pipeline.stop()
+
+    async def run(self) -> SessionOutcome:
+        failed = False
+        try:
+            await self.pipeline.run()
+            reason = self.pipeline.end_reason or "eof"
+        except SourceError as exc:  # idle: what it had was still delivered
+            reason = f"error: {exc}"
+        except SinkError as exc:
+            failed, reason = True, f"failed: {exc}"
+            logger.warning("session %s: %s", self.start.session, exc)
+        if reason == "eof" and self.source.end_reason not in (None, "eof"):
+            reason = str(self.source.end_reason)
+        return SessionOutcome(reason, failed, self._stats())
+
+    def _stats(self) -> dict[str, Any]:
+        counters = dataclasses.asdict(self.source.counters)
+        stats = self.pipeline.stats
+        pipeline: dict[str, Any] = {}
+        if stats is not None:
+            pipeline = {
+                "utterances": stats.utterances,
+                "results": stats.results,
+                "results_dropped": sum(stats.dropped.values()) - stats.dropped.get("no_words", 0),
+            }
+        return {
+            **{f"audio_{key}": value for key, value in counters.items()},
+            **pipeline,
+            "mqtt_sent": self.sink.sent,
+            "mqtt_unsent": self.sink.unsent + self.sink.dropped,
+        }

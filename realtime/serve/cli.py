@@ -1,0 +1,280 @@
+"""``emotrack serve`` and ``emotrack stream`` (registered through the ``emotrack.commands`` group).
+
+``serve`` takes sessions over MQTT (see docs/PROTOCOL.md) with one Whisper and one UniMSE for all
+of them; ``stream`` is the reference client, which plays a file (or the microphone) in real time
+into the protocol and prints the results it gets back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from realtime.cli.exits import EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE
+from realtime.cli.options import add_config_option, mqtt_options, session_options
+from realtime.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    from realtime.cli.commands import user_errors
+    from realtime.serve.server import ServeOptions
+
+    defaults = ServeOptions(server_id="-")
+    serve = commands.add_parser(
+        "serve",
+        help="take many sessions' audio over MQTT (stream protocol 1), one model owner for all",
+        description="Serve emotion tracking over MQTT: sessions start on PREFIX/sessions/start "
+        "(an MQTT 5 shared subscription, so that each session goes to one server of --group), "
+        "audio on PREFIX/SESSION/audio, results on PREFIX/SESSION/utterance (docs/PROTOCOL.md). "
+        "One Whisper and one UniMSE per process serve every session. SIGTERM or Ctrl-C: no new "
+        "sessions, the running ones finish what they received.",
+    )
+    group = serve.add_argument_group("server")
+    group.add_argument(
+        "--group",
+        default=defaults.group,
+        metavar="NAME",
+        help=f"shared-subscription group of the servers that share sessions "
+        f"(default {defaults.group})",
+    )
+    group.add_argument(
+        "--max-sessions",
+        type=int,
+        default=defaults.max_sessions,
+        metavar="N",
+        help=f"refuse sessions beyond N at once (default {defaults.max_sessions})",
+    )
+    group.add_argument(
+        "--max-behind",
+        type=float,
+        default=defaults.max_behind,
+        metavar="S",
+        help="refuse new sessions while a session's audio waits longer than S seconds "
+        f"(default {defaults.max_behind:g})",
+    )
+    group.add_argument(
+        "--max-backlog",
+        type=float,
+        default=defaults.limits.max_backlog,
+        metavar="S",
+        help="audio of a session that may wait for speech detection; newer audio is dropped, "
+        f"counted and reported (default {defaults.limits.max_backlog:g} s)",
+    )
+    group.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=defaults.limits.idle_timeout,
+        metavar="S",
+        help="end a session that sent no audio for S seconds "
+        f"(default {defaults.limits.idle_timeout:g})",
+    )
+    group.add_argument(
+        "--no-cross-batching",
+        dest="batching",
+        action="store_false",
+        help="classify each session's utterances on their own (default: one forward pass for "
+        "the utterances of all sessions that are waiting)",
+    )
+    group.add_argument(
+        "--cross-batch",
+        type=int,
+        default=defaults.max_batch,
+        metavar="N",
+        help=f"utterances per cross-session forward pass (default {defaults.max_batch})",
+    )
+    group.add_argument("--server-id", metavar="ID", help="this server's name (default HOST-PID)")
+    mqtt_options(serve.add_argument_group("MQTT"))
+    session_options(serve, bench=True)
+    serve.set_defaults(handler=cmd_serve, user_errors=user_errors)
+
+    stream = commands.add_parser(
+        "stream",
+        help="play a file or the microphone into `emotrack serve` and print the results",
+        description="The reference client of the stream protocol (docs/PROTOCOL.md): sends the "
+        "audio in real time, in 16-bit PCM chunks, to whichever server takes the session, and "
+        "prints the results as they come back. Exit 0 when the server ended the session, 3 when "
+        "the server was lost or did not finish, 2 when no server took it.",
+    )
+    stream.add_argument("path", nargs="?", metavar="PATH", help="audio file to play")
+    stream.add_argument("--mic", action="store_true", help="stream the microphone instead")
+    stream.add_argument(
+        "--duration", type=float, metavar="S", help="with --mic: stop after S seconds"
+    )
+    stream.add_argument("--audio-device", metavar="NAME|INDEX", help="with --mic: the device")
+    add_config_option(
+        stream, "--session", dest="session", metavar="ID", required=True, help="session id"
+    )
+    stream.add_argument(
+        "--speakers",
+        type=lambda s: tuple(s.split(",")),
+        metavar="A,B",
+        help="speaker name per channel",
+    )
+    stream.add_argument(
+        "--mix", action="store_true", help="mix stereo to mono (default: one speaker per channel)"
+    )
+    stream.add_argument(
+        "--hangover", type=float, metavar="S", help="silence that ends an utterance, this session"
+    )
+    stream.add_argument(
+        "--chunk-ms", type=int, default=20, metavar="MS", help="audio per message (default 20)"
+    )
+    stream.add_argument(
+        "--results",
+        choices=("text", "json", "none"),
+        default="text",
+        help="print each result as a line of text, as JSON, or not (default text)",
+    )
+    stream.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        metavar="N",
+        help="start again after a busy server's refusal, N times (default 3)",
+    )
+    stream.add_argument(
+        "--accept-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="wait S seconds for a server to take the session (default 30)",
+    )
+    stream.add_argument("--config", metavar="FILE", help="TOML configuration (its sinks.mqtt)")
+    mqtt_options(stream.add_argument_group("MQTT"))
+    stream.set_defaults(handler=cmd_stream, user_errors=user_errors)
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from realtime.cli.commands import build_config
+    from realtime.serve.server import ServeOptions, default_server_id
+    from realtime.serve.session import SessionLimits
+
+    config = build_config(args)
+    options = ServeOptions(
+        group=args.group,
+        max_sessions=args.max_sessions,
+        max_behind=args.max_behind,
+        batching=args.batching,
+        max_batch=args.cross_batch,
+        server_id=args.server_id or default_server_id(),
+        limits=SessionLimits(idle_timeout=args.idle_timeout, max_backlog=args.max_backlog),
+    )
+    return asyncio.run(_serve(config, options))
+
+
+async def _serve(config: Config, options: Any) -> int:
+    from realtime.serve.models import load_shared_models
+    from realtime.serve.server import Server, probe_broker
+
+    await probe_broker(config.sinks.mqtt)  # a wrong address fails now, not after the models load
+    models = await asyncio.to_thread(
+        load_shared_models, config, batching=options.batching, max_batch=options.max_batch
+    )
+    server = Server(config, options, models)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.stop)
+    try:
+        await server.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await asyncio.to_thread(models.close)
+    batches = models.batcher.stats.to_dict()
+    print(
+        f"emotrack serve: {server.accepted} sessions served, {server.refused} refused; "
+        f"{batches['forward_passes']} forward passes for {batches['utterances']} utterances "
+        f"(mean batch {batches['mean_batch']:.2f})",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+# -- stream --------------------------------------------------------------------------------------
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from realtime.cli.commands import build_config
+    from realtime.config import ConfigError
+    from realtime.serve.audio_input import microphone_chunks, read_pcm
+    from realtime.serve.client import StreamClient, StreamSettings, paced_chunks
+    from realtime.serve.protocol import StartRequest
+
+    if bool(args.path) == bool(args.mic):
+        raise ConfigError("give an audio file PATH or --mic (one of them)")
+    if not 20 <= args.chunk_ms <= 100:
+        raise ConfigError("--chunk-ms must be in 20..100 (the protocol's chunk sizes)")
+    config = build_config(args)
+    if args.mic:
+        rate, channels = 16_000, 1
+        pcm = None
+    else:
+        pcm, rate = read_pcm(args.path)
+        channels = pcm.shape[1]
+    start = StartRequest(
+        session=str(config.session),
+        sample_rate=rate,
+        channels=channels,
+        channels_as_speakers=channels == 2 and not args.mix,
+        speakers=args.speakers or (),
+        options={} if args.hangover is None else {"hangover": args.hangover},
+        client="emotrack stream",
+    )
+    settings = StreamSettings(accept_timeout=args.accept_timeout, retries=args.retries)
+    client = StreamClient(
+        config.sinks.mqtt, start, settings, on_result=_printer(args.results), on_error=_warn
+    )
+
+    async def play() -> Any:
+        chunks: AsyncIterator[np.ndarray]
+        if pcm is None:
+            chunks = microphone_chunks(
+                device=args.audio_device, chunk_ms=args.chunk_ms, duration=args.duration
+            )
+        else:
+            chunks = paced_chunks(pcm, rate, chunk_ms=args.chunk_ms)
+        return await client.run(chunks)
+
+    outcome = asyncio.run(play())
+    print(
+        f"emotrack stream: session {outcome.session} {outcome.state}"
+        f"{f' ({outcome.reason})' if outcome.reason else ''}: {len(outcome.results)} results, "
+        f"{len(outcome.errors)} errors, {outcome.chunks_sent} chunks sent"
+        f"{f' to {outcome.server}' if outcome.server else ''}",
+        file=sys.stderr,
+    )
+    if outcome.ok:
+        return EXIT_OK
+    return EXIT_USAGE if outcome.state in ("refused", "no answer") else EXIT_UNDELIVERED
+
+
+def _printer(style: str) -> Any:
+    def text(result: dict[str, Any]) -> None:
+        probability = result["emotion_probs"].get(result["emotion"], 0.0)
+        print(
+            f"{result['start']:7.2f}-{result['end']:7.2f}  {result['speaker']}: "
+            f"{result['emotion']} ({probability:.2f})  {result['text']}",
+            flush=True,
+        )
+
+    def as_json(result: dict[str, Any]) -> None:
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+
+    return {"text": text, "json": as_json}.get(style)
+
+
+def _warn(status: dict[str, Any]) -> None:
+    logger.warning("server: %s (%s)", status.get("reason"), status.get("code"))

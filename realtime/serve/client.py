@@ -1,0 +1,218 @@
+"""``emotrack stream``'s engine: plays audio into the stream protocol and collects what comes back.
+
+:class:`StreamClient` connects (its last will ends the session with ``client lost``), subscribes to
+the session's status and results, publishes the start message (again after a refusal that says
+the server is busy, up to ``retries`` times), sends the audio chunks as they come, then the end
+message, and returns once the server says ``ended``, or as soon as the session's status turns
+``offline`` with ``connection lost`` (the server died: the last will of its sink). Retained
+messages are old news (an earlier run of the same session id) and are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+import numpy as np
+
+from realtime.mqtt_options import MqttOptions
+from realtime.serve.connect import client_kwargs
+from realtime.serve.protocol import EndRequest, StartRequest, Topics, encode_chunk, encode_json
+
+logger = logging.getLogger(__name__)
+
+#: Refusals worth trying again: another server of the group, or this one later, may take it.
+RETRY_CODES = ("full", "overloaded", "shutting_down")
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    accept_timeout: float = 30.0  # seconds to wait for a server's answer to the start message
+    end_timeout: float = 120.0  # seconds to wait for ``ended`` after the end message
+    retries: int = 3  # start messages sent again after a busy refusal
+    retry_delay: float = 1.0  # seconds before the first retry; doubles each time
+
+
+@dataclass
+class StreamOutcome:
+    """What a session got back. ``state``: ended, server lost, refused, no answer, timeout."""
+
+    session: str
+    state: str = "no answer"
+    reason: str = ""
+    server: str | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # monotonic time each result arrived
+    errors: list[dict[str, Any]] = field(default_factory=list)  # the server's error statuses
+    stats: dict[str, Any] | None = None  # the ended status's counters
+    chunks_sent: int = 0
+    started_at: float | None = None  # monotonic time the first chunk was sent
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ended" and not (self.reason.startswith(("error", "failed")))
+
+
+class StreamClient:
+    """One session of the stream protocol against whichever server takes it."""
+
+    def __init__(
+        self,
+        mqtt: MqttOptions,
+        start: StartRequest,
+        settings: StreamSettings | None = None,
+        *,
+        on_result: Callable[[dict[str, Any]], None] | None = None,
+        on_error: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.mqtt = mqtt
+        self.start = start
+        self.settings = settings or StreamSettings()
+        self.topics = Topics(mqtt.prefix)
+        self.outcome = StreamOutcome(start.session)
+        self._on_result = on_result
+        self._on_error = on_error
+        self._answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._finished = asyncio.Event()  # ended, or the server was lost
+
+    async def run(self, chunks: AsyncIterator[np.ndarray]) -> StreamOutcome:
+        """Stream ``chunks`` ((frames, channels) int16 at the start message's rate)."""
+        session = self.start.session
+        last_will = EndRequest(session, None, "client lost").to_dict()
+        will = aiomqtt.Will(self.topics.end(session), encode_json(last_will), qos=1)
+        identifier = self.mqtt.client_id or session
+        kwargs = await client_kwargs(self.mqtt, identifier=identifier, will=will, name="stream")
+        async with aiomqtt.Client(**kwargs) as client:
+            await client.subscribe(
+                [(self.topics.status(session), 1), (self.topics.results(session), 1)]
+            )
+            receiver = asyncio.create_task(self._receive(client), name="receive")
+            try:
+                if await self._start(client):
+                    await self._send(client, chunks)
+                    await self._finish(client)
+            finally:
+                receiver.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await receiver
+        return self.outcome
+
+    async def _start(self, client: aiomqtt.Client) -> bool:
+        """Publish the start message until a server accepts it; False when none does."""
+        delay = self.settings.retry_delay
+        payload = encode_json(self.start.to_dict())
+        for attempt in range(self.settings.retries + 1):
+            await client.publish(self.topics.start, payload, qos=1)
+            try:
+                async with asyncio.timeout(self.settings.accept_timeout):
+                    answer = await self._answers.get()
+            except TimeoutError:
+                self.outcome.state = "no answer"
+                self.outcome.reason = (
+                    f"no server answered within {self.settings.accept_timeout:g} s "
+                    f"(is `emotrack serve` running with prefix {self.mqtt.prefix!r}?)"
+                )
+                return False
+            self.outcome.server = answer.get("server")
+            if answer["state"] == "accepted":
+                logger.info("session %s accepted by %s", self.start.session, answer["server"])
+                return True
+            self.outcome.state = "refused"
+            self.outcome.reason = f"{answer.get('code')}: {answer['reason']}"
+            if answer.get("code") not in RETRY_CODES or attempt == self.settings.retries:
+                return False
+            logger.info("refused (%s); trying again in %.1f s", self.outcome.reason, delay)
+            await asyncio.sleep(delay)
+            delay *= 2
+        return False
+
+    async def _send(self, client: aiomqtt.Client, chunks: AsyncIterator[np.ndarray]) -> None:
+        topic = self.topics.audio(self.start.session)
+        async for chunk in chunks:
+            if self._finished.is_set():
+                return
+            if self.outcome.started_at is None:
+                self.outcome.started_at = time.monotonic()
+            await client.publish(topic, encode_chunk(self.outcome.chunks_sent, chunk), qos=1)
+            self.outcome.chunks_sent += 1
+
+    async def _finish(self, client: aiomqtt.Client) -> None:
+        if self._finished.is_set():
+            return
+        sent = self.outcome.chunks_sent
+        end = EndRequest(self.start.session, sent - 1 if sent else None, "eof")
+        await client.publish(self.topics.end(self.start.session), encode_json(end.to_dict()), qos=1)
+        try:
+            async with asyncio.timeout(self.settings.end_timeout):
+                await self._finished.wait()
+        except TimeoutError:
+            self.outcome.state = "timeout"
+            self.outcome.reason = (
+                f"the server did not end the session in {self.settings.end_timeout:g} s"
+            )
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        results = self.topics.results(self.start.session)
+        async for message in client.messages:
+            if message.retain:  # an earlier run's
+                continue
+            try:
+                data = json.loads(message.payload if isinstance(message.payload, bytes) else b"")
+            except json.JSONDecodeError:
+                logger.warning("not JSON on %s: ignored", message.topic)
+                continue
+            if message.topic.value == results:
+                self.outcome.results.append(data)
+                self.outcome.arrivals.append(time.monotonic())
+                if self._on_result is not None:
+                    self._on_result(data)
+            elif "protocol" in data:
+                self._on_server_status(data)
+            elif data.get("state") == "offline" and data.get("reason") == "connection lost":
+                self.outcome.state = "server lost"
+                self.outcome.reason = (
+                    f"the server {self.outcome.server or ''} went offline (connection lost); "
+                    f"{len(self.outcome.results)} results arrived before"
+                )
+                self._finished.set()
+
+    def _on_server_status(self, data: dict[str, Any]) -> None:
+        state = data.get("state")
+        if state in ("accepted", "refused"):
+            self._answers.put_nowait(data)
+        elif state == "error":
+            self.outcome.errors.append(data)
+            if self._on_error is not None:
+                self._on_error(data)
+        elif state == "ended":
+            self.outcome.state = "ended"
+            self.outcome.reason = str(data.get("reason", ""))
+            self.outcome.stats = data.get("stats")
+            self._finished.set()
+
+
+async def paced_chunks(
+    audio: np.ndarray, sample_rate: int, *, chunk_ms: int = 20, speed: float = 1.0
+) -> AsyncIterator[np.ndarray]:
+    """``audio`` ((frames, channels) int16) in chunks of ``chunk_ms``, each when its time comes
+    (real time at ``speed`` 1); the last one padded with silence to a whole chunk."""
+    frames = sample_rate * chunk_ms // 1000
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for index, offset in enumerate(range(0, len(audio), frames)):
+        delay = started + index * chunk_ms / 1000 / speed - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        chunk = audio[offset : offset + frames]
+        if len(chunk) < frames:
+            chunk = np.concatenate(
+                [chunk, np.zeros((frames - len(chunk), audio.shape[1]), chunk.dtype)]
+            )
+        yield chunk

@@ -1,7 +1,9 @@
 """Per-session dialogue context: the last K turns, with speaker labels, in the model's input format.
 
 Live use sees only the past, so every :class:`unimse.inputs.ModelInput` carries the turns spoken
-before the current utterance (oldest first), exactly as the model is trained.
+before the current utterance (oldest first), exactly as the model is trained. With diarisation, a
+:class:`~realtime.messages.SpeakerRevision` re-labels a turn still in the context, so the next
+utterances see the corrected speakers.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from realtime.messages import PendingUtterance, Transcript
+from realtime.messages import PendingUtterance, SpeakerRevision, Transcript
 from realtime.stage import Inbox, Stage
 from unimse.inputs import DialogueTurn, ModelInput
 
@@ -25,13 +27,14 @@ class DialogueContext:
             raise ValueError("context turns must be >= 0")
         self.session = session
         self.turns = turns
-        self._history: deque[DialogueTurn] = deque(maxlen=turns)
+        # (utterance seq or None, turn), oldest first.
+        self._history: deque[tuple[int | None, DialogueTurn]] = deque(maxlen=turns)
 
     @property
     def history(self) -> tuple[DialogueTurn, ...]:
-        return tuple(self._history)
+        return tuple(turn for _, turn in self._history)
 
-    def next_input(self, speaker: str, text: str) -> ModelInput:
+    def next_input(self, speaker: str, text: str, utterance_seq: int | None = None) -> ModelInput:
         """The model input for a new utterance, which then joins the context of the next ones.
 
         Utterances without words (a sigh, laughter) are classified but add no turn.
@@ -39,8 +42,18 @@ class DialogueContext:
         text = text.strip()
         model_input = ModelInput(text=text, speaker=speaker, context=self.history)
         if text and self.turns > 0:
-            self._history.append(DialogueTurn(speaker=speaker, text=text))
+            self._history.append((utterance_seq, DialogueTurn(speaker=speaker, text=text)))
         return model_input
+
+    def relabel(self, utterance_seq: int, speaker: str) -> None:
+        """The turn of utterance ``utterance_seq``, if still in the context, is ``speaker``'s."""
+        self._history = deque(
+            (
+                (seq, DialogueTurn(speaker, turn.text) if seq == utterance_seq else turn)
+                for seq, turn in self._history
+            ),
+            maxlen=self._history.maxlen,
+        )
 
 
 class ContextStage(Stage):
@@ -59,11 +72,14 @@ class ContextStage(Stage):
         self.no_words = 0
 
     async def process(self, item: Any) -> None:
+        if isinstance(item, SpeakerRevision):
+            self.context.relabel(item.utterance_seq, item.new)
         if not isinstance(item, Transcript):
             await self.push(item)
         elif not item.text and self.needs_words:
             self.no_words += 1
             logger.info("utterance %d has no words; skipped (text-only model)", item.seq)
         else:
-            model_input = self.context.next_input(item.utterance.speaker, item.text)
+            utterance = item.utterance
+            model_input = self.context.next_input(utterance.speaker, item.text, utterance.seq)
             await self.push(PendingUtterance(item, model_input))

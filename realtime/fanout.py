@@ -1,4 +1,5 @@
-"""The end of the pipeline: every result to every sink, each sink with its own queue."""
+"""The end of the pipeline: every result (and speaker revision) to every sink, each sink with its
+own queue."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from realtime.channels import Channel, Policy
-from realtime.messages import EmotionResult, EndOfStream, StatsSnapshot
+from realtime.messages import EmotionResult, EndOfStream, SpeakerRevision, StatsSnapshot
 from realtime.sinks.base import Sink, SinkError
 from realtime.stage import Inbox, Stage
 
@@ -24,11 +25,12 @@ class SinkRunner:
 
     def __init__(self, sink: Sink, queue_size: int) -> None:
         self.sink = sink
-        self.channel: Channel[EmotionResult | EndOfStream] = Channel(
+        self.channel: Channel[EmotionResult | SpeakerRevision | EndOfStream] = Channel(
             f"sink:{sink.name}", queue_size, Policy.DROP_OLDEST
         )
         self.offered = 0  # results handed to its queue
         self.published = 0  # results its publish() took without an error
+        self.revised = 0  # speaker revisions its revise() took without an error
         self.failure: str | None = None
 
     @property
@@ -47,12 +49,18 @@ class SinkRunner:
             if self.failure is not None:
                 continue
             try:
-                await self.sink.publish(item)
+                if isinstance(item, SpeakerRevision):
+                    await self.sink.revise(item)
+                else:
+                    await self.sink.publish(item)
             except SinkError as exc:
                 self.failure = str(exc)
                 logger.error("sink %s failed and gets no more results: %s", self.sink.name, exc)
             else:
-                self.published += 1
+                if isinstance(item, SpeakerRevision):
+                    self.revised += 1
+                else:
+                    self.published += 1
 
 
 class FanOut:
@@ -81,6 +89,10 @@ class FanOut:
         for runner in self.runners:
             runner.offered += 1
             runner.channel.put_nowait(result)
+
+    def offer_revision(self, revision: SpeakerRevision) -> None:
+        for runner in self.runners:
+            runner.channel.put_nowait(revision)
 
     def undelivered(self) -> dict[str, int]:
         """Sink name -> results it did not deliver, for the sinks that missed any."""
@@ -113,7 +125,8 @@ class FanOut:
 
 
 class DeliveryStage(Stage):
-    """Last stage: counts results and their latencies, hands them to the fan-out."""
+    """Last stage: counts results and their latencies, hands them (and speaker revisions) to the
+    fan-out."""
 
     inbox_spec = Inbox("results", 64)
 
@@ -122,12 +135,17 @@ class DeliveryStage(Stage):
         self.fanout = fanout
         self.stats = stats
         self.results = 0
+        self.revisions = 0  # speaker revisions handed to the sinks
         self._latencies: dict[str, deque[float]] = {}
 
     def latency_p50(self) -> dict[str, float]:
         return {k: statistics.median(v) for k, v in self._latencies.items() if v}
 
     async def process(self, item: Any) -> None:
+        if isinstance(item, SpeakerRevision):
+            self.revisions += 1
+            self.fanout.offer_revision(item)
+            return
         if not isinstance(item, EmotionResult):
             logger.debug("nothing delivers %s", type(item).__name__)
             return

@@ -123,6 +123,21 @@ class EmotionResult(Message):
 
 
 @dataclass(frozen=True)
+class SpeakerRevision(Message):
+    """Utterance ``utterance_seq`` (an :class:`Utterance` ``seq``) is now spoken by ``new``, no
+    longer by ``old``: online diarisation regrouped past utterances once it heard more (see
+    :mod:`realtime.speakers`). ``seq`` numbers the revisions of the session. Sinks re-label what
+    they already published (:meth:`realtime.sinks.base.Sink.revise`)."""
+
+    utterance_seq: int
+    old: str
+    new: str
+    channel: int = 0
+    # Wall-clock (UTC) time the revision was made: every sink publishes this one timestamp.
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC), compare=False)
+
+
+@dataclass(frozen=True)
 class EndOfStream(Message):
     reason: str = "eof"
 

@@ -126,6 +126,9 @@ class MqttOptions:
     def utterance_topic(self, session: str) -> str:
         return f"{self.prefix}/{session}/utterance"
 
+    def revision_topic(self, session: str) -> str:
+        return f"{self.prefix}/{session}/speaker_revised"
+
     def status_topic(self, session: str) -> str:
         return f"{self.prefix}/{session}/status"
 

@@ -34,6 +34,7 @@ from realtime.messages import (
     AudioChunk,
     EmotionResult,
     EndOfStream,
+    SpeakerRevision,
     StatsSnapshot,
     VideoFrame,
 )
@@ -220,6 +221,14 @@ class SessionRecorder(Sink):
                 "emotion": result.emotion,
             }
         )
+
+    async def revise(self, revision: SpeakerRevision) -> None:
+        """The revision goes to results.jsonl as its own line; the manifest's summary of the
+        utterance takes the new speaker."""
+        await self._results.revise(revision)
+        for utterance in self._utterances:
+            if utterance["utterance_seq"] == revision.utterance_seq:
+                utterance["speaker"] = revision.new
 
     async def close(self, stats: StatsSnapshot) -> None:
         if self._executor is None:

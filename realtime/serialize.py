@@ -1,7 +1,8 @@
 """The wire format of results: JSON-ready dictionaries, validated by a versioned JSON Schema.
 
 The schema lives in ``realtime/schemas/emotion_result.v1.json``; :data:`SCHEMA_VERSION` is the
-version every message carries. Minor versions only ever add optional fields.
+version every message carries. Minor versions only add: optional fields, or a new message kind
+told apart by its ``kind`` field (1.1: ``speaker_revised``). A result has no ``kind``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from realtime.messages import EmotionResult, StatsSnapshot
+from realtime.messages import EmotionResult, SpeakerRevision, StatsSnapshot
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+REVISION_KIND = "speaker_revised"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "emotion_result.v1.json"
 
 # Probabilities computed in float32 can overshoot [0, 1] by a rounding error; such values are
@@ -75,6 +77,23 @@ def result_to_dict(result: EmotionResult, *, timestamp: datetime | None = None) 
     }
 
 
+def revision_to_dict(
+    revision: SpeakerRevision, *, timestamp: datetime | None = None
+) -> dict[str, Any]:
+    """The JSON-ready form of a speaker revision (``kind`` ``speaker_revised``)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": REVISION_KIND,
+        "session": revision.session,
+        "seq": int(revision.seq),
+        "utterance_seq": int(revision.utterance_seq),
+        "speaker": revision.new,
+        "previous_speaker": revision.old,
+        "channel": int(revision.channel),
+        "timestamp": utc_timestamp(revision.timestamp if timestamp is None else timestamp),
+    }
+
+
 def to_json(obj: Mapping[str, Any]) -> str:
     """Compact one-line JSON; raises :class:`ValueError` on NaN or infinity (not valid JSON)."""
     try:
@@ -121,19 +140,27 @@ def _validator() -> Any:
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
-def validate(obj: Any) -> None:
-    """Check that ``obj`` is a valid result message; raises :class:`SchemaValidationError`.
+def is_revision(obj: Any) -> bool:
+    """Whether a message (a parsed JSON object) is a speaker revision rather than a result."""
+    return isinstance(obj, dict) and obj.get("kind") == REVISION_KIND
 
-    Besides the schema, checks the one rule JSON Schema cannot express: ``end >= start``.
+
+def validate(obj: Any) -> None:
+    """Check that ``obj`` is a valid message (a result or a speaker revision); raises
+    :class:`SchemaValidationError`.
+
+    Besides the schema, checks the one rule JSON Schema cannot express: a result's
+    ``end >= start``.
     """
     import jsonschema
 
+    what = "speaker revision" if is_revision(obj) else "emotion result"
     error = jsonschema.exceptions.best_match(_validator().iter_errors(obj))
     if error is not None:
         where = error.json_path if error.path else "message"
         message = error.message if len(error.message) <= 200 else error.message[:199] + "…"
-        raise SchemaValidationError(f"invalid emotion result: {where}: {message}")
-    if obj["end"] < obj["start"]:
+        raise SchemaValidationError(f"invalid {what}: {where}: {message}")
+    if not is_revision(obj) and obj["end"] < obj["start"]:
         raise SchemaValidationError(
             f"invalid emotion result: $.end: {obj['end']} is before start {obj['start']}"
         )

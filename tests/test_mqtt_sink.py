@@ -119,6 +119,32 @@ async def test_every_result_arrives_in_order_with_qos1(mosquitto_broker: tuple[s
         await sink.publish(result_factory(seq=n, session="s1"))
 
 
+async def test_speaker_revisions_go_to_their_own_topic_after_the_result(
+    mosquitto_broker: tuple[str, int],
+) -> None:
+    from realtime.messages import SpeakerRevision
+
+    host, port = mosquitto_broker
+    prefix = unique_prefix()
+    sink = MqttSink(session="s1", options=fast_options(host, port, prefix))
+    revision = SpeakerRevision("s1", 0, 0.0, utterance_seq=0, old="speaker 1", new="speaker 2")
+    async with subscriber(host, port) as sub:
+        await sub.subscribe(f"{prefix}/s1/#", qos=1)
+        await sink.open()
+        await sink.publish(result_factory(seq=0, session="s1", speaker="speaker 1"))
+        await sink.revise(revision)
+        messages = [m for m in await collect(sub, 3) if not m.topic.value.endswith("/status")]
+        await sink.close(stats_factory(results=1))
+    assert [m.topic.value for m in messages[:2]] == [
+        f"{prefix}/s1/utterance",
+        f"{prefix}/s1/speaker_revised",
+    ]
+    revised = payload(messages[1])
+    validate(revised)
+    assert (revised["utterance_seq"], revised["speaker"]) == (0, "speaker 2")
+    assert messages[1].qos == 1 and not messages[1].retain
+
+
 async def test_a_session_that_cannot_be_a_topic_level_is_refused(
     mosquitto_broker: tuple[str, int],
 ) -> None:

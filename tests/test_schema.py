@@ -28,7 +28,8 @@ def test_schema_is_valid_draft_2020_12_and_versioned() -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert SCHEMA_VERSION in schema["$id"]
     assert SCHEMA_PATH.name == f"emotion_result.v{SCHEMA_VERSION.split('.')[0]}.json"
-    assert schema["additionalProperties"] is False
+    for kind in ("result", "speaker_revised"):
+        assert schema["$defs"][kind]["additionalProperties"] is False
     assert schema["$defs"]["emotion"]["enum"] == list(MELD_EMOTIONS)
 
 
@@ -42,7 +43,7 @@ def test_result_to_dict_has_every_field_and_validates() -> None:
     assert obj["emotion_probs"] == dict(result.emotion_probs)
     assert obj["modalities"] == ["text", "audio"]
     assert obj["latency"] == {"vad": 0.3, "asr": 0.2, "inference": 0.05, "total": 0.6}
-    assert set(obj) == set(load_schema()["required"])
+    assert set(obj) == set(load_schema()["$defs"]["result"]["required"])
     # The JSON text round-trips and stays one line.
     line = result_to_json(result)
     assert "\n" not in line

@@ -1,11 +1,13 @@
 """Read a session for the report: a JSON lines file of results, or a folder written by ``--record``.
 
-Every line must be a result of the schema version this emotrack writes
-(``realtime/schemas/emotion_result.v1.json``). Lines are checked with a compiled validator
-(``jsonschema-rs``, microseconds a line, so an 8-hour session reads in well under a second); a
-line that fails is checked again by :func:`realtime.serialize.validate`, whose message names the
-field. Anything unusable raises :class:`~realtime.report.errors.ReportError` with one line saying
-which file and line.
+Every line must be a message of a schema version this emotrack reads (``1.x`` up to the one it
+writes, ``realtime/schemas/emotion_result.v1.json``): a result, or a speaker revision
+(``"kind": "speaker_revised"``, diarisation), which re-labels the result with its
+``utterance_seq``; the report shows every utterance with its last speaker. Lines are checked
+with a compiled validator (``jsonschema-rs``, microseconds a line, so an 8-hour session reads in
+well under a second); a line that fails is checked again by :func:`realtime.serialize.validate`,
+whose message names the field. Anything unusable raises :class:`~realtime.report.errors.ReportError`
+with one line saying which file and line.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from typing import Any
 
 from realtime.recorder import RESULTS
 from realtime.report.errors import ReportError
-from realtime.serialize import SCHEMA_VERSION, SchemaValidationError, load_schema, validate
+from realtime.serialize import (
+    SCHEMA_VERSION,
+    SchemaValidationError,
+    is_revision,
+    load_schema,
+    validate,
+)
 from realtime.sources.base import SourceError
 from realtime.sources.session import SessionManifest, is_session_folder, read_manifest
 
@@ -94,8 +102,12 @@ def load_session(path: str | os.PathLike[str], *, session: str | None = None) ->
         raise ReportError(f"no such file or folder: {root}")
 
     by_session: dict[str, list[dict[str, Any]]] = {}
+    relabel: dict[str, dict[int, str]] = {}  # session -> utterance_seq -> its last speaker
     for obj in _read_results(results):
-        by_session.setdefault(obj["session"], []).append(obj)
+        if is_revision(obj):
+            relabel.setdefault(obj["session"], {})[obj["utterance_seq"]] = obj["speaker"]
+        else:
+            by_session.setdefault(obj["session"], []).append(obj)
     if not by_session:
         raise ReportError(f"{results} holds no results: the session is empty")
     ids = list(by_session)
@@ -113,7 +125,11 @@ def load_session(path: str | os.PathLike[str], *, session: str | None = None) ->
         chosen = session
     else:
         raise ReportError(f"{results} holds no session {session!r} (it has: {', '.join(ids)})")
-    utterances = tuple(_utterance(i, obj) for i, obj in enumerate(by_session[chosen]))
+    speaker_of = relabel.get(chosen, {})
+    utterances = tuple(
+        _utterance(i, obj, speaker_of.get(obj["utterance_seq"], obj["speaker"]))
+        for i, obj in enumerate(by_session[chosen])
+    )
     return Session(
         session=chosen,
         input_path=root,
@@ -151,16 +167,25 @@ def _checked(path: Path, number: int, line: str, is_valid: Any) -> dict[str, Any
     version = obj.get("schema_version")
     if version is None:
         raise ReportError(f"{where} has no schema_version: not an emotrack result")
-    if version != SCHEMA_VERSION:
+    if not _readable(version):
         raise ReportError(
-            f"{where} has schema version {version!r}; this emotrack reads {SCHEMA_VERSION}"
+            f"{where} has schema version {version!r}; this emotrack reads 1.0 to {SCHEMA_VERSION}"
         )
-    if not is_valid(obj) or obj["end"] < obj["start"]:
+    if not is_valid(obj) or (not is_revision(obj) and obj["end"] < obj["start"]):
         try:
             validate(obj)
         except SchemaValidationError as exc:
             raise ReportError(f"{where}: {exc}") from None
     return obj
+
+
+def _readable(version: object) -> bool:
+    """Whether this emotrack reads ``version``: the same major version, minor up to its own."""
+    major, _, minor = SCHEMA_VERSION.partition(".")
+    if not isinstance(version, str) or version.count(".") != 1:
+        return False
+    their_major, their_minor = version.split(".")
+    return their_major == major and their_minor.isdigit() and int(their_minor) <= int(minor)
 
 
 @functools.cache
@@ -171,11 +196,11 @@ def _fast_validator() -> Any:
     return jsonschema_rs.validator_for(load_schema(), validate_formats=True).is_valid
 
 
-def _utterance(index: int, obj: dict[str, Any]) -> Utterance:
+def _utterance(index: int, obj: dict[str, Any], speaker: str) -> Utterance:
     return Utterance(
         index=index,
         seq=obj["seq"],
-        speaker=obj["speaker"],
+        speaker=speaker,
         start=float(obj["start"]),
         end=float(obj["end"]),
         text=obj["text"],

@@ -3,14 +3,16 @@
 The pipeline owns one bounded queue per sink and a task that drains it, so a slow sink never stalls
 another. For each sink it calls, in this order: :meth:`Sink.open` once, then :meth:`Sink.publish`
 for every result (sequentially, never concurrently) interleaved with :meth:`Sink.update_stats`
-whenever fresh counters are available, and finally :meth:`Sink.close` once with the final counters.
+whenever fresh counters are available and, with diarisation, :meth:`Sink.revise` for every
+:class:`~realtime.messages.SpeakerRevision` (in pipeline order, after the result it revises), and
+finally :meth:`Sink.close` once with the final counters.
 """
 
 from __future__ import annotations
 
 import abc
 
-from realtime.messages import EmotionResult, StatsSnapshot
+from realtime.messages import EmotionResult, SpeakerRevision, StatsSnapshot
 
 
 class SinkError(RuntimeError):
@@ -30,6 +32,11 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     async def publish(self, result: EmotionResult) -> None:
         """Deliver one result. Results arrive in pipeline order."""
+
+    async def revise(self, revision: SpeakerRevision) -> None:
+        """A published utterance now has another speaker (diarisation heard more). Sinks that
+        show or store speakers re-label it; the default ignores it."""
+        return None
 
     def update_stats(self, stats: StatsSnapshot) -> None:
         """Receive the latest pipeline counters. Must not block; the default ignores them."""

@@ -4,7 +4,8 @@
 refresh task draws a frame ``refresh_hz`` times per second, however fast results arrive. Every line
 is cut to the terminal's width and the frame to its height, so it fits an 80x24 terminal or a tmux
 pane. On close the last frame stays on screen (unless ``transient``) and a session summary table
-is printed below it.
+is printed below it. A speaker revision (diarisation, :meth:`DashboardSink.revise`) re-labels the
+utterance's transcript row and moves it from one speaker's trend and summary to the other's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import logging
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -24,7 +25,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from realtime.messages import EmotionResult, StatsSnapshot
+from realtime.messages import EmotionResult, SpeakerRevision, StatsSnapshot
 from realtime.sinks.base import Sink, SinkError
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,17 @@ class _SpeakerState:
     latency_totals: list[float] = field(default_factory=list)
     recent: collections.deque[tuple[str, float]] = field(default_factory=collections.deque)
     last_seq: int = -1
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """What one result added to its speaker's state."""
+
+    seq: int
+    speaker: str
+    emotion: str
+    intensity: float
+    total: float | None  # end-to-end latency, when the result has one
 
 
 class DashboardSink(Sink):
@@ -111,6 +123,9 @@ class DashboardSink(Sink):
         self.title = title
         self._results: collections.deque[EmotionResult] = collections.deque(maxlen=history)
         self._speakers: dict[str, _SpeakerState] = {}
+        # Utterance seq -> what its result added to a speaker's state, to move it on a revision.
+        self._entries: dict[int, _Entry] = {}
+        self.revisions = 0
         self._stage_latencies: dict[str, list[float]] = collections.defaultdict(list)
         self._count = 0
         self._session: str | None = None
@@ -142,6 +157,9 @@ class DashboardSink(Sink):
     async def publish(self, result: EmotionResult) -> None:
         self.record(result)
 
+    async def revise(self, revision: SpeakerRevision) -> None:
+        self.relabel(revision.utterance_seq, revision.new)
+
     def update_stats(self, stats: StatsSnapshot) -> None:
         self._stats = stats
 
@@ -172,19 +190,52 @@ class DashboardSink(Sink):
         self._session = result.session
         self._model_version = result.model_version
         self._results.append(result)
-        state = self._speakers.get(result.speaker)
-        if state is None:
-            state = _SpeakerState(recent=collections.deque(maxlen=self.trend_length))
-            self._speakers[result.speaker] = state
-        state.utterances += 1
-        state.emotions[result.emotion] += 1
-        state.intensity_sum += result.intensity
-        state.recent.append((result.emotion, result.intensity))
-        state.last_seq = result.seq
-        if "total" in result.latency:
-            state.latency_totals.append(result.latency["total"])
+        entry = _Entry(
+            result.seq,
+            result.speaker,
+            result.emotion,
+            result.intensity,
+            result.latency.get("total"),
+        )
+        self._entries[result.utterance_seq] = entry
+        self._add(entry)
         for stage, seconds in result.latency.items():
             self._stage_latencies[stage].append(seconds)
+
+    def _add(self, entry: _Entry) -> None:
+        state = self._speakers.get(entry.speaker)
+        if state is None:
+            state = _SpeakerState(recent=collections.deque(maxlen=self.trend_length))
+            self._speakers[entry.speaker] = state
+        state.utterances += 1
+        state.emotions[entry.emotion] += 1
+        state.intensity_sum += entry.intensity
+        state.recent.append((entry.emotion, entry.intensity))
+        state.last_seq = max(state.last_seq, entry.seq)
+        if entry.total is not None:
+            state.latency_totals.append(entry.total)
+
+    def relabel(self, utterance_seq: int, speaker: str) -> None:
+        """Utterance ``utterance_seq`` is now ``speaker``'s: its row and both speakers' trends
+        and summaries change (no drawing). An utterance never shown is ignored."""
+        entry = self._entries.get(utterance_seq)
+        if entry is None or entry.speaker == speaker:
+            return
+        self.revisions += 1
+        old = entry.speaker
+        self._entries[utterance_seq] = replace(entry, speaker=speaker)
+        self._results = collections.deque(
+            (
+                (replace(r, speaker=speaker) if r.utterance_seq == utterance_seq else r)
+                for r in self._results
+            ),
+            maxlen=self._results.maxlen,
+        )
+        for name in (old, speaker):  # rebuilt in result order from what each one said
+            self._speakers.pop(name, None)
+            for other in sorted(self._entries.values(), key=lambda e: e.seq):
+                if other.speaker == name:
+                    self._add(other)
 
     async def _refresh_loop(self) -> None:
         period = 1.0 / self.refresh_hz

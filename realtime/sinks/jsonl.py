@@ -1,5 +1,8 @@
 """JSON lines sink: one result message per line, to a file or to standard output.
 
+With diarisation, a speaker revision is a line of its own (``"kind": "speaker_revised"``), after
+the result it revises; a reader applies it to the result with the same ``utterance_seq``.
+
 Each line is written whole and flushed before :meth:`JsonlSink.publish` returns, so a crash never
 loses (or half-writes) a line that was already published. Files are opened in append mode; an
 existing file that does not end with a newline gets one first, so old content is never glued to
@@ -14,10 +17,10 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from realtime.messages import EmotionResult, StatsSnapshot
-from realtime.serialize import result_to_dict, to_json, validate
+from realtime.messages import EmotionResult, SpeakerRevision, StatsSnapshot
+from realtime.serialize import result_to_dict, revision_to_dict, to_json, validate
 from realtime.sinks.base import Sink, SinkError
 
 logger = logging.getLogger(__name__)
@@ -98,9 +101,14 @@ class JsonlSink(Sink):
         return fh
 
     async def publish(self, result: EmotionResult) -> None:
+        await self._write_message(result_to_dict(result))
+
+    async def revise(self, revision: SpeakerRevision) -> None:
+        await self._write_message(revision_to_dict(revision))
+
+    async def _write_message(self, message: dict[str, Any]) -> None:
         if self._file is None or self._executor is None:
             raise SinkError(f"{self.name}: publish() called before open() or after close()")
-        message = result_to_dict(result)
         if self._validate:
             validate(message)
         line = to_json(message) + "\n"

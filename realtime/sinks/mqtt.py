@@ -8,6 +8,11 @@ Topics, for a prefix ``P`` (default ``emotrack``) and a session ``S``:
     again after a crash, a message whose acknowledgement had not arrived is sent again, so a
     subscriber may see a ``seq`` twice and should ignore repeats (de-duplicate on
     ``(session, seq)``).
+``P/S/speaker_revised``
+    With diarisation (``--diarize``): a JSON message (``kind`` ``speaker_revised``, same schema)
+    each time re-clustering moves an utterance already published to another speaker: apply it to
+    the result with the same ``utterance_seq``. Same QoS, spool and order as the results (after
+    the result it revises); never retained.
 ``P/S/status``
     Retained JSON ``{"state": "online" | "offline", "stats": {...}, ...}``. ``online`` is published
     on every (re)connection and, at most every ``status_interval`` seconds, when the pipeline's
@@ -56,9 +61,16 @@ from typing import Any, TypeVar
 
 import aiomqtt
 
-from realtime.messages import EmotionResult, StatsSnapshot
+from realtime.messages import EmotionResult, SpeakerRevision, StatsSnapshot
 from realtime.mqtt_options import MqttOptions, check_topic_part
-from realtime.serialize import SCHEMA_VERSION, result_to_dict, stats_to_dict, to_json, utc_timestamp
+from realtime.serialize import (
+    SCHEMA_VERSION,
+    result_to_dict,
+    revision_to_dict,
+    stats_to_dict,
+    to_json,
+    utc_timestamp,
+)
 from realtime.sinks.base import Sink, SinkError
 from realtime.sinks.spool import Spool, SpoolBusy, Spooled, SpoolError, other_sessions
 
@@ -207,11 +219,19 @@ class MqttSink(Sink):
         self._check_running()
         if result.session != self.session:
             check_topic_part("session id", result.session, allow_slash=False)
-        item = _Outgoing(
-            topic=self.options.utterance_topic(result.session),
-            payload=to_json(result_to_dict(result)).encode(),
-            seq=result.seq,
-        )
+        topic = self.options.utterance_topic(result.session)
+        await self._enqueue(_Outgoing(topic, to_json(result_to_dict(result)).encode(), result.seq))
+
+    async def revise(self, revision: SpeakerRevision) -> None:
+        self._check_running()
+        if revision.session != self.session:
+            check_topic_part("session id", revision.session, allow_slash=False)
+        topic = self.options.revision_topic(revision.session)
+        payload = to_json(revision_to_dict(revision)).encode()
+        await self._enqueue(_Outgoing(topic, payload, revision.seq))
+
+    async def _enqueue(self, item: _Outgoing) -> None:
+        """Spool (when on) and buffer one outgoing message; waits while the buffer is full."""
         if self._spool_writable:
             size = self.options.buffer_size
             while self._connected and not self._backlog and len(self._buffer) >= size:

@@ -33,27 +33,18 @@ import logging
 import time
 from collections.abc import Awaitable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
-from realtime.messages import EndOfStream, Message, Transcript, Utterance
+from realtime.messages import EndOfStream, SpeakerRevision, Transcript, Utterance
 from realtime.speakers.assign import OnlineSpeakerAssigner, SpeakerOptions, VoicePrint
 from realtime.speakers.embedding import SpeakerEmbedder
 from realtime.stage import Inbox, Stage
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class SpeakerRevision(Message):
-    """Utterance ``utterance_seq`` (an :class:`Utterance` ``seq``) is now spoken by ``new``, no
-    longer by ``old``. ``seq`` numbers the revisions of the session."""
-
-    utterance_seq: int
-    old: str
-    new: str
-    channel: int = 0
+__all__ = ["SpeakerLabelStage", "SpeakerRevision", "SpeakerStage"]
 
 
 class SpeakerStage(Stage):

@@ -139,14 +139,16 @@ def clips_of(data: Path, corpus: str, speaker: str) -> list[Path]:
     return sorted(p for p in (data / "emodb").glob("*.wav") if p.name[:2] == speaker)
 
 
-def build(data: Path, corpus: str, speakers: Sequence[str], seed: int) -> Conversation:
-    """A mono mix: CLIPS_PER_SPEAKER clips of each speaker, shuffled, seeded pauses."""
+def build(
+    data: Path, corpus: str, speakers: Sequence[str], seed: int, clips: int = CLIPS_PER_SPEAKER
+) -> Conversation:
+    """A mono mix: ``clips`` clips of each speaker, shuffled, seeded pauses."""
     rng = np.random.default_rng(seed)
     chosen: list[tuple[str, Path]] = []
     for speaker in speakers:
-        clips = clips_of(data, corpus, speaker)
-        picks = rng.choice(len(clips), min(CLIPS_PER_SPEAKER, len(clips)), replace=False)
-        chosen += [(speaker, clips[i]) for i in picks]
+        files = clips_of(data, corpus, speaker)
+        picks = rng.choice(len(files), min(clips, len(files)), replace=False)
+        chosen += [(speaker, files[i]) for i in picks]
     order = rng.permutation(len(chosen))
     pieces: list[np.ndarray] = []
     turns: list[Turn] = []

@@ -222,6 +222,12 @@ class LatencyReport:
                 f"encoder states, {self.stats['acoustic_extracted']} computed their own "
                 f"(Whisper encoder passes for ASR: {self.stats['asr_encoder_passes']})"
             )
+        if "speakers" in self.stats:
+            out.append(
+                f"diarisation: {self.stats['speakers']} speakers, "
+                f"{self.stats['speaker_revisions']} revisions, voice print "
+                f"{self.stats['voice_print_ms']:.0f} ms per utterance (mean, while Whisper runs)"
+            )
         verdict = "PASS" if self.passed else "FAIL"
         out += ["", f"target: p95 end to end minus hangover <= {TARGET_P95_S:.1f} s: {verdict}"]
         return "\n".join(out)
@@ -236,6 +242,22 @@ def _encoder_use(pipeline: Pipeline) -> dict[str, int]:
         "acoustic_from_asr": model.shared_states,
         "acoustic_extracted": model.extracted,
         "asr_encoder_passes": pipeline.transcription.transcriber.encoder_passes,
+    }
+
+
+def _speaker_use(pipeline: Pipeline, results: Sequence[EmotionResult]) -> dict[str, Any]:
+    """With diarisation: speakers found, revisions, mean voice-print time."""
+    stage = pipeline.speakers
+    if stage is None or not stage.embedded:
+        return {}
+    final = {r.utterance_seq: r.speaker for r in results}
+    for revision in stage.revisions:
+        if revision.utterance_seq in final:
+            final[revision.utterance_seq] = revision.new
+    return {
+        "speakers": len(set(final.values())),
+        "speaker_revisions": len(stage.revisions),
+        "voice_print_ms": 1000 * stage.embed_seconds / stage.embedded,
     }
 
 
@@ -296,7 +318,7 @@ async def measure_latency(
                         received.setdefault(int(payload["seq"]), now)
                         if expected and len(received) >= expected[0]:
                             everything.set()
-                    else:
+                    elif str(message.topic).endswith("/status"):  # not speaker_revised
                         status.append(payload)
 
             listener = asyncio.create_task(listen())
@@ -327,7 +349,12 @@ async def measure_latency(
         utterances_detected=len(collector.results),
         max_speech_s=max(line.end - line.start for line in conversation.lines),
         status_received=bool(status),
-        stats={"results": stats.results, "dropped": stats.dropped, **_encoder_use(pipeline)},
+        stats={
+            "results": stats.results,
+            "dropped": stats.dropped,
+            **_encoder_use(pipeline),
+            **_speaker_use(pipeline, collector.results),
+        },
     )
     stages: dict[str, list[float]] = {
         k: []

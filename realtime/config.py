@@ -129,6 +129,35 @@ class SourceOptions:
 
 
 @dataclass(frozen=True)
+class SpeakerOptions:
+    """Online diarisation: who speaks each utterance, from its voice (``realtime.speakers``)."""
+
+    diarize: bool = False  # label mono / mixed audio by voice (with channels_as_speakers: within
+    # each channel)
+    max_speakers: int | None = None  # None = as many as the voices found
+    names: tuple[str, ...] = ()  # diarised speakers in order of first appearance; then "speaker N"
+    enroll: tuple[str, ...] = ()  # "NAME=FILE" clips of known voices
+
+    def __post_init__(self) -> None:
+        _check(
+            self.max_speakers is None or self.max_speakers >= 1,
+            "speakers.max_speakers must be >= 1",
+        )
+        _check(all(self.names), "speakers.names must not be empty")
+        _check(len(set(self.names)) == len(self.names), "speakers.names lists a name twice")
+        for spec in self.enroll:
+            name, sep, path = spec.partition("=")
+            _check(
+                bool(sep and name.strip() and path.strip()),
+                f"speakers.enroll: NAME=FILE, not {spec!r}",
+            )
+        _check(
+            self.max_speakers is None or len(self.enroll) <= self.max_speakers,
+            "speakers.enroll names more voices than speakers.max_speakers allows",
+        )
+
+
+@dataclass(frozen=True)
 class ReplayOptions:
     speed: str = "realtime"  # "realtime", "max" (as fast as possible) or a factor such as "2"
 
@@ -193,6 +222,7 @@ class Config:
     context: ContextOptions = field(default_factory=ContextOptions)
     inference: InferenceOptions = field(default_factory=InferenceOptions)
     sources: SourceOptions = field(default_factory=SourceOptions)
+    speakers: SpeakerOptions = field(default_factory=SpeakerOptions)
     replay: ReplayOptions = field(default_factory=ReplayOptions)
     sinks: SinkOptions = field(default_factory=SinkOptions)
     record: RecordOptions = field(default_factory=RecordOptions)

@@ -2,12 +2,14 @@
 
 The pipeline is a list of :class:`~realtime.stage.Stage` s, each with its own inbox channel:
 
-    [video merge] -> [recorder tap] -> VAD -> [frame attach] -> ASR -> dialogue context
-    -> inference -> delivery (fan-out to every sink's queue)
+    [video merge] -> [recorder tap] -> VAD -> [speakers] -> [frame attach] -> ASR
+    -> [speaker labels] -> dialogue context -> inference -> delivery (fan-out to every sink's queue)
 
-(bracketed stages only when there is video or a recorder). The pipeline owns every channel, the
-executor that runs all blocking work (model loads, transcription, forward passes, frame reads, file
-decoding) and the stream clock. Channel policies:
+(bracketed stages only when there is video, a recorder, or diarisation: ``speakers.diarize``,
+whose voice print starts right after the VAD and runs while Whisper transcribes; the label is set
+after the transcription, before the dialogue context takes the speaker). The pipeline owns every
+channel, the executor that runs all blocking work (model loads, transcription, forward passes,
+frame reads, file decoding, voice prints) and the stream clock. Channel policies:
 
 =========================  ======================  =========================================
 channel                    policy                  why
@@ -37,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from realtime.asr import Transcriber, TranscriptionStage
 from realtime.channels import Channel, Policy
@@ -53,6 +55,10 @@ from realtime.sinks.base import Sink
 from realtime.sources.base import Source, SourceContext, SourceError
 from realtime.stage import Inbox, Stage
 from realtime.vad import SegmentationStage, SpeechAnalyzer
+
+if TYPE_CHECKING:
+    from realtime.speakers.embedding import SpeakerEmbedder
+    from realtime.speakers.stage import SpeakerStage
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +97,7 @@ class Pipeline:
         transcriber: Transcriber | None = None,
         model: EmotionModel | None = None,
         analyzer_factory: Callable[[], SpeechAnalyzer] | None = None,
+        embedder: SpeakerEmbedder | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -99,6 +106,9 @@ class Pipeline:
         self.session = session
         self.transcriber = transcriber
         self.model = model
+        self.embedder = embedder  # speaker voice prints (diarisation); loaded when needed
+        self.speakers: SpeakerStage | None = None  # with speakers.diarize, once running
+        self._enrolled: dict[str, Any] = {}  # name -> voice print, from speakers.enroll
         self.fanout = FanOut([*sinks, *([recorder] if recorder else [])], config.sinks.queue_size)
         self.clock = StreamClock(1.0 if source.live else config.replay.factor)
         self.segmentation = SegmentationStage(
@@ -159,7 +169,12 @@ class Pipeline:
             if self.model is not None
             else loop.run_in_executor(executor, load_model, self.config.inference)
         )
-        jobs = [job for job in (asr_job, model_job) if job is not None]
+        speaker_job = (
+            loop.run_in_executor(executor, self._load_speakers)
+            if self.config.speakers.diarize
+            else None
+        )
+        jobs = [job for job in (asr_job, model_job, speaker_job) if job is not None]
         if jobs:
             await asyncio.gather(*jobs)
             logger.info("models loaded in %.1f s", time.perf_counter() - started)
@@ -167,6 +182,16 @@ class Pipeline:
         model = self.model if model_job is None else model_job.result()
         assert transcriber is not None and model is not None
         return transcriber, model
+
+    def _load_speakers(self) -> None:
+        """The speaker embedder and the enrolled voices (blocking: runs on the executor)."""
+        from realtime.speakers.embedding import CamPlusPlusEmbedder
+        from realtime.speakers.enrol import enrolment_prints
+
+        if self.embedder is None:
+            self.embedder = CamPlusPlusEmbedder()
+        self.embedder.load()
+        self._enrolled = enrolment_prints(self.embedder, self.config.speakers.enroll)
 
     async def run(self) -> StatsSnapshot:
         """Run the session to the end of its source (or :meth:`stop`); returns the final stats.
@@ -230,16 +255,39 @@ class Pipeline:
         )
         vad = config.vad
         horizon = vad.max_utterance + vad.pre_roll + vad.hangover + 2.0
+        speakers = self._speaker_stage(executor)
         return [
             *([VideoMergeStage(video)] if video is not None else []),
             *([RecorderTapStage(self.recorder)] if self.recorder is not None else []),
             self.segmentation,
+            *([speakers] if speakers is not None else []),
             *([FrameAttachStage(horizon)] if video is not None else []),
             self.transcription,
+            *([speakers.labeller()] if speakers is not None else []),
             self._context,
             self.inference,
             self.delivery,
         ]
+
+    def _speaker_stage(self, executor: ThreadPoolExecutor) -> SpeakerStage | None:
+        """With ``speakers.diarize``: the speaker stage (deferred labelling), else None."""
+        options = self.config.speakers
+        if not options.diarize:
+            return None
+        from realtime.speakers.assign import SpeakerOptions
+        from realtime.speakers.stage import SpeakerStage
+
+        assert self.embedder is not None  # loaded with the models
+        sources = self.config.sources
+        self.speakers = SpeakerStage(
+            self.embedder,
+            executor,
+            SpeakerOptions(max_speakers=options.max_speakers, names=options.names),
+            enrolled=self._enrolled,
+            channels_as_speakers=sources.channels_as_speakers,
+            within_channels=sources.channels_as_speakers,
+        )
+        return self.speakers
 
     def _link(self, stages: Sequence[Stage]) -> Channel[Any]:
         """One inbox per stage, each stage's outbox the next one's inbox; returns the first."""

@@ -136,8 +136,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or setup: printed as one line, not a traceback."""
     from realtime.sinks.base import SinkError
     from realtime.sources.base import SourceError
+    from realtime.speakers.embedding import SpeakerModelError
 
-    return (ConfigError, SourceError, SinkError, ModelError)
+    return (ConfigError, SourceError, SinkError, SpeakerModelError, ModelError)
 
 
 def build_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Config:
@@ -152,6 +153,9 @@ def build_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -
     if "sinks.enabled" in overrides:  # --sink a --sink a: keep one
         overrides["sinks.enabled"] = list(dict.fromkeys(overrides["sinks.enabled"]))
     config = load_config(getattr(args, "config", None), overrides)
+    names = getattr(args, "sources.speakers", None)
+    if names is not None and config.speakers.diarize and not config.sources.channels_as_speakers:
+        config = config.with_overrides({"speakers.names": names})  # --speakers: voices, in order
     sinks = config.sinks
     if (
         "dashboard" in sinks.enabled

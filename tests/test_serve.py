@@ -1,0 +1,344 @@
+"""``emotrack serve`` and ``emotrack stream`` against a real Mosquitto broker started by the test.
+
+Two server processes share the sessions of four concurrent ``stream`` processes (MQTT 5 shared
+subscription); killing one server leaves the other's sessions untouched and ends the dead one's
+with a clear status; malformed messages get an error status while the server and the other
+sessions go on. Speech is synthesised with espeak-ng; the emotion model is the tiny random-weight
+checkpoint (the checks are about transport, order and failure, not about emotions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import pytest
+from mqtt_broker import require_mosquitto
+from rt_support import REPO, emotrack_command, emotrack_env
+
+from realtime.serve.protocol import (
+    EndRequest,
+    StartRequest,
+    Topics,
+    check,
+    encode_chunk,
+    encode_json,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing"),
+]
+
+SCRIPT = """\
+Ana: Good morning, how are you today?
+[pause 1.0]
+Ben: I am fine, thank you very much.
+[pause 1.0]
+Ana: That is wonderful to hear.
+"""
+TURNS = 3
+TIMEOUT = 90.0
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from unimse.synth import parse_script, synthesize, write_audio
+
+    path = tmp_path_factory.mktemp("speech") / "three-turns.wav"
+    write_audio(path, synthesize(parse_script(SCRIPT)).audio)
+    return path
+
+
+@dataclass
+class Watcher:
+    """Everything published on the prefix's session topics, as a test subscriber saw it."""
+
+    messages: list[tuple[str, dict[str, Any], bool]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def statuses(self, session: str, state: str) -> list[dict[str, Any]]:
+        return [
+            data
+            for topic, data, retain in self.messages
+            if topic.endswith(f"/{session}/status") and data.get("state") == state and not retain
+        ]
+
+    def results(self, session: str) -> list[dict[str, Any]]:
+        return [data for topic, data, _ in self.messages if topic.endswith(f"/{session}/utterance")]
+
+    async def wait_for(self, condition: Any, timeout: float = TIMEOUT) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@dataclass
+class Harness:
+    host: str
+    port: int
+    prefix: str
+    workdir: Path
+    checkpoint: Path
+    servers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def mqtt_args(self) -> list[str]:
+        port = str(self.port)
+        return ["--mqtt-host", self.host, "--mqtt-port", port, "--mqtt-prefix", self.prefix]
+
+    def log(self, server: str) -> str:
+        return (self.workdir / f"{server}.log").read_text(encoding="utf-8", errors="replace")
+
+    async def start_servers(self, *names: str, extra: tuple[str, ...] = ()) -> None:
+        for name in names:
+            with open(self.workdir / f"{name}.log", "wb") as log:
+                self.servers[name] = subprocess.Popen(
+                    emotrack_command(
+                        "-v",
+                        "serve",
+                        *self.mqtt_args(),
+                        "--server-id",
+                        name,
+                        "--checkpoint",
+                        str(self.checkpoint),
+                        "--mqtt-spool",
+                        "",
+                        *extra,
+                    ),
+                    cwd=REPO,
+                    env=emotrack_env(OMP_NUM_THREADS="1"),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+        online: set[str] = set()
+        async with aiomqtt.Client(self.host, self.port, identifier=f"w-{uuid.uuid4().hex}") as c:
+            await c.subscribe(f"{self.prefix}/servers/+", qos=1)
+            async with asyncio.timeout(TIMEOUT):
+                async for message in c.messages:
+                    data = json.loads(bytes(message.payload))
+                    if data["state"] == "online":
+                        online.add(data["server"])
+                    if online >= set(names):
+                        return
+                    for name in names:
+                        assert self.servers[name].poll() is None, self.log(name)
+
+    def stop_servers(self) -> None:
+        for process in self.servers.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.servers.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.prefix)
+
+    async def stream(self, audio: Path, session: str) -> tuple[int, list[dict[str, Any]], str]:
+        """``emotrack stream AUDIO --session ID --results json``: exit code, results, stderr."""
+        process = await asyncio.create_subprocess_exec(
+            *emotrack_command(
+                "stream", str(audio), "--session", session, "--results", "json", *self.mqtt_args()
+            ),
+            cwd=REPO,
+            env=emotrack_env(OMP_NUM_THREADS="1"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
+        results = [json.loads(line) for line in stdout.decode().splitlines()]
+        assert process.returncode is not None
+        return process.returncode, results, stderr.decode()
+
+
+@pytest.fixture
+def harness(
+    mosquitto_broker: tuple[str, int], tiny_checkpoint: Path, tmp_path: Path
+) -> Iterator[Harness]:
+    require_mosquitto()
+    host, port = mosquitto_broker
+    prefix = f"t{uuid.uuid4().hex[:8]}/emotrack"
+    harness = Harness(host, port, prefix, tmp_path, tiny_checkpoint)
+    try:
+        yield harness
+    finally:
+        harness.stop_servers()
+
+
+async def watch(harness: Harness, watcher: Watcher) -> None:
+    async with aiomqtt.Client(
+        harness.host, harness.port, identifier=f"watch-{uuid.uuid4().hex[:8]}"
+    ) as client:
+        await client.subscribe(f"{harness.prefix}/+/status", qos=1)
+        await client.subscribe(f"{harness.prefix}/+/utterance", qos=1)
+        async for message in client.messages:
+            data = json.loads(bytes(message.payload))
+            watcher.messages.append((message.topic.value, data, bool(message.retain)))
+            watcher.changed.set()
+
+
+@contextlib.asynccontextmanager
+async def watching(harness: Harness) -> AsyncIterator[Watcher]:
+    watcher = Watcher()
+    task = asyncio.create_task(watch(harness, watcher))
+    await asyncio.sleep(0.3)  # subscribed
+    try:
+        yield watcher
+    finally:
+        task.cancel()
+
+
+def server_of(watcher: Watcher, session: str) -> str:
+    accepted = watcher.statuses(session, "accepted")
+    assert len(accepted) == 1, f"{session}: {len(accepted)} servers accepted it"
+    check("stream_status", accepted[0])
+    return str(accepted[0]["server"])
+
+
+async def test_two_servers_share_four_sessions_each_in_order_from_one_server(
+    harness: Harness, speech: Path
+) -> None:
+    await harness.start_servers("A", "B")
+    sessions = [f"s{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+    async with watching(harness) as watcher:
+        outcomes = await asyncio.gather(*(harness.stream(speech, s) for s in sessions))
+        await watcher.wait_for(lambda: all(watcher.statuses(s, "ended") for s in sessions))
+        servers = {}
+        for session, (code, results, stderr) in zip(sessions, outcomes, strict=True):
+            assert code == 0, stderr
+            assert f"session {session} ended (eof): {TURNS} results" in stderr
+            assert [r["seq"] for r in results] == list(range(TURNS))
+            assert {r["session"] for r in results} == {session}
+            assert [r["seq"] for r in watcher.results(session)] == list(range(TURNS))
+            servers[session] = server_of(watcher, session)
+            assert f"to {servers[session]}" in stderr
+            ended = watcher.statuses(session, "ended")
+            assert len(ended) == 1 and ended[0]["server"] == servers[session]
+            assert ended[0]["stats"]["results"] == TURNS
+            assert ended[0]["stats"]["audio_dropped"] == 0
+        assert set(servers.values()) == {"A", "B"}, servers  # the broker shares them out
+    for name in ("A", "B"):
+        assert harness.servers[name].poll() is None, harness.log(name)
+
+
+async def test_killing_one_server_leaves_the_other_sessions_untouched(
+    harness: Harness, speech: Path
+) -> None:
+    await harness.start_servers("A", "B")
+    sessions = [f"k{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+    async with watching(harness) as watcher:
+        streams = [asyncio.create_task(harness.stream(speech, s)) for s in sessions]
+        await watcher.wait_for(lambda: all(watcher.statuses(s, "accepted") for s in sessions))
+        servers = {s: server_of(watcher, s) for s in sessions}
+        assert set(servers.values()) == {"A", "B"}, servers
+        await asyncio.sleep(2.0)  # mid-run: speech is still arriving
+        harness.servers["A"].send_signal(signal.SIGKILL)
+        outcomes = dict(zip(sessions, await asyncio.gather(*streams), strict=True))
+        for session, server in servers.items():
+            code, results, stderr = outcomes[session]
+            if server == "B":
+                assert code == 0, stderr
+                assert [r["seq"] for r in results] == list(range(TURNS))
+                assert watcher.statuses(session, "ended")
+            else:
+                assert code == 3, stderr
+                assert f"session {session} server lost" in stderr
+                assert "went offline (connection lost)" in stderr
+                assert [r["seq"] for r in results] == list(range(len(results)))
+                lost = watcher.statuses(session, "offline")
+                assert lost and lost[-1]["reason"] == "connection lost"
+                assert not watcher.statuses(session, "ended")
+    assert harness.servers["B"].poll() is None, harness.log("B")
+
+
+def chunk(seq: int, ms: int = 20, value: int = 0) -> bytes:
+    return encode_chunk(seq, np.full((16 * ms, 1), value, dtype=np.int16))
+
+
+async def test_malformed_messages_get_errors_and_everything_goes_on(harness: Harness) -> None:
+    await harness.start_servers("M", extra=("--max-sessions", "2", "--idle-timeout", "20"))
+    topics = harness.topics
+    m1, m2, m3 = (f"m{i}-{uuid.uuid4().hex[:6]}" for i in range(1, 4))
+    async with watching(harness) as watcher:
+        async with aiomqtt.Client(harness.host, harness.port, identifier="bad-client") as client:
+
+            async def send(topic: str, payload: bytes) -> None:
+                await client.publish(topic, payload, qos=1)
+
+            def start(session: str, **overrides: Any) -> bytes:
+                data = StartRequest(session, 16000, 1, False).to_dict()
+                data.update(overrides)
+                return encode_json(data)
+
+            await send(topics.start, b"\x00\xff not json")  # no session id: logged only
+            await send(topics.start, start("bad-rate", sample_rate=11025))
+            await watcher.wait_for(lambda: watcher.statuses("bad-rate", "refused"))
+            refused = watcher.statuses("bad-rate", "refused")[0]
+            assert refused["code"] == "bad_start" and "sample_rate" in refused["reason"]
+
+            await send(topics.start, start(m1))
+            await send(topics.start, start(m2))
+            await watcher.wait_for(
+                lambda: watcher.statuses(m1, "accepted") and watcher.statuses(m2, "accepted")
+            )
+            await send(topics.start, start(m3))  # a third: beyond --max-sessions 2
+            await send(topics.start, start(m1))  # already running
+            await watcher.wait_for(
+                lambda: watcher.statuses(m3, "refused") and watcher.statuses(m1, "refused")
+            )
+            assert watcher.statuses(m3, "refused")[0]["code"] == "full"
+            assert watcher.statuses(m1, "refused")[0]["code"] == "duplicate_session"
+
+            audio = topics.audio(m1)
+            await send(audio, b"garbage")
+            await send(audio, chunk(0)[:-1])  # half a sample
+            await send(audio, chunk(0, ms=150))  # too long
+            await send(audio, chunk(0))
+            await send(audio, chunk(0))  # again
+            await send(audio, chunk(3))  # 1 and 2 missing
+            await send(topics.end(m1), b'{"protocol": 1}')
+            for seq in range(50):  # m2 meanwhile: a second of good audio
+                await send(topics.audio(m2), chunk(seq, value=100))
+            await send(topics.end(m2), encode_json(EndRequest(m2, 49).to_dict()))
+            await send(topics.end(m1), encode_json(EndRequest(m1, 3).to_dict()))
+            await watcher.wait_for(
+                lambda: watcher.statuses(m1, "ended") and watcher.statuses(m2, "ended")
+            )
+        errors = watcher.statuses(m1, "error")
+        for status in errors:
+            check("stream_status", status)
+        assert [e["code"] for e in errors] == [
+            "bad_chunk",
+            "wrong_size",
+            "wrong_size",
+            "late_chunk",
+            "out_of_order",
+            "bad_end",
+        ]
+        ended = watcher.statuses(m1, "ended")[0]
+        assert ended["reason"] == "eof"
+        assert ended["stats"]["audio_chunks"] == 2
+        assert ended["stats"]["audio_rejected"] == 3
+        assert ended["stats"]["audio_missing"] == 2
+        assert not watcher.statuses(m2, "error")
+        other = watcher.statuses(m2, "ended")[0]
+        assert other["reason"] == "eof" and other["stats"]["audio_chunks"] == 50
+    assert harness.servers["M"].poll() is None, harness.log("M")
+    assert "refused a start message: start message is not JSON" in harness.log("M")

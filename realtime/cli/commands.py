@@ -117,6 +117,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_latency_arguments(latency)
     session_options(latency, bench=True)
     latency.set_defaults(handler=cmd_bench_latency, user_errors=user_errors)
+    from realtime.serve.bench import add_bench_serve
+
+    serve_bench = add_bench_serve(bench_commands)
+    session_options(serve_bench, bench=True)
+    serve_bench.set_defaults(handler=cmd_bench_serve, user_errors=user_errors)
 
 
 class _ModelErrorCheck(type):
@@ -271,3 +276,9 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
     from realtime.bench import run_latency_command
 
     return run_latency_command(args, build_config(args))
+
+
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    from realtime.serve.bench import run_bench_serve
+
+    return run_bench_serve(args, build_config(args))

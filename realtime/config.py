@@ -107,22 +107,28 @@ class InferenceOptions:
         )
 
 
+ECHO_MODES = ("auto", "on", "off")
+
+
 @dataclass(frozen=True)
 class SourceOptions:
     """Capture devices and how channels map to speakers."""
 
     audio_device: str | None = None  # input device name (substring) or index; None = default
+    remote_device: str | None = None  # live: the other side of a call (a monitor); channel 2
     camera: str | None = None  # camera index ("0") or video file path; None = no camera
     camera_fps: float = 5.0  # frames per second kept from the camera
     channels_as_speakers: bool = False  # stereo input: one speaker per channel
-    speakers: tuple[str, ...] = ("local", "remote")  # names per channel (mono uses the first)
+    speakers: tuple[str, ...] = ("you", "them")  # names per channel (mono uses the first)
     block_ms: int = 20  # microphone block size
+    echo: str = "auto"  # drop microphone utterances that echo channel 2: auto (live calls), on, off
 
     def __post_init__(self) -> None:
         _check(0 < self.camera_fps <= 60, "sources.camera_fps must be in (0, 60]")
         _check(len(self.speakers) >= 1, "sources.speakers needs at least one name")
         _check(all(self.speakers), "sources.speakers names must not be empty")
         _check(5 <= self.block_ms <= 200, "sources.block_ms must be in [5, 200]")
+        _check(self.echo in ECHO_MODES, f"sources.echo must be one of {', '.join(ECHO_MODES)}")
 
     def speaker(self, channel: int) -> str:
         return self.speakers[channel] if channel < len(self.speakers) else f"channel {channel + 1}"

@@ -33,6 +33,29 @@ def audio_input_lines() -> list[str]:
     return lines
 
 
+LOOPBACK_HINTS = {
+    "darwin": "macOS: install a loopback device (BlackHole, Loopback), make a Multi-Output Device "
+    "of it and the speakers in Audio MIDI Setup, and pass the loopback device as --remote-device",
+    "win32": "Windows: enable 'Stereo Mix' under Sound > Recording, or install a virtual cable "
+    "(VB-CABLE) as the call's output, and pass it as --remote-device",
+}
+
+
+def sound_server_lines() -> list[str]:
+    """PulseAudio / PipeWire sources: the monitors hear what the speakers play (a call's other
+    side, for --remote-device)."""
+    from realtime.sources.pulse import pulse_sources
+
+    devices = pulse_sources()
+    if not devices:
+        hint = LOOPBACK_HINTS.get(sys.platform)
+        return [f"  (none{'; ' + hint if hint else ''})"]
+    return [
+        f"  {d.index:>4}  {d.name}{'  <- monitor: what the speakers play' if d.monitor else ''}"
+        for d in devices
+    ]
+
+
 def camera_indices() -> list[int]:
     if sys.platform.startswith("linux"):
         found = [p.removeprefix("/dev/video") for p in glob.glob("/dev/video*")]
@@ -70,6 +93,9 @@ def describe_devices() -> str:
         [
             "Audio inputs (* = default; use with --audio-device INDEX or a part of the name):",
             *audio_input_lines(),
+            "Sound-server sources (use a monitor as --remote-device NAME for the other side of "
+            "a call):",
+            *sound_server_lines(),
             "Cameras (use with --camera INDEX):",
             *camera_lines(),
         ]

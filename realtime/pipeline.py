@@ -57,6 +57,7 @@ from realtime.stage import Inbox, Stage
 from realtime.vad import SegmentationStage, SpeechAnalyzer
 
 if TYPE_CHECKING:
+    from realtime.echo import EchoFilterStage
     from realtime.speakers.embedding import SpeakerEmbedder
     from realtime.speakers.stage import SpeakerStage
 
@@ -108,6 +109,7 @@ class Pipeline:
         self.model = model
         self.embedder = embedder  # speaker voice prints (diarisation); loaded when needed
         self.speakers: SpeakerStage | None = None  # with speakers.diarize, once running
+        self.echo: EchoFilterStage | None = None  # on both sides of a call, once running
         self._enrolled: dict[str, Any] = {}  # name -> voice print, from speakers.enroll
         self.fanout = FanOut([*sinks, *([recorder] if recorder else [])], config.sinks.queue_size)
         self.clock = StreamClock(1.0 if source.live else config.replay.factor)
@@ -256,10 +258,13 @@ class Pipeline:
         vad = config.vad
         horizon = vad.max_utterance + vad.pre_roll + vad.hangover + 2.0
         speakers = self._speaker_stage(executor)
+        echo_tap, echo_filter = self._echo_stages()
         return [
             *([VideoMergeStage(video)] if video is not None else []),
             *([RecorderTapStage(self.recorder)] if self.recorder is not None else []),
+            *echo_tap,
             self.segmentation,
+            *echo_filter,
             *([speakers] if speakers is not None else []),
             *([FrameAttachStage(horizon)] if video is not None else []),
             self.transcription,
@@ -268,6 +273,21 @@ class Pipeline:
             self.inference,
             self.delivery,
         ]
+
+    def _echo_stages(self) -> tuple[list[Stage], list[Stage]]:
+        """The echo stages around the VAD (``sources.echo``): on both sides of a live call, or
+        with ``on`` for stereo input taken as speakers; channel 1 is the reference."""
+        sources = self.config.sources
+        reference_channel = self.source.remote_channel
+        if sources.echo == "on" and sources.channels_as_speakers and self.source.channels >= 2:
+            reference_channel = 1
+        if sources.echo == "off" or reference_channel is None:
+            return [], []
+        from realtime.echo import EchoFilterStage, EchoOptions, ReferenceAudio, ReferenceTapStage
+
+        reference = ReferenceAudio(EchoOptions().keep)
+        self.echo = EchoFilterStage(reference, self.config.vad.pre_roll)
+        return [ReferenceTapStage(reference, reference_channel)], [self.echo]
 
     def _speaker_stage(self, executor: ThreadPoolExecutor) -> SpeakerStage | None:
         """With ``speakers.diarize``: the speaker stage (deferred labelling), else None."""

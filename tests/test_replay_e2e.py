@@ -67,7 +67,7 @@ def test_replay_max_speed_to_json_lines(
     audio, spoken = conversation
     done, results = replay_to_jsonl(audio, tiny_checkpoint, tmp_path / "out.jsonl")
     check_against_script(results, spoken)
-    assert {r["speaker"] for r in results} == {"local"}  # mono: one speaker
+    assert {r["speaker"] for r in results} == {"you"}  # mono: one speaker
     assert all(r["modalities"] == ["text"] for r in results)
     assert f"{len(TURNS)} utterances, {len(TURNS)} results" in done.stderr
 

@@ -6,14 +6,18 @@ Registered through the ``emotrack.commands`` entry-point group (see ``pyproject.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from realtime.cli.options import add_config_option, session_options
 from realtime.cli.session import run_session
 from realtime.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from realtime.sources.base import Source
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         metavar="NAME|INDEX",
         help="audio input by index or name substring (default: system default; see "
         "`emotrack devices`)",
+    )
+    add_config_option(
+        capture,
+        "--remote-device",
+        dest="sources.remote_device",
+        metavar="NAME|INDEX",
+        help="the other side of a call as a second channel: the monitor of the output device "
+        "(Linux), a loopback device (macOS, Windows); see `emotrack devices`",
     )
     add_config_option(
         capture,
@@ -181,30 +193,64 @@ def _report_path(args: argparse.Namespace, config: Config) -> str | None:
 
 
 def cmd_live(args: argparse.Namespace) -> int:
-    from realtime.sources.base import NoInputDevice, SourceError
-    from realtime.sources.microphone import MicrophoneSource, find_input_device
     from realtime.sources.webcam import WebcamSource
 
     config = build_config(args)
     sources = config.sources
+    if sources.remote_device is not None:  # both sides of a call: one speaker per channel
+        from realtime.sources.call import CallSource
+
+        config = dataclasses.replace(
+            config, sources=dataclasses.replace(sources, channels_as_speakers=True)
+        )
+        source: Source = CallSource(
+            sources.audio_device,
+            sources.remote_device,
+            block_ms=sources.block_ms,
+            duration=args.duration,
+        )
+    else:
+        found = _microphone(args, config)
+        if found is None:
+            return _replay_sample(args, config)
+        source = found
+    camera = WebcamSource(sources.camera, fps=sources.camera_fps) if sources.camera else None
+    return run_session(config, source, camera, report=_report_path(args, config))
+
+
+def _microphone(args: argparse.Namespace, config: Config) -> Source | None:
+    """The microphone (or a sound-server source named by --audio-device); None when the machine
+    has no audio input at all and none was asked for."""
+    import itertools
+
+    from realtime.sources.audio_input import open_input
+    from realtime.sources.base import NoInputDevice, SourceError
+    from realtime.sources.microphone import MicrophoneSource, find_input_device
+
+    sources = config.sources
     try:
         find_input_device(sources.audio_device)
-    except NoInputDevice:
-        if sources.audio_device is not None:
-            raise SourceError(
-                f"no audio input device at all (asked for {sources.audio_device!r})"
-            ) from None
-        return _replay_sample(args, config)
-    except OSError as exc:  # PortAudio itself is missing
-        raise SourceError(f"cannot use audio input: {exc}") from None
-    source = MicrophoneSource(
+    except (NoInputDevice, SourceError, OSError) as exc:
+        if sources.audio_device is None:
+            if isinstance(exc, NoInputDevice):
+                return None
+            if isinstance(exc, OSError):  # PortAudio itself is missing
+                raise SourceError(f"cannot use audio input: {exc}") from None
+            raise
+        # Not a PortAudio input: a sound-server source (a monitor), or a one-line error.
+        return open_input(
+            sources.audio_device,
+            first_channel=0,
+            seq=itertools.count(),
+            block_ms=sources.block_ms,
+            duration=args.duration,
+        )
+    return MicrophoneSource(
         sources.audio_device,
         channels_as_speakers=sources.channels_as_speakers,
         block_ms=sources.block_ms,
         duration=args.duration,
     )
-    camera = WebcamSource(sources.camera, fps=sources.camera_fps) if sources.camera else None
-    return run_session(config, source, camera, report=_report_path(args, config))
 
 
 def _replay_sample(args: argparse.Namespace, config: Config) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from realtime.config import SINK_NAMES, Config
+from realtime.config import ECHO_MODES, SINK_NAMES, Config
 
 
 def default_of(key: str) -> Any:
@@ -354,7 +354,15 @@ def _speaker_options(parser: argparse.ArgumentParser) -> None:
         dest="sources.channels_as_speakers",
         action="store_const",
         const=True,
-        help="stereo audio: one speaker per channel (call recordings: local vs remote)",
+        help="stereo audio: one speaker per channel (call recordings: you vs them)",
+    )
+    add_config_option(
+        speakers,
+        "--echo",
+        dest="sources.echo",
+        choices=ECHO_MODES,
+        help="drop microphone utterances that are the echo of the other side (channel 2): auto "
+        "= on live calls (--remote-device), on = also for stereo files (default {default})",
     )
     add_config_option(
         speakers,
@@ -377,7 +385,7 @@ def _diarize_options(parser: argparse.ArgumentParser) -> None:
         const=True,
         help="give each utterance of mono or mixed audio its speaker by voice; past labels may be "
         "revised (speaker_revised messages). With --channels-as-speakers: the speakers within "
-        "each channel ('remote 1', 'remote 2', ...)",
+        "each channel ('them 1', 'them 2', ...)",
     )
     add_config_option(
         diarize,

@@ -61,6 +61,8 @@ class Source(abc.ABC):
 
     #: True for capture devices (real time, nothing to wait for), False for replay.
     live: bool = False
+    #: The channel of the other side of a call, whose echo the microphone may hear (None: none).
+    remote_channel: int | None = None
 
     def __init__(self) -> None:
         self._stop = asyncio.Event()

@@ -85,17 +85,24 @@ class MicrophoneSource(Source):
         channels_as_speakers: bool = False,
         block_ms: int = 20,
         duration: float | None = None,
+        first_channel: int = 0,
+        on_session_clock: bool = False,
+        seq: itertools.count[int] | None = None,
     ) -> None:
         super().__init__()
         self.device_spec = device
+        # As one side of a call (CallSource): the channel its audio goes to, and stream times
+        # read from the session clock at the first block, so that two devices line up.
+        self.first_channel = first_channel
+        self.on_session_clock = on_session_clock
         self.channels_as_speakers = channels_as_speakers
         self.block_ms = block_ms
         self.duration = duration  # stop after this many seconds of audio
         self.device_name = device or "default"
         self.overflows = 0  # blocks PortAudio reported as overrun (audio lost in the driver)
         self._channels = 1
-        self._seq = itertools.count()
-        self._position = 0  # samples emitted per channel
+        self._seq = seq if seq is not None else itertools.count()
+        self._position: int | None = None  # stream sample of the next block, per channel
         self._error: SourceError | None = None
 
     @property
@@ -162,9 +169,17 @@ class MicrophoneSource(Source):
         if self._error is not None:
             raise self._error
 
+    def _first_position(self, ctx: SourceContext, samples: int, arrived: float) -> int:
+        if not (self.on_session_clock and ctx.clock.paced):
+            return 0
+        began = ctx.clock.stream_time(arrived) - samples / SAMPLE_RATE
+        return max(0, round(began * SAMPLE_RATE))
+
     def _offer(self, ctx: SourceContext, audio: np.ndarray, arrived: float) -> None:
         if self._error is not None or not len(audio):
             return
+        if self._position is None:
+            self._position = self._first_position(ctx, len(audio), arrived)
         start = self._position / SAMPLE_RATE
         try:
             for channel in range(audio.shape[1]):
@@ -175,7 +190,7 @@ class MicrophoneSource(Source):
                         monotonic=arrived,
                         samples=np.ascontiguousarray(audio[:, channel], dtype=np.float32),
                         start=start,
-                        channel=channel,
+                        channel=self.first_channel + channel,
                     )
                 )
         except ChannelFull:

@@ -19,7 +19,7 @@ stages pass unknown messages on) and kept in :attr:`SpeakerStage.revisions`.
 Channels: with ``channels_as_speakers`` each channel already is a speaker (the VAD names it);
 utterances then pass unchanged unless ``within_channels`` asks for diarisation inside each
 channel (a conference room on one side of a call): one assigner per channel, its speakers named
-after the channel's speaker (``"remote 1"``, ``"remote 2"``, ...). Otherwise (mono, or channels
+after the channel's speaker (``"them 1"``, ``"them 2"``, ...). Otherwise (mono, or channels
 mixed) one assigner names the speakers ``options.names`` in order of first appearance, then
 ``"{prefix} N"``.
 """

@@ -11,8 +11,8 @@ accuracy is over the results, best one-to-one mapping of labels, as emitted and 
 
     .venv/bin/python benchmarks/diarize_replay.py                  # dev actors 01-16, 2 seeds
     .venv/bin/python benchmarks/diarize_replay.py --clips 25 --seeds 1 --max-speakers 0
-
-RAVDESS 17-20 are the test actors and are never replayed here.
+    .venv/bin/python benchmarks/diarize_replay.py --sets sample --max-speakers 2
+    .venv/bin/python benchmarks/diarize_replay.py --sets test      # actors 17-20: once
 """
 
 from __future__ import annotations
@@ -31,7 +31,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from speaker_assign import RATE, RAVDESS_DEV, accuracy, build  # noqa: E402
+from speaker_assign import (  # noqa: E402
+    RATE,
+    RAVDESS_DEV,
+    RAVDESS_TEST,
+    accuracy,
+    build,
+    sample_conversation,
+)
 
 NOISE_DBFS = -70.0
 
@@ -46,6 +53,15 @@ def ravdess_mix(
     rng = np.random.default_rng(1000 + seed)
     noise = rng.normal(0.0, 10 ** (NOISE_DBFS / 20), len(conversation.audio))
     sf.write(str(path), (conversation.audio + noise).astype(np.float32), RATE)
+    return [(t.speaker, t.start / RATE, t.end / RATE) for t in conversation.turns]
+
+
+def sample_mix(path: Path) -> list[tuple[str, float, float]]:
+    """The bundled sample mixed to mono (its own noise floor); turns from each channel's energy."""
+    import soundfile as sf
+
+    conversation = sample_conversation()
+    sf.write(str(path), conversation.audio.astype(np.float32), RATE)
     return [(t.speaker, t.start / RATE, t.end / RATE) for t in conversation.turns]
 
 
@@ -81,23 +97,34 @@ def replay(media: Path, out: Path, *extra: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
 
+def mix_list(sets: str, seeds: int) -> list[tuple[str, Sequence[str], int]]:
+    """(name, actors, seed) of each mix; no actors: the bundled sample."""
+    if sets == "sample":
+        return [("bundled sample (mono mix)", (), 0)]
+    groups = RAVDESS_DEV if sets == "dev" else RAVDESS_TEST
+    return [(f"RAVDESS {'-'.join(a)} seed {s}", a, s) for a in groups for s in range(seeds)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     parser.add_argument("--clips", type=int, default=12, help="clips per actor (default 12)")
     parser.add_argument("--seeds", type=int, default=2, help="mixes per actor set (default 2)")
     parser.add_argument("--max-speakers", type=int, default=4, help="0: no cap (default 4)")
+    parser.add_argument("--sets", choices=("dev", "test", "sample"), default="dev")
     args = parser.parse_args(argv)
     extra = ["--max-speakers", str(args.max_speakers)] if args.max_speakers else []
     rows = []
     with tempfile.TemporaryDirectory(prefix="diarize-") as tmp:
         media, out = Path(tmp) / "mix.wav", Path(tmp) / "out.jsonl"
-        for actors in RAVDESS_DEV:
-            for seed in range(args.seeds):
+        for name, actors, seed in mix_list(args.sets, args.seeds):
+            if actors:
                 turns = ravdess_mix(args.data, actors, seed, args.clips, media)
-                row = score(replay(media, out, *extra), turns)
-                rows.append(row)
-                print(f"RAVDESS {'-'.join(actors)} seed {seed}: {json.dumps(row)}", flush=True)
+            else:
+                turns = sample_mix(media)
+            row = score(replay(media, out, *extra), turns)
+            rows.append(row)
+            print(f"{name}: {json.dumps(row)}", flush=True)
     for key in ("emitted", "final"):
         values = [row[key] for row in rows]
         print(f"{key}: mean {np.mean(values):.3f}, min {min(values):.3f} over {len(rows)} mixes")

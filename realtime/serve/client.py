@@ -57,7 +57,8 @@ class StreamOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.state == "ended" and not (self.reason.startswith(("error", "failed")))
+        """The server ended the session after all of its audio (the client's end message)."""
+        return self.state == "ended" and self.reason == "eof"
 
 
 class StreamClient:

@@ -34,10 +34,13 @@ class SharedTranscriber(Transcriber):
         super().__init__(loaded.model, loaded.options, loaded.path, loaded.device)
         self._lock = threading.Lock()
         self.busy_seconds = 0.0
+        self.last_wait = 0.0  # seconds the latest call waited for the model (other sessions')
 
     def transcribe(self, audio: np.ndarray) -> TranscriptionResult:
+        asked = time.perf_counter()
         with self._lock:
             started = time.perf_counter()
+            self.last_wait = started - asked
             try:
                 return super().transcribe(audio)
             finally:

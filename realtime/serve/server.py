@@ -5,7 +5,8 @@ gives each start message to exactly one of the servers of the group. For a sessi
 subscribes to the session's audio and end topics (then answers ``accepted``), and runs the
 session's pipeline with the process's shared models (:mod:`realtime.serve.models`). It refuses a
 session (``refused``, with a code) beyond ``max_sessions``, while any session is more than
-``max_behind`` seconds behind real time, while shutting down, or when the start message is bad.
+``max_behind`` seconds behind real time (its audio waits that long for the speech detector, or
+its utterances for the shared Whisper), while shutting down, or when the start message is bad.
 Errors in a session's messages are answered with ``error`` on its status topic; the session goes
 on. ``{prefix}/servers/{id}`` holds the server's retained ``online``/``offline`` state (its last
 will says ``offline``). SIGTERM or Ctrl-C: no new sessions, the running ones finish what they
@@ -82,6 +83,8 @@ class ServeOptions:
             raise ConfigError("--cross-batch must be at least 1")
         if not self.group or set(self.group) & set("/+# "):
             raise ConfigError(f"--group {self.group!r}: one topic level without '/', '+', '#'")
+        if self.limits.asr_queue < 1:
+            raise ConfigError("--asr-queue must be at least 1")
         if self.max_behind <= 0 or self.limits.idle_timeout <= 0 or self.limits.max_backlog <= 0:
             raise ConfigError("--max-behind, --idle-timeout and --max-backlog must be positive")
 
@@ -243,7 +246,8 @@ class Server:
             return "duplicate_session", f"session {start.session} is already running here"
         if len(self.sessions) >= self.options.max_sessions:
             return "full", f"the server runs {len(self.sessions)} sessions (--max-sessions)"
-        behind = max((s.behind for s in self.sessions.values()), default=0.0)
+        waiting = max((s.behind for s in self.sessions.values()), default=0.0)
+        behind = max(waiting, self.models.transcriber.last_wait if self.sessions else 0.0)
         if behind > self.options.max_behind:
             return "overloaded", f"the server is {behind:.1f} s behind real time"
         return None
@@ -258,11 +262,12 @@ class Server:
             await client.subscribe([(self.topics.audio(name), 1), (self.topics.end(name), 1)])
             self._status(name, "accepted", f"{session.source.description} accepted")
             logger.info("session %s accepted (%d running)", name, len(self.sessions))
-            try:
-                outcome = await session.run()
-            except Exception as exc:  # one session's bug must not stop the server or the others
-                logger.exception("session %s failed", name)
-                outcome = SessionOutcome(f"failed: {exc!r}", True, {})
+            outcome = await session.run()
+        except aiomqtt.MqttError as exc:  # the connection is gone: the server stops
+            outcome = SessionOutcome(f"failed: MQTT: {exc}", True, {})
+        except Exception as exc:  # one session's bug must not stop the server or the others
+            logger.exception("session %s failed", name)
+            outcome = SessionOutcome(f"failed: {exc!r}", True, {})
         finally:
             del self.sessions[name]
             self._errors.pop(name, None)

@@ -11,10 +11,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from realtime.asr import Transcriber
+from realtime.channels import Channel, Policy
 from realtime.config import Config
+from realtime.inference import EmotionModel
+from realtime.messages import VideoFrame
 from realtime.mqtt_options import MqttOptions
 from realtime.pipeline import Pipeline
 from realtime.serve.models import SharedModels
@@ -23,6 +28,7 @@ from realtime.serve.source import MqttAudioSource
 from realtime.sinks.base import SinkError
 from realtime.sinks.mqtt import MqttSink
 from realtime.sources.base import SourceError
+from realtime.stage import Inbox, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +37,30 @@ logger = logging.getLogger(__name__)
 class SessionLimits:
     idle_timeout: float = 30.0  # seconds without audio before the server ends a session
     max_backlog: float = 5.0  # seconds of audio waiting for the VAD before audio is dropped
+    asr_queue: int = 4  # utterances waiting for the shared Whisper; the oldest beyond are dropped
+
+
+class ServePipeline(Pipeline):
+    """Today's pipeline with a short, dropping queue before the shared Whisper, so that a server
+    that cannot keep up drops (and counts, as ``utterances`` in the dropped counters) a session's
+    oldest utterances instead of letting its latency grow (a replay's queue waits instead)."""
+
+    def __init__(self, *args: Any, asr_queue: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asr_queue = asr_queue
+
+    def _stages(
+        self,
+        executor: ThreadPoolExecutor,
+        transcriber: Transcriber,
+        model: EmotionModel,
+        video: Channel[VideoFrame] | None,
+    ) -> list[Stage]:
+        stages = super()._stages(executor, transcriber, model, video)
+        if self.transcription is not None:
+            name = self.transcription.inbox_spec.name
+            self.transcription.inbox_spec = Inbox(name, self.asr_queue, Policy.DROP_OLDEST)
+        return stages
 
 
 @dataclass(frozen=True)
@@ -85,13 +115,14 @@ class ServeSession:
         self.sink = MqttSink(
             session=start.session, options=session_mqtt(config.sinks.mqtt, start.session)
         )
-        self.pipeline = Pipeline(
+        self.pipeline = ServePipeline(
             config,
             source=self.source,
             sinks=[self.sink],
             session=start.session,
             transcriber=models.transcriber,
             model=models.model,
+            asr_queue=limits.asr_queue,
         )
 
     @property
@@ -114,6 +145,8 @@ class ServeSession:
             logger.warning("session %s: %s", self.start.session, exc)
         if reason == "eof" and self.source.end_reason not in (None, "eof"):
             reason = str(self.source.end_reason)
+        elif reason == "stopped":  # only the server stops a session
+            reason = "stopped: the server is shutting down"
         return SessionOutcome(reason, failed, self._stats())
 
     def _stats(self) -> dict[str, Any]:

@@ -147,6 +147,15 @@ class Transcriber:
         elapsed = time.perf_counter() - started
         return TranscriptionResult(text, language, elapsed, "whisper", states)
 
+    def encode(self, audio: np.ndarray) -> np.ndarray | None:
+        """The encoder states of the audio, no decoding (blocking): what an interim emotion reads.
+        None for audio longer than the utterance window."""
+        if not fits_utterance_window(audio):
+            return None
+        encoded = encode_utterance(self.model, audio)
+        self.encoder_passes += 1
+        return speech_states(encoded, len(audio))
+
     def _decode_whisper_window(self, audio: np.ndarray) -> tuple[str, str]:
         """faster-whisper's standard path; its lazy segment generator is drained here."""
         segments, info = self.model.transcribe(

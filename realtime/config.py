@@ -164,6 +164,19 @@ class SpeakerOptions:
 
 
 @dataclass(frozen=True)
+class PartialOptions:
+    """Interim results while someone speaks: the emotion of the audio so far, not final."""
+
+    enabled: bool = False  # --partial
+    interval: float = 1.0  # seconds between interim results of one utterance
+    after: float = 1.0  # seconds of speech before the first one
+
+    def __post_init__(self) -> None:
+        _check(0.2 <= self.interval <= 10, "partial.interval must be in [0.2, 10] seconds")
+        _check(self.after >= 0, "partial.after must be >= 0")
+
+
+@dataclass(frozen=True)
 class ReplayOptions:
     speed: str = "realtime"  # "realtime", "max" (as fast as possible) or a factor such as "2"
 
@@ -188,6 +201,7 @@ class ReplayOptions:
 @dataclass(frozen=True)
 class JsonlOptions:
     path: str | None = None  # None or "-" = standard output
+    partials: bool = True  # with --partial: interim results as lines ("kind": "partial")
 
 
 @dataclass(frozen=True)
@@ -229,6 +243,7 @@ class Config:
     inference: InferenceOptions = field(default_factory=InferenceOptions)
     sources: SourceOptions = field(default_factory=SourceOptions)
     speakers: SpeakerOptions = field(default_factory=SpeakerOptions)
+    partial: PartialOptions = field(default_factory=PartialOptions)
     replay: ReplayOptions = field(default_factory=ReplayOptions)
     sinks: SinkOptions = field(default_factory=SinkOptions)
     record: RecordOptions = field(default_factory=RecordOptions)

@@ -11,7 +11,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from realtime.channels import Channel, Policy
-from realtime.messages import EmotionResult, EndOfStream, SpeakerRevision, StatsSnapshot
+from realtime.messages import (
+    EmotionResult,
+    EndOfStream,
+    PartialResult,
+    SpeakerRevision,
+    StatsSnapshot,
+)
 from realtime.sinks.base import Sink, SinkError
 from realtime.stage import Inbox, Stage
 
@@ -25,8 +31,8 @@ class SinkRunner:
 
     def __init__(self, sink: Sink, queue_size: int) -> None:
         self.sink = sink
-        self.channel: Channel[EmotionResult | SpeakerRevision | EndOfStream] = Channel(
-            f"sink:{sink.name}", queue_size, Policy.DROP_OLDEST
+        self.channel: Channel[EmotionResult | SpeakerRevision | PartialResult | EndOfStream] = (
+            Channel(f"sink:{sink.name}", queue_size, Policy.DROP_OLDEST)
         )
         self.offered = 0  # results handed to its queue
         self.published = 0  # results its publish() took without an error
@@ -51,6 +57,8 @@ class SinkRunner:
             try:
                 if isinstance(item, SpeakerRevision):
                     await self.sink.revise(item)
+                elif isinstance(item, PartialResult):
+                    await self.sink.partial(item)
                 else:
                     await self.sink.publish(item)
             except SinkError as exc:
@@ -59,7 +67,7 @@ class SinkRunner:
             else:
                 if isinstance(item, SpeakerRevision):
                     self.revised += 1
-                else:
+                elif isinstance(item, EmotionResult):
                     self.published += 1
 
 
@@ -90,9 +98,11 @@ class FanOut:
             runner.offered += 1
             runner.channel.put_nowait(result)
 
-    def offer_revision(self, revision: SpeakerRevision) -> None:
+    def offer_update(self, message: SpeakerRevision | PartialResult) -> None:
+        """A speaker revision or an interim result, to every sink's queue (not counted as a
+        result)."""
         for runner in self.runners:
-            runner.channel.put_nowait(revision)
+            runner.channel.put_nowait(message)
 
     def undelivered(self) -> dict[str, int]:
         """Sink name -> results it did not deliver, for the sinks that missed any."""
@@ -136,15 +146,19 @@ class DeliveryStage(Stage):
         self.stats = stats
         self.results = 0
         self.revisions = 0  # speaker revisions handed to the sinks
+        self.partials = 0  # interim results handed to the sinks
         self._latencies: dict[str, deque[float]] = {}
 
     def latency_p50(self) -> dict[str, float]:
         return {k: statistics.median(v) for k, v in self._latencies.items() if v}
 
     async def process(self, item: Any) -> None:
-        if isinstance(item, SpeakerRevision):
-            self.revisions += 1
-            self.fanout.offer_revision(item)
+        if isinstance(item, SpeakerRevision | PartialResult):
+            if isinstance(item, SpeakerRevision):
+                self.revisions += 1
+            else:
+                self.partials += 1
+            self.fanout.offer_update(item)
             return
         if not isinstance(item, EmotionResult):
             logger.debug("nothing delivers %s", type(item).__name__)

@@ -123,6 +123,35 @@ class EmotionResult(Message):
 
 
 @dataclass(frozen=True)
+class OpenSpeech(Message):
+    """The utterance still being spoken on ``channel``: its audio so far (VAD -> partial stage).
+    ``start`` is its speech start; ``end`` the stream time of the audio heard so far."""
+
+    audio: np.ndarray = field(compare=False, repr=False)
+    start: float = 0.0
+    end: float = 0.0
+    speaker: str = "speaker"
+    channel: int = 0
+
+
+@dataclass(frozen=True)
+class PartialResult(Message):
+    """An interim result while someone is still speaking: the emotion of the audio so far (no
+    words), not final. The final :class:`EmotionResult` of the utterance follows (same
+    ``channel``, same ``start``). ``latency``: seconds from the audio heard to this result."""
+
+    speaker: str
+    channel: int
+    start: float
+    end: float
+    prediction: Prediction
+    model_version: str
+    latency: float = 0.0
+    text: str = ""
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC), compare=False)
+
+
+@dataclass(frozen=True)
 class SpeakerRevision(Message):
     """Utterance ``utterance_seq`` (an :class:`Utterance` ``seq``) is now spoken by ``new``, no
     longer by ``old``: online diarisation regrouped past utterances once it heard more (see

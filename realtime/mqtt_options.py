@@ -126,6 +126,9 @@ class MqttOptions:
     def utterance_topic(self, session: str) -> str:
         return f"{self.prefix}/{session}/utterance"
 
+    def partial_topic(self, session: str) -> str:
+        return f"{self.prefix}/{session}/partial"
+
     def revision_topic(self, session: str) -> str:
         return f"{self.prefix}/{session}/speaker_revised"
 

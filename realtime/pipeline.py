@@ -2,12 +2,13 @@
 
 The pipeline is a list of :class:`~realtime.stage.Stage` s, each with its own inbox channel:
 
-    [video merge] -> [recorder tap] -> VAD -> [speakers] -> [frame attach] -> ASR
+    [video merge] -> [recorder tap] -> VAD -> [partials] -> [speakers] -> [frame attach] -> ASR
     -> [speaker labels] -> dialogue context -> inference -> delivery (fan-out to every sink's queue)
 
 (bracketed stages only when there is video, a recorder, or diarisation: ``speakers.diarize``,
 whose voice print starts right after the VAD and runs while Whisper transcribes; the label is set
-after the transcription, before the dialogue context takes the speaker). The pipeline owns every
+after the transcription, before the dialogue context takes the speaker; or interim results,
+``partial.enabled``: see :mod:`realtime.partial`). The pipeline owns every
 channel, the executor that runs all blocking work (model loads, transcription, forward passes,
 frame reads, file decoding, voice prints) and the stream clock. Channel policies:
 
@@ -50,6 +51,7 @@ from realtime.fanout import DeliveryStage, FanOut
 from realtime.frames import FrameAttachStage, VideoMergeStage
 from realtime.inference import EmotionModel, InferenceStage, load_model
 from realtime.messages import EndOfStream, StatsSnapshot, VideoFrame
+from realtime.partial import PartialStage
 from realtime.recorder import RecorderTapStage, SessionRecorder
 from realtime.sinks.base import Sink
 from realtime.sources.base import Source, SourceContext, SourceError
@@ -109,6 +111,7 @@ class Pipeline:
         self.model = model
         self.embedder = embedder  # speaker voice prints (diarisation); loaded when needed
         self.speakers: SpeakerStage | None = None  # with speakers.diarize, once running
+        self.partial: PartialStage | None = None  # with partial.enabled, once running
         self.echo: EchoFilterStage | None = None  # on both sides of a call, once running
         self._enrolled: dict[str, Any] = {}  # name -> voice print, from speakers.enroll
         self.fanout = FanOut([*sinks, *([recorder] if recorder else [])], config.sinks.queue_size)
@@ -118,6 +121,8 @@ class Pipeline:
             session=session,
             speaker_of=config.sources.speaker,
             analyzer_factory=analyzer_factory,
+            partial_interval=config.partial.interval if config.partial.enabled else None,
+            partial_after=config.partial.after,
         )
         self.delivery = DeliveryStage(self.fanout, self.snapshot)
         self.inference: InferenceStage | None = None
@@ -258,6 +263,7 @@ class Pipeline:
         vad = config.vad
         horizon = vad.max_utterance + vad.pre_roll + vad.hangover + 2.0
         speakers = self._speaker_stage(executor)
+        partial = self._partial_stage(executor, transcriber, model, speakers)
         echo_tap, echo_filter = self._echo_stages()
         return [
             *([VideoMergeStage(video)] if video is not None else []),
@@ -265,6 +271,7 @@ class Pipeline:
             *echo_tap,
             self.segmentation,
             *echo_filter,
+            *([partial] if partial is not None else []),
             *([speakers] if speakers is not None else []),
             *([FrameAttachStage(horizon)] if video is not None else []),
             self.transcription,
@@ -308,6 +315,23 @@ class Pipeline:
             within_channels=sources.channels_as_speakers,
         )
         return self.speakers
+
+    def _partial_stage(
+        self,
+        executor: ThreadPoolExecutor,
+        transcriber: Transcriber,
+        model: EmotionModel,
+        speakers: SpeakerStage | None,
+    ) -> PartialStage | None:
+        """With ``partial.enabled`` and a checkpoint that hears audio: the interim-result stage."""
+        if self.segmentation.partial_interval is None:
+            return None
+        if not model.uses_audio:
+            logger.warning("interim results need a checkpoint that reads audio: --partial is off")
+            self.segmentation.partial_interval = None
+            return None
+        self.partial = PartialStage(transcriber, model, executor, speakers=speakers)
+        return self.partial
 
     def _link(self, stages: Sequence[Stage]) -> Channel[Any]:
         """One inbox per stage, each stage's outbox the next one's inbox; returns the first."""

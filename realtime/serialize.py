@@ -2,7 +2,8 @@
 
 The schema lives in ``realtime/schemas/emotion_result.v1.json``; :data:`SCHEMA_VERSION` is the
 version every message carries. Minor versions only add: optional fields, or a new message kind
-told apart by its ``kind`` field (1.1: ``speaker_revised``). A result has no ``kind``.
+told apart by its ``kind`` field (1.1: ``speaker_revised`` and ``partial``). A result has no
+``kind``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from realtime.messages import EmotionResult, SpeakerRevision, StatsSnapshot
+from realtime.messages import EmotionResult, PartialResult, SpeakerRevision, StatsSnapshot
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1.1"
 REVISION_KIND = "speaker_revised"
+PARTIAL_KIND = "partial"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "emotion_result.v1.json"
 
 # Probabilities computed in float32 can overshoot [0, 1] by a rounding error; such values are
@@ -94,6 +96,31 @@ def revision_to_dict(
     }
 
 
+def partial_to_dict(result: PartialResult, *, timestamp: datetime | None = None) -> dict[str, Any]:
+    """The JSON-ready form of an interim result (``kind`` ``partial``, ``final`` false)."""
+    prediction = result.prediction
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": PARTIAL_KIND,
+        "final": False,
+        "session": result.session,
+        "seq": int(result.seq),
+        "speaker": result.speaker,
+        "channel": int(result.channel),
+        "start": float(result.start),
+        "end": float(result.end),
+        "text": result.text,
+        "emotion": prediction.emotion,
+        "emotion_probs": _probabilities(prediction.emotion_probs),
+        "polarity": prediction.polarity,
+        "polarity_probs": _probabilities(prediction.polarity_probs),
+        "intensity": float(prediction.intensity),
+        "latency": float(result.latency),
+        "model_version": result.model_version,
+        "timestamp": utc_timestamp(result.timestamp if timestamp is None else timestamp),
+    }
+
+
 def to_json(obj: Mapping[str, Any]) -> str:
     """Compact one-line JSON; raises :class:`ValueError` on NaN or infinity (not valid JSON)."""
     try:
@@ -145,6 +172,11 @@ def is_revision(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("kind") == REVISION_KIND
 
 
+def is_partial(obj: Any) -> bool:
+    """Whether a message (a parsed JSON object) is an interim result (not final)."""
+    return isinstance(obj, dict) and obj.get("kind") == PARTIAL_KIND
+
+
 def validate(obj: Any) -> None:
     """Check that ``obj`` is a valid message (a result or a speaker revision); raises
     :class:`SchemaValidationError`.
@@ -154,7 +186,9 @@ def validate(obj: Any) -> None:
     """
     import jsonschema
 
-    what = "speaker revision" if is_revision(obj) else "emotion result"
+    what = "emotion result"
+    if is_revision(obj) or is_partial(obj):
+        what = "speaker revision" if is_revision(obj) else "partial result"
     error = jsonschema.exceptions.best_match(_validator().iter_errors(obj))
     if error is not None:
         where = error.json_path if error.path else "message"

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from realtime.config import VadOptions
-from realtime.messages import SAMPLE_RATE, AudioChunk, EndOfStream, Utterance
+from realtime.messages import SAMPLE_RATE, AudioChunk, EndOfStream, OpenSpeech, Utterance
 from realtime.stage import Inbox, Stage
 
 logger = logging.getLogger(__name__)
@@ -213,6 +213,20 @@ class VadSegmenter:
             return self._split()
         return None
 
+    def open_segment(self) -> SpeechSegment | None:
+        """The utterance being spoken, so far (its audio up to now), or None when quiet."""
+        if not self._speaking:
+            return None
+        voiced_at = [i for i, voiced in enumerate(self._voiced) if voiced]
+        if not voiced_at:
+            return None
+        return SpeechSegment(
+            start=round(self._time(self._speech_start), 4),
+            end=round(self._time(self._first + len(self._frames)), 4),
+            audio=np.concatenate(self._frames),
+            speech_ended_at=self._arrived[voiced_at[-1]],
+        )
+
     def _open(self, index: int, arrived: float) -> None:
         """Onset reached at frame ``index``: the utterance starts with pre-roll from history."""
         self._speaking = True
@@ -290,9 +304,17 @@ class SegmentationStage(Stage):
         session: str,
         speaker_of: Callable[[int], str],
         analyzer_factory: Callable[[], SpeechAnalyzer] | None = None,
+        partial_interval: float | None = None,
+        partial_after: float = 1.0,
     ) -> None:
         super().__init__()
         self.options = options
+        # Interim audio: an OpenSpeech every ``partial_interval`` s of stream time once an
+        # utterance has gone on for ``partial_after`` s (None: never).
+        self.partial_interval = partial_interval
+        self.partial_after = partial_after
+        self._partial_at: dict[int, tuple[float, float]] = {}  # channel -> (start, next due)
+        self._partial_seq = itertools.count()
         self.session = session
         self.speaker_of = speaker_of
         self.analyzer_factory = analyzer_factory
@@ -342,8 +364,38 @@ class SegmentationStage(Stage):
             await self.push(item)
             return
         self.position = max(self.position, item.start + item.duration)
-        for segment in self._segmenter(item.channel).push(item.samples, item.start, item.monotonic):
+        segmenter = self._segmenter(item.channel)
+        for segment in segmenter.push(item.samples, item.start, item.monotonic):
             await self.push(self._utterance(segment, item.channel))
+        if self.partial_interval is not None and segmenter.speaking:
+            await self._partial(segmenter, item.channel)
+
+    async def _partial(self, segmenter: VadSegmenter, channel: int) -> None:
+        """Hand on the open utterance of ``channel`` when an interim result is due."""
+        segment = segmenter.open_segment()
+        if segment is None:
+            return
+        # Due on a grid (start + after, then every interval), a frame early rather than late.
+        start, due = self._partial_at.get(channel, (None, 0.0))
+        if start != segment.start:
+            due = segment.start + self.partial_after
+        if segment.end < due - segmenter.frame_s:
+            self._partial_at[channel] = (segment.start, due)
+            return
+        assert self.partial_interval is not None
+        self._partial_at[channel] = (segment.start, due + self.partial_interval)
+        await self.push(
+            OpenSpeech(
+                session=self.session,
+                seq=next(self._partial_seq),
+                monotonic=time.monotonic(),
+                audio=segment.audio,
+                start=segment.start,
+                end=segment.end,
+                speaker=self.speaker_of(channel),
+                channel=channel,
+            )
+        )
 
     async def finish(self, end: EndOfStream) -> None:
         for channel, segmenter in sorted(self.segmenters.items()):

@@ -56,6 +56,7 @@ def session_options(parser: argparse.ArgumentParser, *, bench: bool = False) -> 
     if not bench:
         _speaker_options(parser)
     _diarize_options(parser)
+    _partial_options(parser, bench=bench)
 
 
 def _output_options(parser: argparse.ArgumentParser, general: Any) -> None:
@@ -404,3 +405,35 @@ def _diarize_options(parser: argparse.ArgumentParser) -> None:
         help="a known voice: utterances like the clip FILE (a few seconds of speech) are NAME's; "
         "repeat for several",
     )
+
+
+def _partial_options(parser: argparse.ArgumentParser, *, bench: bool) -> None:
+    partial = parser.add_argument_group("interim results (while someone speaks)")
+    add_config_option(
+        partial,
+        "--partial",
+        dest="partial.enabled",
+        action="store_const",
+        const=True,
+        help="while an utterance goes on, an interim result every --partial-interval s (the "
+        "emotion of the audio so far, no words, marked not final, with the speaker): MQTT "
+        'PREFIX/SESSION/partial (QoS 0, not retained), JSON lines marked "kind": "partial", '
+        "a live dashboard row",
+    )
+    add_config_option(
+        partial,
+        "--partial-interval",
+        dest="partial.interval",
+        type=float,
+        metavar="S",
+        help="seconds between interim results of one utterance (default {default})",
+    )
+    if not bench:
+        add_config_option(
+            partial,
+            "--no-partial-lines",
+            dest="sinks.jsonl.partials",
+            action="store_const",
+            const=False,
+            help="with --partial, leave interim results out of the JSON lines",
+        )

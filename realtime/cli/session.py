@@ -26,7 +26,8 @@ def make_sinks(config: Config, session: str, title: str) -> list[Any]:
         elif name == "jsonl":
             from realtime.sinks.jsonl import JsonlSink
 
-            sinks.append(JsonlSink(path=config.sinks.jsonl.path))
+            jsonl = config.sinks.jsonl
+            sinks.append(JsonlSink(path=jsonl.path, partials=jsonl.partials))
         elif name == "mqtt":
             from realtime.sinks.mqtt import MqttSink
 

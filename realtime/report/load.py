@@ -3,7 +3,8 @@
 Every line must be a message of a schema version this emotrack reads (``1.x`` up to the one it
 writes, ``realtime/schemas/emotion_result.v1.json``): a result, or a speaker revision
 (``"kind": "speaker_revised"``, diarisation), which re-labels the result with its
-``utterance_seq``; the report shows every utterance with its last speaker. Lines are checked
+``utterance_seq``; the report shows every utterance with its last speaker (interim results,
+``"kind": "partial"``, are skipped). Lines are checked
 with a compiled validator (``jsonschema-rs``, microseconds a line, so an 8-hour session reads in
 well under a second); a line that fails is checked again by :func:`realtime.serialize.validate`,
 whose message names the field. Anything unusable raises :class:`~realtime.report.errors.ReportError`
@@ -26,6 +27,7 @@ from realtime.report.errors import ReportError
 from realtime.serialize import (
     SCHEMA_VERSION,
     SchemaValidationError,
+    is_partial,
     is_revision,
     load_schema,
     validate,
@@ -106,7 +108,7 @@ def load_session(path: str | os.PathLike[str], *, session: str | None = None) ->
     for obj in _read_results(results):
         if is_revision(obj):
             relabel.setdefault(obj["session"], {})[obj["utterance_seq"]] = obj["speaker"]
-        else:
+        elif not is_partial(obj):  # interim results: the final one follows
             by_session.setdefault(obj["session"], []).append(obj)
     if not by_session:
         raise ReportError(f"{results} holds no results: the session is empty")

@@ -5,14 +5,15 @@ another. For each sink it calls, in this order: :meth:`Sink.open` once, then :me
 for every result (sequentially, never concurrently) interleaved with :meth:`Sink.update_stats`
 whenever fresh counters are available and, with diarisation, :meth:`Sink.revise` for every
 :class:`~realtime.messages.SpeakerRevision` (in pipeline order, after the result it revises), and
-finally :meth:`Sink.close` once with the final counters.
+with ``--partial``, :meth:`Sink.partial` for interim results, and finally :meth:`Sink.close`
+once with the final counters.
 """
 
 from __future__ import annotations
 
 import abc
 
-from realtime.messages import EmotionResult, SpeakerRevision, StatsSnapshot
+from realtime.messages import EmotionResult, PartialResult, SpeakerRevision, StatsSnapshot
 
 
 class SinkError(RuntimeError):
@@ -36,6 +37,11 @@ class Sink(abc.ABC):
     async def revise(self, revision: SpeakerRevision) -> None:
         """A published utterance now has another speaker (diarisation heard more). Sinks that
         show or store speakers re-label it; the default ignores it."""
+        return None
+
+    async def partial(self, result: PartialResult) -> None:
+        """An interim result (``--partial``: someone is still speaking; not final). Sinks that
+        show live results use it; the default ignores it."""
         return None
 
     def update_stats(self, stats: StatsSnapshot) -> None:

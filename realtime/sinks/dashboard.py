@@ -5,7 +5,9 @@ refresh task draws a frame ``refresh_hz`` times per second, however fast results
 is cut to the terminal's width and the frame to its height, so it fits an 80x24 terminal or a tmux
 pane. On close the last frame stays on screen (unless ``transient``) and a session summary table
 is printed below it. A speaker revision (diarisation, :meth:`DashboardSink.revise`) re-labels the
-utterance's transcript row and moves it from one speaker's trend and summary to the other's.
+utterance's transcript row and moves it from one speaker's trend and summary to the other's. An
+interim result (``--partial``) is a live row at the bottom of the transcript (dim, "speaking…")
+until the utterance's final result replaces it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from realtime.messages import EmotionResult, SpeakerRevision, StatsSnapshot
+from realtime.messages import EmotionResult, PartialResult, SpeakerRevision, StatsSnapshot
 from realtime.sinks.base import Sink, SinkError
 
 logger = logging.getLogger(__name__)
@@ -126,6 +128,7 @@ class DashboardSink(Sink):
         # Utterance seq -> what its result added to a speaker's state, to move it on a revision.
         self._entries: dict[int, _Entry] = {}
         self.revisions = 0
+        self._speaking: dict[int, PartialResult] = {}  # channel -> latest interim result
         self._stage_latencies: dict[str, list[float]] = collections.defaultdict(list)
         self._count = 0
         self._session: str | None = None
@@ -156,6 +159,9 @@ class DashboardSink(Sink):
 
     async def publish(self, result: EmotionResult) -> None:
         self.record(result)
+
+    async def partial(self, result: PartialResult) -> None:
+        self._speaking[result.channel] = result
 
     async def revise(self, revision: SpeakerRevision) -> None:
         self.relabel(revision.utterance_seq, revision.new)
@@ -190,6 +196,8 @@ class DashboardSink(Sink):
         self._session = result.session
         self._model_version = result.model_version
         self._results.append(result)
+        # The utterance is over: its live row goes (any channel's interim result it covers).
+        self._speaking = {c: p for c, p in self._speaking.items() if p.start > result.end}
         entry = _Entry(
             result.seq,
             result.speaker,
@@ -320,7 +328,9 @@ class DashboardSink(Sink):
         table.add_column("speaker", max_width=10, no_wrap=True, overflow="ellipsis")
         table.add_column("emotion", width=13, no_wrap=True, overflow="ellipsis")
         table.add_column("text", ratio=1, no_wrap=True, overflow="ellipsis")
-        recent = list(self._results)[-rows:] if rows else []
+        live = sorted(self._speaking.values(), key=lambda p: p.start)[-rows:] if rows else []
+        shown = rows - len(live)
+        recent = list(self._results)[-shown:] if shown > 0 else []
         for r in recent:
             confidence = r.emotion_probs.get(r.emotion, 0.0)
             table.add_row(
@@ -329,7 +339,15 @@ class DashboardSink(Sink):
                 Text(f"{r.emotion} {confidence:.2f}", style=EMOTION_STYLES.get(r.emotion, "")),
                 Text(_one_line(r.text)),
             )
-        if not recent and rows:
+        for p in live:
+            confidence = p.prediction.emotion_probs.get(p.prediction.emotion, 0.0)
+            table.add_row(
+                _clock(p.start),
+                Text(_one_line(p.speaker), style="dim"),
+                Text(f"{p.prediction.emotion} {confidence:.2f}", style="dim italic"),
+                Text("speaking…", style="dim italic"),
+            )
+        if not recent and not live and rows:
             table.add_row("", "", "", Text("waiting for speech…", style="dim italic"))
         return Panel(
             table,

@@ -1,7 +1,8 @@
 """JSON lines sink: one result message per line, to a file or to standard output.
 
 With diarisation, a speaker revision is a line of its own (``"kind": "speaker_revised"``), after
-the result it revises; a reader applies it to the result with the same ``utterance_seq``.
+the result it revises; a reader applies it to the result with the same ``utterance_seq``. With
+``--partial`` and ``partials``, each interim result is a line marked ``"kind": "partial"``.
 
 Each line is written whole and flushed before :meth:`JsonlSink.publish` returns, so a crash never
 loses (or half-writes) a line that was already published. Files are opened in append mode; an
@@ -19,8 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
-from realtime.messages import EmotionResult, SpeakerRevision, StatsSnapshot
-from realtime.serialize import result_to_dict, revision_to_dict, to_json, validate
+from realtime.messages import EmotionResult, PartialResult, SpeakerRevision, StatsSnapshot
+from realtime.serialize import (
+    partial_to_dict,
+    result_to_dict,
+    revision_to_dict,
+    to_json,
+    validate,
+)
 from realtime.sinks.base import Sink, SinkError
 
 logger = logging.getLogger(__name__)
@@ -37,6 +44,7 @@ class JsonlSink(Sink):
         fsync: also ``os.fsync`` after each line (survives power loss, slower).
         validate: check every message against the schema before writing it (raises on failure).
         name: the sink's name in logs and counters.
+        partials: also write interim results (``--partial``) as lines of their own.
     """
 
     def __init__(
@@ -47,10 +55,12 @@ class JsonlSink(Sink):
         fsync: bool = False,
         validate: bool = False,
         name: str = "jsonl",
+        partials: bool = False,
     ) -> None:
         if path is not None and stream is not None:
             raise ValueError("JsonlSink takes a path or a stream, not both")
         self.name = name
+        self.partials = partials
         self.path: Path | None = None if path is None or str(path) == STDOUT else Path(path)
         self._given_stream = stream
         self._fsync = fsync
@@ -105,6 +115,10 @@ class JsonlSink(Sink):
 
     async def revise(self, revision: SpeakerRevision) -> None:
         await self._write_message(revision_to_dict(revision))
+
+    async def partial(self, result: PartialResult) -> None:
+        if self.partials:
+            await self._write_message(partial_to_dict(result))
 
     async def _write_message(self, message: dict[str, Any]) -> None:
         if self._file is None or self._executor is None:

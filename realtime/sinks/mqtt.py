@@ -13,6 +13,10 @@ Topics, for a prefix ``P`` (default ``emotrack``) and a session ``S``:
     each time re-clustering moves an utterance already published to another speaker: apply it to
     the result with the same ``utterance_seq``. Same QoS, spool and order as the results (after
     the result it revises); never retained.
+``P/S/partial``
+    With ``--partial``: interim results while someone speaks (``kind`` ``partial``, ``final``
+    false, same schema), QoS 0, never retained, never spooled: sent when connected and the
+    buffer has room, otherwise dropped (counted in ``partials_dropped``); never resent.
 ``P/S/status``
     Retained JSON ``{"state": "online" | "offline", "stats": {...}, ...}``. ``online`` is published
     on every (re)connection and, at most every ``status_interval`` seconds, when the pipeline's
@@ -61,10 +65,11 @@ from typing import Any, TypeVar
 
 import aiomqtt
 
-from realtime.messages import EmotionResult, SpeakerRevision, StatsSnapshot
+from realtime.messages import EmotionResult, PartialResult, SpeakerRevision, StatsSnapshot
 from realtime.mqtt_options import MqttOptions, check_topic_part
 from realtime.serialize import (
     SCHEMA_VERSION,
+    partial_to_dict,
     result_to_dict,
     revision_to_dict,
     stats_to_dict,
@@ -88,6 +93,7 @@ class _Outgoing:
     payload: bytes
     seq: int
     row: int | None = None  # the spool's row id, once written there
+    qos: int | None = None  # None: the sink's QoS; 0 for interim results (never resent)
 
 
 class MqttSink(Sink):
@@ -112,6 +118,7 @@ class MqttSink(Sink):
         self.options = options if options is not None else MqttOptions()
         self.sent = 0
         self.dropped = 0
+        self.partials_dropped = 0  # interim results not sent: disconnected or buffer full
         self.unsent = 0
         self.reconnects = 0
         self.recovered = 0
@@ -229,6 +236,16 @@ class MqttSink(Sink):
         topic = self.options.revision_topic(revision.session)
         payload = to_json(revision_to_dict(revision)).encode()
         await self._enqueue(_Outgoing(topic, payload, revision.seq))
+
+    async def partial(self, result: PartialResult) -> None:
+        self._check_running()
+        if not self._connected or self._backlog or len(self._buffer) >= self.options.buffer_size:
+            self.partials_dropped += 1  # stale by the time it could go: never waits
+            return
+        topic = self.options.partial_topic(result.session)
+        payload = to_json(partial_to_dict(result)).encode()
+        self._buffer.append(_Outgoing(topic, payload, result.seq, qos=0))
+        self._wake.set()
 
     async def _enqueue(self, item: _Outgoing) -> None:
         """Spool (when on) and buffer one outgoing message; waits while the buffer is full."""
@@ -620,12 +637,12 @@ class MqttSink(Sink):
                         continue
                     item = self._buffer.popleft()
                     self._space.set()
+                    qos = self.options.qos if item.qos is None else item.qos
                     try:
-                        await self._send(
-                            client, watcher, item.topic, item.payload, self.options.qos
-                        )
+                        await self._send(client, watcher, item.topic, item.payload, qos)
                     except BaseException:
-                        self._buffer.appendleft(item)  # resent after reconnecting
+                        if item.qos != 0:
+                            self._buffer.appendleft(item)  # resent after reconnecting
                         raise
                     self.sent += 1
                     if item.row is not None:

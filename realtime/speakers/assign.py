@@ -284,6 +284,28 @@ class OnlineSpeakerAssigner:
         self._check_dim(vector)
         self._speakers.append(_Speaker(name, vector.copy(), enrolment=vector))
 
+    def _joins(self, vector: np.ndarray, duration: float) -> tuple[int, float]:
+        """Index of the speaker a unit voice print joins (-1: a new one) and its cosine."""
+        centroids = [s.centroid() for s in self._speakers]
+        sims = [-math.inf if c is None else float(vector @ c) for c in centroids]
+        best = int(np.argmax(sims)) if sims else -1
+        similarity = sims[best] if best >= 0 and sims[best] > -math.inf else math.nan
+        short = duration < self.options.min_duration
+        if best >= 0 and (similarity >= self.options.threshold or self._full or short):
+            return best, similarity
+        return -1, similarity
+
+    def nearest(self, embedding: np.ndarray, duration: float = math.inf) -> str:
+        """The speaker a voice print would join now (the name a new speaker would get if none):
+        a guess for speech still going on; nothing is assigned or changed."""
+        vector = unit(embedding)
+        self._check_dim(vector)
+        best, _ = self._joins(vector, duration)
+        if best >= 0:
+            return self._speakers[best].name
+        taken = {s.name for s in self._speakers}
+        return next(n for n in self._names() if n not in taken)
+
     def assign(self, voice: VoicePrint) -> Assignment:
         """Give ``voice``'s utterance a speaker; past utterances may be revised (returned)."""
         if voice.utterance_id in self._labels:
@@ -291,12 +313,8 @@ class OnlineSpeakerAssigner:
         vector = unit(voice.embedding)
         self._check_dim(vector)
         known = set(self.speakers)
-        centroids = [s.centroid() for s in self._speakers]
-        sims = [-math.inf if c is None else float(vector @ c) for c in centroids]
-        best = int(np.argmax(sims)) if sims else -1
-        similarity = sims[best] if best >= 0 and sims[best] > -math.inf else math.nan
-        short = voice.duration < self.options.min_duration
-        if best >= 0 and (similarity >= self.options.threshold or self._full or short):
+        best, similarity = self._joins(vector, voice.duration)
+        if best >= 0:
             speaker = self._speakers[best]
             speaker.total = speaker.total + vector
         else:

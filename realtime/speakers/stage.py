@@ -95,12 +95,14 @@ class SpeakerStage(Stage):
             self._labeller = SpeakerLabelStage(self)
         return self._labeller
 
-    def _assigner(self, utterance: Utterance) -> OnlineSpeakerAssigner:
-        key = utterance.channel if self.channels_as_speakers else 0
+    def _assigner(self, channel: int, speaker: str) -> OnlineSpeakerAssigner:
+        """The assigner of ``channel`` (of all audio unless channels are speakers); ``speaker``
+        is the channel's own name, the prefix of its speakers."""
+        key = channel if self.channels_as_speakers else 0
         if key not in self.assigners:
             options = self.options
             if self.channels_as_speakers:  # speakers of a channel are named after it
-                options = dataclasses.replace(options, names=(), prefix=utterance.speaker)
+                options = dataclasses.replace(options, names=(), prefix=speaker)
             assigner = OnlineSpeakerAssigner(options)
             for name, voice in self.enrolled.items():
                 assigner.enroll(name, voice)
@@ -119,7 +121,8 @@ class SpeakerStage(Stage):
         self.embedded += 1
         self.embed_seconds += seconds
         duration = max(0.0, utterance.end - utterance.start)
-        assignment = self._assigner(utterance).assign(VoicePrint(utterance.seq, vector, duration))
+        assigner = self._assigner(utterance.channel, utterance.speaker)
+        assignment = assigner.assign(VoicePrint(utterance.seq, vector, duration))
         logger.debug(
             "utterance %d: %s (cosine %.2f%s), voice print in %.0f ms",
             utterance.seq,
@@ -145,6 +148,11 @@ class SpeakerStage(Stage):
             revisions.append(message)
         self.revisions += revisions
         return replace(utterance, speaker=assignment.speaker), revisions
+
+    def nearest(self, channel: int, speaker: str, vector: np.ndarray) -> str:
+        """Who is most likely speaking, by a voice print of speech still going on (an interim
+        result): the speaker ``vector`` would join now, nothing assigned or changed."""
+        return self._assigner(channel, speaker).nearest(vector)
 
     async def process(self, item: object) -> None:
         if not isinstance(item, Utterance) or not self.active or len(item.audio) == 0:

@@ -12,13 +12,16 @@ from concurrent.futures import ThreadPoolExecutor
 import jsonschema
 import numpy as np
 import pytest
-from rt_support import FakePredictor
+from rt_support import FakePredictor, run_stages
 
+from realtime.asr import TranscriptionResult
 from realtime.channels import Channel, Policy
 from realtime.clock import StreamClock
+from realtime.config import AsrOptions
 from realtime.inference import EmotionModel
-from realtime.messages import AudioChunk, PendingUtterance, Transcript, Utterance
+from realtime.messages import AudioChunk, EndOfStream, PendingUtterance, Transcript, Utterance
 from realtime.serve.batcher import CrossSessionBatcher
+from realtime.serve.pipeline import DeadlineTranscription
 from realtime.serve.protocol import (
     SCHEMAS,
     EndRequest,
@@ -229,3 +232,24 @@ def test_batcher_off_runs_one_request_per_pass_and_passes_errors_on() -> None:
             batcher.classify([None])  # type: ignore[list-item]
     finally:
         batcher.close()
+
+
+class FakeTranscriber:
+    options = AsrOptions()
+
+    def transcribe(self, audio: np.ndarray) -> TranscriptionResult:
+        return TranscriptionResult("hello", "en", 0.0, "utterance")
+
+
+async def test_a_server_session_drops_utterances_that_waited_too_long_for_whisper() -> None:
+    now = time.monotonic()
+    late = Utterance("s", 0, now, audio=np.zeros(160, np.float32), speech_ended_at=now - 9.0)
+    timely = Utterance("s", 1, now, audio=np.zeros(160, np.float32), speech_ended_at=now)
+    inbox: Channel[object] = Channel("utterances", 10, Policy.BLOCK)
+    for item in (late, timely, EndOfStream("s", 0, now)):
+        inbox.put_nowait(item)
+    with ThreadPoolExecutor(1) as executor:
+        stage = DeadlineTranscription(FakeTranscriber(), executor, max_delay=4.0)  # type: ignore[arg-type]
+        out = await run_stages([stage], inbox)
+    assert [m.utterance.seq for m in out if isinstance(m, Transcript)] == [1]
+    assert stage.expired == 1

@@ -88,6 +88,12 @@ def add_bench_serve(bench_commands: argparse._SubParsersAction) -> argparse.Argu
         default=20,
         help="audio per message (default 20)",
     )
+    group.add_argument(
+        "--asr-threads",
+        type=int,
+        metavar="N",
+        help="Whisper threads per server (default: CPU cores / servers, at most 4)",
+    )
     group.add_argument("--json", metavar="FILE", help="also write every number to FILE")
     return parser
 
@@ -162,6 +168,7 @@ class ServerGroup:
         batching: bool,
         workdir: Path,
         config_args: list[str],
+        threads: int | None = None,
     ) -> None:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.logs = [workdir / f"serve-{prefix}-{index}.log" for index in range(count)]
@@ -188,7 +195,7 @@ class ServerGroup:
                             "1000",
                             *([] if batching else ["--no-cross-batching"]),
                             "--asr-threads",
-                            str(asr_threads(count)),
+                            str(threads or asr_threads(count)),
                             *config_args,
                         ],
                         stdin=subprocess.DEVNULL,
@@ -358,6 +365,7 @@ async def _bench(args: argparse.Namespace, config: Config, workdir: Path) -> lis
                     batching=batching,
                     workdir=workdir,
                     config_args=_config_args(args),
+                    threads=args.asr_threads,
                 )
                 try:
                     await _wait_online(mqtt, group)

@@ -100,6 +100,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="utterances of a session waiting for Whisper; beyond, the oldest are dropped and "
         f"counted (default {defaults.limits.asr_queue})",
     )
+    group.add_argument(
+        "--max-delay",
+        type=float,
+        default=defaults.limits.max_delay,
+        metavar="S",
+        help="drop (and count) an utterance whose speech ended more than S seconds before "
+        f"Whisper could take it (default {defaults.limits.max_delay:g})",
+    )
     add_config_option(
         group,
         "--asr-threads",
@@ -188,7 +196,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_batch=args.cross_batch,
         server_id=args.server_id or default_server_id(),
         limits=SessionLimits(
-            idle_timeout=args.idle_timeout, max_backlog=args.max_backlog, asr_queue=args.asr_queue
+            idle_timeout=args.idle_timeout,
+            max_backlog=args.max_backlog,
+            asr_queue=args.asr_queue,
+            max_delay=args.max_delay,
         ),
     )
     return asyncio.run(_serve(config, options))

@@ -83,8 +83,8 @@ class ServeOptions:
             raise ConfigError("--cross-batch must be at least 1")
         if not self.group or set(self.group) & set("/+# "):
             raise ConfigError(f"--group {self.group!r}: one topic level without '/', '+', '#'")
-        if self.limits.asr_queue < 1:
-            raise ConfigError("--asr-queue must be at least 1")
+        if self.limits.asr_queue < 1 or self.limits.max_delay <= 0:
+            raise ConfigError("--asr-queue must be at least 1 and --max-delay positive")
         if self.max_behind <= 0 or self.limits.idle_timeout <= 0 or self.limits.max_backlog <= 0:
             raise ConfigError("--max-behind, --idle-timeout and --max-backlog must be positive")
 

@@ -1,9 +1,9 @@
 """One session of a server: its configuration, its audio source, its MQTT sink and its pipeline.
 
-Every session runs today's stages (:class:`~realtime.pipeline.Pipeline`) with the process's shared
-models. Its results and retained online/offline status go out through its own
-:class:`~realtime.sinks.mqtt.MqttSink` connection, whose last will turns the session ``offline``
-("connection lost") when the server process dies.
+Every session runs today's stages (:class:`~realtime.serve.pipeline.ServePipeline`: latency
+bounded before the shared Whisper) with the process's shared models. Its results and retained
+online/offline status go out through its own :class:`~realtime.sinks.mqtt.MqttSink` connection,
+whose last will turns the session ``offline`` ("connection lost") when the server process dies.
 """
 
 from __future__ import annotations
@@ -11,24 +11,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from realtime.asr import Transcriber
-from realtime.channels import Channel, Policy
 from realtime.config import Config
-from realtime.inference import EmotionModel
-from realtime.messages import VideoFrame
 from realtime.mqtt_options import MqttOptions
-from realtime.pipeline import Pipeline
 from realtime.serve.models import SharedModels
+from realtime.serve.pipeline import ServePipeline
 from realtime.serve.protocol import ProtocolError, StartRequest
 from realtime.serve.source import MqttAudioSource
 from realtime.sinks.base import SinkError
 from realtime.sinks.mqtt import MqttSink
 from realtime.sources.base import SourceError
-from realtime.stage import Inbox, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -38,29 +32,7 @@ class SessionLimits:
     idle_timeout: float = 30.0  # seconds without audio before the server ends a session
     max_backlog: float = 5.0  # seconds of audio waiting for the VAD before audio is dropped
     asr_queue: int = 4  # utterances waiting for the shared Whisper; the oldest beyond are dropped
-
-
-class ServePipeline(Pipeline):
-    """Today's pipeline with a short, dropping queue before the shared Whisper, so that a server
-    that cannot keep up drops (and counts, as ``utterances`` in the dropped counters) a session's
-    oldest utterances instead of letting its latency grow (a replay's queue waits instead)."""
-
-    def __init__(self, *args: Any, asr_queue: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.asr_queue = asr_queue
-
-    def _stages(
-        self,
-        executor: ThreadPoolExecutor,
-        transcriber: Transcriber,
-        model: EmotionModel,
-        video: Channel[VideoFrame] | None,
-    ) -> list[Stage]:
-        stages = super()._stages(executor, transcriber, model, video)
-        if self.transcription is not None:
-            name = self.transcription.inbox_spec.name
-            self.transcription.inbox_spec = Inbox(name, self.asr_queue, Policy.DROP_OLDEST)
-        return stages
+    max_delay: float = 4.0  # an utterance whose speech ended longer ago is not transcribed
 
 
 @dataclass(frozen=True)
@@ -123,6 +95,7 @@ class ServeSession:
             transcriber=models.transcriber,
             model=models.model,
             asr_queue=limits.asr_queue,
+            max_delay=limits.max_delay,
         )
 
     @property
@@ -157,7 +130,9 @@ class ServeSession:
             pipeline = {
                 "utterances": stats.utterances,
                 "results": stats.results,
-                "results_dropped": sum(stats.dropped.values()) - stats.dropped.get("no_words", 0),
+                "results_dropped": sum(stats.dropped.values())
+                - stats.dropped.get("no_words", 0)
+                + self.pipeline.expired,
             }
         return {
             **{f"audio_{key}": value for key, value in counters.items()},

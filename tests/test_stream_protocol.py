@@ -253,3 +253,15 @@ async def test_a_server_session_drops_utterances_that_waited_too_long_for_whispe
         out = await run_stages([stage], inbox)
     assert [m.utterance.seq for m in out if isinstance(m, Transcript)] == [1]
     assert stage.expired == 1
+
+
+async def test_chunks_are_timed_as_due_in_real_time_and_lag_is_measured() -> None:
+    source = MqttAudioSource(START, on_error=lambda exc: None)
+    source.feed(encode_chunk(0, pcm(20)), arrived=100.0)
+    source.feed(encode_chunk(1, pcm(40)), arrived=100.5)  # read late: due at 100.02
+    assert source.lag == pytest.approx(0.48)
+    source.feed(encode_chunk(2, pcm(20)), arrived=100.01)  # early (a burst): its arrival
+    assert source.lag == 0.0
+    source.end(EndRequest("s1", 2))
+    chunks = await run_source(source)
+    assert [c.monotonic for c in chunks] == pytest.approx([100.0, 100.02, 100.01])

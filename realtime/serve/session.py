@@ -100,8 +100,9 @@ class ServeSession:
 
     @property
     def behind(self) -> float:
-        """Seconds of this session's audio waiting to be segmented (0 when it keeps up)."""
-        return self.source.backlog_seconds
+        """How far behind real time this session is: its audio waiting to be segmented, or how
+        late its latest chunk was read (0 when it keeps up)."""
+        return max(self.source.backlog_seconds, self.source.lag)
 
     def stop(self) -> None:
         self.pipeline.stop()

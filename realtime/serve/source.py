@@ -6,7 +6,10 @@ protocol (garbage, wrong size, a sequence number already seen) is rejected and r
 ``on_error``; the session goes on. A gap in the sequence numbers is reported and the chunk kept.
 
 Latency stays bounded: at most ``max_backlog`` seconds of audio wait for the speech detector;
-beyond that the newest chunks are dropped, counted and reported. No audio for ``idle_timeout``
+beyond that the newest chunks are dropped, counted and reported. A chunk's time is when it was due
+had the client kept real time since its first chunk (or its arrival, if earlier), so that delay in
+reading the messages counts as latency, and :attr:`MqttAudioSource.lag` says how late the latest
+chunk came. No audio for ``idle_timeout``
 seconds ends the session with a :class:`~realtime.sources.base.SourceError`.
 """
 
@@ -66,6 +69,9 @@ class MqttAudioSource(Source):
         self._backlog: deque[tuple[Chunk, float]] = deque()
         self._backlog_seconds = 0.0
         self._wake = asyncio.Event()
+        self._first_arrival: float | None = None
+        self._sent_seconds = 0.0  # audio of the chunks received so far, at the client's rate
+        self.lag = 0.0  # seconds the latest chunk arrived after its real-time due time
         self._resampler = _resampler(start)
 
     @property
@@ -117,6 +123,7 @@ class MqttAudioSource(Source):
             )
         self._expected = chunk.seq + 1
         seconds = len(chunk.samples) / self.start.sample_rate
+        arrived = self._timely(arrived, seconds)
         if self._backlog_seconds + seconds > self.max_backlog:
             self.counters.dropped += 1
             if str(self.counters.dropped).rstrip("0") == "1":  # first, then powers of ten
@@ -133,6 +140,17 @@ class MqttAudioSource(Source):
             self._backlog_seconds += seconds
         self._check_complete()
         self._wake.set()
+
+    def _timely(self, arrived: float, seconds: float) -> float:
+        """When the chunk's audio was due, had the client kept real time since its first chunk
+        (or when it arrived, if earlier): what the pipeline measures latency from, so that a
+        server slow to read its messages counts that delay too. Updates :attr:`lag`."""
+        if self._first_arrival is None:
+            self._first_arrival = arrived
+        due = self._first_arrival + self._sent_seconds
+        self._sent_seconds += seconds
+        self.lag = max(0.0, arrived - due)
+        return min(arrived, due)
 
     def end(self, request: EndRequest) -> None:
         """The client's end message: finish once every chunk up to ``last_seq`` has come."""

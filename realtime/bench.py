@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import tempfile
@@ -222,6 +223,12 @@ class LatencyReport:
                 f"encoder states, {self.stats['acoustic_extracted']} computed their own "
                 f"(Whisper encoder passes for ASR: {self.stats['asr_encoder_passes']})"
             )
+        if "partial_interval" in self.stats:
+            gaps = self.stats["partial_interval"]
+            out.append(
+                f"interim results: {self.stats['partials']}, received every {gaps['p50']:.3f} s "
+                f"(p50), {gaps['p95']:.3f} s (p95), {gaps['max']:.3f} s (max) during an utterance"
+            )
         if "speakers" in self.stats:
             out.append(
                 f"diarisation: {self.stats['speakers']} speakers, "
@@ -259,6 +266,23 @@ def _speaker_use(pipeline: Pipeline, results: Sequence[EmotionResult]) -> dict[s
         "speaker_revisions": len(stage.revisions),
         "voice_print_ms": 1000 * stage.embed_seconds / stage.embedded,
     }
+
+
+def _partial_cadence(partials: dict[float, list[float]]) -> dict[str, Any]:
+    """With --partial: how many interim results arrived, and the seconds between consecutive
+    ones of the same utterance (as the MQTT subscriber received them)."""
+    if not partials:
+        return {}
+    gaps = [float(b - a) for times in partials.values() for a, b in itertools.pairwise(times)]
+    out: dict[str, Any] = {"partials": sum(len(t) for t in partials.values())}
+    if gaps:
+        out["partial_interval"] = {
+            "p50": float(np.percentile(gaps, 50)),
+            "p95": float(np.percentile(gaps, 95)),
+            "max": float(np.max(gaps)),
+            "count": len(gaps),
+        }
+    return out
 
 
 def _match(result: EmotionResult, conversation: Conversation) -> int:
@@ -304,6 +328,7 @@ async def measure_latency(
         options = config.sinks.mqtt
         received: dict[int, float] = {}
         status: list[dict[str, Any]] = []
+        partials: dict[float, list[float]] = {}  # speech start -> arrival of each interim result
         everything = asyncio.Event()
         expected: list[int] = []
 
@@ -318,6 +343,8 @@ async def measure_latency(
                         received.setdefault(int(payload["seq"]), now)
                         if expected and len(received) >= expected[0]:
                             everything.set()
+                    elif str(message.topic).endswith("/partial"):
+                        partials.setdefault(float(payload["start"]), []).append(now)
                     elif str(message.topic).endswith("/status"):  # not speaker_revised
                         status.append(payload)
 
@@ -354,6 +381,7 @@ async def measure_latency(
             "dropped": stats.dropped,
             **_encoder_use(pipeline),
             **_speaker_use(pipeline, collector.results),
+            **_partial_cadence(partials),
         },
     )
     stages: dict[str, list[float]] = {

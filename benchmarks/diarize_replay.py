@@ -41,6 +41,7 @@ from speaker_assign import (  # noqa: E402
 )
 
 NOISE_DBFS = -70.0
+MIXED_S = 0.2  # a result holds a turn when it overlaps this much of it
 
 
 def ravdess_mix(
@@ -73,10 +74,12 @@ def score(lines: Sequence[dict[str, Any]], turns: Sequence[tuple[str, float, flo
     final = dict(emitted)
     for line in revisions:
         final[line["utterance_seq"]] = line["speaker"]
-    truth = []
+    truth, mixed = [], 0
     for r in results:
         overlap = [min(r["end"], end) - max(r["start"], start) for _, start, end in turns]
         truth.append(turns[int(np.argmax(overlap))][0])
+        voices = {turns[i][0] for i, seconds in enumerate(overlap) if seconds > MIXED_S}
+        mixed += len(voices) > 1
     order = [r["utterance_seq"] for r in results]
     return {
         "turns": len(turns),
@@ -85,6 +88,7 @@ def score(lines: Sequence[dict[str, Any]], turns: Sequence[tuple[str, float, flo
         "final": accuracy(truth, [final[s] for s in order]),
         "speakers": len(set(final.values())),
         "revisions": len(revisions),
+        "mixed": mixed,  # results holding speech of two speakers (turns the VAD joined)
     }
 
 

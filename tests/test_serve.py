@@ -115,6 +115,8 @@ class Harness:
                         str(self.checkpoint),
                         "--mqtt-spool",
                         "",
+                        "--max-delay",  # a loaded test machine must not drop utterances
+                        "30",
                         *extra,
                     ),
                     cwd=REPO,

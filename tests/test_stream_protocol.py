@@ -8,19 +8,21 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
 from rt_support import FakePredictor, run_stages
 
-from realtime.asr import TranscriptionResult
+from realtime.asr import Transcriber, TranscriptionResult
 from realtime.channels import Channel, Policy
 from realtime.clock import StreamClock
 from realtime.config import AsrOptions
 from realtime.inference import EmotionModel
 from realtime.messages import AudioChunk, EndOfStream, PendingUtterance, Transcript, Utterance
 from realtime.serve.batcher import CrossSessionBatcher
+from realtime.serve.models import SharedTranscriber, TooLate
 from realtime.serve.pipeline import DeadlineTranscription
 from realtime.serve.protocol import (
     SCHEMAS,
@@ -234,8 +236,9 @@ def test_batcher_off_runs_one_request_per_pass_and_passes_errors_on() -> None:
         batcher.close()
 
 
-class FakeTranscriber:
-    options = AsrOptions()
+class FakeTranscriber(Transcriber):
+    def __init__(self) -> None:
+        super().__init__(model=None, options=AsrOptions(), path=Path("."))
 
     def transcribe(self, audio: np.ndarray) -> TranscriptionResult:
         return TranscriptionResult("hello", "en", 0.0, "utterance")
@@ -249,7 +252,7 @@ async def test_a_server_session_drops_utterances_that_waited_too_long_for_whispe
     for item in (late, timely, EndOfStream("s", 0, now)):
         inbox.put_nowait(item)
     with ThreadPoolExecutor(1) as executor:
-        stage = DeadlineTranscription(FakeTranscriber(), executor, max_delay=4.0)  # type: ignore[arg-type]
+        stage = DeadlineTranscription(FakeTranscriber(), executor, max_delay=4.0)
         out = await run_stages([stage], inbox)
     assert [m.utterance.seq for m in out if isinstance(m, Transcript)] == [1]
     assert stage.expired == 1
@@ -265,3 +268,11 @@ async def test_chunks_are_timed_as_due_in_real_time_and_lag_is_measured() -> Non
     source.end(EndRequest("s1", 2))
     chunks = await run_source(source)
     assert [c.monotonic for c in chunks] == pytest.approx([100.0, 100.02, 100.01])
+
+
+def test_the_shared_whisper_refuses_a_call_that_got_it_after_its_deadline() -> None:
+    shared = SharedTranscriber(FakeTranscriber())
+    audio = np.zeros(160, np.float32)
+    assert shared.transcribe(audio, deadline=time.monotonic() + 10).text == "hello"
+    with pytest.raises(TooLate):
+        shared.transcribe(audio, deadline=time.monotonic() - 0.1)

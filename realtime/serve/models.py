@@ -27,22 +27,31 @@ from unimse.prediction import Prediction
 logger = logging.getLogger(__name__)
 
 
+class TooLate(RuntimeError):
+    """The model became free for a call only after the call's deadline."""
+
+
 class SharedTranscriber(Transcriber):
     """A loaded :class:`Transcriber` that transcribes for one session at a time."""
 
     def __init__(self, loaded: Transcriber) -> None:
         super().__init__(loaded.model, loaded.options, loaded.path, loaded.device)
+        self.loaded = loaded
         self._lock = threading.Lock()
         self.busy_seconds = 0.0
         self.last_wait = 0.0  # seconds the latest call waited for the model (other sessions')
 
-    def transcribe(self, audio: np.ndarray) -> TranscriptionResult:
+    def transcribe(self, audio: np.ndarray, deadline: float | None = None) -> TranscriptionResult:
+        """Transcribe once the model is free; :class:`TooLate` instead if it became free only
+        after ``deadline`` (``time.monotonic()`` seconds)."""
         asked = time.perf_counter()
         with self._lock:
             started = time.perf_counter()
             self.last_wait = started - asked
+            if deadline is not None and time.monotonic() > deadline:
+                raise TooLate(f"Whisper was free only {self.last_wait:.1f} s later")
             try:
-                return super().transcribe(audio)
+                return self.loaded.transcribe(audio)
             finally:
                 self.busy_seconds += time.perf_counter() - started
 

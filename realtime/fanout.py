@@ -169,5 +169,10 @@ class DeliveryStage(Stage):
         self.fanout.offer(item)
         self.fanout.update_stats(self.stats())
 
+    async def deliver_partial(self, result: PartialResult) -> None:
+        """An interim result straight from the partial stage (not through the chain)."""
+        self.partials += 1
+        self.fanout.offer_update(result)
+
     async def finish(self, end: EndOfStream) -> None:
         await self.fanout.end(end)

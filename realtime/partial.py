@@ -5,8 +5,9 @@
 being spoken. For each one, off the event loop: the ASR's Whisper encoder over the audio so far
 (encoder only, no decoding: the partial transcript is left out to keep the CPU for the finals),
 then the emotion model on those states with no words. The :class:`~realtime.messages.PartialResult`
-(not final) goes on down the pipeline to the sinks; the final result of the utterance follows as
-before.
+(not final) goes straight to the delivery stage (the sinks' queues), not down the chain, where it
+would wait behind the transcription and the inference inbox of earlier utterances; the final
+result of the utterance follows as before.
 
 It never holds the finals back: at most one interim computation per channel is in flight (an
 ``OpenSpeech`` arriving meanwhile is skipped and counted), the stage passes every other message on
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
@@ -38,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 
 class PartialStage(Stage):
-    """Pipeline stage: ``OpenSpeech`` -> ``PartialResult`` (in the background); the rest passes."""
+    """Pipeline stage: ``OpenSpeech`` -> ``PartialResult`` (in the background, to ``deliver``);
+    the rest passes."""
 
     inbox_spec = Inbox("partials", 64)
 
@@ -49,8 +52,10 @@ class PartialStage(Stage):
         executor: Executor | None,
         *,
         speakers: SpeakerStage | None = None,
+        deliver: Callable[[PartialResult], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__()
+        self.deliver = deliver  # to the sinks at once (the pipeline's delivery); None: push on
         self.transcriber = transcriber
         self.model = model
         self.executor = executor
@@ -100,7 +105,7 @@ class PartialStage(Stage):
         )
         self._seq += 1
         self.results += 1
-        await self.push(result)
+        await (self.push(result) if self.deliver is None else self.deliver(result))
 
     async def _speaker_of(self, item: OpenSpeech) -> str:
         if self.speakers is None or not self.speakers.active:

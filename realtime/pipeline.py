@@ -330,7 +330,9 @@ class Pipeline:
             logger.warning("interim results need a checkpoint that reads audio: --partial is off")
             self.segmentation.partial_interval = None
             return None
-        self.partial = PartialStage(transcriber, model, executor, speakers=speakers)
+        self.partial = PartialStage(
+            transcriber, model, executor, speakers=speakers, deliver=self.delivery.deliver_partial
+        )
         return self.partial
 
     def _link(self, stages: Sequence[Stage]) -> Channel[Any]:

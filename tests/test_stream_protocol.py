@@ -276,3 +276,25 @@ def test_the_shared_whisper_refuses_a_call_that_got_it_after_its_deadline() -> N
     assert shared.transcribe(audio, deadline=time.monotonic() + 10).text == "hello"
     with pytest.raises(TooLate):
         shared.transcribe(audio, deadline=time.monotonic() - 0.1)
+
+
+def test_the_shared_whisper_says_how_long_calls_wait_now() -> None:
+    gate = threading.Event()
+
+    class Slow(FakeTranscriber):
+        def transcribe(self, audio: np.ndarray) -> TranscriptionResult:
+            gate.wait(10)
+            return super().transcribe(audio)
+
+    shared = SharedTranscriber(Slow())
+    audio = np.zeros(160, np.float32)
+    assert shared.waiting_for() == 0.0
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(shared.transcribe, audio)
+        time.sleep(0.05)
+        second = pool.submit(shared.transcribe, audio)  # waits for the first
+        time.sleep(0.2)
+        assert shared.waiting_for() >= 0.15
+        gate.set()
+        first.result(10), second.result(10)
+    assert shared.waiting_for() == 0.0  # nothing waits: no stale figure

@@ -8,6 +8,7 @@ the models a :class:`~realtime.pipeline.Pipeline` is given, so every session run
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -38,15 +39,29 @@ class SharedTranscriber(Transcriber):
         super().__init__(loaded.model, loaded.options, loaded.path, loaded.device)
         self.loaded = loaded
         self._lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._waiting: dict[int, float] = {}  # calls waiting for the model: since when
+        self._tickets = itertools.count()
         self.busy_seconds = 0.0
         self.last_wait = 0.0  # seconds the latest call waited for the model (other sessions')
+
+    def waiting_for(self) -> float:
+        """How long the longest-waiting call has waited for the model so far (0: none waits)."""
+        with self._queue_lock:
+            oldest = min(self._waiting.values(), default=None)
+        return 0.0 if oldest is None else time.perf_counter() - oldest
 
     def transcribe(self, audio: np.ndarray, deadline: float | None = None) -> TranscriptionResult:
         """Transcribe once the model is free; :class:`TooLate` instead if it became free only
         after ``deadline`` (``time.monotonic()`` seconds)."""
         asked = time.perf_counter()
+        ticket = next(self._tickets)
+        with self._queue_lock:
+            self._waiting[ticket] = asked
         with self._lock:
             started = time.perf_counter()
+            with self._queue_lock:
+                del self._waiting[ticket]
             self.last_wait = started - asked
             if deadline is not None and time.monotonic() > deadline:
                 raise TooLate(f"Whisper was free only {self.last_wait:.1f} s later")

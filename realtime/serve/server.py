@@ -247,7 +247,7 @@ class Server:
         if len(self.sessions) >= self.options.max_sessions:
             return "full", f"the server runs {len(self.sessions)} sessions (--max-sessions)"
         waiting = max((s.behind for s in self.sessions.values()), default=0.0)
-        behind = max(waiting, self.models.transcriber.last_wait if self.sessions else 0.0)
+        behind = max(waiting, self.models.transcriber.waiting_for())
         if behind > self.options.max_behind:
             return "overloaded", f"the server is {behind:.1f} s behind real time"
         return None

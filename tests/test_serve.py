@@ -25,7 +25,7 @@ import aiomqtt
 import numpy as np
 import pytest
 from mqtt_broker import require_mosquitto
-from rt_support import REPO, emotrack_command, emotrack_env
+from rt_support import REPO, emotrack_command, emotrack_env, run_emotrack
 
 from realtime.serve.protocol import (
     EndRequest,
@@ -357,3 +357,31 @@ async def test_malformed_messages_get_errors_and_everything_goes_on(harness: Har
     log = harness.log("M")
     assert "refused a start message: start message is not JSON" in log
     assert "emotrack serve: 3 sessions served, 3 refused" in log
+
+
+def test_bench_serve_measures_every_session(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    require_mosquitto()
+    out = tmp_path / "bench.json"
+    done = run_emotrack(
+        "bench",
+        "serve",
+        "--sessions",
+        "2",
+        "--batching",
+        "on",
+        "--turns",
+        "1",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--json",
+        str(out),
+        timeout=TIMEOUT,
+        OMP_NUM_THREADS="1",
+    )
+    assert done.returncode == 0, done.stderr
+    (run,) = json.loads(out.read_text(encoding="utf-8"))
+    assert (run["servers"], run["sessions"], run["lost"], run["refused"]) == (1, 2, 0, 0)
+    assert len(run["latencies"]) == 2
+    assert all(0.0 < latency < 30.0 for latency in run["latencies"])  # after the speech ended
+    assert run["server_cpu"] > 0.0
+    assert "largest N within target" in done.stdout

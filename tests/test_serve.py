@@ -385,3 +385,14 @@ def test_bench_serve_measures_every_session(tiny_checkpoint: Path, tmp_path: Pat
     assert all(0.0 < latency < 30.0 for latency in run["latencies"])  # after the speech ended
     assert run["server_cpu"] > 0.0
     assert "largest N within target" in done.stdout
+
+
+def test_stream_to_no_broker_is_a_one_line_error(speech: Path) -> None:
+    from realtime.mosquitto import free_port
+
+    done = run_emotrack(
+        "stream", str(speech), "--session", "nobroker", "--mqtt-port", str(free_port())
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("emotrack: error: cannot connect to MQTT broker at ")
+    assert "Traceback" not in done.stderr

@@ -25,6 +25,7 @@ import numpy as np
 from realtime.mqtt_options import MqttOptions
 from realtime.serve.connect import client_kwargs
 from realtime.serve.protocol import EndRequest, StartRequest, Topics, encode_chunk, encode_json
+from realtime.sinks.base import SinkError
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ class StreamSettings:
 
 @dataclass
 class StreamOutcome:
-    """What a session got back. ``state``: ended, server lost, refused, no answer, timeout."""
+    """What a session got back. ``state``: ended, server lost, broker lost, refused, no answer,
+    timeout."""
 
     session: str
     state: str = "no answer"
@@ -90,19 +92,28 @@ class StreamClient:
         will = aiomqtt.Will(self.topics.end(session), encode_json(last_will), qos=1)
         identifier = self.mqtt.client_id or session
         kwargs = await client_kwargs(self.mqtt, identifier=identifier, will=will, name="stream")
-        async with aiomqtt.Client(**kwargs) as client:
-            await client.subscribe(
-                [(self.topics.status(session), 1), (self.topics.results(session), 1)]
-            )
-            receiver = asyncio.create_task(self._receive(client), name="receive")
-            try:
-                if await self._start(client):
-                    await self._send(client, chunks)
-                    await self._finish(client)
-            finally:
-                receiver.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await receiver
+        connected = False
+        try:
+            async with aiomqtt.Client(**kwargs) as client:
+                connected = True
+                await client.subscribe(
+                    [(self.topics.status(session), 1), (self.topics.results(session), 1)]
+                )
+                receiver = asyncio.create_task(self._receive(client), name="receive")
+                try:
+                    if await self._start(client):
+                        await self._send(client, chunks)
+                        await self._finish(client)
+                finally:
+                    receiver.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                        await receiver
+        except aiomqtt.MqttError as exc:
+            where = f"MQTT broker at {self.mqtt.host}:{self.mqtt.port}"
+            if not connected:
+                raise SinkError(f"cannot connect to {where}: {exc}") from None
+            self.outcome.state = "broker lost"
+            self.outcome.reason = f"lost the connection to {where}: {exc}"
         return self.outcome
 
     async def _start(self, client: aiomqtt.Client) -> bool:

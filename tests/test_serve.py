@@ -153,11 +153,20 @@ class Harness:
     def topics(self) -> Topics:
         return Topics(self.prefix)
 
-    async def stream(self, audio: Path, session: str) -> tuple[int, list[dict[str, Any]], str]:
+    async def stream(
+        self, audio: Path, session: str, *extra: str
+    ) -> tuple[int, list[dict[str, Any]], str]:
         """``emotrack stream AUDIO --session ID --results json``: exit code, results, stderr."""
         process = await asyncio.create_subprocess_exec(
             *emotrack_command(
-                "stream", str(audio), "--session", session, "--results", "json", *self.mqtt_args()
+                "stream",
+                str(audio),
+                "--session",
+                session,
+                "--results",
+                "json",
+                *self.mqtt_args(),
+                *extra,
             ),
             cwd=REPO,
             env=emotrack_env(OMP_NUM_THREADS="1"),
@@ -267,6 +276,36 @@ async def test_killing_one_server_leaves_the_other_sessions_untouched(
                 lost = watcher.statuses(session, "offline")
                 assert lost and lost[-1]["reason"] == "connection lost"
                 assert not watcher.statuses(session, "ended")
+    assert harness.servers["B"].poll() is None, harness.log("B")
+
+
+async def test_a_dead_servers_sessions_are_taken_over_by_the_other(
+    harness: Harness, speech: Path
+) -> None:
+    await harness.start_servers("A", "B")
+    sessions = [f"t{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+    async with watching(harness) as watcher:
+        streams = [
+            asyncio.create_task(harness.stream(speech, s, "--takeover", "1")) for s in sessions
+        ]
+        await watcher.wait_for(lambda: all(watcher.statuses(s, "accepted") for s in sessions))
+        servers = {s: server_of(watcher, s) for s in sessions}
+        assert set(servers.values()) == {"A", "B"}, servers
+        await watcher.wait_for(lambda: any(watcher.results(s) for s in sessions))
+        harness.servers["A"].send_signal(signal.SIGKILL)
+        outcomes = dict(zip(sessions, await asyncio.gather(*streams), strict=True))
+    for session, server in servers.items():
+        code, results, stderr = outcomes[session]
+        assert code == 0, stderr
+        assert [r["seq"] for r in results] == list(range(TURNS)), stderr  # none lost, no repeat
+        starts = [r["start"] for r in results]
+        assert starts == sorted(starts) and starts[-1] > 3.0  # the session's own clock
+        if server == "A":
+            assert "taken over 1 times" in stderr and "to B" in stderr
+            accepted = watcher.statuses(session, "accepted")
+            assert [a["server"] for a in accepted] == ["A", "B"]
+        else:
+            assert "taken over" not in stderr
     assert harness.servers["B"].poll() is None, harness.log("B")
 
 

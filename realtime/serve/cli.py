@@ -168,6 +168,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="start again after a busy server's refusal, N times (default 3)",
     )
     stream.add_argument(
+        "--takeover",
+        type=int,
+        default=0,
+        metavar="N",
+        help="when the server is lost, start the session again on another, N times; the audio "
+        "since the last result is sent again (default 0: report the loss, exit 3)",
+    )
+    stream.add_argument(
         "--accept-timeout",
         type=float,
         default=30.0,
@@ -263,7 +271,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
         options={} if args.hangover is None else {"hangover": args.hangover},
         client="emotrack stream",
     )
-    settings = StreamSettings(accept_timeout=args.accept_timeout, retries=args.retries)
+    settings = StreamSettings(
+        accept_timeout=args.accept_timeout, retries=args.retries, takeovers=args.takeover
+    )
     client = StreamClient(
         config.sinks.mqtt, start, settings, on_result=_printer(args.results), on_error=_warn
     )
@@ -283,12 +293,20 @@ def cmd_stream(args: argparse.Namespace) -> int:
         f"emotrack stream: session {outcome.session} {outcome.state}"
         f"{f' ({outcome.reason})' if outcome.reason else ''}: {len(outcome.results)} results, "
         f"{len(outcome.errors)} errors, {outcome.chunks_sent} chunks sent"
-        f"{f' to {outcome.server}' if outcome.server else ''}",
+        f"{f' to {outcome.server}' if outcome.server else ''}"
+        f"{_takeover_note(outcome)}",
         file=sys.stderr,
     )
     if outcome.ok:
         return EXIT_OK
     return EXIT_USAGE if outcome.state in ("refused", "no answer") else EXIT_UNDELIVERED
+
+
+def _takeover_note(outcome: Any) -> str:
+    if not outcome.takeovers:
+        return ""
+    note = f" (taken over {outcome.takeovers} times; {outcome.resent:.1f} s of audio sent again"
+    return note + (f", {outcome.lost_audio:.1f} s lost)" if outcome.lost_audio else ")")
 
 
 def _printer(style: str) -> Any:

@@ -4,14 +4,19 @@
 the session's status and results, publishes the start message (again after a refusal that says
 the server is busy, up to ``retries`` times), sends the audio chunks as they come, then the end
 message, and returns once the server says ``ended``, or as soon as the session's status turns
-``offline`` with ``connection lost`` (the server died: the last will of its sink). Retained
-messages are old news (an earlier run of the same session id) and are ignored.
+``offline`` with ``connection lost`` (the server died: the last will of its sink). With
+``takeovers``, a lost server's session is started again (another server of the group takes it)
+with a ``resume`` from the end of the last result received: the audio since then is sent again
+from the ``history`` the client keeps, and the results go on in order. Retained messages are old
+news (an earlier run of the same session id) and are ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -39,6 +44,8 @@ class StreamSettings:
     end_timeout: float = 120.0  # seconds to wait for ``ended`` after the end message
     retries: int = 3  # start messages sent again after a busy refusal
     retry_delay: float = 1.0  # seconds before the first retry; doubles each time
+    takeovers: int = 0  # times a lost server's session is started again on another
+    history: float = 30.0  # seconds of sent audio kept to send again after a takeover
 
 
 @dataclass
@@ -56,6 +63,9 @@ class StreamOutcome:
     stats: dict[str, Any] | None = None  # the ended status's counters
     chunks_sent: int = 0
     started_at: float | None = None  # monotonic time the first chunk was sent
+    takeovers: int = 0  # servers lost and replaced by another
+    resent: float = 0.0  # seconds of audio sent again to the servers that took over
+    lost_audio: float = 0.0  # seconds of audio no server turned into results (beyond history)
 
     @property
     def ok(self) -> bool:
@@ -84,6 +94,10 @@ class StreamClient:
         self._on_error = on_error
         self._answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._finished = asyncio.Event()  # ended, or the server was lost
+        self._history: collections.deque[_Sent] = collections.deque()
+        self._replay: collections.deque[_Sent] = collections.deque()
+        self._position = 0.0  # stream seconds taken from the audio so far
+        self._server_seq = 0  # the next chunk's sequence number for the current server
 
     async def run(self, chunks: AsyncIterator[np.ndarray]) -> StreamOutcome:
         """Stream ``chunks`` ((frames, channels) int16 at the start message's rate)."""
@@ -101,9 +115,8 @@ class StreamClient:
                 )
                 receiver = asyncio.create_task(self._receive(client), name="receive")
                 try:
-                    if await self._start(client):
-                        await self._send(client, chunks)
-                        await self._finish(client)
+                    if await self._start(client, self.start):
+                        await self._stream(client, chunks)
                 finally:
                     receiver.cancel()
                     with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
@@ -116,10 +129,50 @@ class StreamClient:
             self.outcome.reason = f"lost the connection to {where}: {exc}"
         return self.outcome
 
-    async def _start(self, client: aiomqtt.Client) -> bool:
+    async def _stream(self, client: aiomqtt.Client, chunks: AsyncIterator[np.ndarray]) -> None:
+        """Send the audio and the end; after a lost server, start over on another one (up to
+        ``takeovers`` times) from the end of the last result received."""
+        takeovers = self.settings.takeovers
+        while True:
+            await self._send(client, chunks)
+            await self._finish(client)
+            if self.outcome.state != "server lost" or takeovers == 0:
+                return
+            takeovers -= 1
+            if not await self._take_over(client):
+                return
+
+    async def _take_over(self, client: aiomqtt.Client) -> bool:
+        results = self.outcome.results
+        done = float(results[-1]["end"]) if results else 0.0
+        replay = [sent for sent in self._history if sent.at + sent.seconds > done]
+        resume_at = replay[0].at if replay else self._position
+        if replay and replay[0].at > done:  # older than the history kept: no result for it
+            self.outcome.lost_audio += replay[0].at - done
+        lost = self.outcome.server
+        request = dataclasses.replace(
+            self.start, resume_at=resume_at, first_seq=int(results[-1]["seq"]) + 1 if results else 0
+        )
+        self._finished.clear()
+        if not await self._start(client, request):
+            return False
+        self._replay = collections.deque(replay)
+        self._server_seq = 0
+        self.outcome.takeovers += 1
+        self.outcome.resent += sum(sent.seconds for sent in replay)
+        logger.warning(
+            "session %s: server %s lost; %s took it over from %.2f s of its audio",
+            self.start.session,
+            lost,
+            self.outcome.server,
+            resume_at,
+        )
+        return True
+
+    async def _start(self, client: aiomqtt.Client, start: StartRequest) -> bool:
         """Publish the start message until a server accepts it; False when none does."""
         delay = self.settings.retry_delay
-        payload = encode_json(self.start.to_dict())
+        payload = encode_json(start.to_dict())
         for attempt in range(self.settings.retries + 1):
             await client.publish(self.topics.start, payload, qos=1)
             try:
@@ -135,6 +188,7 @@ class StreamClient:
             self.outcome.server = answer.get("server")
             if answer["state"] == "accepted":
                 logger.info("session %s accepted by %s", self.start.session, answer["server"])
+                self.outcome.state, self.outcome.reason = "accepted", ""
                 return True
             self.outcome.state = "refused"
             self.outcome.reason = f"{answer.get('code')}: {answer['reason']}"
@@ -146,19 +200,34 @@ class StreamClient:
         return False
 
     async def _send(self, client: aiomqtt.Client, chunks: AsyncIterator[np.ndarray]) -> None:
-        topic = self.topics.audio(self.start.session)
-        async for chunk in chunks:
+        """What a takeover sends again, then the audio as it comes, until it ends or the
+        server is lost (a chunk taken meanwhile stays in the history, for the next server)."""
+        while self._replay:
             if self._finished.is_set():
                 return
-            if self.outcome.started_at is None:
-                self.outcome.started_at = time.monotonic()
-            await client.publish(topic, encode_chunk(self.outcome.chunks_sent, chunk), qos=1)
-            self.outcome.chunks_sent += 1
+            await self._publish_chunk(client, self._replay.popleft().chunk)
+        async for chunk in chunks:
+            seconds = len(chunk) / self.start.sample_rate
+            self._history.append(_Sent(self._position, seconds, chunk))
+            self._position += seconds
+            while self._history[0].at < self._position - self.settings.history:
+                self._history.popleft()
+            if self._finished.is_set():
+                return
+            await self._publish_chunk(client, chunk)
+
+    async def _publish_chunk(self, client: aiomqtt.Client, chunk: np.ndarray) -> None:
+        if self.outcome.started_at is None:
+            self.outcome.started_at = time.monotonic()
+        topic = self.topics.audio(self.start.session)
+        await client.publish(topic, encode_chunk(self._server_seq, chunk), qos=1)
+        self._server_seq += 1
+        self.outcome.chunks_sent += 1
 
     async def _finish(self, client: aiomqtt.Client) -> None:
         if self._finished.is_set():
             return
-        sent = self.outcome.chunks_sent
+        sent = self._server_seq
         end = EndRequest(self.start.session, sent - 1 if sent else None, "eof")
         await client.publish(self.topics.end(self.start.session), encode_json(end.to_dict()), qos=1)
         try:
@@ -208,6 +277,15 @@ class StreamClient:
             self.outcome.reason = str(data.get("reason", ""))
             self.outcome.stats = data.get("stats")
             self._finished.set()
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A chunk taken from the audio: its stream time, its length, its samples."""
+
+    at: float
+    seconds: float
+    chunk: np.ndarray = field(repr=False)
 
 
 async def paced_chunks(

@@ -83,6 +83,8 @@ class StartRequest:
     speakers: tuple[str, ...] = ()
     options: dict[str, float] = field(default_factory=dict)
     client: str = ""
+    resume_at: float = 0.0  # a taken-over session: stream time its audio starts again at
+    first_seq: int = 0  # a taken-over session: the seq of its first new result
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -98,6 +100,8 @@ class StartRequest:
             data["options"] = dict(self.options)
         if self.client:
             data["client"] = self.client
+        if self.resume_at or self.first_seq:
+            data["resume"] = {"at": self.resume_at, "first_seq": self.first_seq}
         return data
 
     def chunk_frames(self, seconds: float) -> int:
@@ -209,6 +213,8 @@ def parse_start(payload: bytes) -> StartRequest:
         speakers=tuple(data.get("speakers", ())),
         options={key: float(value) for key, value in data.get("options", {}).items()},
         client=str(data.get("client", "")),
+        resume_at=float(data.get("resume", {}).get("at", 0.0)),
+        first_seq=int(data.get("resume", {}).get("first_seq", 0)),
     )
 
 

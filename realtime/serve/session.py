@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from realtime.config import Config
+from realtime.messages import EmotionResult
 from realtime.mqtt_options import MqttOptions
 from realtime.serve.models import SharedModels
 from realtime.serve.pipeline import ServePipeline
@@ -65,6 +66,26 @@ def session_mqtt(mqtt: MqttOptions, session: str) -> MqttOptions:
     return dataclasses.replace(mqtt, client_id=client_id)
 
 
+class SessionSink(MqttSink):
+    """The session's MQTT sink. A session taken over from a lost server numbers and times its
+    results as the first server would have: from ``first_seq``, on the session's own clock."""
+
+    def __init__(self, *, session: str, options: MqttOptions, resume_at: float, first_seq: int):
+        super().__init__(session=session, options=options)
+        self.resume_at = resume_at
+        self.first_seq = first_seq
+
+    async def publish(self, result: EmotionResult) -> None:
+        if self.resume_at or self.first_seq:
+            result = dataclasses.replace(
+                result,
+                seq=result.seq + self.first_seq,
+                start=result.start + self.resume_at,
+                end=result.end + self.resume_at,
+            )
+        await super().publish(result)
+
+
 class ServeSession:
     """A started session; :meth:`run` returns once its results are all published."""
 
@@ -84,8 +105,11 @@ class ServeSession:
             idle_timeout=limits.idle_timeout,
             max_backlog=limits.max_backlog,
         )
-        self.sink = MqttSink(
-            session=start.session, options=session_mqtt(config.sinks.mqtt, start.session)
+        self.sink = SessionSink(
+            session=start.session,
+            options=session_mqtt(config.sinks.mqtt, start.session),
+            resume_at=start.resume_at,
+            first_seq=start.first_seq,
         )
         self.pipeline = ServePipeline(
             config,

@@ -59,6 +59,9 @@ def test_schemas_are_valid_draft_2020_12(name: str) -> None:
 def test_messages_follow_their_schemas() -> None:
     start = StartRequest("call-1", 8000, 2, True, ("a", "b"), {"hangover": 0.4}, "pbx")
     assert parse_start(encode_json(start.to_dict())) == start
+    resumed = StartRequest("call-1", 16000, 1, False, resume_at=12.3, first_seq=4)
+    assert resumed.to_dict()["resume"] == {"at": 12.3, "first_seq": 4}
+    assert parse_start(encode_json(resumed.to_dict())) == resumed
     end = EndRequest("call-1", 41, "eof")
     assert parse_end(encode_json(end.to_dict())) == end
     check("stream_status", ServerStatus("call-1", "error", "x", "srv", "wrong_size").to_dict())

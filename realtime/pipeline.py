@@ -248,7 +248,7 @@ class Pipeline:
             self.session, model.predictor.config.context_turns if turns is None else turns
         )
         self._context = ContextStage(context, needs_words=not model.uses_audio)
-        self.transcription = TranscriptionStage(transcriber, executor)
+        self.transcription = self._transcription_stage(transcriber, executor)
         inference = config.inference
         self.inference = InferenceStage(
             model,
@@ -280,6 +280,12 @@ class Pipeline:
             self.inference,
             self.delivery,
         ]
+
+    def _transcription_stage(
+        self, transcriber: Transcriber, executor: ThreadPoolExecutor
+    ) -> TranscriptionStage:
+        """The ASR stage (a server session bounds it: ``realtime.serve.pipeline``)."""
+        return TranscriptionStage(transcriber, executor)
 
     def _echo_stages(self) -> tuple[list[Stage], list[Stage]]:
         """The echo stages around the VAD (``sources.echo``): on both sides of a live call, or

@@ -52,8 +52,7 @@ def load_backbone_config(config: UniMSEConfig) -> Any:
         hf_config = AutoConfig.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise _not_found(config.backbone, exc) from exc
-    overrides = {k: v for k, v in config.backbone_overrides.items() if k != "random_init"}
-    for key, value in overrides.items():
+    for key, value in config_overrides(config).items():
         setattr(hf_config, key, value)
     return hf_config
 
@@ -75,6 +74,11 @@ def load_tokenizer(config: UniMSEConfig) -> Any:
         return AutoTokenizer.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise _not_found(config.backbone, exc) from exc
+
+
+def config_overrides(config: UniMSEConfig) -> dict[str, Any]:
+    """The backbone configuration values the UniMSE config changes (``random_init`` is ours)."""
+    return {k: v for k, v in config.backbone_overrides.items() if k != "random_init"}
 
 
 def is_random_init(config: UniMSEConfig) -> bool:
@@ -106,12 +110,15 @@ def load_encoder_backbone(config: UniMSEConfig) -> Any:
     source = Path(resolve_backbone(config.backbone))
     if (source / "config.json").is_file():
         values = bert_encoder.read_config(source)
-        overrides = {k: v for k, v in config.backbone_overrides.items() if k != "random_init"}
-        values.update(overrides)
+        values.update(config_overrides(config))
         if bert_encoder.supports(values):
             settings = bert_encoder.BertSettings.from_mapping(values)
             if is_random_init(config):
-                logger.info("backbone %s: random initialisation (%s)", config.backbone, overrides)
+                logger.info(
+                    "backbone %s: random initialisation (%s)",
+                    config.backbone,
+                    config.backbone_overrides,
+                )
                 return bert_encoder.BertEncoder(settings)
             model = bert_encoder.load_bert_encoder(source, values)
             if model is not None:

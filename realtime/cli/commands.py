@@ -224,33 +224,23 @@ def _microphone(args: argparse.Namespace, config: Config) -> Source | None:
     import itertools
 
     from realtime.sources.audio_input import open_input
-    from realtime.sources.base import NoInputDevice, SourceError
-    from realtime.sources.microphone import MicrophoneSource, find_input_device
+    from realtime.sources.base import NoInputDevice
 
     sources = config.sources
     try:
-        find_input_device(sources.audio_device)
-    except (NoInputDevice, SourceError, OSError) as exc:
-        if sources.audio_device is None:
-            if isinstance(exc, NoInputDevice):
-                return None
-            if isinstance(exc, OSError):  # PortAudio itself is missing
-                raise SourceError(f"cannot use audio input: {exc}") from None
-            raise
-        # Not a PortAudio input: a sound-server source (a monitor), or a one-line error.
         return open_input(
             sources.audio_device,
             first_channel=0,
             seq=itertools.count(),
             block_ms=sources.block_ms,
             duration=args.duration,
+            channels_as_speakers=sources.channels_as_speakers,
+            on_session_clock=False,
         )
-    return MicrophoneSource(
-        sources.audio_device,
-        channels_as_speakers=sources.channels_as_speakers,
-        block_ms=sources.block_ms,
-        duration=args.duration,
-    )
+    except NoInputDevice:
+        if sources.audio_device is None:
+            return None
+        raise
 
 
 def _replay_sample(args: argparse.Namespace, config: Config) -> int:

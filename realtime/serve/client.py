@@ -27,8 +27,8 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
+from realtime.mqtt_client import client_kwargs
 from realtime.mqtt_options import MqttOptions
-from realtime.serve.connect import client_kwargs
 from realtime.serve.protocol import EndRequest, StartRequest, Topics, encode_chunk, encode_json
 from realtime.sinks.base import SinkError
 
@@ -105,7 +105,9 @@ class StreamClient:
         last_will = EndRequest(session, None, "client lost").to_dict()
         will = aiomqtt.Will(self.topics.end(session), encode_json(last_will), qos=1)
         identifier = self.mqtt.client_id or session
-        kwargs = await client_kwargs(self.mqtt, identifier=identifier, will=will, name="stream")
+        kwargs = await client_kwargs(
+            self.mqtt, identifier=identifier, will=will, logger_name="realtime.serve.stream.mqtt"
+        )
         connected = False
         try:
             async with aiomqtt.Client(**kwargs) as client:

@@ -19,12 +19,11 @@ from typing import Any
 import numpy as np
 
 from realtime.asr import Transcriber, TranscriptionResult, TranscriptionStage
-from realtime.channels import Channel, Policy
-from realtime.inference import EmotionModel
-from realtime.messages import Utterance, VideoFrame
+from realtime.channels import Policy
+from realtime.messages import Utterance
 from realtime.pipeline import Pipeline
 from realtime.serve.models import SharedTranscriber, TooLate
-from realtime.stage import Inbox, Stage
+from realtime.stage import Inbox
 
 logger = logging.getLogger(__name__)
 
@@ -96,16 +95,10 @@ class ServePipeline(Pipeline):
     def expired(self) -> int:
         return 0 if self.deadline is None else self.deadline.expired
 
-    def _stages(
-        self,
-        executor: ThreadPoolExecutor,
-        transcriber: Transcriber,
-        model: EmotionModel,
-        video: Channel[VideoFrame] | None,
-    ) -> list[Stage]:
-        stages = super()._stages(executor, transcriber, model, video)
-        replaced = self.transcription
+    def _transcription_stage(
+        self, transcriber: Transcriber, executor: ThreadPoolExecutor
+    ) -> TranscriptionStage:
         stage = DeadlineTranscription(transcriber, executor, max_delay=self.max_delay)
         stage.inbox_spec = Inbox(stage.inbox_spec.name, self.asr_queue, Policy.DROP_OLDEST)
-        self.transcription = self.deadline = stage
-        return [stage if s is replaced else s for s in stages]
+        self.deadline = stage
+        return stage

@@ -26,9 +26,9 @@ import aiomqtt
 
 from realtime.channels import Channel, Policy
 from realtime.config import Config, ConfigError
+from realtime.mqtt_client import client_kwargs
 from realtime.mqtt_options import MqttOptions
 from realtime.serialize import utc_timestamp
-from realtime.serve.connect import client_kwargs
 from realtime.serve.models import SharedModels
 from realtime.serve.protocol import (
     PROTOCOL,
@@ -56,7 +56,9 @@ def default_server_id() -> str:
 
 async def probe_broker(mqtt: MqttOptions) -> None:
     """Connect once and disconnect; SinkError with one line when the broker cannot be used."""
-    kwargs = await client_kwargs(mqtt, identifier=None, v5=True, name="probe")
+    kwargs = await client_kwargs(
+        mqtt, identifier=None, v5=True, logger_name="realtime.serve.probe.mqtt"
+    )
     try:
         async with aiomqtt.Client(**kwargs):
             return
@@ -130,7 +132,11 @@ class Server:
         """Serve until :meth:`stop`; SinkError when the broker is unreachable or lost."""
         will = aiomqtt.Will(self.server_topic, self._server_state("offline"), qos=1, retain=True)
         kwargs = await client_kwargs(
-            self.mqtt, identifier=self.mqtt.client_id, will=will, v5=True, name="server"
+            self.mqtt,
+            identifier=self.mqtt.client_id,
+            will=will,
+            v5=True,
+            logger_name="realtime.serve.server.mqtt",
         )
         try:
             async with aiomqtt.Client(**kwargs) as client:

@@ -66,6 +66,7 @@ from typing import Any, TypeVar
 import aiomqtt
 
 from realtime.messages import EmotionResult, PartialResult, SpeakerRevision, StatsSnapshot
+from realtime.mqtt_client import client_kwargs
 from realtime.mqtt_options import MqttOptions, check_topic_part
 from realtime.serialize import (
     SCHEMA_VERSION,
@@ -186,27 +187,17 @@ class MqttSink(Sink):
         if self._closing:
             raise SinkError(f"{self.name}: a closed MQTT sink cannot be reopened; make a new one")
         opts = self.options
-        password = opts.resolve_password()
-        tls_context = await asyncio.to_thread(opts.build_tls_context) if opts.use_tls else None
+        will = aiomqtt.Will(
+            topic=self.status_topic,
+            payload=self._status_payload("offline", reason="connection lost", with_stats=False),
+            qos=1,
+            retain=True,
+        )
+        kwargs = await client_kwargs(
+            opts, identifier=opts.client_id, will=will, logger_name=f"{__name__}.client"
+        )
         await self._open_spool()
-        self._client_kwargs = {
-            "hostname": opts.host,
-            "port": opts.port,
-            "username": opts.username,
-            "password": password,
-            "identifier": opts.client_id,
-            "keepalive": opts.keepalive,
-            "timeout": opts.timeout,
-            "tls_context": tls_context,
-            "tls_insecure": True if opts.tls_insecure else None,
-            "will": aiomqtt.Will(
-                topic=self.status_topic,
-                payload=self._status_payload("offline", reason="connection lost", with_stats=False),
-                qos=1,
-                retain=True,
-            ),
-            "logger": logging.getLogger(f"{__name__}.client"),
-        }
+        self._client_kwargs = kwargs
         self._first_connect = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name=f"{self.name}:{self.session}")
         self._task.add_done_callback(self._on_task_done)

@@ -21,8 +21,13 @@ def open_input(
     seq: itertools.count[int],
     block_ms: int,
     duration: float | None,
+    channels_as_speakers: bool = False,
+    on_session_clock: bool = True,
 ) -> Source:
-    """The capture source for ``spec`` as one mono channel of a call (blocking: it probes)."""
+    """The capture source for ``spec`` (blocking: it probes). Raises :class:`NoInputDevice` when
+    ``spec`` is None and the machine has no input at all, else a one-line :class:`SourceError`.
+    A sound-server source is one mono channel; a PortAudio input is two with
+    ``channels_as_speakers``."""
     try:
         find_input_device(spec)
     except (SourceError, OSError) as portaudio_error:  # no such input, none at all, no PortAudio
@@ -38,9 +43,10 @@ def open_input(
         raise
     return MicrophoneSource(
         spec,
+        channels_as_speakers=channels_as_speakers,
         block_ms=block_ms,
         duration=duration,
         first_channel=first_channel,
-        on_session_clock=True,
+        on_session_clock=on_session_clock,
         seq=seq,
     )

@@ -1,5 +1,7 @@
-"""MQTT client settings from :class:`~realtime.mqtt_options.MqttOptions`, for the server's and the
-stream client's own connections (address, credentials and TLS as the MQTT sink uses them)."""
+"""MQTT client settings from :class:`~realtime.mqtt_options.MqttOptions`: the one place that turns
+the ``--mqtt-*`` options into an :class:`aiomqtt.Client`'s arguments, for the MQTT sink, the
+server and the stream client (apart from the options so that loading a config never imports
+aiomqtt)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ async def client_kwargs(
     identifier: str | None,
     will: aiomqtt.Will | None = None,
     v5: bool = False,
-    name: str = "client",
+    logger_name: str = "realtime.mqtt.client",
 ) -> dict[str, Any]:
     """Keyword arguments of :class:`aiomqtt.Client`; reads the password and the TLS files (raises
     :class:`~realtime.sinks.base.SinkError` with one line when they cannot be read)."""
@@ -36,5 +38,5 @@ async def client_kwargs(
         "tls_insecure": True if options.tls_insecure else None,
         "will": will,
         "protocol": aiomqtt.ProtocolVersion.V5 if v5 else None,
-        "logger": logging.getLogger(f"realtime.serve.{name}.mqtt"),
+        "logger": logging.getLogger(logger_name),
     }

@@ -20,6 +20,12 @@ Two decoding windows (``asr.window``):
 :class:`Transcriber` is blocking (load and transcribe): the pipeline calls it on its executor,
 and :meth:`Transcriber.transcribe` drains faster-whisper's lazy segment generator right there, so
 no decoding ever happens on the event loop.
+
+:meth:`Transcriber.transcribe_batch` transcribes several utterances at once (a server's owner of
+the model does, for the utterances of all its sessions): utterances of the same window length
+share one encoder pass and one decoding (CTranslate2 takes a batch); each gets the same text and
+encoder states as alone (every window is padded as alone; a decoding that ran to its own length
+limit is redone alone). :meth:`Transcriber.transcribe` is the batch of one.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import logging
 import math
 import time
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,11 +49,13 @@ from realtime.stage import Inbox, Stage
 from unimse.whisper import (
     WHISPER_WINDOW_S,
     WhisperModelError,
+    _to_numpy,
     encode_utterance,
     fits_utterance_window,
     load_whisper,
     resolve_model,
     speech_states,
+    window_seconds,
 )
 
 # The ASR's name for a missing or unloadable Whisper model (one error type for ASR and features).
@@ -132,16 +141,54 @@ class Transcriber:
         In the utterance window the result also carries the encoder states of the frames that hold
         the utterance (``states``), for the emotion model: the encoder runs once per utterance.
         """
+        return self.transcribe_batch([audio])[0]
+
+    def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[TranscriptionResult]:
+        """Transcribe several utterances (blocking): one encoder pass and one decoding for those of
+        the same window length, each result as :meth:`transcribe` of that utterance alone."""
+        results: list[TranscriptionResult | None] = [None] * len(audios)
+        for indices in self._window_groups(audios).values():
+            started = time.perf_counter()
+            group = [audios[i] for i in indices]
+            encoded = self._encode_window(group)
+            self.encoder_passes += len(group)
+            states = _batch_states(encoded, [len(audio) for audio in group])
+            decoded = self._decode_utterance_window(
+                encoded, [len(audio) / SAMPLE_RATE for audio in group]
+            )
+            elapsed = time.perf_counter() - started
+            for index, text, state in zip(indices, decoded, states, strict=True):
+                if text is not None:
+                    results[index] = TranscriptionResult(*text, elapsed, "utterance", state)
+                else:
+                    results[index] = self._transcribe_whisper_window(audios[index], state)
+        return [
+            result if result is not None else self._transcribe_whisper_window(audio, None)
+            for audio, result in zip(audios, results, strict=True)
+        ]
+
+    def _window_groups(self, audios: Sequence[np.ndarray]) -> dict[int, list[int]]:
+        """Indices of the utterances that the utterance window takes, by window length."""
+        groups: dict[int, list[int]] = {}
+        if self.options.window == "utterance":
+            for index, audio in enumerate(audios):
+                if fits_utterance_window(audio):
+                    seconds = window_seconds(len(audio) / SAMPLE_RATE)
+                    groups.setdefault(seconds, []).append(index)
+        return groups
+
+    def _encode_window(self, group: Sequence[np.ndarray]) -> Any:
+        """One encoder pass, (n, frames, d), for utterances of the same window length."""
+        if len(group) == 1:
+            return encode_utterance(self.model, group[0])
+        # The features of each utterance as encode_utterance computes them (it returns them here).
+        features = [encode_utterance(_FeatureModel(self.model), audio) for audio in group]
+        return self.model.encode(np.ascontiguousarray(np.stack(features), dtype=np.float32))
+
+    def _transcribe_whisper_window(
+        self, audio: np.ndarray, states: np.ndarray | None
+    ) -> TranscriptionResult:
         started = time.perf_counter()
-        states = None
-        if self.options.window == "utterance" and fits_utterance_window(audio):
-            encoded = encode_utterance(self.model, audio)
-            self.encoder_passes += 1
-            states = speech_states(encoded, len(audio))
-            decoded = self._decode_utterance_window(encoded, len(audio) / SAMPLE_RATE)
-            if decoded is not None:
-                elapsed = time.perf_counter() - started
-                return TranscriptionResult(*decoded, elapsed, "utterance", states)
         text, language = self._decode_whisper_window(audio)
         self.encoder_passes += max(1, math.ceil(len(audio) / (WHISPER_WINDOW_S * SAMPLE_RATE)))
         elapsed = time.perf_counter() - started
@@ -169,49 +216,98 @@ class Transcriber:
         text = " ".join(segment.text.strip() for segment in segments).strip()
         return text, str(info.language)
 
-    def _decode_utterance_window(self, encoded: Any, duration: float) -> tuple[str, str] | None:
-        """Greedy/beam decoding from the encoder output of an utterance window.
+    def _decode_utterance_window(
+        self, encoded: Any, durations: Sequence[float]
+    ) -> list[tuple[str, str] | None]:
+        """Greedy/beam decoding from the encoder output of a batch of utterance windows.
 
-        Returns None when the output looks like a repetition loop or Whisper doubts there is
-        speech at all (the caller then decodes the standard way).
+        For each: None when the output looks like a repetition loop or Whisper doubts there is
+        speech at all (the caller then decodes the standard way). The batch decodes to the longest
+        utterance's length limit; for one whose output came near its own limit the batch is
+        decoded again with that limit (each row decodes as alone), so that every result is the
+        one it gets alone.
         """
         from faster_whisper.tokenizer import Tokenizer
 
         whisper = self.model.model
-        language = self.language or "en"
+        languages = [self.language or "en"] * len(durations)
         if whisper.is_multilingual and self.language is None:
-            token, _probability = whisper.detect_language(encoded)[0][0]
-            language = token[2:-2]
-        tokenizer = Tokenizer(
-            self.model.hf_tokenizer, whisper.is_multilingual, task="transcribe", language=language
-        )
-        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+            languages = [ranked[0][0][2:-2] for ranked in whisper.detect_language(encoded)]
+        tokenizers = [
+            Tokenizer(
+                self.model.hf_tokenizer, whisper.is_multilingual, task="transcribe", language=lang
+            )
+            for lang in languages
+        ]
+        prompts = [[*tokenizer.sot_sequence, tokenizer.no_timestamps] for tokenizer in tokenizers]
         # Room for fast speech (~12 tokens/s) but not for a runaway loop.
-        max_length = min(self.model.max_length // 2, len(prompt) + 16 + int(12 * duration))
-        result = whisper.generate(
-            encoded,
-            [prompt],
-            beam_size=self.options.beam_size,
-            max_length=max_length,
-            suppress_blank=True,
-            suppress_tokens=[-1],
-            return_scores=True,
-            return_no_speech_prob=True,
-        )[0]
-        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-        text = tokenizer.decode(tokens).strip()
-        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-        if result.no_speech_prob > NO_SPEECH_THRESHOLD:
-            if avg_logprob < LOG_PROB_THRESHOLD:
-                return "", language
-            return None  # doubtful: let the standard decoding (with its fallbacks) decide
-        if (
-            _compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD
-            or len(tokens) + len(prompt) >= max_length
+        limits = [
+            min(self.model.max_length // 2, len(prompt) + 16 + int(12 * duration))
+            for prompt, duration in zip(prompts, durations, strict=True)
+        ]
+        results = self._generate(encoded, prompts, max(limits))
+        decoded: list[tuple[str, str] | None] = []
+        for index, (result, tokenizer, prompt, limit) in enumerate(
+            zip(results, tokenizers, prompts, limits, strict=True)
         ):
-            logger.debug("utterance-window output looks repetitive (%r); decoding again", text)
-            return None
-        return text, language
+            if limit < max(limits) and len(result.sequences_ids[0]) + len(prompt) >= limit - 1:
+                result = self._generate(encoded, prompts, limit)[index]  # rare: a runaway
+            decoded.append(_accept(result, tokenizer, len(prompt), limit, languages[index]))
+        return decoded
+
+    def _generate(self, encoded: Any, prompts: list[list[int]], max_length: int) -> list[Any]:
+        return list(
+            self.model.model.generate(
+                encoded,
+                prompts,
+                beam_size=self.options.beam_size,
+                max_length=max_length,
+                suppress_blank=True,
+                suppress_tokens=[-1],
+                return_scores=True,
+                return_no_speech_prob=True,
+            )
+        )
+
+
+class _FeatureModel:
+    """A faster-whisper model as :func:`encode_utterance` sees it, whose ``encode`` hands the
+    features back instead of encoding them: the features of one utterance window."""
+
+    def __init__(self, model: Any) -> None:
+        self.feature_extractor = model.feature_extractor
+
+    @staticmethod
+    def encode(features: np.ndarray) -> np.ndarray:
+        return features
+
+
+def _batch_states(encoded: Any, samples: Sequence[int]) -> list[np.ndarray]:
+    """Each utterance's (T, d) states from a batch's encoder output."""
+    if len(samples) == 1:
+        return [speech_states(encoded, samples[0])]
+    rows = _to_numpy(encoded)
+    return [speech_states(rows[i : i + 1], count) for i, count in enumerate(samples)]
+
+
+def _accept(
+    result: Any, tokenizer: Any, prompt_length: int, max_length: int, language: str
+) -> tuple[str, str] | None:
+    """An utterance window's text and language, or None: decode it the standard way."""
+    tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+    text = tokenizer.decode(tokens).strip()
+    avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+    if result.no_speech_prob > NO_SPEECH_THRESHOLD:
+        if avg_logprob < LOG_PROB_THRESHOLD:
+            return "", language
+        return None  # doubtful: let the standard decoding (with its fallbacks) decide
+    if (
+        _compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD
+        or len(tokens) + prompt_length >= max_length
+    ):
+        logger.debug("utterance-window output looks repetitive (%r); decoding again", text)
+        return None
+    return text, language
 
 
 def _compression_ratio(text: str) -> float:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,11 +19,11 @@ from rt_support import FakePredictor, run_stages
 from realtime.asr import Transcriber, TranscriptionResult
 from realtime.channels import Channel, Policy
 from realtime.clock import StreamClock
-from realtime.config import AsrOptions
+from realtime.config import AsrOptions, ConfigError
 from realtime.inference import EmotionModel
 from realtime.messages import AudioChunk, EndOfStream, PendingUtterance, Transcript, Utterance
 from realtime.serve.batcher import CrossSessionBatcher
-from realtime.serve.models import SharedTranscriber, TooLate
+from realtime.serve.models import AsrBatching, SharedTranscriber, TooLate
 from realtime.serve.pipeline import DeadlineTranscription
 from realtime.serve.protocol import (
     SCHEMAS,
@@ -240,11 +241,18 @@ def test_batcher_off_runs_one_request_per_pass_and_passes_errors_on() -> None:
 
 
 class FakeTranscriber(Transcriber):
-    def __init__(self) -> None:
-        super().__init__(model=None, options=AsrOptions(), path=Path("."))
+    """Says how many samples it heard; records the batches it was given."""
 
-    def transcribe(self, audio: np.ndarray) -> TranscriptionResult:
-        return TranscriptionResult("hello", "en", 0.0, "utterance")
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        super().__init__(model=None, options=AsrOptions(), path=Path("."))
+        self.gate = gate
+        self.batches: list[list[int]] = []
+
+    def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[TranscriptionResult]:
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.batches.append([len(audio) for audio in audios])
+        return [TranscriptionResult(f"heard {len(a)}", "en", 0.0, "utterance") for a in audios]
 
 
 async def test_a_server_session_drops_utterances_that_waited_too_long_for_whisper() -> None:
@@ -276,20 +284,16 @@ async def test_chunks_are_timed_as_due_in_real_time_and_lag_is_measured() -> Non
 def test_the_shared_whisper_refuses_a_call_that_got_it_after_its_deadline() -> None:
     shared = SharedTranscriber(FakeTranscriber())
     audio = np.zeros(160, np.float32)
-    assert shared.transcribe(audio, deadline=time.monotonic() + 10).text == "hello"
+    assert shared.transcribe(audio, deadline=time.monotonic() + 10).text == "heard 160"
     with pytest.raises(TooLate):
         shared.transcribe(audio, deadline=time.monotonic() - 0.1)
+    assert shared.stats.expired == 1
+    shared.close()
 
 
 def test_the_shared_whisper_says_how_long_calls_wait_now() -> None:
     gate = threading.Event()
-
-    class Slow(FakeTranscriber):
-        def transcribe(self, audio: np.ndarray) -> TranscriptionResult:
-            gate.wait(10)
-            return super().transcribe(audio)
-
-    shared = SharedTranscriber(Slow())
+    shared = SharedTranscriber(FakeTranscriber(gate))
     audio = np.zeros(160, np.float32)
     assert shared.waiting_for() == 0.0
     with ThreadPoolExecutor(2) as pool:
@@ -301,3 +305,65 @@ def test_the_shared_whisper_says_how_long_calls_wait_now() -> None:
         gate.set()
         first.result(10), second.result(10)
     assert shared.waiting_for() == 0.0  # nothing waits: no stale figure
+    shared.close()
+
+
+def test_the_shared_whisper_batches_the_utterances_of_sessions_waiting() -> None:
+    gate = threading.Event()
+    fake = FakeTranscriber(gate)
+    shared = SharedTranscriber(fake, AsrBatching(max_batch=3, max_wait=0.0))
+    now = time.monotonic()
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            first = pool.submit(shared.transcribe, np.zeros(100, np.float32))
+            time.sleep(0.1)  # the owner is busy with the first utterance
+            sizes = (101, 102, 103, 104, 105)
+            later = []
+            for n in sizes:  # one utterance per session, in this order
+                later.append(pool.submit(shared.transcribe, np.zeros(n, np.float32), now + 30))
+                time.sleep(0.02)
+            late = pool.submit(shared.transcribe, np.zeros(106, np.float32), now - 1)
+            time.sleep(0.1)
+            gate.set()
+            assert first.result(10).text == "heard 100"
+            assert [f.result(10).text for f in later] == [f"heard {n}" for n in sizes]
+            with pytest.raises(TooLate):
+                late.result(10)
+        assert fake.batches == [[100], [101, 102, 103], [104, 105]]  # in order, at most 3
+        stats = shared.stats.to_dict()
+        assert (stats["mean_batch"], stats["max_batch"], stats["expired"]) == (2.0, 3, 1)
+    finally:
+        shared.close()
+
+
+def test_the_shared_whisper_waits_a_bounded_time_for_a_batch_to_fill() -> None:
+    fake = FakeTranscriber()
+    shared = SharedTranscriber(fake, AsrBatching(max_batch=4, max_wait=0.3))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            started = time.perf_counter()
+            first = pool.submit(shared.transcribe, np.zeros(100, np.float32))
+            time.sleep(0.1)  # joins the first one's batch: the owner waits 0.3 s for company
+            second = pool.submit(shared.transcribe, np.zeros(101, np.float32))
+            first.result(10), second.result(10)
+            waited = time.perf_counter() - started
+        assert fake.batches == [[100, 101]]
+        assert 0.25 <= waited < 2.0  # waited for the batch to fill, but not beyond max_wait
+        alone = time.perf_counter()
+        shared.transcribe(np.zeros(102, np.float32))
+        assert 0.25 <= time.perf_counter() - alone < 2.0
+    finally:
+        shared.close()
+    unbatched = SharedTranscriber(fake := FakeTranscriber(), AsrBatching(enabled=False))
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(unbatched.transcribe, [np.zeros(n, np.float32) for n in (1, 2, 3)]))
+        assert [len(b) for b in fake.batches] == [1, 1, 1]
+    finally:
+        unbatched.close()
+
+
+@pytest.mark.parametrize(("max_batch", "max_wait"), [(0, 0.02), (4, -0.01), (4, 5.0)])
+def test_whisper_batching_options_are_checked(max_batch: int, max_wait: float) -> None:
+    with pytest.raises(ConfigError, match="--asr-batch"):
+        AsrBatching(max_batch=max_batch, max_wait=max_wait)

@@ -82,8 +82,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--no-cross-batching",
         dest="batching",
         action="store_false",
-        help="classify each session's utterances on their own (default: one forward pass for "
-        "the utterances of all sessions that are waiting)",
+        help="transcribe and classify each session's utterances on their own (default: one "
+        "Whisper pass and one UniMSE forward pass for the utterances of all sessions waiting)",
     )
     group.add_argument(
         "--cross-batch",
@@ -91,6 +91,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=defaults.max_batch,
         metavar="N",
         help=f"utterances per cross-session forward pass (default {defaults.max_batch})",
+    )
+    group.add_argument(
+        "--asr-batch",
+        type=int,
+        default=defaults.asr.max_batch,
+        metavar="N",
+        help="utterances of different sessions per Whisper encoder pass and decoding "
+        f"(default {defaults.asr.max_batch}; 1: one at a time)",
+    )
+    group.add_argument(
+        "--asr-batch-wait",
+        type=float,
+        default=defaults.asr.max_wait,
+        metavar="S",
+        help="how long an utterance may wait for others to join its Whisper batch "
+        f"(default {defaults.asr.max_wait:g} s)",
     )
     group.add_argument(
         "--asr-queue",
@@ -192,6 +208,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from realtime.cli.commands import build_config
+    from realtime.serve.models import AsrBatching
     from realtime.serve.server import ServeOptions, default_server_id
     from realtime.serve.session import SessionLimits
 
@@ -202,6 +219,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_behind=args.max_behind,
         batching=args.batching,
         max_batch=args.cross_batch,
+        asr=AsrBatching(args.batching, args.asr_batch, args.asr_batch_wait),
         server_id=args.server_id or default_server_id(),
         limits=SessionLimits(
             idle_timeout=args.idle_timeout,
@@ -219,7 +237,11 @@ async def _serve(config: Config, options: Any) -> int:
 
     await probe_broker(config.sinks.mqtt)  # a wrong address fails now, not after the models load
     models = await asyncio.to_thread(
-        load_shared_models, config, batching=options.batching, max_batch=options.max_batch
+        load_shared_models,
+        config,
+        batching=options.batching,
+        max_batch=options.max_batch,
+        asr_batching=options.asr,
     )
     server = Server(config, options, models)
     loop = asyncio.get_running_loop()
@@ -232,10 +254,13 @@ async def _serve(config: Config, options: Any) -> int:
             loop.remove_signal_handler(sig)
         await asyncio.to_thread(models.close)
     batches = models.batcher.stats.to_dict()
+    asr = models.transcriber.stats.to_dict()
     print(
         f"emotrack serve: {server.accepted} sessions served, {server.refused} refused; "
-        f"{batches['forward_passes']} forward passes for {batches['utterances']} utterances "
-        f"(mean batch {batches['mean_batch']:.2f})",
+        f"Whisper: {asr['forward_passes']} batches for {asr['utterances']} utterances "
+        f"(mean batch {asr['mean_batch']:.2f}, {asr['expired']} too late); "
+        f"UniMSE: {batches['forward_passes']} forward passes for {batches['utterances']} "
+        f"utterances (mean batch {batches['mean_batch']:.2f})",
         file=sys.stderr,
     )
     return EXIT_OK

@@ -1,16 +1,16 @@
 """The models of a server process: ONE Whisper and ONE UniMSE, shared by every session.
 
-:class:`SharedTranscriber` serialises transcription (one utterance at a time on the process's
-Whisper, whichever session it comes from); :class:`SharedEmotionModel` hands classification to the
-process's :class:`~realtime.serve.batcher.CrossSessionBatcher`. Both are drop-in replacements for
-the models a :class:`~realtime.pipeline.Pipeline` is given, so every session runs today's stages.
+Each model has one owner thread (:class:`~realtime.serve.batcher.ModelOwner`) that batches the
+work of all sessions: :class:`SharedTranscriber` transcribes the utterances waiting from every
+session with one encoder pass and one decoding (:meth:`~realtime.asr.Transcriber.transcribe_batch`,
+each transcript as alone), :class:`SharedEmotionModel` hands classification to the process's
+:class:`~realtime.serve.batcher.CrossSessionBatcher`. Both are drop-in replacements for the
+models a :class:`~realtime.pipeline.Pipeline` is given, so every session runs today's stages.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,56 +19,70 @@ from dataclasses import dataclass
 import numpy as np
 
 from realtime.asr import Transcriber, TranscriptionResult
-from realtime.config import Config
+from realtime.config import Config, ConfigError
 from realtime.inference import EmotionModel, load_model
 from realtime.messages import PendingUtterance
-from realtime.serve.batcher import CrossSessionBatcher
+from realtime.serve.batcher import BatchStats, CrossSessionBatcher, ModelOwner, TooLate
 from unimse.prediction import Prediction
+
+__all__ = ["AsrBatching", "SharedEmotionModel", "SharedModels", "SharedTranscriber", "TooLate"]
 
 logger = logging.getLogger(__name__)
 
 
-class TooLate(RuntimeError):
-    """The model became free for a call only after the call's deadline."""
+@dataclass(frozen=True)
+class AsrBatching:
+    """How the process's Whisper owner batches the utterances of its sessions."""
+
+    enabled: bool = True
+    max_batch: int = 4  # utterances per encoder pass and decoding (4: best measured on CPU)
+    max_wait: float = 0.02  # seconds the first utterance may wait for others to join it
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ConfigError("--asr-batch must be at least 1")
+        if not 0 <= self.max_wait <= 1:
+            raise ConfigError("--asr-batch-wait must be in 0..1 seconds")
 
 
 class SharedTranscriber(Transcriber):
-    """A loaded :class:`Transcriber` that transcribes for one session at a time."""
+    """A loaded :class:`Transcriber` whose owner thread transcribes for every session, the
+    utterances waiting at once in one batch."""
 
-    def __init__(self, loaded: Transcriber) -> None:
+    def __init__(self, loaded: Transcriber, batching: AsrBatching | None = None) -> None:
         super().__init__(loaded.model, loaded.options, loaded.path, loaded.device)
         self.loaded = loaded
-        self._lock = threading.Lock()
-        self._queue_lock = threading.Lock()
-        self._waiting: dict[int, float] = {}  # calls waiting for the model: since when
-        self._tickets = itertools.count()
-        self.busy_seconds = 0.0
-        self.last_wait = 0.0  # seconds the latest call waited for the model (other sessions')
+        self.batching = batching or AsrBatching()
+        self.owner: ModelOwner[np.ndarray, TranscriptionResult] = ModelOwner(
+            loaded.transcribe_batch,
+            name="whisper-owner",
+            max_batch=self.batching.max_batch,
+            enabled=self.batching.enabled,
+            max_wait=self.batching.max_wait,
+        )
+
+    @property
+    def stats(self) -> BatchStats:
+        return self.owner.stats
+
+    @property
+    def busy_seconds(self) -> float:
+        return self.owner.stats.busy_seconds
 
     def waiting_for(self) -> float:
-        """How long the longest-waiting call has waited for the model so far (0: none waits)."""
-        with self._queue_lock:
-            oldest = min(self._waiting.values(), default=None)
-        return 0.0 if oldest is None else time.perf_counter() - oldest
+        """How long the longest-waiting utterance has waited for the model so far (0: none)."""
+        return self.owner.waiting_for()
 
     def transcribe(self, audio: np.ndarray, deadline: float | None = None) -> TranscriptionResult:
-        """Transcribe once the model is free; :class:`TooLate` instead if it became free only
-        after ``deadline`` (``time.monotonic()`` seconds)."""
-        asked = time.perf_counter()
-        ticket = next(self._tickets)
-        with self._queue_lock:
-            self._waiting[ticket] = asked
-        with self._lock:
-            started = time.perf_counter()
-            with self._queue_lock:
-                del self._waiting[ticket]
-            self.last_wait = started - asked
-            if deadline is not None and time.monotonic() > deadline:
-                raise TooLate(f"Whisper was free only {self.last_wait:.1f} s later")
-            try:
-                return self.loaded.transcribe(audio)
-            finally:
-                self.busy_seconds += time.perf_counter() - started
+        """Transcribe once the owner takes the utterance; :class:`TooLate` instead if it took it
+        only after ``deadline`` (``time.monotonic()`` seconds)."""
+        return self.owner.submit([audio], deadline)[0]
+
+    def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[TranscriptionResult]:
+        return self.owner.submit(audios)
+
+    def close(self) -> None:
+        self.owner.close()
 
 
 class SharedEmotionModel(EmotionModel):
@@ -94,9 +108,12 @@ class SharedModels:
 
     def close(self) -> None:
         self.batcher.close()
+        self.transcriber.close()
 
 
-def load_shared_models(config: Config, *, batching: bool, max_batch: int) -> SharedModels:
+def load_shared_models(
+    config: Config, *, batching: bool, max_batch: int, asr_batching: AsrBatching | None = None
+) -> SharedModels:
     """Load Whisper and UniMSE in parallel (blocking: call it off the event loop)."""
     started = time.perf_counter()
     with ThreadPoolExecutor(2, thread_name_prefix="emotrack-load") as executor:
@@ -105,4 +122,6 @@ def load_shared_models(config: Config, *, batching: bool, max_batch: int) -> Sha
         transcriber, model = asr.result(), emotion.result()
     logger.info("models loaded in %.1f s", time.perf_counter() - started)
     batcher = CrossSessionBatcher(model, max_batch=max_batch, enabled=batching)
-    return SharedModels(SharedTranscriber(transcriber), SharedEmotionModel(model, batcher))
+    return SharedModels(
+        SharedTranscriber(transcriber, asr_batching), SharedEmotionModel(model, batcher)
+    )

@@ -29,7 +29,7 @@ from realtime.config import Config, ConfigError
 from realtime.mqtt_client import client_kwargs
 from realtime.mqtt_options import MqttOptions
 from realtime.serialize import utc_timestamp
-from realtime.serve.models import SharedModels
+from realtime.serve.models import AsrBatching, SharedModels
 from realtime.serve.protocol import (
     PROTOCOL,
     ProtocolError,
@@ -75,6 +75,7 @@ class ServeOptions:
     max_behind: float = 2.0  # refuse new sessions while a session is this far behind (seconds)
     batching: bool = True  # one forward pass for utterances of several sessions
     max_batch: int = 16  # utterances per cross-session forward pass
+    asr: AsrBatching = field(default_factory=AsrBatching)  # Whisper's batches across sessions
     server_id: str = field(default_factory=default_server_id)
     limits: SessionLimits = field(default_factory=SessionLimits)
 
@@ -151,12 +152,16 @@ class Server:
         await client.subscribe(self.topics.shared_start(self.options.group), qos=1)
         await client.publish(self.server_topic, self._server_state("online"), qos=1, retain=True)
         logger.info(
-            "serving %s (group %s) at most %d sessions as %s; cross-session batching %s",
+            "serving %s (group %s) at most %d sessions as %s; cross-session batching: "
+            "UniMSE %s, Whisper %s",
             self.topics.start,
             self.options.group,
             self.options.max_sessions,
             self.options.server_id,
-            "on" if self.options.batching else "off",
+            f"up to {self.options.max_batch}" if self.options.batching else "off",
+            f"up to {self.options.asr.max_batch}, wait {self.options.asr.max_wait:g} s"
+            if self.options.asr.enabled
+            else "off",
         )
         reader = asyncio.create_task(self._read(client), name="mqtt-read")
         writer = asyncio.create_task(self._write(client), name="mqtt-write")
@@ -330,6 +335,7 @@ class Server:
                 "group": self.options.group,
                 "max_sessions": self.options.max_sessions,
                 "batching": self.options.batching,
+                "asr_batching": self.options.asr.enabled,
                 "timestamp": utc_timestamp(),
             }
         )

@@ -39,9 +39,20 @@ class VadOptions:
     hangover: float = 0.6  # unvoiced audio that closes an utterance (end-of-speech wait)
     min_speech: float = 0.25  # shorter utterances (clicks, coughs) are discarded
     max_utterance: float = 12.0  # longer speech is split, at a short pause when there is one
+    # Speculative close: after this much silence the utterance so far is handed on at once (its
+    # result is published marked speculative), then confirmed once the hangover passes, or
+    # replaced under the same utterance id (a revision) if the speaker goes on.
+    speculative: bool = False
+    speculative_silence: float = 0.24
 
     def __post_init__(self) -> None:
         _check(0 <= self.aggressiveness <= 3, "vad.aggressiveness must be 0, 1, 2 or 3")
+        _check(isinstance(self.speculative, bool), "vad.speculative must be true or false")
+        _check(self.speculative_silence > 0, "vad.speculative_silence must be > 0")
+        _check(
+            not self.speculative or self.speculative_silence < self.hangover,
+            "vad.speculative_silence must be shorter than vad.hangover",
+        )
         _check(self.frame_ms in (10, 20, 30), "vad.frame_ms must be 10, 20 or 30")
         for name in ("onset", "pre_roll", "hangover", "min_speech"):
             _check(getattr(self, name) >= 0, f"vad.{name} must be >= 0")

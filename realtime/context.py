@@ -37,9 +37,22 @@ class DialogueContext:
     def next_input(self, speaker: str, text: str, utterance_seq: int | None = None) -> ModelInput:
         """The model input for a new utterance, which then joins the context of the next ones.
 
-        Utterances without words (a sigh, laughter) are classified but add no turn.
+        Utterances without words (a sigh, laughter) are classified but add no turn. A revision
+        (an utterance whose ``utterance_seq`` already has a turn: a speculative close the speaker
+        went on after) sees the turns before that one and replaces it.
         """
         text = text.strip()
+        seqs = [seq for seq, _ in self._history]
+        if utterance_seq is not None and utterance_seq in seqs:
+            kept = list(self._history)
+            at = seqs.index(utterance_seq)
+            model_input = ModelInput(
+                text=text, speaker=speaker, context=tuple(turn for _, turn in kept[:at])
+            )
+            turn = DialogueTurn(speaker=speaker, text=text)
+            kept[at : at + 1] = [(utterance_seq, turn)] if text else []
+            self._history = deque(kept, maxlen=self._history.maxlen)
+            return model_input
         model_input = ModelInput(text=text, speaker=speaker, context=self.history)
         if text and self.turns > 0:
             self._history.append((utterance_seq, DialogueTurn(speaker=speaker, text=text)))

@@ -178,6 +178,8 @@ def make_result(
         latency={stage: max(0.0, seconds) for stage, seconds in latency.items()},
         model_version=model_version,
         timestamp=datetime.now(UTC),
+        speculative=utterance.speculative,
+        revision=utterance.revision,
     )
 
 

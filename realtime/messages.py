@@ -60,6 +60,10 @@ class Utterance(Message):
     segmented_at: float = 0.0
     # Monotonic time at which the audio holding the last voiced frame arrived (end of speech).
     speech_ended_at: float = 0.0
+    # Speculative close (``vad.speculative``): closed after a short silence, so the speaker may
+    # go on; then a later Utterance with the same ``seq`` and a higher ``revision`` replaces it.
+    speculative: bool = False
+    revision: int = 0  # 0: the first version of utterance ``seq``; n: its n-th replacement
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,10 @@ class EmotionResult(Message):
     model_version: str
     # Wall-clock (UTC) time the result was made: every sink publishes this one timestamp.
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC), compare=False)
+    # As its utterance's: speculative (an UtteranceConfirmed or a revision follows) and which
+    # version of utterance ``utterance_seq`` this is (n > 0 replaces the earlier results).
+    speculative: bool = False
+    revision: int = 0
 
     @property
     def emotion(self) -> str:
@@ -163,6 +171,19 @@ class SpeakerRevision(Message):
     new: str
     channel: int = 0
     # Wall-clock (UTC) time the revision was made: every sink publishes this one timestamp.
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC), compare=False)
+
+
+@dataclass(frozen=True)
+class UtteranceConfirmed(Message):
+    """The speculative result of utterance ``utterance_seq`` (its version ``revision``) is final:
+    the whole hangover passed with no more speech (``vad.speculative``). ``seq`` numbers the
+    confirmations of the session. Sinks mark the result final (:meth:`Sink.confirm`)."""
+
+    utterance_seq: int
+    revision: int = 0
+    channel: int = 0
+    # Wall-clock (UTC) time the confirmation was made: every sink publishes this one timestamp.
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC), compare=False)
 
 

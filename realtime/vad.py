@@ -7,6 +7,14 @@ too-short ones are discarded and long monologues are split, at the latest short 
 one. Segments carry true speech start and end stream times (pre-roll and trailing padding are in
 the audio, not in the times). :class:`SegmentationStage` runs one segmenter per audio channel in the
 pipeline.
+
+Speculative close (``vad.speculative``): after ``speculative_silence`` of silence (shorter than the
+hangover) the segmenter already hands on the utterance so far, marked speculative, so its result
+is computed while the hangover runs. If the hangover then passes with no more speech, it hands on
+a :class:`SpeechConfirmation` instead of the same utterance again; if the speaker goes on, the
+utterance stays open and, when it closes, is handed on whole as a revision (``revision`` n > 0:
+the same utterance, the n-th replacement). The stage gives a revision the ``seq`` of the
+utterance it replaces and turns a confirmation into an :class:`UtteranceConfirmed`.
 """
 
 from __future__ import annotations
@@ -22,7 +30,14 @@ from typing import Protocol
 import numpy as np
 
 from realtime.config import VadOptions
-from realtime.messages import SAMPLE_RATE, AudioChunk, EndOfStream, OpenSpeech, Utterance
+from realtime.messages import (
+    SAMPLE_RATE,
+    AudioChunk,
+    EndOfStream,
+    OpenSpeech,
+    Utterance,
+    UtteranceConfirmed,
+)
 from realtime.stage import Inbox, Stage
 
 logger = logging.getLogger(__name__)
@@ -122,10 +137,23 @@ class SpeechSegment:
     audio: np.ndarray = field(repr=False)  # float32 16 kHz, with pre-roll and trailing padding
     speech_ended_at: float  # monotonic arrival time of the audio holding the last voiced frame
     split: bool = False  # cut at the maximum length: the speech goes on in the next segment
+    speculative: bool = False  # closed after a short silence: confirmed or revised later
+    revision: int = 0  # n > 0: replaces the n speculative segments of the same utterance before
 
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+
+@dataclass(frozen=True)
+class SpeechConfirmation:
+    """The hangover passed with no speech since the last speculative segment: it stands."""
+
+    start: float  # the utterance's speech start, as in that segment
+    revision: int  # the confirmed segment's revision
+
+
+SegmentEvent = SpeechSegment | SpeechConfirmation
 
 
 class VadSegmenter:
@@ -146,6 +174,10 @@ class VadSegmenter:
         self._tail = min(self._pre_roll, self._hangover)
         self._max = max(self._onset + 1, frames(options.max_utterance))
         self._lookback = min(frames(SPLIT_LOOKBACK_S), self._max // 4)
+        # Silence (frames) after which the open utterance is handed on speculatively, or None.
+        self._speculative: int | None = None
+        if options.speculative:
+            self._speculative = min(max(1, frames(options.speculative_silence)), self._hangover - 1)
 
         self._origin: float | None = None  # stream time of frame 0
         self._index = 0  # index of the next frame
@@ -160,18 +192,26 @@ class VadSegmenter:
         self._first = 0  # frame index of self._frames[0]
         self._speech_start = 0  # frame index of the first voiced frame
         self._silence = 0  # unvoiced frames since the last voiced one
+        self._speculated = 0  # speculative segments handed on for the open utterance
+        self._unconfirmed = False  # the last of them still holds all the speech (none since)
         self.discarded = 0  # utterances shorter than min_speech
 
     @property
     def speaking(self) -> bool:
         return self._speaking
 
+    @property
+    def awaiting_confirmation(self) -> bool:
+        """Whether the open utterance was handed on speculatively with no speech since."""
+        return self._unconfirmed
+
     def _time(self, index: int) -> float:
         assert self._origin is not None
         return self._origin + index * self.frame_s
 
-    def push(self, samples: np.ndarray, start: float, arrived: float) -> list[SpeechSegment]:
-        """Feed audio that begins at stream time ``start``; returns the segments it closed."""
+    def push(self, samples: np.ndarray, start: float, arrived: float) -> list[SegmentEvent]:
+        """Feed audio that begins at stream time ``start``; returns the segments it closed (and,
+        with a speculative close, the confirmations)."""
         if self._origin is None:
             self._origin = start
         elif abs(start - self._time(self._index) - len(self._pending) / SAMPLE_RATE) > self.frame_s:
@@ -179,7 +219,7 @@ class VadSegmenter:
         audio = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
         count = len(audio) // self.frame_samples
         self._pending = audio[count * self.frame_samples :]
-        closed: list[SpeechSegment] = []
+        closed: list[SegmentEvent] = []
         for i in range(count):
             frame = audio[i * self.frame_samples : (i + 1) * self.frame_samples]
             voiced = self.analyzer.is_speech(to_pcm16(frame))
@@ -188,13 +228,13 @@ class VadSegmenter:
                 closed.append(segment)
         return closed
 
-    def flush(self) -> list[SpeechSegment]:
+    def flush(self) -> list[SegmentEvent]:
         """End of stream: close the open utterance, if any."""
         segment = self._close(len(self._frames)) if self._speaking else None
         self._pending = np.zeros(0, dtype=np.float32)
         return [segment] if segment is not None else []
 
-    def _step(self, frame: np.ndarray, voiced: bool, arrived: float) -> SpeechSegment | None:
+    def _step(self, frame: np.ndarray, voiced: bool, arrived: float) -> SegmentEvent | None:
         index = self._index
         self._index += 1
         self._history.append(frame)
@@ -207,11 +247,23 @@ class VadSegmenter:
         self._voiced.append(voiced)
         self._arrived.append(arrived)
         self._silence = 0 if voiced else self._silence + 1
+        if voiced:
+            self._unconfirmed = False
         if self._silence >= self._hangover:
             return self._close(len(self._frames))
+        if self._silence == self._speculative:
+            return self._speculate()
         if index + 1 - self._speech_start >= self._max:
             return self._split()
         return None
+
+    def _speculate(self) -> SpeechSegment | None:
+        """A short silence: the utterance so far, handed on now (None if too short)."""
+        segment = self._segment(len(self._frames), split=False, speculative=True)
+        if segment is not None:
+            self._speculated += 1
+            self._unconfirmed = True
+        return segment
 
     def open_segment(self) -> SpeechSegment | None:
         """The utterance being spoken, so far (its audio up to now), or None when quiet."""
@@ -238,8 +290,9 @@ class VadSegmenter:
         self._arrived = [arrived] * count
         self._silence = 0
         self._voiced_run = 0
+        self._speculated, self._unconfirmed = 0, False
 
-    def _segment(self, stop: int, split: bool) -> SpeechSegment | None:
+    def _segment(self, stop: int, split: bool, speculative: bool = False) -> SpeechSegment | None:
         """The open utterance up to list position ``stop`` as a segment (None if too short)."""
         voiced_at = [i for i in range(stop) if self._voiced[i]]
         if not voiced_at:
@@ -248,6 +301,8 @@ class VadSegmenter:
         start = round(self._time(self._speech_start), 4)
         end = round(self._time(self._first + last + 1), 4)
         if end - start < self.options.min_speech:
+            if speculative:  # counted when it closes, if it is still too short then
+                return None
             self.discarded += 1
             logger.debug(
                 "discarded %.2f s of speech at %.2f s (min %.2f s)",
@@ -263,15 +318,23 @@ class VadSegmenter:
             audio=np.concatenate(self._frames[:keep]),
             speech_ended_at=self._arrived[last],
             split=split,
+            speculative=speculative,
+            revision=self._speculated,
         )
 
-    def _close(self, stop: int) -> SpeechSegment | None:
-        segment = self._segment(stop, split=False)
+    def _close(self, stop: int) -> SegmentEvent | None:
+        event: SegmentEvent | None
+        if self._unconfirmed:  # nothing was said since the speculative segment: it stands
+            start = round(self._time(self._speech_start), 4)
+            event = SpeechConfirmation(start=start, revision=self._speculated - 1)
+        else:
+            event = self._segment(stop, split=False)
         self._speaking = False
         self._frames, self._voiced, self._arrived = [], [], []
-        return segment
+        self._speculated, self._unconfirmed = 0, False
+        return event
 
-    def _split(self) -> SpeechSegment | None:
+    def _split(self) -> SegmentEvent | None:
         """Maximum length reached: cut after the latest pause of the look-back, or right here."""
         count = len(self._frames)
         lowest = max(count - self._lookback, 0)
@@ -280,6 +343,7 @@ class VadSegmenter:
             return self._close(count)
         stop = count if pause is None else pause + 1  # frames before ``stop`` are cut off
         segment = self._segment(stop, split=True)
+        self._speculated, self._unconfirmed = 0, False  # the continuation is a new utterance
         # What follows the pause is all voiced: it opens the continuation at once.
         self._frames, self._voiced = self._frames[stop:], self._voiced[stop:]
         self._arrived = self._arrived[stop:]
@@ -320,8 +384,12 @@ class SegmentationStage(Stage):
         self.analyzer_factory = analyzer_factory
         self.segmenters: dict[int, VadSegmenter] = {}
         self.utterances = 0
+        self.speculative = 0  # utterances handed on speculatively (vad.speculative)
+        self.revised = 0  # of those, replaced by a revision: the speaker went on
         self.position = 0.0  # stream time up to which audio has been segmented
         self._seq = itertools.count()
+        self._confirmation_seq = itertools.count()
+        self._speculating: dict[int, int] = {}  # channel -> seq of its speculative utterance
 
     @property
     def discarded(self) -> int:
@@ -334,12 +402,38 @@ class SegmentationStage(Stage):
             self.segmenters[channel] = VadSegmenter(self.options, analyzer)
         return self.segmenters[channel]
 
+    def _message(self, event: SegmentEvent, channel: int) -> Utterance | UtteranceConfirmed:
+        """What the pipeline hears of a segmenter's event on ``channel``."""
+        if isinstance(event, SpeechSegment):
+            return self._utterance(event, channel)
+        seq = self._speculating.pop(channel)
+        logger.debug("utterance %d confirmed (revision %d)", seq, event.revision)
+        return UtteranceConfirmed(
+            session=self.session,
+            seq=next(self._confirmation_seq),
+            monotonic=time.monotonic(),
+            utterance_seq=seq,
+            revision=event.revision,
+            channel=channel,
+        )
+
     def _utterance(self, segment: SpeechSegment, channel: int) -> Utterance:
-        self.utterances += 1
+        if segment.revision and channel in self._speculating:  # the same utterance, again
+            seq = self._speculating[channel]
+            if segment.revision == 1:
+                self.revised += 1
+        else:
+            seq = next(self._seq)
+            self.utterances += 1
+            self.speculative += segment.speculative
+        if segment.speculative:
+            self._speculating[channel] = seq
+        else:
+            self._speculating.pop(channel, None)
         now = time.monotonic()
         utterance = Utterance(
             session=self.session,
-            seq=next(self._seq),
+            seq=seq,
             monotonic=now,
             audio=segment.audio,
             start=segment.start,
@@ -348,14 +442,18 @@ class SegmentationStage(Stage):
             channel=channel,
             segmented_at=now,
             speech_ended_at=segment.speech_ended_at,
+            speculative=segment.speculative,
+            revision=segment.revision,
         )
         logger.debug(
-            "utterance %d (%s): %.2f-%.2f s%s",
+            "utterance %d (%s): %.2f-%.2f s%s%s%s",
             utterance.seq,
             utterance.speaker,
             segment.start,
             segment.end,
             " (split)" if segment.split else "",
+            " (speculative)" if segment.speculative else "",
+            f" (revision {segment.revision})" if segment.revision else "",
         )
         return utterance
 
@@ -365,9 +463,13 @@ class SegmentationStage(Stage):
             return
         self.position = max(self.position, item.start + item.duration)
         segmenter = self._segmenter(item.channel)
-        for segment in segmenter.push(item.samples, item.start, item.monotonic):
-            await self.push(self._utterance(segment, item.channel))
-        if self.partial_interval is not None and segmenter.speaking:
+        for event in segmenter.push(item.samples, item.start, item.monotonic):
+            await self.push(self._message(event, item.channel))
+        if (
+            self.partial_interval is not None
+            and segmenter.speaking
+            and not segmenter.awaiting_confirmation  # its result is out: no interim after it
+        ):
             await self._partial(segmenter, item.channel)
 
     async def _partial(self, segmenter: VadSegmenter, channel: int) -> None:
@@ -399,5 +501,5 @@ class SegmentationStage(Stage):
 
     async def finish(self, end: EndOfStream) -> None:
         for channel, segmenter in sorted(self.segmenters.items()):
-            for segment in segmenter.flush():
-                await self.push(self._utterance(segment, channel))
+            for event in segmenter.flush():
+                await self.push(self._message(event, channel))

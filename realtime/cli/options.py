@@ -57,6 +57,7 @@ def session_options(parser: argparse.ArgumentParser, *, bench: bool = False) -> 
         _speaker_options(parser)
     _diarize_options(parser)
     _partial_options(parser, bench=bench)
+    _speculative_options(parser, bench=bench)
 
 
 def _output_options(parser: argparse.ArgumentParser, general: Any) -> None:
@@ -437,3 +438,26 @@ def _partial_options(parser: argparse.ArgumentParser, *, bench: bool) -> None:
             const=False,
             help="with --partial, leave interim results out of the JSON lines",
         )
+
+
+def _speculative_options(parser: argparse.ArgumentParser, *, bench: bool) -> None:
+    group = parser.add_argument_group("speculative close (final results sooner)")
+    both = " `bench latency` measures both, one after the other, unless one is given."
+    add_config_option(
+        group,
+        "--speculative",
+        dest="vad.speculative",
+        action=argparse.BooleanOptionalAction,
+        help="after --speculative-silence of silence, publish the utterance's result at once, "
+        'marked "speculative": true; a "confirmed" message follows once the hangover has passed, '
+        'or, if the speaker goes on, a result with the same utterance_seq and "revision" n that '
+        "replaces it (default {default})." + (both if bench else ""),
+    )
+    add_config_option(
+        group,
+        "--speculative-silence",
+        dest="vad.speculative_silence",
+        type=float,
+        metavar="S",
+        help="seconds of silence before a speculative close (default {default})",
+    )

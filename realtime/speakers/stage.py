@@ -154,9 +154,19 @@ class SpeakerStage(Stage):
         result): the speaker ``vector`` would join now, nothing assigned or changed."""
         return self._assigner(channel, speaker).nearest(vector)
 
+    def assigned(self, utterance: Utterance) -> Utterance:
+        """A revision (``vad.speculative``: the speaker went on after a short pause) keeps the
+        speaker its utterance was assigned: one voice print per utterance."""
+        labels = self._assigner(utterance.channel, utterance.speaker).labels
+        speaker = labels.get(utterance.seq, utterance.speaker)
+        return replace(utterance, speaker=speaker)
+
     async def process(self, item: object) -> None:
         if not isinstance(item, Utterance) or not self.active or len(item.audio) == 0:
             await self.push(item)
+            return
+        if item.revision:
+            await self.push(item if self._labeller is not None else self.assigned(item))
             return
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(self.executor, self._embed, item.audio)
@@ -191,6 +201,12 @@ class SpeakerLabelStage(Stage):
 
     async def process(self, item: object) -> None:
         utterance = item.utterance if isinstance(item, Transcript) else item
+        if isinstance(utterance, Utterance) and utterance.revision and self.owner.active:
+            labelled = self.owner.assigned(utterance)
+            await self.push(
+                replace(item, utterance=labelled) if isinstance(item, Transcript) else labelled
+            )
+            return
         work = self._take(utterance.seq) if isinstance(utterance, Utterance) else None
         if work is None:
             await self.push(item)

@@ -1,5 +1,5 @@
-"""The end of the pipeline: every result (and speaker revision) to every sink, each sink with its
-own queue."""
+"""The end of the pipeline: every result (and speaker revision, interim result, confirmation of a
+speculative result) to every sink, each sink with its own queue."""
 
 from __future__ import annotations
 
@@ -17,11 +17,15 @@ from realtime.messages import (
     PartialResult,
     SpeakerRevision,
     StatsSnapshot,
+    UtteranceConfirmed,
 )
 from realtime.sinks.base import Sink, SinkError
 from realtime.stage import Inbox, Stage
 
 logger = logging.getLogger(__name__)
+
+# What reaches the sinks besides results (not counted as results).
+Update = SpeakerRevision | PartialResult | UtteranceConfirmed
 
 LATENCY_WINDOW = 1000  # results over which the dashboard's median latencies are taken
 
@@ -31,8 +35,8 @@ class SinkRunner:
 
     def __init__(self, sink: Sink, queue_size: int) -> None:
         self.sink = sink
-        self.channel: Channel[EmotionResult | SpeakerRevision | PartialResult | EndOfStream] = (
-            Channel(f"sink:{sink.name}", queue_size, Policy.DROP_OLDEST)
+        self.channel: Channel[Update | EmotionResult | EndOfStream] = Channel(
+            f"sink:{sink.name}", queue_size, Policy.DROP_OLDEST
         )
         self.offered = 0  # results handed to its queue
         self.published = 0  # results its publish() took without an error
@@ -59,6 +63,8 @@ class SinkRunner:
                     await self.sink.revise(item)
                 elif isinstance(item, PartialResult):
                     await self.sink.partial(item)
+                elif isinstance(item, UtteranceConfirmed):
+                    await self.sink.confirm(item)
                 else:
                     await self.sink.publish(item)
             except SinkError as exc:
@@ -98,9 +104,9 @@ class FanOut:
             runner.offered += 1
             runner.channel.put_nowait(result)
 
-    def offer_update(self, message: SpeakerRevision | PartialResult) -> None:
-        """A speaker revision or an interim result, to every sink's queue (not counted as a
-        result)."""
+    def offer_update(self, message: Update) -> None:
+        """A speaker revision, an interim result or a confirmation, to every sink's queue (not
+        counted as a result)."""
         for runner in self.runners:
             runner.channel.put_nowait(message)
 
@@ -135,8 +141,13 @@ class FanOut:
 
 
 class DeliveryStage(Stage):
-    """Last stage: counts results and their latencies, hands them (and speaker revisions) to the
-    fan-out."""
+    """Last stage: counts results and their latencies, hands them (and speaker revisions,
+    confirmations) to the fan-out.
+
+    With ``vad.speculative`` it follows each speculative result it delivered until a confirmation
+    or a revision (a result with the same ``utterance_seq``, higher ``revision``) settles it, and
+    counts both; a confirmation of a result it never delivered (no words, dropped) is dropped.
+    """
 
     inbox_spec = Inbox("results", 64)
 
@@ -147,12 +158,23 @@ class DeliveryStage(Stage):
         self.results = 0
         self.revisions = 0  # speaker revisions handed to the sinks
         self.partials = 0  # interim results handed to the sinks
+        self.speculative = 0  # utterances whose first result was speculative
+        self.confirmed = 0  # speculative results confirmed
+        self.revised = 0  # speculative results replaced by a revision
+        self._unsettled: dict[int, EmotionResult] = {}  # utterance_seq -> speculative result
         self._latencies: dict[str, deque[float]] = {}
 
     def latency_p50(self) -> dict[str, float]:
         return {k: statistics.median(v) for k, v in self._latencies.items() if v}
 
     async def process(self, item: Any) -> None:
+        if isinstance(item, UtteranceConfirmed):
+            if self._unsettled.pop(item.utterance_seq, None) is None:
+                logger.debug("utterance %d: no result to confirm", item.utterance_seq)
+                return
+            self.confirmed += 1
+            self.fanout.offer_update(item)
+            return
         if isinstance(item, SpeakerRevision | PartialResult):
             if isinstance(item, SpeakerRevision):
                 self.revisions += 1
@@ -163,11 +185,21 @@ class DeliveryStage(Stage):
         if not isinstance(item, EmotionResult):
             logger.debug("nothing delivers %s", type(item).__name__)
             return
+        self._settle(item)
         self.results += 1
         for stage, seconds in item.latency.items():
             self._latencies.setdefault(stage, deque(maxlen=LATENCY_WINDOW)).append(seconds)
         self.fanout.offer(item)
         self.fanout.update_stats(self.stats())
+
+    def _settle(self, result: EmotionResult) -> None:
+        """Follow speculative results: a revision settles the one it replaces."""
+        replaced = self._unsettled.pop(result.utterance_seq, None)
+        if replaced is not None and not replaced.revision:
+            self.revised += 1
+        if result.speculative:
+            self._unsettled[result.utterance_seq] = result
+            self.speculative += not result.revision
 
     async def deliver_partial(self, result: PartialResult) -> None:
         """An interim result straight from the partial stage (not through the chain)."""

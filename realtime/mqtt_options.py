@@ -132,6 +132,9 @@ class MqttOptions:
     def revision_topic(self, session: str) -> str:
         return f"{self.prefix}/{session}/speaker_revised"
 
+    def confirmed_topic(self, session: str) -> str:
+        return f"{self.prefix}/{session}/confirmed"
+
     def status_topic(self, session: str) -> str:
         return f"{self.prefix}/{session}/status"
 

@@ -36,6 +36,7 @@ from realtime.messages import (
     EndOfStream,
     SpeakerRevision,
     StatsSnapshot,
+    UtteranceConfirmed,
     VideoFrame,
 )
 from realtime.serialize import utc_timestamp
@@ -209,18 +210,27 @@ class SessionRecorder(Sink):
             raise SinkError(f"{self.folder} already holds a recorded session; choose a new folder")
 
     async def publish(self, result: EmotionResult) -> None:
+        """The result goes to results.jsonl; the manifest's summary gets the utterance, or, for a
+        revision of a speculative result, its entry is replaced."""
         await self._results.publish(result)
         self._model_version = result.model_version
-        self._utterances.append(
-            {
-                "utterance_seq": result.utterance_seq,
-                "speaker": result.speaker,
-                "start": round(result.start, 3),
-                "end": round(result.end, 3),
-                "text": result.text,
-                "emotion": result.emotion,
-            }
-        )
+        summary = {
+            "utterance_seq": result.utterance_seq,
+            "speaker": result.speaker,
+            "start": round(result.start, 3),
+            "end": round(result.end, 3),
+            "text": result.text,
+            "emotion": result.emotion,
+        }
+        seqs = [u["utterance_seq"] for u in self._utterances] if result.revision else []
+        if result.utterance_seq in seqs:
+            self._utterances[seqs.index(result.utterance_seq)] = summary
+        else:
+            self._utterances.append(summary)
+
+    async def confirm(self, confirmation: UtteranceConfirmed) -> None:
+        """The confirmation goes to results.jsonl as its own line."""
+        await self._results.confirm(confirmation)
 
     async def revise(self, revision: SpeakerRevision) -> None:
         """The revision goes to results.jsonl as its own line; the manifest's summary of the

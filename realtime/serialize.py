@@ -2,8 +2,8 @@
 
 The schema lives in ``realtime/schemas/emotion_result.v1.json``; :data:`SCHEMA_VERSION` is the
 version every message carries. Minor versions only add: optional fields, or a new message kind
-told apart by its ``kind`` field (1.1: ``speaker_revised`` and ``partial``). A result has no
-``kind``.
+told apart by its ``kind`` field (1.1: ``speaker_revised`` and ``partial``; 1.2: a result's
+``speculative`` and ``revision``, and ``confirmed``). A result has no ``kind``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from realtime.messages import EmotionResult, PartialResult, SpeakerRevision, StatsSnapshot
+from realtime.messages import (
+    EmotionResult,
+    PartialResult,
+    SpeakerRevision,
+    StatsSnapshot,
+    UtteranceConfirmed,
+)
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 REVISION_KIND = "speaker_revised"
 PARTIAL_KIND = "partial"
+CONFIRMED_KIND = "confirmed"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "emotion_result.v1.json"
 
 # Probabilities computed in float32 can overshoot [0, 1] by a rounding error; such values are
@@ -56,9 +63,10 @@ def result_to_dict(result: EmotionResult, *, timestamp: datetime | None = None) 
     """The JSON-ready form of ``result`` (plain ``str``/``int``/``float``/``list``/``dict``).
 
     ``timestamp`` defaults to the time the result was made (:attr:`EmotionResult.timestamp`), so
-    every sink publishes the same one; pass one to get reproducible output.
+    every sink publishes the same one; pass one to get reproducible output. ``speculative`` and
+    ``revision`` (``--speculative``) are there only when set: true, and above 0.
     """
-    return {
+    out = {
         "schema_version": SCHEMA_VERSION,
         "session": result.session,
         "seq": int(result.seq),
@@ -77,6 +85,11 @@ def result_to_dict(result: EmotionResult, *, timestamp: datetime | None = None) 
         "model_version": result.model_version,
         "timestamp": utc_timestamp(result.timestamp if timestamp is None else timestamp),
     }
+    if result.speculative:
+        out["speculative"] = True
+    if result.revision:
+        out["revision"] = int(result.revision)
+    return out
 
 
 def revision_to_dict(
@@ -93,6 +106,22 @@ def revision_to_dict(
         "previous_speaker": revision.old,
         "channel": int(revision.channel),
         "timestamp": utc_timestamp(revision.timestamp if timestamp is None else timestamp),
+    }
+
+
+def confirmation_to_dict(
+    confirmation: UtteranceConfirmed, *, timestamp: datetime | None = None
+) -> dict[str, Any]:
+    """The JSON-ready form of a confirmation of a speculative result (``kind`` ``confirmed``)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": CONFIRMED_KIND,
+        "session": confirmation.session,
+        "seq": int(confirmation.seq),
+        "utterance_seq": int(confirmation.utterance_seq),
+        "revision": int(confirmation.revision),
+        "channel": int(confirmation.channel),
+        "timestamp": utc_timestamp(confirmation.timestamp if timestamp is None else timestamp),
     }
 
 
@@ -177,24 +206,40 @@ def is_partial(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("kind") == PARTIAL_KIND
 
 
+def is_confirmation(obj: Any) -> bool:
+    """Whether a message (a parsed JSON object) confirms a speculative result."""
+    return isinstance(obj, dict) and obj.get("kind") == CONFIRMED_KIND
+
+
+KIND_NAMES = {
+    REVISION_KIND: "speaker revision",
+    PARTIAL_KIND: "partial result",
+    CONFIRMED_KIND: "confirmation",
+}
+
+
+def has_times(obj: Any) -> bool:
+    """Whether a message carries ``start`` and ``end`` (results and interim results do)."""
+    return not (is_revision(obj) or is_confirmation(obj))
+
+
 def validate(obj: Any) -> None:
-    """Check that ``obj`` is a valid message (a result or a speaker revision); raises
-    :class:`SchemaValidationError`.
+    """Check that ``obj`` is a valid message (a result, a speaker revision, an interim result or
+    a confirmation); raises :class:`SchemaValidationError`.
 
     Besides the schema, checks the one rule JSON Schema cannot express: a result's
     ``end >= start``.
     """
     import jsonschema
 
-    what = "emotion result"
-    if is_revision(obj) or is_partial(obj):
-        what = "speaker revision" if is_revision(obj) else "partial result"
+    kind = obj.get("kind") if isinstance(obj, dict) else None
+    what = KIND_NAMES.get(kind, "emotion result") if isinstance(kind, str) else "emotion result"
     error = jsonschema.exceptions.best_match(_validator().iter_errors(obj))
     if error is not None:
         where = error.json_path if error.path else "message"
         message = error.message if len(error.message) <= 200 else error.message[:199] + "…"
         raise SchemaValidationError(f"invalid {what}: {where}: {message}")
-    if not is_revision(obj) and obj["end"] < obj["start"]:
+    if has_times(obj) and obj["end"] < obj["start"]:
         raise SchemaValidationError(
             f"invalid emotion result: $.end: {obj['end']} is before start {obj['start']}"
         )

@@ -4,7 +4,9 @@ Every line must be a message of a schema version this emotrack reads (``1.x`` up
 writes, ``realtime/schemas/emotion_result.v1.json``): a result, or a speaker revision
 (``"kind": "speaker_revised"``, diarisation), which re-labels the result with its
 ``utterance_seq``; the report shows every utterance with its last speaker (interim results,
-``"kind": "partial"``, are skipped). Lines are checked
+``"kind": "partial"``, and confirmations of speculative results, ``"kind": "confirmed"``, are
+skipped; a result with a ``revision`` replaces the earlier result of its ``utterance_seq``, in
+its place). Lines are checked
 with a compiled validator (``jsonschema-rs``, microseconds a line, so an 8-hour session reads in
 well under a second); a line that fails is checked again by :func:`realtime.serialize.validate`,
 whose message names the field. Anything unusable raises :class:`~realtime.report.errors.ReportError`
@@ -27,6 +29,8 @@ from realtime.report.errors import ReportError
 from realtime.serialize import (
     SCHEMA_VERSION,
     SchemaValidationError,
+    has_times,
+    is_confirmation,
     is_partial,
     is_revision,
     load_schema,
@@ -108,7 +112,9 @@ def load_session(path: str | os.PathLike[str], *, session: str | None = None) ->
     for obj in _read_results(results):
         if is_revision(obj):
             relabel.setdefault(obj["session"], {})[obj["utterance_seq"]] = obj["speaker"]
-        elif not is_partial(obj):  # interim results: the final one follows
+        elif obj.get("revision"):  # replaces the speculative result of its utterance
+            _replace(by_session.setdefault(obj["session"], []), obj)
+        elif not (is_partial(obj) or is_confirmation(obj)):  # interim: the final one follows
             by_session.setdefault(obj["session"], []).append(obj)
     if not by_session:
         raise ReportError(f"{results} holds no results: the session is empty")
@@ -142,6 +148,15 @@ def load_session(path: str | os.PathLike[str], *, session: str | None = None) ->
     )
 
 
+def _replace(results: list[dict[str, Any]], revision: dict[str, Any]) -> None:
+    """A revision takes the place of the result of its ``utterance_seq`` (or comes last)."""
+    seqs = [obj["utterance_seq"] for obj in results]
+    if revision["utterance_seq"] in seqs:
+        results[seqs.index(revision["utterance_seq"])] = revision
+    else:
+        results.append(revision)
+
+
 def _read_results(path: Path) -> Iterator[dict[str, Any]]:
     """Every non-blank line of ``path``, parsed and checked against the result schema."""
     is_valid = _fast_validator()
@@ -173,7 +188,7 @@ def _checked(path: Path, number: int, line: str, is_valid: Any) -> dict[str, Any
         raise ReportError(
             f"{where} has schema version {version!r}; this emotrack reads 1.0 to {SCHEMA_VERSION}"
         )
-    if not is_valid(obj) or (not is_revision(obj) and obj["end"] < obj["start"]):
+    if not is_valid(obj) or (has_times(obj) and obj["end"] < obj["start"]):
         try:
             validate(obj)
         except SchemaValidationError as exc:

@@ -5,15 +5,23 @@ another. For each sink it calls, in this order: :meth:`Sink.open` once, then :me
 for every result (sequentially, never concurrently) interleaved with :meth:`Sink.update_stats`
 whenever fresh counters are available and, with diarisation, :meth:`Sink.revise` for every
 :class:`~realtime.messages.SpeakerRevision` (in pipeline order, after the result it revises), and
-with ``--partial``, :meth:`Sink.partial` for interim results, and finally :meth:`Sink.close`
-once with the final counters.
+with ``--partial``, :meth:`Sink.partial` for interim results, with ``--speculative``,
+:meth:`Sink.confirm` for each speculative result that stands (one that does not is replaced by a
+result with the same ``utterance_seq`` and a higher ``revision``, through :meth:`Sink.publish`),
+and finally :meth:`Sink.close` once with the final counters.
 """
 
 from __future__ import annotations
 
 import abc
 
-from realtime.messages import EmotionResult, PartialResult, SpeakerRevision, StatsSnapshot
+from realtime.messages import (
+    EmotionResult,
+    PartialResult,
+    SpeakerRevision,
+    StatsSnapshot,
+    UtteranceConfirmed,
+)
 
 
 class SinkError(RuntimeError):
@@ -42,6 +50,11 @@ class Sink(abc.ABC):
     async def partial(self, result: PartialResult) -> None:
         """An interim result (``--partial``: someone is still speaking; not final). Sinks that
         show live results use it; the default ignores it."""
+        return None
+
+    async def confirm(self, confirmation: UtteranceConfirmed) -> None:
+        """A speculative result (``--speculative``) is final: the speaker did not go on. Sinks
+        that show or publish whether a result may change use it; the default ignores it."""
         return None
 
     def update_stats(self, stats: StatsSnapshot) -> None:

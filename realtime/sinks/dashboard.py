@@ -7,7 +7,9 @@ pane. On close the last frame stays on screen (unless ``transient``) and a sessi
 is printed below it. A speaker revision (diarisation, :meth:`DashboardSink.revise`) re-labels the
 utterance's transcript row and moves it from one speaker's trend and summary to the other's. An
 interim result (``--partial``) is a live row at the bottom of the transcript (dim, "speaking…")
-until the utterance's final result replaces it.
+until the utterance's final result replaces it. A speculative result (``--speculative``) is shown
+at once with a dim "…" after its words until it is confirmed; a revision of it (the speaker went
+on) replaces its row, in place, and what it added to its speaker's trend and summary.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import collections
 import contextlib
 import logging
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from rich import box
@@ -27,7 +29,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from realtime.messages import EmotionResult, PartialResult, SpeakerRevision, StatsSnapshot
+from realtime.messages import (
+    EmotionResult,
+    PartialResult,
+    SpeakerRevision,
+    StatsSnapshot,
+    UtteranceConfirmed,
+)
 from realtime.sinks.base import Sink, SinkError
 
 logger = logging.getLogger(__name__)
@@ -128,6 +136,7 @@ class DashboardSink(Sink):
         # Utterance seq -> what its result added to a speaker's state, to move it on a revision.
         self._entries: dict[int, _Entry] = {}
         self.revisions = 0
+        self.replaced = 0  # rows replaced by a revision of a speculative result
         self._speaking: dict[int, PartialResult] = {}  # channel -> latest interim result
         self._stage_latencies: dict[str, list[float]] = collections.defaultdict(list)
         self._count = 0
@@ -166,6 +175,9 @@ class DashboardSink(Sink):
     async def revise(self, revision: SpeakerRevision) -> None:
         self.relabel(revision.utterance_seq, revision.new)
 
+    async def confirm(self, confirmation: UtteranceConfirmed) -> None:
+        self._rows(confirmation.utterance_seq, lambda r: replace(r, speculative=False))
+
     def update_stats(self, stats: StatsSnapshot) -> None:
         self._stats = stats
 
@@ -191,11 +203,10 @@ class DashboardSink(Sink):
         return self._frames
 
     def record(self, result: EmotionResult) -> None:
-        """Add a result to the dashboard's state (no drawing)."""
-        self._count += 1
+        """Add a result to the dashboard's state (no drawing); a revision replaces the row and
+        the trend entry of the result it revises."""
         self._session = result.session
         self._model_version = result.model_version
-        self._results.append(result)
         # The utterance is over: its live row goes (any channel's interim result it covers).
         self._speaking = {c: p for c, p in self._speaking.items() if p.start > result.end}
         entry = _Entry(
@@ -205,10 +216,34 @@ class DashboardSink(Sink):
             result.intensity,
             result.latency.get("total"),
         )
-        self._entries[result.utterance_seq] = entry
-        self._add(entry)
+        earlier = self._entries.get(result.utterance_seq)
+        if result.revision and earlier is not None:  # in the place of the one it revises
+            self._entries[result.utterance_seq] = replace(entry, seq=earlier.seq)
+            self.replaced += 1
+            self._rows(result.utterance_seq, lambda _: result)
+            self._rebuild({earlier.speaker, result.speaker})
+        else:
+            self._entries[result.utterance_seq] = entry
+            self._count += 1
+            self._results.append(result)
+            self._add(entry)
         for stage, seconds in result.latency.items():
             self._stage_latencies[stage].append(seconds)
+
+    def _rows(self, utterance_seq: int, change: Callable[[EmotionResult], EmotionResult]) -> None:
+        """Apply ``change`` to the transcript row of utterance ``utterance_seq``, in place."""
+        self._results = collections.deque(
+            (change(r) if r.utterance_seq == utterance_seq else r for r in self._results),
+            maxlen=self._results.maxlen,
+        )
+
+    def _rebuild(self, names: Iterable[str]) -> None:
+        """The trends and summaries of ``names``, again in result order from their entries."""
+        for name in names:
+            self._speakers.pop(name, None)
+            for other in sorted(self._entries.values(), key=lambda e: e.seq):
+                if other.speaker == name:
+                    self._add(other)
 
     def _add(self, entry: _Entry) -> None:
         state = self._speakers.get(entry.speaker)
@@ -232,18 +267,8 @@ class DashboardSink(Sink):
         self.revisions += 1
         old = entry.speaker
         self._entries[utterance_seq] = replace(entry, speaker=speaker)
-        self._results = collections.deque(
-            (
-                (replace(r, speaker=speaker) if r.utterance_seq == utterance_seq else r)
-                for r in self._results
-            ),
-            maxlen=self._results.maxlen,
-        )
-        for name in (old, speaker):  # rebuilt in result order from what each one said
-            self._speakers.pop(name, None)
-            for other in sorted(self._entries.values(), key=lambda e: e.seq):
-                if other.speaker == name:
-                    self._add(other)
+        self._rows(utterance_seq, lambda r: replace(r, speaker=speaker))
+        self._rebuild((old, speaker))
 
     async def _refresh_loop(self) -> None:
         period = 1.0 / self.refresh_hz
@@ -337,7 +362,7 @@ class DashboardSink(Sink):
                 _clock(r.start),
                 Text(_one_line(r.speaker)),
                 Text(f"{r.emotion} {confidence:.2f}", style=EMOTION_STYLES.get(r.emotion, "")),
-                Text(_one_line(r.text)),
+                Text(_one_line(r.text)).append(" …" if r.speculative else "", style="dim"),
             )
         for p in live:
             confidence = p.prediction.emotion_probs.get(p.prediction.emotion, 0.0)

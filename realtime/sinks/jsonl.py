@@ -2,7 +2,10 @@
 
 With diarisation, a speaker revision is a line of its own (``"kind": "speaker_revised"``), after
 the result it revises; a reader applies it to the result with the same ``utterance_seq``. With
-``--partial`` and ``partials``, each interim result is a line marked ``"kind": "partial"``.
+``--partial`` and ``partials``, each interim result is a line marked ``"kind": "partial"``. With
+``--speculative``, a result marked ``"speculative": true`` is followed by a line marked
+``"kind": "confirmed"`` (it stands) or by a result with the same ``utterance_seq`` and a higher
+``"revision"``, which replaces it.
 
 Each line is written whole and flushed before :meth:`JsonlSink.publish` returns, so a crash never
 loses (or half-writes) a line that was already published. Files are opened in append mode; an
@@ -20,8 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
-from realtime.messages import EmotionResult, PartialResult, SpeakerRevision, StatsSnapshot
+from realtime.messages import (
+    EmotionResult,
+    PartialResult,
+    SpeakerRevision,
+    StatsSnapshot,
+    UtteranceConfirmed,
+)
 from realtime.serialize import (
+    confirmation_to_dict,
     partial_to_dict,
     result_to_dict,
     revision_to_dict,
@@ -119,6 +129,9 @@ class JsonlSink(Sink):
     async def partial(self, result: PartialResult) -> None:
         if self.partials:
             await self._write_message(partial_to_dict(result))
+
+    async def confirm(self, confirmation: UtteranceConfirmed) -> None:
+        await self._write_message(confirmation_to_dict(confirmation))
 
     async def _write_message(self, message: dict[str, Any]) -> None:
         if self._file is None or self._executor is None:

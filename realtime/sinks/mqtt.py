@@ -4,15 +4,21 @@ Topics, for a prefix ``P`` (default ``emotrack``) and a session ``S``:
 
 ``P/S/utterance``
     One JSON result message (see ``realtime/schemas/emotion_result.v1.json``) per result, QoS 1,
-    in pipeline order. Delivery is at least once: after a reconnect, or when a session is started
-    again after a crash, a message whose acknowledgement had not arrived is sent again, so a
-    subscriber may see a ``seq`` twice and should ignore repeats (de-duplicate on
-    ``(session, seq)``).
+    in pipeline order. With ``--speculative``, a result marked ``speculative`` may be followed by
+    a revision here: a result with the same ``utterance_seq`` and a higher ``revision`` that
+    replaces it (the speaker went on). Delivery is at least once: after a reconnect, or when a
+    session is started again after a crash, a message whose acknowledgement had not arrived is
+    sent again, so a subscriber may see a ``seq`` twice and should ignore repeats (de-duplicate
+    on ``(session, seq)``).
 ``P/S/speaker_revised``
     With diarisation (``--diarize``): a JSON message (``kind`` ``speaker_revised``, same schema)
     each time re-clustering moves an utterance already published to another speaker: apply it to
     the result with the same ``utterance_seq``. Same QoS, spool and order as the results (after
     the result it revises); never retained.
+``P/S/confirmed``
+    With ``--speculative``: a JSON message (``kind`` ``confirmed``, same schema) when a
+    speculative result stands (the hangover passed with no more speech). Same QoS, spool and
+    order as the results (after the result it confirms); never retained.
 ``P/S/partial``
     With ``--partial``: interim results while someone speaks (``kind`` ``partial``, ``final``
     false, same schema), QoS 0, never retained, never spooled: sent when connected and the
@@ -65,11 +71,18 @@ from typing import Any, TypeVar
 
 import aiomqtt
 
-from realtime.messages import EmotionResult, PartialResult, SpeakerRevision, StatsSnapshot
+from realtime.messages import (
+    EmotionResult,
+    PartialResult,
+    SpeakerRevision,
+    StatsSnapshot,
+    UtteranceConfirmed,
+)
 from realtime.mqtt_client import client_kwargs
 from realtime.mqtt_options import MqttOptions, check_topic_part
 from realtime.serialize import (
     SCHEMA_VERSION,
+    confirmation_to_dict,
     partial_to_dict,
     result_to_dict,
     revision_to_dict,
@@ -221,12 +234,21 @@ class MqttSink(Sink):
         await self._enqueue(_Outgoing(topic, to_json(result_to_dict(result)).encode(), result.seq))
 
     async def revise(self, revision: SpeakerRevision) -> None:
-        self._check_running()
-        if revision.session != self.session:
-            check_topic_part("session id", revision.session, allow_slash=False)
-        topic = self.options.revision_topic(revision.session)
+        topic = self._topic(revision.session, self.options.revision_topic)
         payload = to_json(revision_to_dict(revision)).encode()
         await self._enqueue(_Outgoing(topic, payload, revision.seq))
+
+    async def confirm(self, confirmation: UtteranceConfirmed) -> None:
+        topic = self._topic(confirmation.session, self.options.confirmed_topic)
+        payload = to_json(confirmation_to_dict(confirmation)).encode()
+        await self._enqueue(_Outgoing(topic, payload, confirmation.seq))
+
+    def _topic(self, session: str, topic_of: Callable[[str], str]) -> str:
+        """The topic of a message of ``session`` (checked when not the sink's own)."""
+        self._check_running()
+        if session != self.session:
+            check_topic_part("session id", session, allow_slash=False)
+        return topic_of(session)
 
     async def partial(self, result: PartialResult) -> None:
         self._check_running()

@@ -24,7 +24,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 import pytest
-from mqtt_broker import require_mosquitto
+from mqtt_broker import MosquittoBroker, require_mosquitto
 from rt_support import REPO, emotrack_command, emotrack_env, run_emotrack
 
 from realtime.serve.protocol import (
@@ -435,3 +435,59 @@ def test_stream_to_no_broker_is_a_one_line_error(speech: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("emotrack: error: cannot connect to MQTT broker at ")
     assert "Traceback" not in done.stderr
+
+
+async def wait_for_log(harness: Harness, server: str, text: str, timeout: float = TIMEOUT) -> None:
+    async with asyncio.timeout(timeout):
+        while text not in harness.log(server):
+            assert harness.servers[server].poll() is None, harness.log(server)
+            await asyncio.sleep(0.1)
+
+
+async def persistent_watcher(
+    broker: MosquittoBroker, identifier: str, topic: str, into: list[dict[str, Any]], seconds: float
+) -> None:
+    """Read ``topic`` for ``seconds`` in a persistent session (QoS 1 messages published while it
+    was away are kept for it by the broker, across a restart with persistence)."""
+    async with aiomqtt.Client(
+        broker.host, broker.port, identifier=identifier, clean_session=False
+    ) as client:
+        await client.subscribe(topic, qos=1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                async for message in client.messages:
+                    into.append(json.loads(bytes(message.payload)))
+
+
+async def test_the_server_reconnects_after_a_broker_restart(
+    mosquitto: MosquittoBroker, tiny_checkpoint: Path, tmp_path: Path, speech: Path
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}/emotrack"
+    harness = Harness(mosquitto.host, mosquitto.port, prefix, tmp_path, tiny_checkpoint)
+    watcher_id = f"watch-{uuid.uuid4().hex[:8]}"
+    statuses: list[dict[str, Any]] = []
+    try:
+        await harness.start_servers("R")
+        await persistent_watcher(mosquitto, watcher_id, f"{prefix}/+/status", statuses, 0.2)
+        before = f"b-{uuid.uuid4().hex[:6]}"
+        stream = asyncio.create_task(harness.stream(speech, before))
+        await wait_for_log(harness, "R", f"session {before} accepted")
+        await asyncio.sleep(1.5)  # mid-session
+        mosquitto.stop()
+        await asyncio.sleep(1.0)
+        await mosquitto.astart()
+        code, _results, stderr = await stream
+        assert code == 3, stderr  # the client lost its connection too (or saw the sink's will)
+        await wait_for_log(harness, "R", "reconnected to the MQTT broker")
+        after = f"a-{uuid.uuid4().hex[:6]}"
+        code, results, stderr = await harness.stream(speech, after)
+        assert code == 0, stderr + harness.log("R")
+        assert [r["seq"] for r in results] == list(range(TURNS))
+        await persistent_watcher(mosquitto, watcher_id, f"{prefix}/+/status", statuses, 2.0)
+        ended = {s["session"]: s for s in statuses if s.get("state") == "ended"}
+        assert ended[before]["reason"] == "broker lost", statuses
+        assert ended[after]["reason"] == "eof"
+        assert harness.servers["R"].poll() is None
+    finally:
+        harness.stop_servers()
+    assert harness.servers["R"].returncode == 0, harness.log("R")

@@ -32,6 +32,7 @@ from realtime.serialize import utc_timestamp
 from realtime.serve.models import AsrBatching, SharedModels
 from realtime.serve.protocol import (
     PROTOCOL,
+    EndRequest,
     ProtocolError,
     ServerStatus,
     StartRequest,
@@ -92,6 +93,14 @@ class ServeOptions:
             raise ConfigError("--max-behind, --idle-timeout and --max-backlog must be positive")
 
 
+def _raise_failure(*tasks: asyncio.Task[None]) -> None:
+    """Raise the error of the first of ``tasks`` that failed, if any."""
+    for task in tasks:
+        error = task.exception() if task.done() and not task.cancelled() else None
+        if error is not None:
+            raise error
+
+
 @dataclass
 class _Outgoing:
     topic: str
@@ -118,6 +127,9 @@ class Server:
         )
         self._client: aiomqtt.Client | None = None
         self._stop = asyncio.Event()
+        self.reconnects = 0
+        self._lost = False  # the broker was lost at least once
+        self._connected_once = False
 
     @property
     def server_topic(self) -> str:
@@ -130,7 +142,14 @@ class Server:
         self._stop.set()
 
     async def run(self) -> None:
-        """Serve until :meth:`stop`; SinkError when the broker is unreachable or lost."""
+        """Serve until :meth:`stop`; SinkError when the broker is unreachable at the start.
+
+        A broker lost later is reconnected to (``reconnect_min`` doubling up to
+        ``reconnect_max`` seconds): the sessions in flight end (``broker lost``: what they
+        received is still processed, their results go out through their own connections once
+        the broker is back, and their ``ended`` status after the reconnection); new sessions are
+        taken again once reconnected.
+        """
         will = aiomqtt.Will(self.server_topic, self._server_state("offline"), qos=1, retain=True)
         kwargs = await client_kwargs(
             self.mqtt,
@@ -139,18 +158,57 @@ class Server:
             v5=True,
             logger_name="realtime.serve.server.mqtt",
         )
+        delay = self.mqtt.reconnect_min
+        while True:
+            try:
+                async with aiomqtt.Client(**kwargs) as client:
+                    self._client = client
+                    if self._lost:
+                        self.reconnects += 1
+                        logger.info("reconnected to the MQTT broker")
+                    delay = self.mqtt.reconnect_min
+                    await self._serve(client)
+                    return
+            except aiomqtt.MqttError as exc:
+                self._client = None
+                if not self._connected_once:
+                    raise SinkError(
+                        f"MQTT broker {self.mqtt.host}:{self.mqtt.port}: {exc}; the server stopped"
+                    ) from None
+                self._lost = True
+                self._end_sessions("broker lost")
+                logger.warning(
+                    "lost the MQTT broker %s:%d (%s); reconnecting in %.1f s",
+                    self.mqtt.host,
+                    self.mqtt.port,
+                    exc,
+                    delay,
+                )
+            if await self._stopped_within(delay):
+                if self._tasks:  # sessions still finishing what they received
+                    await asyncio.wait(set(self._tasks))
+                return
+            delay = min(delay * 2, self.mqtt.reconnect_max)
+
+    async def _stopped_within(self, seconds: float) -> bool:
         try:
-            async with aiomqtt.Client(**kwargs) as client:
-                self._client = client
-                await self._serve(client)
-        except aiomqtt.MqttError as exc:
-            raise SinkError(
-                f"MQTT broker {self.mqtt.host}:{self.mqtt.port}: {exc}; the server stopped"
-            ) from None
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _end_sessions(self, reason: str) -> None:
+        """End every running session as its client's end message would, with ``reason``."""
+        for session in list(self.sessions.values()):
+            session.source.end(EndRequest(session.start.session, None, reason))
 
     async def _serve(self, client: aiomqtt.Client) -> None:
+        """Serve on one connection: until :meth:`stop` (then finish every session and return)
+        or until the connection fails (MqttError, sessions left running)."""
         await client.subscribe(self.topics.shared_start(self.options.group), qos=1)
         await client.publish(self.server_topic, self._server_state("online"), qos=1, retain=True)
+        self._connected_once = True
         logger.info(
             "serving %s (group %s) at most %d sessions as %s; cross-session batching: "
             "UniMSE %s, Whisper %s",
@@ -168,6 +226,7 @@ class Server:
         stop = asyncio.create_task(self._stop.wait(), name="stop")
         try:
             await asyncio.wait({reader, writer, stop}, return_when=asyncio.FIRST_COMPLETED)
+            _raise_failure(reader, writer)  # the connection failed: run() reconnects
             self._stop.set()
             for session in list(self.sessions.values()):
                 session.stop()
@@ -176,10 +235,7 @@ class Server:
             if not writer.done():
                 await self._outbox.put(None)
                 await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
-            for failed in (reader, writer):
-                error = failed.exception() if failed.done() and not failed.cancelled() else None
-                if error is not None:
-                    raise error
+            _raise_failure(reader, writer)
             await client.publish(
                 self.server_topic, self._server_state("offline"), qos=1, retain=True
             )

@@ -15,6 +15,7 @@ import json
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -423,6 +424,7 @@ def test_bench_serve_measures_every_session(tiny_checkpoint: Path, tmp_path: Pat
     assert len(run["latencies"]) == 2
     assert all(0.0 < latency < 30.0 for latency in run["latencies"])  # after the speech ended
     assert run["server_cpu"] > 0.0
+    assert run["asr_batch"] >= 1.0 and run["unimse_batch"] >= 1.0  # from the server's summary
     assert "largest N within target" in done.stdout
 
 
@@ -491,3 +493,68 @@ async def test_the_server_reconnects_after_a_broker_restart(
     finally:
         harness.stop_servers()
     assert harness.servers["R"].returncode == 0, harness.log("R")
+
+
+def children(pid: int) -> dict[int, str]:
+    """The processes whose parent is ``pid``: their command lines (Linux /proc)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_text()
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by its parent, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_bench_serve_leaves_no_process_behind_when_stopped(
+    tiny_checkpoint: Path, sig: signal.Signals
+) -> None:
+    require_mosquitto()
+    bench = subprocess.Popen(
+        emotrack_command(
+            "bench",
+            "serve",
+            "--sessions",
+            "2",
+            "--servers",
+            "2",
+            "--batching",
+            "on",
+            "--turns",
+            "4",
+            "--checkpoint",
+            str(tiny_checkpoint),
+        ),
+        cwd=REPO,
+        env=emotrack_env(OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        spawned: dict[int, str] = {}
+        deadline = time.monotonic() + TIMEOUT
+        while sum("serve" in cmd for cmd in spawned.values()) < 2:  # the broker and 2 servers
+            assert bench.poll() is None, bench.communicate()
+            assert time.monotonic() < deadline, spawned
+            spawned.update(children(bench.pid))
+            time.sleep(0.1)
+        assert any("mosquitto" in cmd for cmd in spawned.values()), spawned
+        time.sleep(8.0)  # the servers load their models; the sessions may be running
+        bench.send_signal(sig)
+        _stdout, stderr = bench.communicate(timeout=TIMEOUT)
+        assert bench.returncode == 130, stderr
+        assert b"interrupted; servers and broker stopped" in stderr
+        assert not [pid for pid in spawned if alive(pid)], spawned
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()

@@ -18,6 +18,8 @@ import asyncio
 import json
 import logging
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from realtime.cli.exits import EXIT_INTERRUPTED
 from realtime.config import Config, ConfigError
 from realtime.mosquitto import LOOPBACK
 from realtime.mqtt_options import MqttOptions
@@ -40,6 +43,9 @@ from unimse.synth import Conversation, SpokenLine
 logger = logging.getLogger(__name__)
 
 TARGET_P95_S = 1.0
+# The counts in the line `emotrack serve` prints when it stops (realtime/serve/cli.py).
+SUMMARY_ASR = re.compile(r"Whisper: (\d+) batches for (\d+) utterances")
+SUMMARY_UNIMSE = re.compile(r"UniMSE: (\d+) forward passes for (\d+) utterances")
 
 
 def add_bench_serve(bench_commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -123,6 +129,8 @@ class RunResult:
     client_cpu: float = 0.0  # cores busy in this process (the stream clients and the broker's peer)
     wall: float = 0.0
     audio_dropped: int = 0
+    asr_batch: float | None = None  # Whisper: utterances per batch, over the servers
+    unimse_batch: float | None = None  # UniMSE: utterances per forward pass, over the servers
 
     def percentile(self, q: float) -> float | None:
         return float(np.percentile(self.latencies, q)) if self.latencies else None
@@ -154,6 +162,16 @@ def _line_of(result: dict[str, Any], lines: Sequence[SpokenLine]) -> int | None:
 def asr_threads(servers: int) -> int:
     """Whisper threads per server: the machine's cores shared out (at most 4, as by default)."""
     return max(1, min(4, (os.cpu_count() or 1) // servers))
+
+
+def _die_with_parent() -> None:
+    """In a server's process before it runs: SIGTERM it when the benchmark dies, however it dies
+    (Linux; elsewhere the benchmark's own cleanup is all there is)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class ServerGroup:
@@ -201,6 +219,7 @@ class ServerGroup:
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL,
                         stderr=handle,
+                        preexec_fn=_die_with_parent,
                     )
                 )
 
@@ -214,7 +233,7 @@ class ServerGroup:
                 raise RuntimeError(f"emotrack serve exited with {process.returncode}:\n{tail}")
 
     def stop(self) -> list[str]:
-        """Stop every server; the summary line each printed (forward passes, mean batch)."""
+        """Stop every server; the summary line each printed (batches, mean batch sizes)."""
         for process in self.processes:
             process.terminate()
         for process in self.processes:
@@ -293,10 +312,22 @@ async def measure(
     return run
 
 
+def mean_batches(summaries: Sequence[str]) -> tuple[float | None, float | None]:
+    """Whisper's and UniMSE's mean batch over the servers, from their summary lines."""
+    means = []
+    for pattern in (SUMMARY_ASR, SUMMARY_UNIMSE):
+        found = [pattern.search(line) for line in summaries]
+        calls = sum(int(m.group(1)) for m in found if m)
+        items = sum(int(m.group(2)) for m in found if m)
+        means.append(items / calls if calls else None)
+    return means[0], means[1]
+
+
 def render(runs: Sequence[RunResult], hangover: float) -> str:
     out = [
         f"{'servers':>7} {'batching':>8} {'sessions':>8} {'p50 s':>7} {'p95 s':>7} "
-        f"{'p95-hang':>8} {'max s':>7} {'lost':>7} {'refused':>7} {'srv CPU':>7} {'cli CPU':>7}"
+        f"{'p95-hang':>8} {'max s':>7} {'lost':>7} {'refused':>7} {'srv CPU':>7} {'cli CPU':>7} "
+        f"{'asr bat':>7} {'emo bat':>7}"
     ]
     for run in runs:
         p50, p95 = run.percentile(50), run.percentile(95)
@@ -305,9 +336,13 @@ def render(runs: Sequence[RunResult], hangover: float) -> str:
             f"{run.servers:>7} {'on' if run.batching else 'off':>8} {run.sessions:>8} "
             f"{fmt(p50):>7} {fmt(p95):>7} {fmt(None if p95 is None else p95 - hangover):>8} "
             f"{fmt(max(run.latencies, default=None)):>7} {run.lost:>3}/{run.expected:<3} "
-            f"{run.refused:>7} {run.server_cpu:>7.2f} {run.client_cpu:>7.2f}"
+            f"{run.refused:>7} {run.server_cpu:>7.2f} {run.client_cpu:>7.2f} "
+            f"{fmt(run.asr_batch):>7} {fmt(run.unimse_batch):>7}"
         )
-    out.append(f"(VAD hangover {hangover:g} s; target p95 - hangover <= {TARGET_P95_S:.1f} s)")
+    out.append(
+        f"(VAD hangover {hangover:g} s; target p95 - hangover <= {TARGET_P95_S:.1f} s; "
+        "asr/emo bat: mean utterances per Whisper batch / UniMSE forward pass)"
+    )
     for servers in sorted({r.servers for r in runs}):
         for batching in (True, False):
             good = [
@@ -352,39 +387,58 @@ async def _bench(args: argparse.Namespace, config: Config, workdir: Path) -> lis
         prepare_conversation, BENCH_TURNS[: args.turns], workdir
     )
     runs: list[RunResult] = []
+    task = asyncio.current_task()
+    assert task is not None
+    # SIGTERM as Ctrl-C: the run is cancelled, its servers and the broker stopped on the way out.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     async with mosquitto_broker(workdir) as port:
         for count in args.servers:
             for mode in args.batching:
-                batching = mode == "on"
-                prefix = f"bench{uuid.uuid4().hex[:6]}"
-                mqtt = MqttOptions(host=LOOPBACK, port=port, prefix=prefix, spool_dir="")
-                group = ServerGroup(
-                    count,
-                    port=port,
-                    prefix=prefix,
-                    batching=batching,
-                    workdir=workdir,
-                    config_args=_config_args(args),
-                    threads=args.asr_threads,
-                )
-                try:
-                    await _wait_online(mqtt, group)
-                    for sessions in args.sessions:
-                        run = await measure(
-                            mqtt,
-                            conversation,
-                            servers=group,
-                            sessions=sessions,
-                            batching=batching,
-                            stagger=args.stagger,
-                            chunk_ms=args.chunk_ms,
-                        )
-                        print(render([run], config.vad.hangover).splitlines()[1], flush=True)
-                        runs.append(run)
-                finally:
-                    for line in await asyncio.to_thread(group.stop):
-                        print(f"  {line}", flush=True)
+                for sessions in args.sessions:  # fresh servers: each run's batch sizes its own
+                    run = await _measure_fresh(
+                        args, port, conversation, workdir, count, mode == "on", sessions
+                    )
+                    print(render([run], config.vad.hangover).splitlines()[1], flush=True)
+                    runs.append(run)
     return runs
+
+
+async def _measure_fresh(
+    args: argparse.Namespace,
+    port: int,
+    conversation: Conversation,
+    workdir: Path,
+    count: int,
+    batching: bool,
+    sessions: int,
+) -> RunResult:
+    """One run against ``count`` servers started for it (and stopped after it)."""
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    mqtt = MqttOptions(host=LOOPBACK, port=port, prefix=prefix, spool_dir="")
+    group = ServerGroup(
+        count,
+        port=port,
+        prefix=prefix,
+        batching=batching,
+        workdir=workdir,
+        config_args=_config_args(args),
+        threads=args.asr_threads,
+    )
+    try:
+        await _wait_online(mqtt, group)
+        run = await measure(
+            mqtt,
+            conversation,
+            servers=group,
+            sessions=sessions,
+            batching=batching,
+            stagger=args.stagger,
+            chunk_ms=args.chunk_ms,
+        )
+    finally:
+        summaries = group.stop()
+    run.asr_batch, run.unimse_batch = mean_batches(summaries)
+    return run
 
 
 def run_bench_serve(args: argparse.Namespace, config: Config) -> int:
@@ -397,7 +451,11 @@ def run_bench_serve(args: argparse.Namespace, config: Config) -> int:
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="emotrack-bench-serve-") as scratch:
-        runs = asyncio.run(_bench(args, config, Path(scratch)))
+        try:
+            runs = asyncio.run(_bench(args, config, Path(scratch)))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            print("emotrack bench serve: interrupted; servers and broker stopped", file=sys.stderr)
+            return EXIT_INTERRUPTED
     print(render(runs, config.vad.hangover))
     if args.json:
         Path(args.json).write_text(

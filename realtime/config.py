@@ -43,7 +43,7 @@ class VadOptions:
     # result is published marked speculative), then confirmed once the hangover passes, or
     # replaced under the same utterance id (a revision) if the speaker goes on.
     speculative: bool = False
-    speculative_silence: float = 0.24
+    speculative_silence: float = 0.21
 
     def __post_init__(self) -> None:
         _check(0 <= self.aggressiveness <= 3, "vad.aggressiveness must be 0, 1, 2 or 3")

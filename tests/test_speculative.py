@@ -379,7 +379,7 @@ def test_bench_latency_reports_the_final_result_and_the_revision_rate(tmp_path: 
     report = asyncio.run(
         measure_latency(config, conversation, audio, tmp_path, model=EmotionModel(FakePredictor()))
     )
-    assert report.speculative == pytest.approx(0.24)
+    assert report.speculative == pytest.approx(0.21)
     assert report.utterances_detected == 2  # Ana's two lines are one utterance (0.4 s pause)
     stats = report.stats
     assert (stats["speculative_results"], stats["revised"], stats["confirmed"]) == (2, 1, 2)

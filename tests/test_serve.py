@@ -292,13 +292,15 @@ async def test_a_dead_servers_sessions_are_taken_over_by_the_other(
         await watcher.wait_for(lambda: all(watcher.statuses(s, "accepted") for s in sessions))
         servers = {s: server_of(watcher, s) for s in sessions}
         assert set(servers.values()) == {"A", "B"}, servers
-        await watcher.wait_for(lambda: any(watcher.results(s) for s in sessions))
+        on_a = [s for s in sessions if servers[s] == "A"]
+        await watcher.wait_for(lambda: any(watcher.results(s) for s in on_a))  # one resumes
         harness.servers["A"].send_signal(signal.SIGKILL)
         outcomes = dict(zip(sessions, await asyncio.gather(*streams), strict=True))
     for session, server in servers.items():
         code, results, stderr = outcomes[session]
         assert code == 0, stderr
         assert [r["seq"] for r in results] == list(range(TURNS)), stderr  # none lost, no repeat
+        assert [r["utterance_seq"] for r in results] == list(range(TURNS))  # numbered on too
         starts = [r["start"] for r in results]
         assert starts == sorted(starts) and starts[-1] > 3.0  # the session's own clock
         if server == "A":

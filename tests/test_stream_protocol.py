@@ -63,6 +63,11 @@ def test_messages_follow_their_schemas() -> None:
     resumed = StartRequest("call-1", 16000, 1, False, resume_at=12.3, first_seq=4)
     assert resumed.to_dict()["resume"] == {"at": 12.3, "first_seq": 4}
     assert parse_start(encode_json(resumed.to_dict())) == resumed
+    assert resumed.utterance_offset == 4  # a client that does not say: one utterance per result
+    numbered = StartRequest("c", 16000, 1, False, resume_at=2.0, first_seq=4, first_utterance_seq=6)
+    check("stream_start", numbered.to_dict())
+    assert numbered.to_dict()["resume"] == {"at": 2.0, "first_seq": 4, "first_utterance_seq": 6}
+    assert parse_start(encode_json(numbered.to_dict())).utterance_offset == 6
     end = EndRequest("call-1", 41, "eof")
     assert parse_end(encode_json(end.to_dict())) == end
     check("stream_status", ServerStatus("call-1", "error", "x", "srv", "wrong_size").to_dict())

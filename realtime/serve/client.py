@@ -153,7 +153,10 @@ class StreamClient:
             self.outcome.lost_audio += replay[0].at - done
         lost = self.outcome.server
         request = dataclasses.replace(
-            self.start, resume_at=resume_at, first_seq=int(results[-1]["seq"]) + 1 if results else 0
+            self.start,
+            resume_at=resume_at,
+            first_seq=int(results[-1]["seq"]) + 1 if results else 0,
+            first_utterance_seq=max((int(r["utterance_seq"]) + 1 for r in results), default=0),
         )
         self._finished.clear()
         if not await self._start(client, request):

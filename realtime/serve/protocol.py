@@ -85,6 +85,7 @@ class StartRequest:
     client: str = ""
     resume_at: float = 0.0  # a taken-over session: stream time its audio starts again at
     first_seq: int = 0  # a taken-over session: the seq of its first new result
+    first_utterance_seq: int | None = None  # ... the utterance_seq of its first new utterance
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -100,9 +101,18 @@ class StartRequest:
             data["options"] = dict(self.options)
         if self.client:
             data["client"] = self.client
-        if self.resume_at or self.first_seq:
+        if self.resume_at or self.first_seq or self.first_utterance_seq:
             data["resume"] = {"at": self.resume_at, "first_seq": self.first_seq}
+            if self.first_utterance_seq is not None:
+                data["resume"]["first_utterance_seq"] = self.first_utterance_seq
         return data
+
+    @property
+    def utterance_offset(self) -> int:
+        """What a taken-over session adds to its utterances' numbers (``utterance_seq``): the
+        ``first_utterance_seq`` of the resume, else its ``first_seq`` (a client that does not
+        send it: every result had an utterance of its own)."""
+        return self.first_seq if self.first_utterance_seq is None else self.first_utterance_seq
 
     def chunk_frames(self, seconds: float) -> int:
         return max(1, round(self.sample_rate * seconds))
@@ -205,6 +215,7 @@ def parse_start(payload: bytes) -> StartRequest:
     except ValueError as exc:
         raise ProtocolError("bad_start", f"start message: {exc}") from None
     channels = int(data["channels"])
+    resume = data.get("resume", {})
     return StartRequest(
         session=data["session"],
         sample_rate=int(data["sample_rate"]),
@@ -213,8 +224,11 @@ def parse_start(payload: bytes) -> StartRequest:
         speakers=tuple(data.get("speakers", ())),
         options={key: float(value) for key, value in data.get("options", {}).items()},
         client=str(data.get("client", "")),
-        resume_at=float(data.get("resume", {}).get("at", 0.0)),
-        first_seq=int(data.get("resume", {}).get("first_seq", 0)),
+        resume_at=float(resume.get("at", 0.0)),
+        first_seq=int(resume.get("first_seq", 0)),
+        first_utterance_seq=(
+            int(resume["first_utterance_seq"]) if "first_utterance_seq" in resume else None
+        ),
     )
 
 

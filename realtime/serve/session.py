@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from realtime.config import Config
-from realtime.messages import EmotionResult
+from realtime.messages import (
+    EmotionResult,
+    PartialResult,
+    SpeakerRevision,
+    UtteranceConfirmed,
+)
 from realtime.mqtt_options import MqttOptions
 from realtime.serve.models import SharedModels
 from realtime.serve.pipeline import ServePipeline
@@ -67,23 +72,49 @@ def session_mqtt(mqtt: MqttOptions, session: str) -> MqttOptions:
 
 
 class SessionSink(MqttSink):
-    """The session's MQTT sink. A session taken over from a lost server numbers and times its
-    results as the first server would have: from ``first_seq``, on the session's own clock."""
+    """The session's MQTT sink. A session taken over from a lost server numbers and times what it
+    publishes as the first server would have: results from ``first_seq``, utterances
+    (``utterance_seq``, also in speaker revisions and confirmations) from ``first_utterance``,
+    times on the session's own clock (``resume_at`` later)."""
 
-    def __init__(self, *, session: str, options: MqttOptions, resume_at: float, first_seq: int):
+    def __init__(
+        self,
+        *,
+        session: str,
+        options: MqttOptions,
+        resume_at: float,
+        first_seq: int,
+        first_utterance: int,
+    ):
         super().__init__(session=session, options=options)
         self.resume_at = resume_at
         self.first_seq = first_seq
+        self.first_utterance = first_utterance
 
     async def publish(self, result: EmotionResult) -> None:
-        if self.resume_at or self.first_seq:
-            result = dataclasses.replace(
+        await super().publish(
+            dataclasses.replace(
                 result,
                 seq=result.seq + self.first_seq,
+                utterance_seq=result.utterance_seq + self.first_utterance,
                 start=result.start + self.resume_at,
                 end=result.end + self.resume_at,
             )
-        await super().publish(result)
+        )
+
+    async def revise(self, revision: SpeakerRevision) -> None:
+        utterance = revision.utterance_seq + self.first_utterance
+        await super().revise(dataclasses.replace(revision, utterance_seq=utterance))
+
+    async def confirm(self, confirmation: UtteranceConfirmed) -> None:
+        utterance = confirmation.utterance_seq + self.first_utterance
+        await super().confirm(dataclasses.replace(confirmation, utterance_seq=utterance))
+
+    async def partial(self, result: PartialResult) -> None:
+        later = self.resume_at
+        await super().partial(
+            dataclasses.replace(result, start=result.start + later, end=result.end + later)
+        )
 
 
 class ServeSession:
@@ -110,6 +141,7 @@ class ServeSession:
             options=session_mqtt(config.sinks.mqtt, start.session),
             resume_at=start.resume_at,
             first_seq=start.first_seq,
+            first_utterance=start.utterance_offset,
         )
         self.pipeline = ServePipeline(
             config,

@@ -51,7 +51,9 @@ def neutral_clips(
     """Acoustic features of the neutral clips of ``corpus``'s held-out speakers of ``split``
     (EMO-DB boredom is negative, not neutral: left out)."""
     assert predictor.config.acoustic is not None
-    held_out = load_audio_dataset(corpus, split, data, predictor.config.acoustic)
+    held_out = load_audio_dataset(
+        corpus, split, data, predictor.config.acoustic, prior=predictor.voice_prior
+    )
     return [
         s.acoustic
         for s in held_out

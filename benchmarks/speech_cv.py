@@ -60,13 +60,17 @@ from unimse.inference import outputs_to_predictions
 from unimse.labels import MELD_EMOTIONS
 from unimse.modeling import FusedLayer, UniMSEEncoderModel
 from unimse.processor import UniMSEProcessor
+from unimse.voice_baseline import normalise_corpus, prior_of
 
 logger = logging.getLogger("speech_cv")
 
 CORPORA = ("ravdess", "emodb", "speech_av")
 SPECS = {
-    "tiny.en": FeatureSpec("whisper-tiny.en-v1", WHISPER_SPECS["whisper-tiny.en-v1"][1], "stats"),
-    "base": FeatureSpec("whisper-base-v1", WHISPER_SPECS["whisper-base-v1"][1], "stats"),
+    "tiny.en": FeatureSpec("whisper-tiny.en-v1", WHISPER_SPECS["whisper-tiny.en-v1"].dim, "stats"),
+    "tiny.en-mid": FeatureSpec(
+        "whisper-tiny.en-mid-v2", WHISPER_SPECS["whisper-tiny.en-mid-v2"].dim, "stats"
+    ),
+    "base": FeatureSpec("whisper-base-v1", WHISPER_SPECS["whisper-base-v1"].dim, "stats"),
     "frame64": FeatureSpec(ACOUSTIC_V1, ACOUSTIC_DIM),
 }
 RAVDESS_FOLD_SIZE = 4
@@ -316,6 +320,29 @@ def table(results: dict[str, dict[str, Any]], corpus: str) -> str:
     return "\n".join(lines)
 
 
+def with_baselines(
+    features: dict[str, np.ndarray],
+    train: Sequence[AudioSample],
+    everyone: Sequence[AudioSample],
+    spec: FeatureSpec,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """``features`` with each speaker's running baseline subtracted (``spec.baseline`` > 0), the
+    prior from this fold's training speakers only; unchanged otherwise."""
+    if not spec.baseline:
+        return features
+    prior = prior_of(features[s.dataset + s.id] for s in train)
+    keys = [s.dataset + s.id for s in everyone]
+    shifted = normalise_corpus(
+        [features[k] for k in keys],
+        [f"{s.dataset}/{s.speaker}" for s in everyone],
+        prior,
+        spec.baseline,
+        seed=seed,
+    )
+    return dict(zip(keys, shifted, strict=True))
+
+
 def load_corpus(name: str, data_dir: Path) -> list[AudioSample]:
     return load_audio_corpus(name, corpus_folder(name, data_dir))
 
@@ -326,6 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", nargs="*", default=[], choices=CORPORA)
     parser.add_argument("--cross", action="store_true", help="train on --extra only")
     parser.add_argument("--spec", choices=tuple(SPECS), default="tiny.en")
+    parser.add_argument(
+        "--baseline",
+        type=float,
+        default=0.0,
+        help="speaker baseline: subtract each speaker's running mean voice, starting from the "
+        "training mean worth this many utterances (0: off; stats specs only)",
+    )
     parser.add_argument("--init", default="default", help="text checkpoint (default: shipped)")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--folds", nargs="*", type=int, help="fold numbers (default: all)")
@@ -358,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.corpus in args.extra:
         parser.error("--extra must not include --corpus")
     init = resolve_checkpoint(args.init)
-    spec = SPECS[args.spec]
+    spec = replace(SPECS[args.spec], baseline=args.baseline)
     corpus = load_corpus(args.corpus, args.data_dir)
     extra = [s for name in args.extra for s in load_corpus(name, args.data_dir)]
     extract = acoustic_extractor(spec)
@@ -373,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         dev_spk = sorted({(s.dataset, s.speaker) for s in dev_pick})[-2:]
         dev = [s for s in extra if (s.dataset, s.speaker) in dev_spk]
         train = [s for s in extra if (s.dataset, s.speaker) not in dev_spk]
-        r = run_fold(init, spec, train, dev, corpus, features, args)
+        fold_features = with_baselines(features, train, [*corpus, *extra], spec, args.seed)
+        r = run_fold(init, spec, train, dev, corpus, fold_features, args)
         results[f"all (trained on {'+'.join(args.extra)})"] = {**r, "n": len(corpus)}
     else:
         folds = folds_of(args.corpus, corpus)
@@ -384,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             dev = [s for s in corpus if s.speaker in devs]
             train = [s for s in corpus if s.speaker not in held + devs] + extra
             t0 = time.perf_counter()
-            r = run_fold(init, spec, train, dev, test, features, args)
+            fold_features = with_baselines(features, train, [*corpus, *extra], spec, args.seed)
+            r = run_fold(init, spec, train, dev, test, fold_features, args)
             r["seconds"] = time.perf_counter() - t0
             results[" ".join(held)] = {**r, "n": len(test)}
             logger.info(

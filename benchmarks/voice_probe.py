@@ -34,11 +34,15 @@ from train.audio_datasets import cached_features
 from unimse.config import FeatureSpec
 from unimse.features import WHISPER_SPECS, acoustic_extractor
 from unimse.features.acoustic import ACOUSTIC_DIM, ACOUSTIC_V1
+from unimse.voice_baseline import normalise_corpus
 from unimse.whisper import WhisperModelError
 
 SPECS: dict[str, FeatureSpec] = {
-    "tiny.en": FeatureSpec("whisper-tiny.en-v1", WHISPER_SPECS["whisper-tiny.en-v1"][1]),
-    "base": FeatureSpec("whisper-base-v1", WHISPER_SPECS["whisper-base-v1"][1]),
+    "tiny.en": FeatureSpec("whisper-tiny.en-v1", WHISPER_SPECS["whisper-tiny.en-v1"].dim),
+    "tiny.en-mid": FeatureSpec(
+        "whisper-tiny.en-mid-v2", WHISPER_SPECS["whisper-tiny.en-mid-v2"].dim
+    ),
+    "base": FeatureSpec("whisper-base-v1", WHISPER_SPECS["whisper-base-v1"].dim),
     "frame64": FeatureSpec(ACOUSTIC_V1, ACOUSTIC_DIM),
 }
 RAVDESS_FOLDS = 5
@@ -69,13 +73,38 @@ def folds_of(samples: Sequence[AudioSample], corpus: str) -> np.ndarray:
     return np.array([speakers.index(s.speaker) for s in samples])
 
 
-def probe(x: np.ndarray, y: np.ndarray, folds: np.ndarray) -> tuple[float, float]:
+def with_baseline(
+    x: np.ndarray, means: np.ndarray, speakers: np.ndarray, train: np.ndarray, weight: float
+) -> np.ndarray:
+    """Pooled vectors whose mean columns (mask ``means``) are relative to the speaker's running
+    mean voice (``unimse.voice_baseline``; prior from the training rows only): the same as
+    shifting every frame before pooling."""
+    prior = x[train][:, means].mean(0)
+    rows = [row[None, means] for row in x]
+    shifted = np.concatenate(normalise_corpus(rows, list(speakers), prior, weight))
+    out = x.copy()
+    out[:, means] = shifted
+    return out
+
+
+def probe(
+    x: np.ndarray,
+    y: np.ndarray,
+    folds: np.ndarray,
+    baseline: tuple[np.ndarray, np.ndarray, float] | None = None,
+) -> tuple[float, float]:
+    """UA and accuracy over the folds; ``baseline``: (speakers, mean-column mask, prior weight)."""
     uas, accs = [], []
     for fold in np.unique(folds):
         test = folds == fold
+        fold_x = (
+            x
+            if baseline is None
+            else with_baseline(x, baseline[1], baseline[0], ~test, baseline[2])
+        )
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
-        clf.fit(x[~test], y[~test])
-        pred = clf.predict(x[test])
+        clf.fit(fold_x[~test], y[~test])
+        pred = clf.predict(fold_x[test])
         uas.append(balanced_accuracy_score(y[test], pred))
         accs.append(float(np.mean(pred == y[test])))
     return 100 * float(np.mean(uas)), 100 * float(np.mean(accs))
@@ -86,8 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument(
         "--specs",
-        default="tiny.en,base,frame64,tiny.en+frame64,tiny.en+base",
+        default="tiny.en,tiny.en-mid,base,frame64,tiny.en+frame64,tiny.en+base",
         help="comma-separated specs; '+' concatenates pooled vectors",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=float,
+        nargs="*",
+        default=[0.0],
+        help="speaker-baseline prior weights to compare (0: none; e.g. --baseline 0 5)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -105,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ravdess": load_ravdess(args.data_dir / "ravdess"),
             "emodb": load_emodb(args.data_dir / "emodb"),
         }
-        results = run_probes(corpora, wanted, args.json)
+        results = run_probes(corpora, wanted, args.json, args.baseline)
     except (WhisperModelError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -115,25 +151,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_probes(
-    corpora: dict[str, list[AudioSample]], wanted: Sequence[str], quiet: bool
+    corpora: dict[str, list[AudioSample]],
+    wanted: Sequence[str],
+    quiet: bool,
+    baselines: Sequence[float] = (0.0,),
 ) -> dict[str, dict[str, float]]:
-    """UA / accuracy per spec combination and corpus (printed as they come unless ``quiet``)."""
+    """UA / accuracy per spec combination, speaker-baseline weight and corpus (printed as they
+    come unless ``quiet``); a weight w > 0 names the row ``spec|baseline=w``."""
     results: dict[str, dict[str, float]] = {}
     for corpus, samples in corpora.items():
         y = np.array([class_of(s) for s in samples])
         folds = folds_of(samples, corpus)
+        speakers = np.array([s.speaker for s in samples])
         cache: dict[str, np.ndarray] = {}
-        for combo in wanted:
+        for combo, weight in ((c, w) for c in wanted for w in baselines):
             parts = combo.split("+")
             for part in parts:
                 if part not in cache:
                     cache[part] = pooled_matrix(samples, SPECS[part], f"{corpus} {part}")
             x = np.concatenate([cache[p] for p in parts], axis=1)
-            ua, acc = probe(x, y, folds)
-            results.setdefault(combo, {})[f"{corpus}_ua"] = round(ua, 1)
-            results[combo][f"{corpus}_acc"] = round(acc, 1)
+            means = np.concatenate([np.arange(2 * SPECS[p].dim) < SPECS[p].dim for p in parts])
+            ua, acc = probe(x, y, folds, (speakers, means, weight) if weight else None)
+            name = combo if not weight else f"{combo}|baseline={weight:g}"
+            results.setdefault(name, {})[f"{corpus}_ua"] = round(ua, 1)
+            results[name][f"{corpus}_acc"] = round(acc, 1)
             if not quiet:
-                print(f"{corpus:8s} {combo:18s} UA {ua:5.1f}  acc {acc:5.1f}", flush=True)
+                print(f"{corpus:8s} {name:28s} UA {ua:5.1f}  acc {acc:5.1f}", flush=True)
     return results
 
 

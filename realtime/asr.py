@@ -55,6 +55,8 @@ from unimse.whisper import (
     load_whisper,
     resolve_model,
     speech_states,
+    states_key,
+    tap_encoder,
     window_seconds,
 )
 
@@ -97,6 +99,7 @@ class Transcriber:
     path: Path
     device: str = field(default="cpu")
     encoder_passes: int = 0  # Whisper encoder runs so far (one per utterance in the usual case)
+    layers: tuple[int, ...] | None = None  # inner encoder layers tapped for the emotion model
 
     @classmethod
     def load(cls, options: AsrOptions) -> Transcriber:
@@ -130,6 +133,19 @@ class Transcriber:
         transcriber.transcribe(np.zeros(SAMPLE_RATE // 2, dtype=np.float32))  # warm-up
         transcriber.encoder_passes = 0  # count the session's passes only
         return transcriber
+
+    @property
+    def states_key(self) -> str:
+        """Which encoder states :attr:`TranscriptionResult.states` holds (see ``states_key``)."""
+        return states_key(self.options.model, self.layers)
+
+    def tap_encoder(self, layers: tuple[int, ...]) -> None:
+        """Also give the states of these inner encoder layers (for an emotion model that reads
+        them), from the same encoder pass (blocking: loads the encoder's weights)."""
+        tap_encoder(self.model, layers)
+        self.layers = tuple(layers)
+        self.transcribe(np.zeros(SAMPLE_RATE // 2, dtype=np.float32))  # warm-up
+        self.encoder_passes = 0
 
     @property
     def language(self) -> str | None:
@@ -351,6 +367,6 @@ class TranscriptionStage(Stage):
                 language=result.language,
                 transcribed_at=now,
                 encoder_states=result.states,
-                encoder_model=self.transcriber.options.model,
+                encoder_model=self.transcriber.states_key,
             )
         )

@@ -524,7 +524,9 @@ def _load_models(config: Config) -> tuple[Any, Any]:
     from realtime.asr import Transcriber
     from realtime.inference import load_model
 
-    return Transcriber.load(config.asr), load_model(config.inference)
+    transcriber, model = Transcriber.load(config.asr), load_model(config.inference)
+    model.share_encoder(transcriber)
+    return transcriber, model
 
 
 def _reset_counters(transcriber: Any, model: Any) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -26,6 +26,10 @@ from realtime.stage import Inbox, Stage
 from unimse.config import UniMSEConfig
 from unimse.inputs import ModelInput
 from unimse.prediction import Prediction
+from unimse.voice_baseline import SpeakerBaselines
+
+if TYPE_CHECKING:
+    from realtime.asr import Transcriber
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,8 @@ class Predictor(Protocol):
     model_version: str
 
     def predict(self, inputs: Sequence[ModelInput]) -> list[Prediction]: ...
+
+    def voice_baselines(self) -> SpeakerBaselines | None: ...
 
 
 def load_model(options: InferenceOptions) -> EmotionModel:
@@ -61,8 +67,14 @@ class EmotionModel:
     predictor: Predictor
     acoustic: AcousticExtractor | None = None
     visual: VisualExtractor | None = None
-    # Whisper model whose encoder states the checkpoint reads ("" for other acoustic features)
+    # Whisper encoder states the checkpoint reads, as unimse.whisper.states_key names them
+    # ("" for other acoustic features)
     encoder_model: str = ""
+    # The inner encoder layers it reads, and of which Whisper model (None: the last layer)
+    encoder_layers: tuple[int, ...] | None = None
+    whisper_model: str = ""
+    # Each speaker's running mean voice, when the checkpoint reads states relative to it
+    baselines: SpeakerBaselines | None = None
     shared_states: int = 0  # utterances whose acoustic input came from the ASR encoder pass
     extracted: int = 0  # utterances whose acoustic input was computed here
 
@@ -70,7 +82,8 @@ class EmotionModel:
     def for_predictor(cls, predictor: Predictor, *, audio: bool = True) -> EmotionModel:
         """Attach the extractors named by the checkpoint's feature specs (none for text only);
         ``audio=False`` leaves the acoustic one out, so audio is masked as for a text model."""
-        from unimse.features import whisper_model_of
+        from unimse.features import whisper_feature_of
+        from unimse.whisper import states_key
 
         config = predictor.config
         acoustic = visual = None
@@ -82,7 +95,23 @@ class EmotionModel:
             from unimse.features import visual_extractor
 
             visual = visual_extractor(config.visual)
-        return cls(predictor, acoustic, visual, whisper_model_of(config.acoustic) or "")
+        baselines = predictor.voice_baselines() if acoustic is not None else None
+        feature = whisper_feature_of(config.acoustic)
+        if feature is None:
+            return cls(predictor, acoustic, visual, baselines=baselines)
+        key = states_key(feature.model, feature.layers)
+        return cls(predictor, acoustic, visual, key, feature.layers, feature.model, baselines)
+
+    def share_encoder(self, transcriber: Transcriber) -> None:
+        """Let the ASR's encoder pass also give the inner-layer states this checkpoint reads, when
+        both use the same Whisper model (blocking). Otherwise nothing changes: the emotion model
+        then runs its own encoder pass (logged once)."""
+        if (
+            self.acoustic is not None
+            and self.encoder_layers is not None
+            and transcriber.options.model == self.whisper_model
+        ):
+            transcriber.tap_encoder(self.encoder_layers)
 
     @property
     def uses_audio(self) -> bool:
@@ -115,9 +144,27 @@ class EmotionModel:
         )
         logger.debug("emotion model warmed up in %.2f s", time.perf_counter() - started)
 
+    def voice(
+        self, states: np.ndarray, session: str, speaker: str, *, update: bool = True
+    ) -> np.ndarray:
+        """Acoustic states as the checkpoint reads them: relative to the speaker's running mean
+        voice when it uses speaker baselines (``update``: count this utterance in; False for an
+        utterance still going on), else unchanged."""
+        if self.baselines is None:
+            return states
+        return self.baselines.normalise(f"{session}/{speaker}", states, update=update)
+
     def acoustic_features(self, transcript: Transcript) -> np.ndarray | None:
-        """The checkpoint's acoustic input: the ASR's own encoder states when they are the ones it
-        reads (no second encoder pass), else the extractor's output."""
+        """The checkpoint's acoustic input (relative to the speaker's voice, see :meth:`voice`)."""
+        states = self._acoustic_states(transcript)
+        if states is None:
+            return None
+        utterance = transcript.utterance
+        return self.voice(states, utterance.session, utterance.speaker)
+
+    def _acoustic_states(self, transcript: Transcript) -> np.ndarray | None:
+        """The ASR's own encoder states when they are the ones the checkpoint reads (no second
+        encoder pass), else the extractor's output."""
         if self.acoustic is None:
             return None
         states = transcript.encoder_states

@@ -124,10 +124,11 @@ class PartialStage(Stage):
         them, else its own extractor), then the emotion model with no words (blocking)."""
         model, acoustic = self.model, None
         if model.acoustic is not None:
-            if model.encoder_model == self.transcriber.options.model:
+            if model.encoder_model == self.transcriber.states_key:
                 acoustic = self.transcriber.encode(item.audio)
             if acoustic is None:
                 acoustic = model.acoustic(item.audio)
+            acoustic = model.voice(acoustic, item.session, item.speaker, update=False)
         return model.predictor.predict([ModelInput(text="", acoustic=acoustic)])[0]
 
     async def finish(self, end: EndOfStream) -> None:

@@ -188,6 +188,8 @@ class Pipeline:
         transcriber = self.transcriber if asr_job is None else asr_job.result()
         model = self.model if model_job is None else model_job.result()
         assert transcriber is not None and model is not None
+        if asr_job is not None or model_job is not None:
+            await loop.run_in_executor(executor, model.share_encoder, transcriber)
         return transcriber, model
 
     def _load_speakers(self) -> None:

@@ -55,6 +55,9 @@ class FakePredictor:
         self.batches: list[list[ModelInput]] = []
         self.gate = gate  # when set, predict() waits for it (to build up a backlog)
 
+    def voice_baselines(self) -> None:
+        return None
+
     def predict(self, inputs: Sequence[ModelInput]) -> list[Prediction]:
         if self.gate is not None:
             self.gate.wait(timeout=30)

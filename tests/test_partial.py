@@ -78,6 +78,7 @@ class SlowEncoder:
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.options = type("Options", (), {"model": "tiny.en"})()
+        self.states_key = "tiny.en"  # the encoder states it gives (unimse.whisper.states_key)
         self.calls = 0
 
     def encode(self, audio: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from train.audio_datasets import (
     unified_audio,
 )
 from unimse.config import FeatureSpec
-from unimse.features import WHISPER_SPECS, acoustic_extractor, whisper_model_of
+from unimse.features import WHISPER_SPECS, WhisperFeature, acoustic_extractor, whisper_feature_of
 from unimse.fusion import StatsEncoder
 from unimse.inputs import ModelInput
 from unimse.whisper import SAMPLES_PER_STATE, WhisperStates, state_frames
@@ -117,12 +117,16 @@ def test_emotion_model_reuses_the_asr_states_of_its_own_encoder() -> None:
 
 
 def test_whisper_specs_are_looked_up_by_name_and_checked() -> None:
-    assert whisper_model_of(TINY_SPEC) == "tiny.en"
-    assert whisper_model_of(FeatureSpec("emotrack-acoustic-v1", 64)) is None
+    assert whisper_feature_of(TINY_SPEC) == WhisperFeature("tiny.en", 384)
+    assert whisper_feature_of(FeatureSpec("emotrack-acoustic-v1", 64)) is None
     assert acoustic_extractor(TINY_SPEC) is acoustic_extractor(TINY_SPEC)  # one encoder per spec
     with pytest.raises(ValueError, match="dimension 384"):
         acoustic_extractor(FeatureSpec("whisper-tiny.en-v1", 512))
-    assert set(WHISPER_SPECS) == {"whisper-tiny.en-v1", "whisper-base-v1"}
+    assert set(WHISPER_SPECS) == {
+        "whisper-tiny.en-v1",
+        "whisper-base-v1",
+        "whisper-tiny.en-mid-v2",
+    }
 
 
 # --- statistics encoder -----------------------------------------------------------------------
@@ -321,7 +325,7 @@ def shipped_voice_checkpoint() -> Path:
     from unimse.config import UniMSEConfig
 
     folder = resolve_checkpoint("default")
-    if whisper_model_of(UniMSEConfig.load(folder / "config.json").acoustic) is None:
+    if whisper_feature_of(UniMSEConfig.load(folder / "config.json").acoustic) is None:
         pytest.skip("the shipped checkpoint does not read Whisper encoder states")
     return folder
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +226,54 @@ def to_sample(
     )
 
 
+def speaker_key(item: AudioSample) -> str:
+    """Whose voice a clip is, for speaker baselines (a clip of an unknown speaker: its own)."""
+    return f"{item.dataset}/{item.speaker or item.id}"
+
+
+def corpus_features(
+    items: Sequence[AudioSample],
+    spec: FeatureSpec,
+    cache_dir: Path | None = DEFAULT_CACHE,
+    prior: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """Each clip's acoustic features for ``spec`` (cached); with a speaker baseline
+    (``spec.baseline``), relative to the speaker's running mean voice from ``prior`` on, the
+    clips of each speaker taken in a seeded random order as a live conversation would."""
+    from unimse.features import acoustic_extractor
+    from unimse.voice_baseline import normalise_corpus
+
+    extract = acoustic_extractor(spec)
+    feats = [cached_features(item.audio, spec, extract, cache_dir) for item in items]
+    if not spec.baseline:
+        return feats
+    if prior is None:
+        raise ValueError(f"{spec.name}: a speaker baseline needs its prior")
+    return normalise_corpus(feats, [speaker_key(i) for i in items], prior, spec.baseline)
+
+
+def voice_prior(
+    datasets: Sequence[str],
+    data_dir: str | Path,
+    spec: FeatureSpec,
+    cache_dir: Path | None = DEFAULT_CACHE,
+) -> np.ndarray:
+    """The speaker-baseline prior: the mean utterance-mean state of the training clips of the
+    audio corpora among ``datasets``."""
+    from unimse.voice_baseline import prior_of
+
+    items = [
+        item
+        for name in datasets
+        if name in AUDIO_DATASETS
+        for item in select_split(
+            load_audio_corpus(name, corpus_folder(name, Path(data_dir))), name, "train"
+        )
+    ]
+    raw = replace(spec, baseline=0.0)
+    return prior_of(corpus_features(items, raw, cache_dir))
+
+
 def load_audio_dataset(
     dataset: str,
     split: str,
@@ -233,25 +282,22 @@ def load_audio_dataset(
     *,
     transcripts: bool = False,
     cache_dir: Path | None = DEFAULT_CACHE,
+    prior: np.ndarray | None = None,
 ) -> list[Sample]:
     """``split`` of EMO-DB or speech_av as Samples with acoustic features for ``spec``.
 
     ``data_dir`` is a ../shared/data-like root or the corpus folder itself. ``spec`` None gives no
     features (a text-only model). With ``transcripts`` (EMO-DB, RAVDESS) every file whose sentence
-    is known yields a second, text+audio sample beside its audio-only one.
+    is known yields a second, text+audio sample beside its audio-only one. A spec with a speaker
+    baseline needs its ``prior`` (:func:`voice_prior`).
     """
     folder = corpus_folder(dataset, Path(data_dir))
     chosen = select_split(load_audio_corpus(dataset, folder), dataset, split)
-    extract = None
+    features: list[np.ndarray | None] = [None] * len(chosen)
     if spec is not None:
-        from unimse.features import acoustic_extractor
-
-        extract = acoustic_extractor(spec)
+        features = list(corpus_features(chosen, spec, cache_dir, prior))
     samples: list[Sample] = []
-    for item in chosen:
-        feats = None
-        if spec is not None and extract is not None:
-            feats = cached_features(item.audio, spec, extract, cache_dir)
+    for item, feats in zip(chosen, features, strict=True):
         samples.append(to_sample(item, split, feats))
         if transcripts and transcript_of(item):
             samples.append(to_sample(item, split, feats, transcript=True))

@@ -25,6 +25,8 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from train.audio_data import (
     EMODB,
     EMODB_CLASSES,
@@ -35,7 +37,7 @@ from train.audio_data import (
 )
 from train.audio_datasets import (
     AUDIO_SPEAKER,
-    cached_features,
+    corpus_features,
     corpus_folder,
     load_audio_corpus,
     select_split,
@@ -71,19 +73,15 @@ def audio_inputs(
             "checkpoint %s has no acoustic feature spec: it never hears the audio",
             predictor.model_version,
         )
-    extract = None
+    features: list[np.ndarray | None] = [None] * len(samples)
     if spec is not None:
-        from unimse.features import acoustic_extractor
-
-        extract = acoustic_extractor(spec)
-    inputs = []
-    for i, item in enumerate(samples):
-        feats = None
-        if spec is not None and extract is not None:
-            feats = cached_features(item.audio, spec, extract, cache_dir)
-        text = texts[i] if texts is not None else ""
-        inputs.append(ModelInput(text=text, speaker=AUDIO_SPEAKER, acoustic=feats))
-    return inputs
+        features = list(corpus_features(samples, spec, cache_dir, predictor.voice_prior))
+    return [
+        ModelInput(
+            text=texts[i] if texts is not None else "", speaker=AUDIO_SPEAKER, acoustic=feats
+        )
+        for i, feats in enumerate(features)
+    ]
 
 
 def true_class(sample: AudioSample) -> str:

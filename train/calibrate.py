@@ -205,7 +205,9 @@ class AudioScaleDevData:
             )
         neutral = [
             s.acoustic
-            for s in load_audio_dataset(corpora[0], "dev", data_dir, spec)
+            for s in load_audio_dataset(
+                corpora[0], "dev", data_dir, spec, prior=predictor.voice_prior
+            )
             if s.meld_emotion == "neutral" and s.polarity == "neutral"
         ]
         paired = {

@@ -42,6 +42,7 @@ from train.staged import (
 from train.unification import UnifiedSample, unify
 from unimse.checkpoint import BACKBONE_PREFIX, load_checkpoint, resolve_checkpoint, save_checkpoint
 from unimse.factory import build_model
+from unimse.fusion import voice_prior
 from unimse.inference import EmotionPredictor, pick_device
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS, POLARITIES
 from unimse.processor import LabelTargets, ModelBatch, UniMSEProcessor
@@ -228,6 +229,7 @@ class Trainer:
         self.config = config
         self.output = Path(output or config.train.output)
         self.device = pick_device("auto")
+        self.voice_prior: np.ndarray | None = None  # speaker-baseline prior, when used
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
 
@@ -264,10 +266,13 @@ class Trainer:
                 continue
             if name in AUDIO_DATASETS:
                 spec = self.config.model.acoustic
-                rows = load_audio_dataset(name, "train", data_dir, spec, transcripts=dc.transcripts)
+                prior = self._voice_prior()
+                rows = load_audio_dataset(
+                    name, "train", data_dir, spec, transcripts=dc.transcripts, prior=prior
+                )
                 audio += rows[:limit] if limit else rows
                 if name != "speech_av" and name in wants_dev:
-                    dev_rows = load_audio_dataset(name, "dev", data_dir, spec)
+                    dev_rows = load_audio_dataset(name, "dev", data_dir, spec, prior=prior)
                     dev[name] = dev_rows[:limit] if limit else dev_rows
                 continue
             extra = {"features": True} if name == "mosi" and dc.mosi_features else {}
@@ -286,6 +291,19 @@ class Trainer:
             u for u in unified for _ in range(self.config.data.oversample.get(u.sample.dataset, 1))
         ]
         return repeated, dev
+
+    def _voice_prior(self) -> np.ndarray | None:
+        """The speaker-baseline prior of the training speech (None without a baseline); computed
+        once, stored in the model (``baseline_prior``) so that live use starts from it."""
+        spec = self.config.model.acoustic
+        if spec is None or not spec.baseline:
+            return None
+        if self.voice_prior is None:
+            from train.audio_datasets import voice_prior
+
+            dc = self.config.data
+            self.voice_prior = voice_prior(dc.datasets, dc.data_dir, spec)
+        return self.voice_prior
 
     def _replay(self, unified: list[UnifiedSample]) -> list[UnifiedSample]:
         """Keep a seeded random subset of N samples of each dataset in ``[data]
@@ -420,6 +438,12 @@ class Trainer:
         init = init_from_checkpoint(model, tc.init_from, tc.init_exclude) if tc.init_from else None
         if tc.reset_pmf:
             reset_pmf_inputs(model, tc.reset_pmf)
+        prior = self._voice_prior()
+        if prior is not None:
+            buffer = voice_prior(model)
+            if buffer is None:
+                raise TrainConfigError("[model] acoustic: a baseline needs the stats encoder")
+            buffer.copy_(torch.from_numpy(prior))
         keep = backbone_names_to_store(model, init)  # stage-1 layers, stored although frozen
         model.to(self.device)
         if not (tc.preserve_text or tc.train_only):

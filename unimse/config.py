@@ -29,6 +29,10 @@ class FeatureSpec:
     name: str
     dim: int
     encoder: str = "lstm"
+    # Speaker baseline (``stats`` only; :mod:`unimse.voice_baseline`): each speaker's running mean
+    # voice is subtracted from the states, starting from the training mean worth this many
+    # utterances. 0: off.
+    baseline: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -37,6 +41,8 @@ class FeatureSpec:
             raise ValueError(f"feature dimension must be positive, got {self.dim}")
         if self.encoder not in ENCODERS:
             raise ValueError(f"feature encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.baseline < 0 or (self.baseline and self.encoder != "stats"):
+            raise ValueError("a speaker baseline needs the stats encoder and a weight >= 0")
 
 
 @dataclass(frozen=True)

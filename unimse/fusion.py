@@ -50,6 +50,9 @@ class StatsEncoder(nn.Module):
     def __init__(self, spec: FeatureSpec, config: UniMSEConfig) -> None:
         super().__init__()
         self.dim = spec.dim
+        self.baseline_weight = spec.baseline
+        if spec.baseline:  # the speaker-baseline prior, set from the training speech
+            self.register_buffer("baseline_prior", torch.zeros(spec.dim))
         self.norm = nn.BatchNorm1d(2 * spec.dim)
         self.dropout = nn.Dropout(config.stats_dropout)
         self.proj = nn.Linear(2 * spec.dim, config.modality_dim)
@@ -163,3 +166,11 @@ class ModalityFusion(nn.Module):
         if self.visual is not None and visual is not None and visual_lengths is not None:
             v, _ = self.visual(visual, visual_lengths)
         return a, v
+
+
+def voice_prior(model: nn.Module) -> torch.Tensor | None:
+    """The speaker-baseline prior buffer of ``model``'s acoustic encoder (None without one)."""
+    fusion = getattr(model, "fusion", None)
+    encoder = fusion.acoustic if isinstance(fusion, ModalityFusion) else None
+    prior = getattr(encoder, "baseline_prior", None)
+    return prior if isinstance(prior, torch.Tensor) else None

@@ -7,15 +7,18 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from unimse.backbones import load_tokenizer
 from unimse.checkpoint import WEIGHTS, load_checkpoint, resolve_checkpoint
 from unimse.config import UniMSEConfig
+from unimse.fusion import voice_prior
 from unimse.inputs import ModelInput
 from unimse.modeling import UniMSEOutput
 from unimse.prediction import Prediction
 from unimse.processor import UniMSEProcessor
+from unimse.voice_baseline import SpeakerBaselines
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +86,23 @@ class EmotionPredictor:
         version = f"unimse-{config.backbone_type}-{digest}"
         logger.info("model %s on %s", version, target)
         return cls(model, target, version, max_batch=max_batch)
+
+    def voice_baselines(self) -> SpeakerBaselines | None:
+        """Fresh speaker baselines for one conversation when the checkpoint's voice reads states
+        relative to each speaker's mean (``FeatureSpec.baseline``), else None."""
+        spec, prior = self.config.acoustic, self.voice_prior
+        if spec is None or prior is None:
+            return None
+        return SpeakerBaselines(prior, spec.baseline)
+
+    @property
+    def voice_prior(self) -> np.ndarray | None:
+        """The speaker-baseline prior the checkpoint stores (None when its voice uses none)."""
+        spec = self.config.acoustic
+        prior = voice_prior(self.model)
+        if spec is None or not spec.baseline or prior is None:
+            return None
+        return prior.detach().float().cpu().numpy()
 
     def modalities_of(self, item: ModelInput) -> tuple[str, ...]:
         used = ["text"] if item.text.strip() else []

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from unimse.encoder_output import EncoderOutput
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000  # every utterance here is 16 kHz mono float32
@@ -129,6 +131,12 @@ def _base(cache: Path) -> Path:
     return target
 
 
+def states_key(model: str, layers: tuple[int, ...] | None = None) -> str:
+    """Names which encoder states a pass gives: the model, and the inner layers when tapped (the
+    ASR and the emotion model share a pass only when their keys match)."""
+    return model if layers is None else f"{model}@{','.join(map(str, layers))}"
+
+
 def window_seconds(duration: float) -> int:
     """Length of the encoder window for an utterance of ``duration`` seconds."""
     return min(WHISPER_WINDOW_S, max(MIN_WINDOW_S, math.ceil(duration + 1.0)))
@@ -156,14 +164,19 @@ def encode_utterance(model: Any, audio: np.ndarray) -> Any:
 
 
 def speech_states(encoded: Any, samples: int) -> np.ndarray:
-    """The (T, d) float32 states of the frames that hold ``samples`` of audio (not the padding)."""
+    """The (T, d) float32 states of the frames that hold ``samples`` of audio (not the padding):
+    the chosen inner layers' when the encoder was tapped (:class:`TappedWhisper`), else the last
+    layer's."""
     states = np.asarray(_to_numpy(encoded), dtype=np.float32)[0]
     return np.ascontiguousarray(states[: state_frames(samples)])
 
 
 def _to_numpy(encoded: Any) -> np.ndarray:
+    """The emotion model's states of a batch of windows, (B, frames, d)."""
     if isinstance(encoded, np.ndarray):
         return encoded
+    if isinstance(encoded, EncoderOutput):
+        return encoded.taps
     if getattr(encoded, "device", "cpu") != "cpu":
         import ctranslate2
 
@@ -172,14 +185,48 @@ def _to_numpy(encoded: Any) -> np.ndarray:
 
 
 def load_whisper(
-    name: str, *, device: str = "cpu", index: int = 0, compute_type: str = "int8", threads: int = 0
+    name: str,
+    *,
+    device: str = "cpu",
+    index: int = 0,
+    compute_type: str = "int8",
+    threads: int = 0,
+    layers: tuple[int, ...] | None = None,
 ) -> Any:
-    """A ``faster_whisper.WhisperModel`` for a model name or folder (blocking)."""
+    """A ``faster_whisper.WhisperModel`` for a model name or folder (blocking). With ``layers``
+    its encoder also returns those inner layers' states (:func:`tap_encoder`)."""
+    model = _load_whisper(resolve_model(name), device, index, compute_type, threads)
+    if layers is not None:
+        tap_encoder(model, layers)
+    return model
+
+
+def tap_encoder(model: Any, layers: tuple[int, ...]) -> None:
+    """Make ``model`` (a ``faster_whisper.WhisperModel``) encode with :class:`WhisperEncoder`, so
+    that its encoder output also holds the states of ``layers``; decoding reads the last layer as
+    before. Blocking (reads the encoder weights); a no-op if already tapped at ``layers``."""
+    from unimse.whisper_encoder import TappedWhisper, WhisperEncoder
+
+    current = model.model
+    if isinstance(current, TappedWhisper):
+        if current.layers == tuple(layers):
+            return
+        current = current.wrapped
+    folder = Path(model.model_path) if hasattr(model, "model_path") else None
+    if folder is None:
+        raise WhisperModelError("cannot tap a Whisper model whose folder is unknown")
+    try:
+        encoder = WhisperEncoder.from_model_folder(folder)
+    except ValueError as exc:
+        raise WhisperModelError(f"cannot read the Whisper encoder of {folder}: {exc}") from None
+    model.model = TappedWhisper(current, encoder, layers)
+
+
+def _load_whisper(path: Path, device: str, index: int, compute_type: str, threads: int) -> Any:
     from faster_whisper import WhisperModel
 
-    path = resolve_model(name)
     try:
-        return WhisperModel(
+        model = WhisperModel(
             str(path),
             device=device,
             device_index=index,
@@ -189,6 +236,8 @@ def load_whisper(
         )
     except (RuntimeError, ValueError, OSError) as exc:
         raise WhisperModelError(f"cannot load Whisper model from {path}: {exc}") from None
+    model.model_path = str(path)
+    return model
 
 
 @dataclass
@@ -203,6 +252,7 @@ class WhisperStates:
     model_name: str
     dim: int
     compute_type: str = "int8"
+    layers: tuple[int, ...] | None = None  # inner layers to read (None: the last layer)
 
     def __post_init__(self) -> None:
         self._model: Any = None
@@ -210,7 +260,9 @@ class WhisperStates:
 
     def model(self) -> Any:
         if self._model is None:
-            self._model = load_whisper(self.model_name, compute_type=self.compute_type)
+            self._model = load_whisper(
+                self.model_name, compute_type=self.compute_type, layers=self.layers
+            )
         return self._model
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:

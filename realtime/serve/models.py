@@ -51,6 +51,7 @@ class SharedTranscriber(Transcriber):
 
     def __init__(self, loaded: Transcriber, batching: AsrBatching | None = None) -> None:
         super().__init__(loaded.model, loaded.options, loaded.path, loaded.device)
+        self.layers = loaded.layers
         self.loaded = loaded
         self.batching = batching or AsrBatching()
         self.owner: ModelOwner[np.ndarray, TranscriptionResult] = ModelOwner(
@@ -90,7 +91,15 @@ class SharedEmotionModel(EmotionModel):
     cross-session batcher (the one thread that runs the model)."""
 
     def __init__(self, loaded: EmotionModel, batcher: CrossSessionBatcher) -> None:
-        super().__init__(loaded.predictor, loaded.acoustic, loaded.visual, loaded.encoder_model)
+        super().__init__(
+            loaded.predictor,
+            loaded.acoustic,
+            loaded.visual,
+            loaded.encoder_model,
+            loaded.encoder_layers,
+            loaded.whisper_model,
+            loaded.baselines,  # keyed by session and speaker: one per process is enough
+        )
         self.batcher = batcher
 
     def classify(self, batch: Sequence[PendingUtterance]) -> list[Prediction]:
@@ -120,6 +129,7 @@ def load_shared_models(
         asr = executor.submit(Transcriber.load, config.asr)
         emotion = executor.submit(load_model, config.inference)
         transcriber, model = asr.result(), emotion.result()
+    model.share_encoder(transcriber)
     logger.info("models loaded in %.1f s", time.perf_counter() - started)
     batcher = CrossSessionBatcher(model, max_batch=max_batch, enabled=batching)
     return SharedModels(

@@ -5,6 +5,9 @@
 - ``whisper-tiny.en-v1`` (384-d) and ``whisper-base-v1`` (512-d), 50 frames/s: the Whisper
   encoder states of the utterance's frames (:mod:`unimse.whisper`). Live, the ASR stage
   hands them over from its own encoder pass when it runs the same model.
+- ``whisper-tiny.en-mid-v2`` (768-d, 50 frames/s): the states of ``tiny.en``'s two middle
+  encoder layers (blocks 1 and 2 of 0-3) side by side, from the same single encoder pass
+  (:mod:`unimse.whisper_encoder`); emotion is clearer there than in the last layer.
 - ``emotrack-visual-v1`` (7-d, one row per frame with a face): FER-2013 expression probabilities
   of the largest face, in MELD emotion order; see :mod:`unimse.features.visual`.
 - ``emotrack-visual-v2`` (7-d, the same rows and order): the same network fine-tuned on CK+
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,19 +47,30 @@ VISUAL_SPEC_V2 = FeatureSpec(VISUAL_V2, VISUAL_DIM)
 _ACOUSTIC: dict[str, tuple[int, Callable[[np.ndarray], np.ndarray]]] = {
     ACOUSTIC_V1: (ACOUSTIC_DIM, emotrack_acoustic_v1),
 }
-# Whisper encoder states: spec name -> (Whisper model, state dimension).
-WHISPER_SPECS: dict[str, tuple[str, int]] = {
-    "whisper-tiny.en-v1": ("tiny.en", 384),
-    "whisper-base-v1": ("base", 512),
+
+
+class WhisperFeature(NamedTuple):
+    """Whisper encoder states: the model, the state dimension, and the encoder layers read
+    (None: the last layer, as CTranslate2 returns it)."""
+
+    model: str
+    dim: int
+    layers: tuple[int, ...] | None = None
+
+
+WHISPER_SPECS: dict[str, WhisperFeature] = {
+    "whisper-tiny.en-v1": WhisperFeature("tiny.en", 384),
+    "whisper-base-v1": WhisperFeature("base", 512),
+    "whisper-tiny.en-mid-v2": WhisperFeature("tiny.en", 768, (1, 2)),
 }
 _WHISPER_EXTRACTORS: dict[str, WhisperStates] = {}
 
 
-def whisper_model_of(spec: FeatureSpec | None) -> str | None:
-    """The Whisper model whose encoder states ``spec`` names (None for other features)."""
-    if spec is None or spec.name not in WHISPER_SPECS:
+def whisper_feature_of(spec: FeatureSpec | None) -> WhisperFeature | None:
+    """The Whisper encoder states ``spec`` names (None for other features)."""
+    if spec is None:
         return None
-    return WHISPER_SPECS[spec.name][0]
+    return WHISPER_SPECS.get(spec.name)
 
 
 def acoustic_extractor(spec: FeatureSpec) -> Callable[[np.ndarray], np.ndarray]:
@@ -63,13 +78,13 @@ def acoustic_extractor(spec: FeatureSpec) -> Callable[[np.ndarray], np.ndarray]:
 
     Whisper extractors are shared per spec (one loaded encoder each, loaded on first use)."""
     if spec.name in WHISPER_SPECS:
-        model, dim = WHISPER_SPECS[spec.name]
+        model, dim, layers = WHISPER_SPECS[spec.name]
         if spec.dim != dim:
             raise ValueError(
                 f"acoustic feature {spec.name!r} has dimension {dim}, spec says {spec.dim}"
             )
         if spec.name not in _WHISPER_EXTRACTORS:
-            _WHISPER_EXTRACTORS[spec.name] = WhisperStates(model, dim)
+            _WHISPER_EXTRACTORS[spec.name] = WhisperStates(model, dim, layers=layers)
         return _WHISPER_EXTRACTORS[spec.name]
     if spec.name not in _ACOUSTIC:
         known = sorted([*_ACOUSTIC, *WHISPER_SPECS])
@@ -101,7 +116,8 @@ __all__ = [
     "FaceBox",
     "VisualExtractor",
     "VisualFeatures",
+    "WhisperFeature",
     "acoustic_extractor",
     "visual_extractor",
-    "whisper_model_of",
+    "whisper_feature_of",
 ]

@@ -1,0 +1,93 @@
+"""Each speaker's own voice as the reference: emotion is how a voice departs from its usual self.
+
+Speakers differ far more than one speaker's emotions do, so on unseen speakers a model reading raw
+speech states mostly hears who speaks. :class:`SpeakerBaselines` keeps, per speaker, the running
+mean of the utterance-mean states seen so far, starts it from a prior (the mean over the training
+utterances, worth ``prior_weight`` utterances) and subtracts it from every frame of the speaker's
+next utterance. Online and causal: an utterance is normalised by what came before it and itself,
+never by later speech, exactly as live use can.
+
+On the speaker-independent folds of ``benchmarks/voice_probe.py`` this lifts a linear probe on
+Whisper tiny.en's middle layers from 74.7 to 81.6 (RAVDESS) and 82.2 to 87.6 (EMO-DB) unweighted
+accuracy (docs/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class SpeakerBaselines:
+    """Running per-speaker mean voice (one per conversation; not thread-safe)."""
+
+    prior: np.ndarray  # (d,) mean utterance-mean state of the training speech
+    prior_weight: float  # how many utterances the prior is worth
+    _sums: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _counts: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.prior = np.asarray(self.prior, dtype=np.float32)
+        if self.prior.ndim != 1:
+            raise ValueError("the baseline prior must be one vector")
+        if self.prior_weight <= 0:
+            raise ValueError("the baseline prior weight must be positive")
+
+    def baseline(self, speaker: str, states: np.ndarray | None = None) -> np.ndarray:
+        """The speaker's mean voice so far (with ``states``' mean counted in, if given)."""
+        total = self.prior * self.prior_weight + self._sums.get(speaker, 0.0)
+        count = self.prior_weight + self._counts.get(speaker, 0)
+        if states is not None and len(states):
+            total = total + states.mean(0)
+            count += 1
+        return np.asarray(total / count, dtype=np.float32)
+
+    def normalise(self, speaker: str, states: np.ndarray, *, update: bool = True) -> np.ndarray:
+        """``states`` (T, d) minus the speaker's baseline including this utterance; ``update``
+        adds the utterance to the speaker's history (False for interim views of an utterance
+        still going on)."""
+        states = np.asarray(states, dtype=np.float32)
+        if states.ndim != 2 or states.shape[1] != len(self.prior):
+            raise ValueError(
+                f"states of shape {states.shape} do not fit a {len(self.prior)}-d baseline"
+            )
+        shifted = states - self.baseline(speaker, states)
+        if update and len(states):
+            self._sums[speaker] = self._sums.get(speaker, 0.0) + states.mean(0)
+            self._counts[speaker] = self._counts.get(speaker, 0) + 1
+        return shifted
+
+    def forget(self, speaker: str) -> None:
+        self._sums.pop(speaker, None)
+        self._counts.pop(speaker, None)
+
+
+def prior_of(utterances: Iterable[np.ndarray]) -> np.ndarray:
+    """The prior: the mean over utterances of each utterance's mean state."""
+    means = [np.asarray(u, dtype=np.float32).mean(0) for u in utterances if len(u)]
+    if not means:
+        raise ValueError("no utterances to compute a voice baseline prior from")
+    return np.mean(means, axis=0).astype(np.float32)
+
+
+def normalise_corpus(
+    features: Sequence[np.ndarray],
+    speakers: Sequence[str],
+    prior: np.ndarray,
+    prior_weight: float,
+    *,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Every utterance normalised as live use would see it: each speaker's utterances in a random
+    (seeded) order, each by the baseline of those before it and itself."""
+    if len(features) != len(speakers):
+        raise ValueError("one speaker per utterance")
+    baselines = SpeakerBaselines(prior, prior_weight)
+    order = np.random.default_rng(seed).permutation(len(features))
+    out: list[np.ndarray] = [np.empty(0)] * len(features)
+    for index in order.tolist():
+        out[index] = baselines.normalise(speakers[index], features[index])
+    return out

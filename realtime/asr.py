@@ -219,6 +219,19 @@ class Transcriber:
         self.encoder_passes += 1
         return speech_states(encoded, len(audio))
 
+    def encode_with_words(self, audio: np.ndarray) -> tuple[np.ndarray, str | None] | None:
+        """The encoder states of the audio and its words, greedy-decoded from that same pass
+        (blocking): what an interim result with its partial transcript reads. None for audio
+        longer than the utterance window; words None where the utterance-window decoding doubts
+        them (a repetition loop, doubtful speech: no slower fallback for interim words)."""
+        if not fits_utterance_window(audio):
+            return None
+        encoded = encode_utterance(self.model, audio)
+        self.encoder_passes += 1
+        decoded = self._decode_utterance_window(encoded, [len(audio) / SAMPLE_RATE], beam_size=1)
+        words = decoded[0][0] if decoded[0] is not None else None
+        return speech_states(encoded, len(audio)), words
+
     def _decode_whisper_window(self, audio: np.ndarray) -> tuple[str, str]:
         """faster-whisper's standard path; its lazy segment generator is drained here."""
         segments, info = self.model.transcribe(
@@ -233,7 +246,7 @@ class Transcriber:
         return text, str(info.language)
 
     def _decode_utterance_window(
-        self, encoded: Any, durations: Sequence[float]
+        self, encoded: Any, durations: Sequence[float], *, beam_size: int | None = None
     ) -> list[tuple[str, str] | None]:
         """Greedy/beam decoding from the encoder output of a batch of utterance windows.
 
@@ -261,22 +274,24 @@ class Transcriber:
             min(self.model.max_length // 2, len(prompt) + 16 + int(12 * duration))
             for prompt, duration in zip(prompts, durations, strict=True)
         ]
-        results = self._generate(encoded, prompts, max(limits))
+        results = self._generate(encoded, prompts, max(limits), beam_size)
         decoded: list[tuple[str, str] | None] = []
         for index, (result, tokenizer, prompt, limit) in enumerate(
             zip(results, tokenizers, prompts, limits, strict=True)
         ):
             if limit < max(limits) and len(result.sequences_ids[0]) + len(prompt) >= limit - 1:
-                result = self._generate(encoded, prompts, limit)[index]  # rare: a runaway
+                result = self._generate(encoded, prompts, limit, beam_size)[index]  # rare
             decoded.append(_accept(result, tokenizer, len(prompt), limit, languages[index]))
         return decoded
 
-    def _generate(self, encoded: Any, prompts: list[list[int]], max_length: int) -> list[Any]:
+    def _generate(
+        self, encoded: Any, prompts: list[list[int]], max_length: int, beam_size: int | None = None
+    ) -> list[Any]:
         return list(
             self.model.model.generate(
                 encoded,
                 prompts,
-                beam_size=self.options.beam_size,
+                beam_size=beam_size or self.options.beam_size,
                 max_length=max_length,
                 suppress_blank=True,
                 suppress_tokens=[-1],

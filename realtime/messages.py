@@ -144,9 +144,10 @@ class OpenSpeech(Message):
 
 @dataclass(frozen=True)
 class PartialResult(Message):
-    """An interim result while someone is still speaking: the emotion of the audio so far (no
-    words), not final. The final :class:`EmotionResult` of the utterance follows (same
-    ``channel``, same ``start``). ``latency``: seconds from the audio heard to this result."""
+    """An interim result while someone is still speaking: the emotion of the audio so far, not
+    final. The final :class:`EmotionResult` of the utterance follows (same ``channel``, same
+    ``start``). ``latency``: seconds from the audio heard to this result. ``text``: the words so
+    far with ``partial.text`` (``--partial-text``), else empty."""
 
     speaker: str
     channel: int

@@ -2,9 +2,13 @@
 
 :class:`PartialStage` sits right after the VAD, which (with ``partial.enabled``) hands it an
 :class:`~realtime.messages.OpenSpeech` every ``partial.interval`` seconds of an utterance still
-being spoken. For each one, off the event loop: the ASR's Whisper encoder over the audio so far
-(encoder only, no decoding: the partial transcript is left out to keep the CPU for the finals),
-then the emotion model on those states with no words. The :class:`~realtime.messages.PartialResult`
+being spoken. For each one, off the event loop: the ASR's Whisper encoder over the audio so far,
+then the emotion model on those states. With ``partial.text`` (``--partial-text``) the same
+encoder pass is also decoded, greedily, into the words so far
+(:meth:`~realtime.asr.Transcriber.encode_with_words`): the interim result carries them and the
+emotion model reads them with the audio (the utterance alone, no dialogue context); a decoding
+Whisper doubts keeps the utterance's previous words. Without it, no decoding and no words. The
+:class:`~realtime.messages.PartialResult`
 (not final) goes straight to the delivery stage (the sinks' queues), not down the chain, where it
 would wait behind the transcription and the inference inbox of earlier utterances; the final
 result of the utterance follows as before.
@@ -53,9 +57,11 @@ class PartialStage(Stage):
         *,
         speakers: SpeakerStage | None = None,
         deliver: Callable[[PartialResult], Awaitable[None]] | None = None,
+        text: bool = False,
     ) -> None:
         super().__init__()
         self.deliver = deliver  # to the sinks at once (the pipeline's delivery); None: push on
+        self.text = text  # also the words so far (partial.text)
         self.transcriber = transcriber
         self.model = model
         self.executor = executor
@@ -66,12 +72,14 @@ class PartialStage(Stage):
         self._busy: dict[int, asyncio.Task[None]] = {}
         self._open: dict[int, float] = {}  # channel -> start of the utterance being spoken
         self._speaker: dict[tuple[int, float], str] = {}  # (channel, start) -> its speaker
+        self._words: dict[tuple[int, float], str] = {}  # (channel, start) -> its words so far
         self._seq = 0
 
     async def process(self, item: object) -> None:
         if isinstance(item, Utterance):  # closed: its interim results are over
             self._open.pop(item.channel, None)
             self._speaker = {k: v for k, v in self._speaker.items() if k[0] != item.channel}
+            self._words = {k: v for k, v in self._words.items() if k[0] != item.channel}
         if not isinstance(item, OpenSpeech):
             await self.push(item)
             return
@@ -86,10 +94,15 @@ class PartialStage(Stage):
     async def _interim(self, item: OpenSpeech) -> None:
         loop = asyncio.get_running_loop()
         speaker = await self._speaker_of(item)
-        prediction = await loop.run_in_executor(self.executor, self._classify, item)
+        key = (item.channel, item.start)
+        prediction, words = await loop.run_in_executor(
+            self.executor, self._classify, item, speaker, self._words.get(key, "")
+        )
         if self._open.get(item.channel) != item.start:
             self.stale += 1
             return
+        if words:
+            self._words[key] = words
         now = time.monotonic()
         result = PartialResult(
             session=item.session,
@@ -102,6 +115,7 @@ class PartialStage(Stage):
             prediction=prediction,
             model_version=self.model.predictor.model_version,
             latency=max(0.0, now - item.monotonic),
+            text=words,
         )
         self._seq += 1
         self.results += 1
@@ -119,17 +133,26 @@ class PartialStage(Stage):
             self._speaker[key] = self.speakers.nearest(item.channel, item.speaker, vector)
         return self._speaker[key]
 
-    def _classify(self, item: OpenSpeech) -> Prediction:
+    def _classify(self, item: OpenSpeech, speaker: str, before: str) -> tuple[Prediction, str]:
         """Acoustic input of the audio so far (the ASR's encoder states when the checkpoint reads
-        them, else its own extractor), then the emotion model with no words (blocking)."""
-        model, acoustic = self.model, None
+        them, else its own extractor) and, with ``text``, the words so far from the same encoder
+        pass (``before``, the previous ones, where Whisper doubts them); then the emotion model
+        (blocking)."""
+        model, acoustic, words = self.model, None, ""
+        shared = model.encoder_model == self.transcriber.states_key
+        if self.text:
+            encoded = self.transcriber.encode_with_words(item.audio)
+            states, heard = encoded if encoded is not None else (None, None)
+            acoustic = states if shared else None
+            words = heard if heard is not None else before
+        elif model.acoustic is not None and shared:
+            acoustic = self.transcriber.encode(item.audio)
         if model.acoustic is not None:
-            if model.encoder_model == self.transcriber.states_key:
-                acoustic = self.transcriber.encode(item.audio)
             if acoustic is None:
                 acoustic = model.acoustic(item.audio)
             acoustic = model.voice(acoustic, item.session, item.speaker, update=False)
-        return model.predictor.predict([ModelInput(text="", acoustic=acoustic)])[0]
+        model_input = ModelInput(text=words, speaker=speaker if words else "", acoustic=acoustic)
+        return model.predictor.predict([model_input])[0], words
 
     async def finish(self, end: EndOfStream) -> None:
         """Interim results still computing are waited for (they are dropped if stale)."""

@@ -339,7 +339,12 @@ class Pipeline:
             self.segmentation.partial_interval = None
             return None
         self.partial = PartialStage(
-            transcriber, model, executor, speakers=speakers, deliver=self.delivery.deliver_partial
+            transcriber,
+            model,
+            executor,
+            speakers=speakers,
+            deliver=self.delivery.deliver_partial,
+            text=self.config.partial.text,
         )
         return self.partial
 

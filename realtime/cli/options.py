@@ -417,7 +417,7 @@ def _partial_options(parser: argparse.ArgumentParser, *, bench: bool) -> None:
         action="store_const",
         const=True,
         help="while an utterance goes on, an interim result every --partial-interval s (the "
-        "emotion of the audio so far, no words, marked not final, with the speaker): MQTT "
+        "emotion of the audio so far, marked not final, with the speaker): MQTT "
         'PREFIX/SESSION/partial (QoS 0, not retained), JSON lines marked "kind": "partial", '
         "a live dashboard row",
     )
@@ -428,6 +428,15 @@ def _partial_options(parser: argparse.ArgumentParser, *, bench: bool) -> None:
         type=float,
         metavar="S",
         help="seconds between interim results of one utterance (default {default})",
+    )
+    add_config_option(
+        partial,
+        "--partial-text",
+        dest="partial.text",
+        action=argparse.BooleanOptionalAction,
+        help="with --partial, interim results also carry the words so far (greedy decoding of "
+        "the encoder pass they already run; the words also inform the interim emotion) "
+        "(default {default})",
     )
     if not bench:
         add_config_option(

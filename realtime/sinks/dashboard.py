@@ -6,8 +6,9 @@ is cut to the terminal's width and the frame to its height, so it fits an 80x24 
 pane. On close the last frame stays on screen (unless ``transient``) and a session summary table
 is printed below it. A speaker revision (diarisation, :meth:`DashboardSink.revise`) re-labels the
 utterance's transcript row and moves it from one speaker's trend and summary to the other's. An
-interim result (``--partial``) is a live row at the bottom of the transcript (dim, "speaking…")
-until the utterance's final result replaces it. A speculative result (``--speculative``) is shown
+interim result (``--partial``) is a live row at the bottom of the transcript (dim, "speaking…",
+after the words so far with ``--partial-text``, their end when they do not fit) until the
+utterance's final result replaces it. A speculative result (``--speculative``) is shown
 at once with a dim "…" after its words until it is confirmed; a revision of it (the speaker went
 on) replaces its row, in place, and what it added to its speaker's trend and summary.
 """
@@ -370,7 +371,7 @@ class DashboardSink(Sink):
                 _clock(p.start),
                 Text(_one_line(p.speaker), style="dim"),
                 Text(f"{p.prediction.emotion} {confidence:.2f}", style="dim italic"),
-                Text("speaking…", style="dim italic"),
+                _speaking(p.text, width - TEXT_COLUMN_OFFSET),
             )
         if not recent and not live and rows:
             table.add_row("", "", "", Text("waiting for speech…", style="dim italic"))
@@ -572,6 +573,23 @@ def _ordered(values: Mapping[str, float]) -> Iterable[tuple[str, float]]:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+# Panel width minus the text column's (borders, padding and the time, speaker, emotion columns).
+TEXT_COLUMN_OFFSET = 36
+SPEAKING = "speaking…"
+
+
+def _speaking(words: str, room: int) -> Text:
+    """A live row's text: the words so far (``--partial-text``), their end when they do not fit,
+    then "speaking…"."""
+    words = _one_line(words)
+    if not words:
+        return Text(SPEAKING, style="dim italic")
+    room = max(1, room - len(SPEAKING) - 1)
+    if len(words) > room:
+        words = "…" + words[len(words) - room + 1 :]
+    return Text(words, style="italic").append(f" {SPEAKING}", style="dim italic")
 
 
 def _clock(seconds: float) -> str:

@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from train.audio_datasets import load_audio_dataset  # noqa: E402
+from train.audio_datasets import neutral_voice_clips  # noqa: E402
 from train.data import Sample, load_dataset  # noqa: E402
 from train.evaluate import evaluate  # noqa: E402
 from train.tts_audio import tts_features  # noqa: E402
@@ -48,17 +48,13 @@ COLUMNS = {"meld": ("wf1", "acc"), "iemocap": ("wf1", "acc"), "mosi": ("acc2_non
 def neutral_clips(
     predictor: EmotionPredictor, data: Path, split: str, corpus: str = "ravdess"
 ) -> list[np.ndarray]:
-    """Acoustic features of the neutral clips of ``corpus``'s held-out speakers of ``split``
-    (EMO-DB boredom is negative, not neutral: left out)."""
+    """Acoustic features of the neutral clips of ``corpus``'s held-out speakers of ``split``, as
+    a conversation in a neutral voice gives them (EMO-DB boredom is negative, not neutral: left
+    out)."""
     assert predictor.config.acoustic is not None
-    held_out = load_audio_dataset(
-        corpus, split, data, predictor.config.acoustic, prior=predictor.voice_prior
+    return neutral_voice_clips(
+        corpus, split, data, predictor.config.acoustic, predictor.voice_prior
     )
-    return [
-        s.acoustic
-        for s in held_out
-        if s.meld_emotion == "neutral" and s.polarity == "neutral" and s.acoustic is not None
-    ]
 
 
 def with_audio(

@@ -179,3 +179,11 @@ def test_the_live_model_reads_each_speakers_voice_relative_to_its_mean(tmp_path:
     np.testing.assert_allclose(live.voice(states, "s1", "A"), 1 - 2 / 3, rtol=1e-5)
     np.testing.assert_allclose(live.voice(states, "s2", "A"), 1 - 2 / 3, rtol=1e-5)
     np.testing.assert_allclose(live.voice(states, "s1", "A"), 1 - 3 / 4, rtol=1e-5)
+
+
+def test_corpus_features_with_a_baseline_need_its_prior() -> None:
+    from train.audio_datasets import corpus_features
+
+    spec = FeatureSpec("whisper-tiny.en-mid-v2", 768, "stats", baseline=5.0)
+    with pytest.raises(ValueError, match="needs its prior"):
+        corpus_features([], spec)

@@ -274,6 +274,27 @@ def voice_prior(
     return prior_of(corpus_features(items, raw, cache_dir))
 
 
+def is_neutral(item: AudioSample) -> bool:
+    """A clip spoken without emotion (RAVDESS neutral and calm, EMO-DB neutral)."""
+    return item.label.meld_emotion == "neutral" and item.label.polarity == "neutral"
+
+
+def neutral_voice_clips(
+    dataset: str,
+    split: str,
+    data_dir: str | Path,
+    spec: FeatureSpec,
+    prior: np.ndarray | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE,
+) -> list[np.ndarray]:
+    """Acoustic features of the neutral clips of ``split``'s speakers, as a conversation in a
+    neutral voice gives them: with a speaker baseline, each speaker's running mean over their
+    neutral clips only (what live use sees when someone speaks without emotion throughout)."""
+    folder = corpus_folder(dataset, Path(data_dir))
+    chosen = [i for i in select_split(load_audio_corpus(dataset, folder), dataset, split)]
+    return corpus_features([i for i in chosen if is_neutral(i)], spec, cache_dir, prior)
+
+
 def load_audio_dataset(
     dataset: str,
     split: str,

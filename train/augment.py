@@ -101,10 +101,13 @@ class EpochAugmenter:
         simulated_visual: dict[str, float] | None = None,
         uses_visual: bool = False,
         neutral_audio: dict[str, float] | None = None,
+        neutral_clips: Sequence[np.ndarray] | None = None,
         spoken_share: float = 0.0,
         speak: Callable[[list[str]], list[np.ndarray | None]] | None = None,
         unrelated_face: dict[str, float] | None = None,
     ) -> EpochAugmenter:
+        """``neutral_clips``: the voices paired with words under ``neutral_audio`` (default: the
+        neutral audio-only training clips among ``inputs``)."""
         if not 0.0 <= modality_dropout <= 1.0:
             raise ValueError("modality_dropout must be in [0, 1]")
         blanked: dict[int, tuple[ModelInput, Encoded]] = {}
@@ -126,6 +129,8 @@ class EpochAugmenter:
             if expression is not None:
                 visual[i] = (expression, p)
         neutral, clips = cls._neutral_pairing(samples, inputs, neutral_audio or {})
+        if neutral and neutral_clips is not None:
+            clips = list(neutral_clips)
         spoken: dict[int, np.ndarray] = {}
         if neutral and spoken_share > 0:
             if speak is None:

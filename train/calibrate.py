@@ -44,7 +44,7 @@ from train.audio_data import AudioSample
 from train.audio_datasets import (
     corpus_folder,
     load_audio_corpus,
-    load_audio_dataset,
+    neutral_voice_clips,
     select_split,
 )
 from train.audio_eval import audio_metrics, progress_total
@@ -203,13 +203,7 @@ class AudioScaleDevData:
                 f"audio scale: no emotional-speech corpus ({', '.join(AUDIO_DEV_CORPORA)}) "
                 f"in {data_dir}"
             )
-        neutral = [
-            s.acoustic
-            for s in load_audio_dataset(
-                corpora[0], "dev", data_dir, spec, prior=predictor.voice_prior
-            )
-            if s.meld_emotion == "neutral" and s.polarity == "neutral"
-        ]
+        neutral = neutral_voice_clips(corpora[0], "dev", data_dir, spec, predictor.voice_prior)
         paired = {
             dataset: [
                 replace(x, acoustic=neutral[i % len(neutral)])

@@ -305,6 +305,25 @@ class Trainer:
             self.voice_prior = voice_prior(dc.datasets, dc.data_dir, spec)
         return self.voice_prior
 
+    def _neutral_voices(self) -> list[np.ndarray] | None:
+        """With a speaker baseline, the voices paired with words under ``[data] neutral_audio``:
+        the training speakers' neutral clips as a conversation in a neutral voice gives them
+        (each relative to that speaker's neutral clips, as live use would see them). None: the
+        augmenter's default (the neutral training clips as they are)."""
+        prior = self._voice_prior()
+        spec = self.config.model.acoustic
+        if prior is None or spec is None or not self.config.data.neutral_audio:
+            return None
+        from train.audio_datasets import neutral_voice_clips
+
+        dc = self.config.data
+        return [
+            clip
+            for name in dc.datasets
+            if name in AUDIO_DATASETS and name != "speech_av"
+            for clip in neutral_voice_clips(name, "train", dc.data_dir, spec, prior)
+        ]
+
     def _replay(self, unified: list[UnifiedSample]) -> list[UnifiedSample]:
         """Keep a seeded random subset of N samples of each dataset in ``[data]
         replay_per_dataset`` (0: a label-unification donor only, not trained on). Applied after
@@ -404,6 +423,7 @@ class Trainer:
             simulated_visual=cfg.data.simulated_visual,
             uses_visual=cfg.model.visual is not None,
             neutral_audio=cfg.data.neutral_audio,
+            neutral_clips=self._neutral_voices(),
             spoken_share=cfg.data.neutral_audio_tts,
             speak=self._speaker(),
             unrelated_face=cfg.data.unrelated_face,

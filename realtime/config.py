@@ -182,7 +182,9 @@ class PartialOptions:
     interval: float = 0.9  # seconds of speech between interim results of one utterance (0.1 s
     # under the 1 s asked for: their compute time jitters the spacing a subscriber sees)
     after: float = 1.0  # seconds of speech before the first one
-    text: bool = False  # --partial-text: also the words so far (greedy, from the same encoder pass)
+    # --partial-text: also the words so far (greedy, from the same encoder pass). Off: on 2 cores
+    # they stretch the spacing past 1 s at p95 with the 0.9 s grid (docs/RESULTS.md)
+    text: bool = False
 
     def __post_init__(self) -> None:
         _check(0.2 <= self.interval <= 10, "partial.interval must be in [0.2, 10] seconds")

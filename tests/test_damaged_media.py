@@ -40,6 +40,10 @@ class FakeTranscriber:
     """Whisper's stand-in: every utterance says the same words, at once."""
 
     options = AsrOptions()
+    states_key = "none"  # it gives no encoder states: the emotion model computes its own
+
+    def tap_encoder(self, layers: tuple[int, ...]) -> None:
+        """No encoder to tap."""
 
     def transcribe(self, audio: np.ndarray) -> TranscriptionResult:
         return TranscriptionResult("some words", "en", 0.0, "utterance", None)

@@ -154,6 +154,13 @@ class EmotionModel:
             return states
         return self.baselines.normalise(f"{session}/{speaker}", states, update=update)
 
+    def end_session(self, session: str) -> None:
+        """Forget the session's speaker baselines (a server's model outlives its sessions)."""
+        if self.baselines is not None:
+            for key in self.baselines.speakers:
+                if key.startswith(f"{session}/"):
+                    self.baselines.forget(key)
+
     def acoustic_features(self, transcript: Transcript) -> np.ndarray | None:
         """The checkpoint's acoustic input (relative to the speaker's voice, see :meth:`voice`)."""
         states = self._acoustic_states(transcript)
@@ -282,6 +289,7 @@ class InferenceStage(Stage):
                 batch, item = self._ready(item)
                 await self._classify(batch)
             if isinstance(item, EndOfStream):
+                self.model.end_session(item.session)
                 await self.push(item)
                 return
             if item is not None:

@@ -179,6 +179,9 @@ def test_the_live_model_reads_each_speakers_voice_relative_to_its_mean(tmp_path:
     np.testing.assert_allclose(live.voice(states, "s1", "A"), 1 - 2 / 3, rtol=1e-5)
     np.testing.assert_allclose(live.voice(states, "s2", "A"), 1 - 2 / 3, rtol=1e-5)
     np.testing.assert_allclose(live.voice(states, "s1", "A"), 1 - 3 / 4, rtol=1e-5)
+    # A session that ended is forgotten; the others keep their speakers' voices.
+    live.end_session("s1")
+    assert live.baselines.speakers == ["s2/A"]
 
 
 def test_corpus_features_with_a_baseline_need_its_prior() -> None:

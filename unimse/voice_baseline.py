@@ -60,6 +60,11 @@ class SpeakerBaselines:
             self._counts[speaker] = self._counts.get(speaker, 0) + 1
         return shifted
 
+    @property
+    def speakers(self) -> list[str]:
+        """The speakers heard so far."""
+        return list(self._counts)
+
     def forget(self, speaker: str) -> None:
         self._sums.pop(speaker, None)
         self._counts.pop(speaker, None)

@@ -93,3 +93,17 @@ def test_the_server_whisper_batches_sessions_and_keeps_every_transcript(
     stats = shared.stats.to_dict()
     assert stats["utterances"] == len(utterances)
     assert stats["max_batch"] >= 4, stats  # utterances of several sessions went in one batch
+
+
+def test_a_batch_of_a_tapped_encoder_gives_each_utterance_its_own_states(
+    utterances: list[np.ndarray],
+) -> None:
+    """With the inner layers tapped for the emotion model (the default checkpoint since 1f81006),
+    a batch still gives every utterance the text and states it gets alone."""
+    tapped = Transcriber.load(AsrOptions(model="tiny.en", cpu_threads=1))
+    tapped.tap_encoder((1, 2))
+    sample = [utterances[0], utterances[3], utterances[2]]
+    alone = [tapped.transcribe(audio) for audio in sample]
+    assert all(r.states is not None and r.states.shape[1] == 768 for r in alone)
+    batched = tapped.transcribe_batch(sample)
+    assert all(same(b, a) for b, a in zip(batched, alone, strict=True))

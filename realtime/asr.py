@@ -57,6 +57,7 @@ from unimse.whisper import (
     speech_states,
     states_key,
     tap_encoder,
+    utterance_features,
     window_seconds,
 )
 
@@ -197,9 +198,8 @@ class Transcriber:
         """One encoder pass, (n, frames, d), for utterances of the same window length."""
         if len(group) == 1:
             return encode_utterance(self.model, group[0])
-        # The features of each utterance as encode_utterance computes them (it returns them here).
-        features = [encode_utterance(_FeatureModel(self.model), audio) for audio in group]
-        return self.model.encode(np.ascontiguousarray(np.stack(features), dtype=np.float32))
+        features = [utterance_features(self.model, audio) for audio in group]
+        return self.model.encode(np.ascontiguousarray(np.stack(features)))
 
     def _transcribe_whisper_window(
         self, audio: np.ndarray, states: np.ndarray | None
@@ -299,18 +299,6 @@ class Transcriber:
                 return_no_speech_prob=True,
             )
         )
-
-
-class _FeatureModel:
-    """A faster-whisper model as :func:`encode_utterance` sees it, whose ``encode`` hands the
-    features back instead of encoding them: the features of one utterance window."""
-
-    def __init__(self, model: Any) -> None:
-        self.feature_extractor = model.feature_extractor
-
-    @staticmethod
-    def encode(features: np.ndarray) -> np.ndarray:
-        return features
 
 
 def _batch_states(encoded: Any, samples: Sequence[int]) -> list[np.ndarray]:

@@ -151,16 +151,22 @@ def state_frames(samples: int) -> int:
     return max(1, math.ceil(samples / SAMPLES_PER_STATE))
 
 
-def encode_utterance(model: Any, audio: np.ndarray) -> Any:
-    """Encoder output (a CTranslate2 ``StorageView``, (1, frames, d)) for one utterance window of
-    16 kHz mono float32 audio; ``model`` is a ``faster_whisper.WhisperModel``. Blocking."""
+def utterance_features(model: Any, audio: np.ndarray) -> np.ndarray:
+    """The log-mel features (80, frames) of one utterance window of 16 kHz mono float32 audio:
+    the utterance padded to its window length (:func:`window_seconds`); ``model`` is a
+    ``faster_whisper.WhisperModel``."""
     seconds = window_seconds(len(audio) / SAMPLE_RATE)
     padded = np.zeros(seconds * SAMPLE_RATE, dtype=np.float32)
     clip = audio[: len(padded)]
     padded[: len(clip)] = clip
     frames = seconds * SAMPLE_RATE // model.feature_extractor.hop_length
-    features = model.feature_extractor(padded)[:, :frames]
-    return model.encode(np.ascontiguousarray(features, dtype=np.float32))
+    return np.ascontiguousarray(model.feature_extractor(padded)[:, :frames], dtype=np.float32)
+
+
+def encode_utterance(model: Any, audio: np.ndarray) -> Any:
+    """Encoder output (a CTranslate2 ``StorageView``, (1, frames, d), or an
+    :class:`EncoderOutput` when the encoder is tapped) for one utterance window. Blocking."""
+    return model.encode(utterance_features(model, audio))
 
 
 def speech_states(encoded: Any, samples: int) -> np.ndarray:

@@ -167,7 +167,9 @@ class EmotionModel:
         if states is None:
             return None
         utterance = transcript.utterance
-        return self.voice(states, utterance.session, utterance.speaker)
+        # A revision replaces a speculative result whose voice is already counted in.
+        first = utterance.revision == 0
+        return self.voice(states, utterance.session, utterance.speaker, update=first)
 
     def _acoustic_states(self, transcript: Transcript) -> np.ndarray | None:
         """The ASR's own encoder states when they are the ones the checkpoint reads (no second

@@ -190,3 +190,35 @@ def test_corpus_features_with_a_baseline_need_its_prior() -> None:
     spec = FeatureSpec("whisper-tiny.en-mid-v2", 768, "stats", baseline=5.0)
     with pytest.raises(ValueError, match="needs its prior"):
         corpus_features([], spec)
+
+
+def test_a_revision_does_not_count_the_speakers_voice_twice() -> None:
+    """A speculative result's voice is counted in the baseline; its revision (the same utterance,
+    longer) is read against the baseline but not added again."""
+    from rt_support import FakePredictor
+
+    from realtime.inference import EmotionModel
+    from realtime.messages import Transcript, Utterance
+
+    model = EmotionModel(
+        FakePredictor(acoustic_dim=2),
+        acoustic=lambda audio: np.zeros((1, 2), np.float32),
+        encoder_model="tiny.en",
+        baselines=SpeakerBaselines(np.zeros(2, np.float32), prior_weight=1.0),
+    )
+    states = np.full((3, 2), 4.0, np.float32)
+
+    def transcript(revision: int) -> Transcript:
+        audio = np.zeros(16000, np.float32)
+        utterance = Utterance("s", 0, 0.0, audio=audio, end=1.0, revision=revision)
+        return Transcript(
+            "s", 0, 0.0, utterance, "hello", encoder_states=states, encoder_model="tiny.en"
+        )
+
+    model.acoustic_features(transcript(0))
+    assert model.baselines is not None
+    np.testing.assert_allclose(model.baselines.baseline("s/speaker"), [2.0, 2.0])
+    revised = model.acoustic_features(transcript(1))
+    assert revised is not None
+    np.testing.assert_allclose(revised, 4.0 - (2 * 2.0 + 4.0) / 3)  # read against it...
+    np.testing.assert_allclose(model.baselines.baseline("s/speaker"), [2.0, 2.0])  # ...not added

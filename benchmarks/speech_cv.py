@@ -43,6 +43,7 @@ from train.audio_datasets import (
     cached_features,
     corpus_folder,
     load_audio_corpus,
+    speaker_key,
     to_sample,
     transcript_of,
     unified_audio,
@@ -335,7 +336,7 @@ def with_baselines(
     keys = [s.dataset + s.id for s in everyone]
     shifted = normalise_corpus(
         [features[k] for k in keys],
-        [f"{s.dataset}/{s.speaker}" for s in everyone],
+        [speaker_key(s) for s in everyone],
         prior,
         spec.baseline,
         seed=seed,

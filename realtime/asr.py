@@ -143,7 +143,7 @@ class Transcriber:
     def tap_encoder(self, layers: tuple[int, ...]) -> None:
         """Also give the states of these inner encoder layers (for an emotion model that reads
         them), from the same encoder pass (blocking: loads the encoder's weights)."""
-        tap_encoder(self.model, layers)
+        tap_encoder(self.model, self.path, layers)
         self.layers = tuple(layers)
         self.transcribe(np.zeros(SAMPLE_RATE // 2, dtype=np.float32))  # warm-up
         self.encoder_passes = 0

@@ -291,7 +291,7 @@ def neutral_voice_clips(
     neutral voice gives them: with a speaker baseline, each speaker's running mean over their
     neutral clips only (what live use sees when someone speaks without emotion throughout)."""
     folder = corpus_folder(dataset, Path(data_dir))
-    chosen = [i for i in select_split(load_audio_corpus(dataset, folder), dataset, split)]
+    chosen = select_split(load_audio_corpus(dataset, folder), dataset, split)
     return corpus_features([i for i in chosen if is_neutral(i)], spec, cache_dir, prior)
 
 

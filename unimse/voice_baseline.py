@@ -7,9 +7,9 @@ utterances, worth ``prior_weight`` utterances) and subtracts it from every frame
 next utterance. Online and causal: an utterance is normalised by what came before it and itself,
 never by later speech, exactly as live use can.
 
-On the speaker-independent folds of ``benchmarks/voice_probe.py`` this lifts a linear probe on
-Whisper tiny.en's middle layers from 74.7 to 81.6 (RAVDESS) and 82.2 to 87.6 (EMO-DB) unweighted
-accuracy (docs/RESULTS.md).
+On the speaker-independent folds of ``benchmarks/voice_probe.py --specs tiny.en-mid --baseline 0
+5`` this lifts a linear probe on Whisper tiny.en's middle layers from 74.8 to 82.3 (RAVDESS) and
+82.2 to 86.4 (EMO-DB) unweighted accuracy (docs/RESULTS.md).
 """
 
 from __future__ import annotations

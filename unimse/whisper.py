@@ -201,16 +201,18 @@ def load_whisper(
 ) -> Any:
     """A ``faster_whisper.WhisperModel`` for a model name or folder (blocking). With ``layers``
     its encoder also returns those inner layers' states (:func:`tap_encoder`)."""
-    model = _load_whisper(resolve_model(name), device, index, compute_type, threads)
+    path = resolve_model(name)
+    model = _load_whisper(path, device, index, compute_type, threads)
     if layers is not None:
-        tap_encoder(model, layers)
+        tap_encoder(model, path, layers)
     return model
 
 
-def tap_encoder(model: Any, layers: tuple[int, ...]) -> None:
-    """Make ``model`` (a ``faster_whisper.WhisperModel``) encode with :class:`WhisperEncoder`, so
-    that its encoder output also holds the states of ``layers``; decoding reads the last layer as
-    before. Blocking (reads the encoder weights); a no-op if already tapped at ``layers``."""
+def tap_encoder(model: Any, folder: Path, layers: tuple[int, ...]) -> None:
+    """Make ``model`` (a ``faster_whisper.WhisperModel`` loaded from ``folder``) encode with
+    :class:`WhisperEncoder`, so that its encoder output also holds the states of ``layers``;
+    decoding reads the last layer as before. Blocking (reads the encoder weights); a no-op if
+    already tapped at ``layers``."""
     from unimse.whisper_encoder import TappedWhisper, WhisperEncoder
 
     current = model.model
@@ -218,9 +220,6 @@ def tap_encoder(model: Any, layers: tuple[int, ...]) -> None:
         if current.layers == tuple(layers):
             return
         current = current.wrapped
-    folder = Path(model.model_path) if hasattr(model, "model_path") else None
-    if folder is None:
-        raise WhisperModelError("cannot tap a Whisper model whose folder is unknown")
     try:
         encoder = WhisperEncoder.from_model_folder(folder)
     except ValueError as exc:
@@ -232,7 +231,7 @@ def _load_whisper(path: Path, device: str, index: int, compute_type: str, thread
     from faster_whisper import WhisperModel
 
     try:
-        model = WhisperModel(
+        return WhisperModel(
             str(path),
             device=device,
             device_index=index,
@@ -242,8 +241,6 @@ def _load_whisper(path: Path, device: str, index: int, compute_type: str, thread
         )
     except (RuntimeError, ValueError, OSError) as exc:
         raise WhisperModelError(f"cannot load Whisper model from {path}: {exc}") from None
-    model.model_path = str(path)
-    return model
 
 
 @dataclass

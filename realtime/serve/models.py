@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -50,8 +50,9 @@ class SharedTranscriber(Transcriber):
     utterances waiting at once in one batch."""
 
     def __init__(self, loaded: Transcriber, batching: AsrBatching | None = None) -> None:
-        super().__init__(loaded.model, loaded.options, loaded.path, loaded.device)
-        self.layers = loaded.layers
+        super().__init__(
+            loaded.model, loaded.options, loaded.path, loaded.device, layers=loaded.layers
+        )
         self.loaded = loaded
         self.batching = batching or AsrBatching()
         self.owner: ModelOwner[np.ndarray, TranscriptionResult] = ModelOwner(
@@ -91,15 +92,9 @@ class SharedEmotionModel(EmotionModel):
     cross-session batcher (the one thread that runs the model)."""
 
     def __init__(self, loaded: EmotionModel, batcher: CrossSessionBatcher) -> None:
-        super().__init__(
-            loaded.predictor,
-            loaded.acoustic,
-            loaded.visual,
-            loaded.encoder_model,
-            loaded.encoder_layers,
-            loaded.whisper_model,
-            loaded.baselines,  # keyed by session and speaker: one per process is enough
-        )
+        # Every field of the loaded model (speaker baselines are keyed by session and speaker:
+        # one per process is enough).
+        super().__init__(**{f.name: getattr(loaded, f.name) for f in fields(loaded) if f.init})
         self.batcher = batcher
 
     def classify(self, batch: Sequence[PendingUtterance]) -> list[Prediction]:

@@ -232,8 +232,9 @@ def test_preserve_text_trains_audio_and_video_but_keeps_text_only_outputs(
 def test_trainer_runs_stage_two_on_audio_data(
     shared_data: Path, text_checkpoint: Path, tmp_path: Path
 ) -> None:
-    """init_from + preserve_text + EMO-DB/speech_av + modality dropout + simulated visual through
-    the real Trainer (tiny random backbone, a few real samples); text-only predictions survive."""
+    """init_from + preserve_text + EMO-DB/speech_av + modality dropout + simulated visual +
+    neutral-voice consistency through the real Trainer (tiny random backbone, a few real
+    samples); text-only predictions survive."""
     from safetensors.torch import load_file
 
     from train.config import TrainConfig
@@ -252,6 +253,7 @@ def test_trainer_runs_stage_two_on_audio_data(
                 "dev_datasets": ["emodb"],
                 "transcripts": True,
                 "simulated_visual": {"meld": 1.0},
+                "neutral_audio": {"meld": 0.5},
             },
             "train": {
                 "epochs": 1,
@@ -259,6 +261,7 @@ def test_trainer_runs_stage_two_on_audio_data(
                 "init_from": str(text_checkpoint),
                 "preserve_text": True,
                 "modality_dropout": 0.5,
+                "voice_consistency": 1.0,
                 "threads": 1,
             },
         }
@@ -266,6 +269,7 @@ def test_trainer_runs_stage_two_on_audio_data(
     state = Trainer(config, tmp_path / "run").run()
     best = tmp_path / "run" / "best"
     assert state["best_epoch"] == 1 and set(state["history"][0]["dev"]) == {"emodb"}
+    assert "voice_consistency" in state["history"][0]["train_loss"]
     meta = json.loads((best / "metrics.json").read_text())
     assert meta["init_from"] == str(text_checkpoint) and meta["preserve_text"] is True
     stored = load_file(str(best / "model.safetensors"))

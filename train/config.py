@@ -144,6 +144,9 @@ class OptimConfig:
     preserve_text: bool = False
     # Probability that a sample with audio and words has its words blanked in an epoch.
     modality_dropout: float = 0.0
+    # Weight of the neutral-voice consistency loss (train.consistency) on the text samples that
+    # [data] neutral_audio pairs with a neutral clip: their label must stay the text-only one.
+    voice_consistency: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "eval_every_epochs"):
@@ -155,6 +158,8 @@ class OptimConfig:
             raise ValueError("learning rates must be positive")
         if not 0.0 <= self.modality_dropout <= 1.0:
             raise ValueError("train.modality_dropout must be in [0, 1]")
+        if self.voice_consistency < 0:
+            raise ValueError("train.voice_consistency must be >= 0")
         for name in ("train_only", "init_exclude", "freeze"):
             if any(not isinstance(p, str) or not p for p in getattr(self, name)):
                 raise ValueError(f"train.{name} must list module names")
@@ -186,6 +191,11 @@ class TrainConfig:
             raise ValueError(
                 f"datasets {faces} are faces: [model] needs a visual feature spec, e.g. "
                 'visual = { name = "emotrack-visual-v2", dim = 7 }'
+            )
+        if self.train.voice_consistency and not self.data.neutral_audio:
+            raise ValueError(
+                "train.voice_consistency needs [data] neutral_audio (the text samples it pairs "
+                "with neutral clips are where it applies)"
             )
         if self.data.simulated_visual and self.model.visual is None:
             raise ValueError(

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from train.augment import EpochAugmenter, EpochView
 from train.config import TrainConfig, TrainConfigError
+from train.consistency import consistency_loss, teacher_output
 from train.data import AUDIO_DATASETS, FACE_DATASETS, Sample, load_dataset
 from train.evaluate import PRIMARY_METRIC, evaluate
 from train.staged import (
@@ -542,7 +543,10 @@ class Trainer:
                 [view.inputs[j] for j in idx],
                 [run.targets[j] for j in idx],
             )
-            loss, parts = self._step(run, batch)
+            paired = torch.tensor(
+                [j in run.augmenter.neutral and view.inputs[j].acoustic is not None for j in idx]
+            )
+            loss, parts = self._step(run, batch, paired)
             run.sched.step()
             state["step"] += 1
             for k, v in parts.items():
@@ -565,21 +569,31 @@ class Trainer:
             "train_loss": running,
         }
 
-    def _step(self, run: _Run, batch: ModelBatch) -> tuple[float, dict[str, float]]:
+    def _step(
+        self, run: _Run, batch: ModelBatch, paired: torch.Tensor
+    ) -> tuple[float, dict[str, float]]:
+        """One optimiser step; ``paired`` marks the rows that got a neutral clip this epoch."""
         batch = batch.to(self.device)
+        weight = self.config.train.voice_consistency
         with torch.autocast(self.device.type, dtype=run.amp.dtype, enabled=run.amp.enabled):
+            teacher = teacher_output(run.model, batch) if weight and paired.any() else None
             out = run.model(batch)
         assert out.loss is not None
+        loss = out.loss
+        if teacher is not None:
+            rows = paired.to(self.device)
+            out.losses["voice_consistency"] = weight * consistency_loss(out, teacher, rows)
+            loss = loss + out.losses["voice_consistency"]
         run.opt.zero_grad(set_to_none=True)
         scaler = run.amp.scaler
-        scaler.scale(out.loss).backward()
+        scaler.scale(loss).backward()
         scaler.unscale_(run.opt)
         torch.nn.utils.clip_grad_norm_(
             [p for g in run.opt.param_groups for p in g["params"]], self.config.train.grad_clip
         )
         scaler.step(run.opt)
         scaler.update()
-        return float(out.loss.detach()), {k: float(v.detach()) for k, v in out.losses.items()}
+        return float(loss.detach()), {k: float(v.detach()) for k, v in out.losses.items()}
 
     def _append_history(self, state: dict[str, Any], record: dict[str, Any]) -> None:
         state["history"].append(record)

@@ -10,6 +10,18 @@ speakers are scored once, at the end. ``--extra`` corpora are added whole to eve
 data (they never share a speaker with the test corpus); ``--extra`` alone with ``--cross`` trains
 on the extra corpora only and tests on all of ``--corpus`` (cross-corpus).
 
+Options that change the selection or the final model (all off by default):
+
+- ``--refit``: once the dev speakers have picked the epoch count E, a fresh run (same init, same
+  seed, the speaker-baseline prior from the training + dev speakers) trains on the training + dev
+  speakers for exactly E epochs and is the model scored on the test speakers. The dev UAR
+  reported is the selection run's; the test speakers still steer nothing.
+- ``--average K``: each epoch's candidate is the mean of the trainable parameters after the last
+  K epochs (fewer at the start); dev picks among those candidates and the picked one is scored
+  (with ``--refit``: the mean over the refit's last K epochs up to E).
+- ``--schedule cosine|linear``: the learning rate decays per epoch from ``--lr`` to about zero at
+  ``--epochs`` (the refit follows the same curve for its E epochs); default constant.
+
 Each run starts from a text checkpoint (``--init``, default: the shipped one), replaces its
 acoustic encoder by a new one for ``--spec``, and trains like stage 2 of the default
 (``preserve_text``: the acoustic encoder and the audio columns of PMF; every text-only output stays
@@ -26,9 +38,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +232,27 @@ class FoldRun:
             lr=args.lr,
         )
 
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def snapshot(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.params]
+
+    @contextmanager
+    def holding(self, state: Sequence[torch.Tensor]) -> Iterator[None]:
+        """The trainable parameters set to ``state`` inside the block, restored after it."""
+        saved = self.snapshot()
+        with torch.no_grad():
+            for param, value in zip(self.params, state, strict=True):
+                param.copy_(value)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for param, value in zip(self.params, saved, strict=True):
+                    param.copy_(value)
+
     def train_epoch(self, rows: Sequence[Any], targets: Sequence[Any], rng: Any, bs: int) -> None:
         self.model.train()
         order = rng.permutation(len(rows))
@@ -254,6 +290,96 @@ def rows_of(
     return [to_sample(s, "train", features[s.dataset + s.id], transcript=fused) for s in items]
 
 
+def training_rows(
+    train: Sequence[AudioSample], features: dict[str, np.ndarray]
+) -> tuple[list[Any], list[Any]]:
+    """Training samples (audio only, and audio + sentence where the file has one) and targets."""
+    with_text = [s for s in train if transcript_of(s)]
+    rows = rows_of(train, features, False) + rows_of(with_text, features, True)
+    return rows, [targets_for(unified_audio(r), 0.5) for r in rows]
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of 1-based ``epoch`` relative to ``--lr``; the decaying schedules reach
+    about zero after ``epochs`` (the same curve in the selection run and the refit)."""
+    progress = (epoch - 1) / epochs
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 1.0
+
+
+@dataclass
+class Fit:
+    """What a training run ends with: the parameters to score and, with a dev set, the dev UAR
+    and epoch that picked them."""
+
+    state: list[torch.Tensor]
+    epoch: int
+    dev_uar: float | None = None
+
+
+def fit(
+    run: FoldRun,
+    rows: Sequence[Any],
+    targets: Sequence[Any],
+    args: argparse.Namespace,
+    dev: tuple[Sequence[Any], Sequence[AudioSample]] | None = None,
+    epochs: int | None = None,
+) -> Fit:
+    """Train ``run``. With ``dev``: up to ``--epochs`` epochs, stopping after ``--patience``
+    without a better dev UAR, and return the best candidate. Without: exactly ``epochs`` epochs,
+    and return the last candidate. A candidate is the mean of the parameters after the last
+    ``--average`` epochs (the parameters themselves with ``--average 1``)."""
+    rng = np.random.default_rng(args.seed)
+    window: deque[list[torch.Tensor]] = deque(maxlen=args.average)
+    best: Fit | None = None
+    best_uar, waited = -1.0, 0
+    for epoch in range(1, (epochs or args.epochs) + 1):
+        run.set_lr(args.lr * lr_factor(args.schedule, epoch, args.epochs))
+        run.train_epoch(rows, targets, rng, args.batch_size)
+        window.append(run.snapshot())
+        if dev is None:
+            continue
+        candidate = mean_state(window)
+        with run.holding(candidate):
+            dev_uar = run.score(*dev)["uar"]
+        logger.info("epoch %d: dev UAR %.1f", epoch, dev_uar)
+        if dev_uar > best_uar:
+            best, best_uar, waited = Fit(candidate, epoch, dev_uar), dev_uar, 0
+        else:
+            waited += 1
+            if waited >= args.patience:
+                break
+    if dev is None:
+        return Fit(mean_state(window), epoch)
+    assert best is not None
+    return best
+
+
+def mean_state(window: Sequence[list[torch.Tensor]]) -> list[torch.Tensor]:
+    if len(window) == 1:
+        return window[0]
+    return [torch.stack(values).mean(0) for values in zip(*window, strict=True)]
+
+
+def score_test(
+    run: FoldRun, test: Sequence[AudioSample], features: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """``audio`` and, where the files have a sentence, ``fused`` scores on the held-out test."""
+    result: dict[str, Any] = {"audio": run.score(rows_of(test, features, False), test)}
+    test_text = [s for s in test if transcript_of(s)]
+    if test_text:
+        result["fused"] = run.score(rows_of(test_text, features, True), test_text)
+    return result
+
+
+def cache_texts(rows: Sequence[Any], test: Sequence[AudioSample]) -> list[str]:
+    """Every text the run will see: the training rows', "" and the test files' sentences."""
+    return [r.text for r in rows] + ["", *(transcript_of(s) or "" for s in test)]
+
+
 def run_fold(
     init: Path,
     spec: FeatureSpec,
@@ -262,36 +388,25 @@ def run_fold(
     test: Sequence[AudioSample],
     features: dict[str, np.ndarray],
     args: argparse.Namespace,
+    refit_features: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    with_text = [s for s in train if transcript_of(s)]
-    train_rows = rows_of(train, features, False) + rows_of(with_text, features, True)
-    targets = [targets_for(unified_audio(r), 0.5) for r in train_rows]
-    test_text = [s for s in test if transcript_of(s)]
-    texts = [r.text for r in train_rows] + ["", *(transcript_of(s) or "" for s in test_text)]
-    run = FoldRun(init, spec, texts, args)
-    dev_rows = rows_of(dev, features, False)
-    rng = np.random.default_rng(args.seed)
-    best, best_epoch, best_state, waited = -1.0, 0, None, 0
-    for epoch in range(1, args.epochs + 1):
-        run.train_epoch(train_rows, targets, rng, args.batch_size)
-        dev_uar = run.score(dev_rows, dev)["uar"]
-        logger.info("epoch %d: dev UAR %.1f", epoch, dev_uar)
-        if dev_uar > best:
-            best, best_epoch, waited = dev_uar, epoch, 0
-            best_state = [p.detach().clone() for p in run.params]
-        else:
-            waited += 1
-            if waited >= args.patience:
-                break
-    assert best_state is not None
-    with torch.no_grad():
-        for param, value in zip(run.params, best_state, strict=True):
-            param.copy_(value)
-    result: dict[str, Any] = {"dev_uar": best, "epoch": best_epoch}
-    result["audio"] = run.score(rows_of(test, features, False), test)
-    if test_text:
-        result["fused"] = run.score(rows_of(test_text, features, True), test_text)
-    return result
+    """Pick the epoch on ``dev``; score ``test`` with that candidate or, given
+    ``refit_features`` (the baselines' prior from train + dev), with a fresh run trained on
+    train + dev for the picked number of epochs."""
+    rows, targets = training_rows(train, features)
+    run = FoldRun(init, spec, cache_texts(rows, test), args)
+    picked = fit(run, rows, targets, args, dev=(rows_of(dev, features, False), dev))
+    assert picked.dev_uar is not None
+    result: dict[str, Any] = {"dev_uar": picked.dev_uar, "epoch": picked.epoch}
+    if refit_features is None:
+        with run.holding(picked.state):
+            return result | score_test(run, test, features)
+    del run
+    rows, targets = training_rows([*train, *dev], refit_features)
+    refit = FoldRun(init, spec, cache_texts(rows, test), args)
+    final = fit(refit, rows, targets, args, epochs=picked.epoch)
+    with refit.holding(final.state):
+        return result | score_test(refit, test, refit_features)
 
 
 def table(results: dict[str, dict[str, Any]], corpus: str) -> str:
@@ -344,6 +459,22 @@ def with_baselines(
     return dict(zip(keys, shifted, strict=True))
 
 
+def fold_baselines(
+    features: dict[str, np.ndarray],
+    train: Sequence[AudioSample],
+    dev: Sequence[AudioSample],
+    everyone: Sequence[AudioSample],
+    spec: FeatureSpec,
+    args: argparse.Namespace,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """A fold's features for the selection run (baseline prior from ``train``) and, with
+    ``--refit``, for the refit (prior from ``train`` + ``dev``)."""
+    selection = with_baselines(features, train, everyone, spec, args.seed)
+    if not args.refit:
+        return selection, None
+    return selection, with_baselines(features, [*train, *dev], everyone, spec, args.seed)
+
+
 def load_corpus(name: str, data_dir: Path) -> list[AudioSample]:
     return load_audio_corpus(name, corpus_folder(name, data_dir))
 
@@ -369,6 +500,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument(
+        "--schedule",
+        choices=("constant", "cosine", "linear"),
+        default="constant",
+        help="learning rate per epoch: constant, or decaying from --lr to about 0 at --epochs",
+    )
+    parser.add_argument(
+        "--average",
+        type=int,
+        default=1,
+        metavar="K",
+        help="score (dev and test) the mean of the trainable parameters over the last K epochs "
+        "(1: the epoch's own parameters)",
+    )
+    parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="after dev picks the epoch count E, train a fresh run (same init and seed) on the "
+        "training + dev speakers for E epochs and score the test speakers with it",
+    )
+    parser.add_argument(
         "--pmf-audio",
         choices=("reset", "loaded", "off"),
         default="reset",
@@ -392,6 +543,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cross needs --extra corpora to train on")
     if args.corpus in args.extra:
         parser.error("--extra must not include --corpus")
+    if args.average < 1:
+        parser.error("--average must be >= 1")
     init = resolve_checkpoint(args.init)
     spec = replace(SPECS[args.spec], baseline=args.baseline)
     corpus = load_corpus(args.corpus, args.data_dir)
@@ -408,8 +561,10 @@ def main(argv: list[str] | None = None) -> int:
         dev_spk = sorted({(s.dataset, s.speaker) for s in dev_pick})[-2:]
         dev = [s for s in extra if (s.dataset, s.speaker) in dev_spk]
         train = [s for s in extra if (s.dataset, s.speaker) not in dev_spk]
-        fold_features = with_baselines(features, train, [*corpus, *extra], spec, args.seed)
-        r = run_fold(init, spec, train, dev, corpus, fold_features, args)
+        fold_features, refit_features = fold_baselines(
+            features, train, dev, [*corpus, *extra], spec, args
+        )
+        r = run_fold(init, spec, train, dev, corpus, fold_features, args, refit_features)
         results[f"all (trained on {'+'.join(args.extra)})"] = {**r, "n": len(corpus)}
     else:
         folds = folds_of(args.corpus, corpus)
@@ -420,8 +575,10 @@ def main(argv: list[str] | None = None) -> int:
             dev = [s for s in corpus if s.speaker in devs]
             train = [s for s in corpus if s.speaker not in held + devs] + extra
             t0 = time.perf_counter()
-            fold_features = with_baselines(features, train, [*corpus, *extra], spec, args.seed)
-            r = run_fold(init, spec, train, dev, test, fold_features, args)
+            fold_features, refit_features = fold_baselines(
+                features, train, dev, [*corpus, *extra], spec, args
+            )
+            r = run_fold(init, spec, train, dev, test, fold_features, args, refit_features)
             r["seconds"] = time.perf_counter() - t0
             results[" ".join(held)] = {**r, "n": len(test)}
             logger.info(

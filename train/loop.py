@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from train.augment import EpochAugmenter, EpochView
 from train.config import TrainConfig, TrainConfigError
-from train.consistency import consistency_loss, teacher_output
+from train.consistency import voice_consistency
 from train.data import AUDIO_DATASETS, FACE_DATASETS, Sample, load_dataset
 from train.evaluate import PRIMARY_METRIC, evaluate
 from train.staged import (
@@ -576,14 +576,13 @@ class Trainer:
         batch = batch.to(self.device)
         weight = self.config.train.voice_consistency
         with torch.autocast(self.device.type, dtype=run.amp.dtype, enabled=run.amp.enabled):
-            teacher = teacher_output(run.model, batch) if weight and paired.any() else None
             out = run.model(batch)
-        assert out.loss is not None
-        loss = out.loss
-        if teacher is not None:
-            rows = paired.to(self.device)
-            out.losses["voice_consistency"] = weight * consistency_loss(out, teacher, rows)
-            loss = loss + out.losses["voice_consistency"]
+            assert out.loss is not None
+            loss = out.loss
+            if weight:
+                term = weight * voice_consistency(run.model, batch, paired.to(self.device))
+                out.losses["voice_consistency"] = term
+                loss = loss + term
         run.opt.zero_grad(set_to_none=True)
         scaler = run.amp.scaler
         scaler.scale(loss).backward()

@@ -32,6 +32,7 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from itertools import zip_longest
 from pathlib import Path
 from typing import Protocol
 
@@ -183,11 +184,12 @@ AUDIO_DEV_CORPORA = ("ravdess", "emodb")
 
 @dataclass(frozen=True)
 class AudioScaleDevData:
-    """Audio: MELD / IEMOCAP dev WF1 with a neutral clip of an unseen (dev) speaker beside every
-    utterance (speech carrying no emotion should leave the words' label alone), and the dev
-    speakers' audio-only UAR of the emotional-speech corpora (emotional speech should be
-    recognised). :meth:`pick` takes the best UAR among the scales whose neutral-voice WF1 stays
-    within :data:`NEUTRAL_VOICE_TOLERANCE` of text only (scale 0, always scored)."""
+    """Audio: MELD / IEMOCAP dev WF1 with a neutral clip of an unseen (dev) speaker of any of the
+    emotional-speech corpora beside every utterance (speech carrying no emotion should leave the
+    words' label alone), and the dev speakers' audio-only UAR of the emotional-speech corpora
+    (emotional speech should be recognised). :meth:`pick` takes the best UAR among the scales
+    whose neutral-voice WF1 stays within :data:`NEUTRAL_VOICE_TOLERANCE` of text only (scale 0,
+    always scored)."""
 
     with_neutral_speech: dict[str, list[Sample]]  # meld / iemocap dev, a neutral clip each
     emotional_dev: dict[str, list[AudioSample]]  # corpus -> its dev speakers' files
@@ -203,7 +205,17 @@ class AudioScaleDevData:
                 f"audio scale: no emotional-speech corpus ({', '.join(AUDIO_DEV_CORPORA)}) "
                 f"in {data_dir}"
             )
-        neutral = neutral_voice_clips(corpora[0], "dev", data_dir, spec, predictor.voice_prior)
+        neutral = [  # every dev speaker's neutral voice, interleaved: more voices, fewer quirks
+            clip
+            for clips in zip_longest(
+                *(
+                    neutral_voice_clips(c, "dev", data_dir, spec, predictor.voice_prior)
+                    for c in corpora
+                )
+            )
+            for clip in clips
+            if clip is not None
+        ]
         paired = {
             dataset: [
                 replace(x, acoustic=neutral[i % len(neutral)])

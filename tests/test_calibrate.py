@@ -15,6 +15,7 @@ from train.calibrate import (
     CALIBRATION,
     SCALE_GRID,
     VISUAL_PROJECTION,
+    AudioScaleDevData,
     VideoScaleDevData,
     calibrate_checkpoint,
     dev_log_probs,
@@ -259,3 +260,24 @@ def test_calibrate_cli_rejects_a_bad_scale_in_one_line(
     err = capsys.readouterr().err
     assert flag in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_audio_scale_dev_pairs_words_with_every_dev_speakers_neutral_voice(
+    tiny_multimodal_checkpoint: Path, shared_data: Path
+) -> None:
+    from train.audio_datasets import neutral_voice_clips
+
+    predictor = EmotionPredictor.load(tiny_multimodal_checkpoint, device="cpu")
+    spec = predictor.config.acoustic
+    assert spec is not None
+    data = AudioScaleDevData.load(predictor, shared_data)
+    ravdess, emodb = (
+        neutral_voice_clips(c, "dev", shared_data, spec, predictor.voice_prior)
+        for c in ("ravdess", "emodb")
+    )
+    paired = [s.acoustic for s in data.with_neutral_speech["meld"]]
+    assert ravdess and emodb and len(paired) > len(ravdess) + len(emodb)
+    # interleaved: RAVDESS dev actors and the EMO-DB dev speaker take turns, then cycle
+    assert np.array_equal(paired[0], ravdess[0]) and np.array_equal(paired[1], emodb[0])
+    distinct = {p.tobytes() for p in paired}
+    assert distinct == {c.tobytes() for c in (*ravdess, *emodb)}

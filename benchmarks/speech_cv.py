@@ -181,7 +181,9 @@ def build_run_model(
     )
     seed_everything(args.seed)
     model = build_model(config)
-    init_from_checkpoint(model, init, exclude=("fusion",))
+    # The init's acoustic modality logits belong to its own voice branch (trained on these
+    # corpora): they restart at zero with the new encoder, as the voice stage's init_exclude does.
+    init_from_checkpoint(model, init, exclude=("fusion", "modality_logits.acoustic"))
     if args.pmf_audio != "loaded":
         reset_pmf_inputs(model, ("audio",))
     no_decay = preserve_text_path(model)

@@ -292,7 +292,17 @@ def neutral_voice_clips(
     neutral clips only (what live use sees when someone speaks without emotion throughout)."""
     folder = corpus_folder(dataset, Path(data_dir))
     chosen = select_split(load_audio_corpus(dataset, folder), dataset, split)
-    return corpus_features([i for i in chosen if is_neutral(i)], spec, cache_dir, prior)
+    return neutral_voices(chosen, spec, prior, cache_dir)
+
+
+def neutral_voices(
+    items: Sequence[AudioSample],
+    spec: FeatureSpec,
+    prior: np.ndarray | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE,
+) -> list[np.ndarray]:
+    """:func:`neutral_voice_clips` for samples already loaded (one split of one corpus)."""
+    return corpus_features([i for i in items if is_neutral(i)], spec, cache_dir, prior)
 
 
 def load_audio_dataset(

@@ -45,7 +45,7 @@ from train.audio_data import AudioSample
 from train.audio_datasets import (
     corpus_folder,
     load_audio_corpus,
-    neutral_voice_clips,
+    neutral_voices,
     select_split,
 )
 from train.audio_eval import audio_metrics, progress_total
@@ -205,13 +205,16 @@ class AudioScaleDevData:
                 f"audio scale: no emotional-speech corpus ({', '.join(AUDIO_DEV_CORPORA)}) "
                 f"in {data_dir}"
             )
+        emotional = {
+            corpus: select_split(
+                load_audio_corpus(corpus, corpus_folder(corpus, data_dir)), corpus, "dev"
+            )
+            for corpus in corpora
+        }
         neutral = [  # every dev speaker's neutral voice, interleaved: more voices, fewer quirks
             clip
             for clips in zip_longest(
-                *(
-                    neutral_voice_clips(c, "dev", data_dir, spec, predictor.voice_prior)
-                    for c in corpora
-                )
+                *(neutral_voices(dev, spec, predictor.voice_prior) for dev in emotional.values())
             )
             for clip in clips
             if clip is not None
@@ -222,12 +225,6 @@ class AudioScaleDevData:
                 for i, x in enumerate(load_dataset(dataset, "dev", data_dir))
             ]
             for dataset in ("meld", "iemocap")
-        }
-        emotional = {
-            corpus: select_split(
-                load_audio_corpus(corpus, corpus_folder(corpus, data_dir)), corpus, "dev"
-            )
-            for corpus in corpora
         }
         return cls(paired, emotional)
 

@@ -175,7 +175,9 @@ def build_run_model(
     base = UniMSEConfig.load(init / "config.json")
     # No InfoNCE: the corpora speak a few sentences in every emotion, so text-audio contrast
     # would teach the acoustic branch to recognise sentences, not emotions.
-    losses = replace(base.losses, infonce_acoustic=0.0, infonce_visual=0.0)
+    losses = replace(
+        base.losses, infonce_acoustic=0.0, infonce_visual=0.0, emodb_joint=args.emodb_joint
+    )
     config = replace(
         base, acoustic=spec, visual=None, losses=losses, modality_logits=args.modality_logits
     )
@@ -533,6 +535,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="modality_logits",
         action="store_false",
         help="no direct acoustic -> logits path (PMF only)",
+    )
+    parser.add_argument(
+        "--emodb-joint",
+        type=float,
+        default=0.0,
+        help="weight of the joint EMO-DB class loss ([model.losses] emodb_joint; 0: off)",
     )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")

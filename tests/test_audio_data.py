@@ -13,11 +13,13 @@ from train.audio_data import (
     EMODB_LABELS,
     AudioSample,
     emodb_class_of,
+    emodb_class_of_prediction,
     load_emodb,
     load_speech_av,
     speech_av_label,
 )
-from unimse.labels import UniversalLabel
+from unimse.labels import EMODB_JOINT_CLASSES, MELD_EMOTIONS, POLARITIES, UniversalLabel
+from unimse.prediction import Prediction
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +57,37 @@ def test_every_emodb_class_survives_the_label_mapping(emodb: list[AudioSample]) 
     assert all(emodb_class_of(s.label) == s.emotion for s in emodb)
     assert EMODB_LABELS["boredom"].polarity == "negative"
     assert EMODB_LABELS["boredom"].meld_emotion == EMODB_LABELS["neutral"].meld_emotion
+
+
+def test_the_joint_class_table_is_the_emodb_label_mapping() -> None:
+    assert tuple(EMODB_JOINT_CLASSES) == EMODB_CLASSES
+    for name, (polarity, emotion) in EMODB_JOINT_CLASSES.items():
+        assert (EMODB_LABELS[name].polarity, EMODB_LABELS[name].meld_emotion) == (polarity, emotion)
+
+
+def _prediction(emotions: dict[str, float], polarities: dict[str, float]) -> Prediction:
+    emotion_probs = {e: emotions.get(e, 0.0) for e in MELD_EMOTIONS}
+    polarity_probs = {p: polarities.get(p, 0.0) for p in POLARITIES}
+    return Prediction(
+        emotion=max(emotion_probs, key=emotion_probs.__getitem__),
+        emotion_probs=emotion_probs,
+        iemocap_emotion="neutral",
+        iemocap_probs={},
+        polarity=max(polarity_probs, key=polarity_probs.__getitem__),
+        polarity_probs=polarity_probs,
+        intensity=-1.0,
+        modalities=("audio",),
+    )
+
+
+def test_a_prediction_is_read_back_as_the_jointly_most_probable_emodb_class() -> None:
+    # The argmax label (surprise, negative) reads back as fear, which the model gives no
+    # probability; together, negative + neutral (boredom) is the most probable class.
+    prediction = _prediction({"surprise": 0.4, "neutral": 0.35, "anger": 0.25}, {"negative": 0.9})
+    assert emodb_class_of(prediction.label) == "fear"
+    assert emodb_class_of_prediction(prediction) == "boredom"
+    calm = _prediction({"neutral": 0.6, "sadness": 0.4}, {"negative": 0.4, "neutral": 0.6})
+    assert emodb_class_of_prediction(calm) == "neutral"
 
 
 def test_speech_av_loads_valence_and_arousal(speech_av: list[AudioSample]) -> None:

@@ -16,8 +16,8 @@ from unimse.factory import build_model
 from unimse.fusion import PMF
 from unimse.inference import EmotionPredictor
 from unimse.inputs import DialogueTurn, ModelInput
-from unimse.labels import UniversalLabel, parse_universal_label
-from unimse.losses import info_nce, supervised_contrastive
+from unimse.labels import UniversalLabel, emodb_joint_indices, parse_universal_label
+from unimse.losses import info_nce, joint_class_cross_entropy, supervised_contrastive
 from unimse.modeling import FusedLayer
 from unimse.processor import LabelTargets, UniMSEProcessor
 
@@ -209,3 +209,40 @@ def test_missing_backbone_names_what_to_do(tmp_path: Path) -> None:
         build_model(UniMSEConfig(backbone=str(tmp_path)))
     with pytest.raises(BackboneNotFoundError, match="offline"):
         build_model(UniMSEConfig(backbone="nobody/no-such-model-xyz"))
+
+
+def test_joint_class_loss_scores_each_class_by_both_heads() -> None:
+    polarity = torch.randn(3, 3)
+    emotion = torch.randn(3, 7)
+    target = torch.tensor([1, -1, 6])  # boredom, not EMO-DB, neutral
+    indices = emodb_joint_indices()
+    loss = joint_class_cross_entropy(polarity, emotion, target, indices)
+    pol_idx, emo_idx = (torch.tensor(i) for i in indices)
+    rows = torch.tensor([0, 2])
+    scores = polarity[rows].log_softmax(-1)[:, pol_idx] + emotion[rows].log_softmax(-1)[:, emo_idx]
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(scores, target[rows]))
+    none = joint_class_cross_entropy(polarity, emotion, torch.full((3,), -1), indices)
+    assert none.item() == 0.0
+
+
+def test_emodb_rows_learn_their_class_jointly_instead_of_polarity_and_emotion(
+    tiny_config: UniMSEConfig,
+) -> None:
+    from dataclasses import replace
+
+    from unimse.backbones import load_tokenizer
+
+    config = replace(tiny_config, losses=replace(tiny_config.losses, emodb_joint=1.0))
+    model = build_model(config)
+    proc = UniMSEProcessor(config, load_tokenizer(config))
+    inputs = [ModelInput(f"line {i}") for i in range(4)]
+    emodb_only = [LabelTargets(0, -2.0, 3, 3, emodb_class=0) for _ in range(4)]
+    out = model(proc.encode(inputs, emodb_only))
+    assert out.losses["emodb_joint"] > 0
+    assert out.losses["polarity"] == 0 and out.losses["meld"] == 0
+    assert out.losses["iemocap"] > 0 and out.losses["score"] > 0
+    mixed = [LabelTargets(0, -2.0, 3, 3, emodb_class=0), LabelTargets(1, 0.0, 0, 2)]
+    out = model(proc.encode(inputs[:2], mixed))
+    assert out.losses["polarity"] > 0 and out.losses["emodb_joint"] > 0
+    off = build_model(tiny_config)(proc.encode(inputs, emodb_only))
+    assert "emodb_joint" not in off.losses and off.losses["polarity"] > 0

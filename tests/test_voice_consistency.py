@@ -104,3 +104,39 @@ def test_config_needs_neutral_audio_and_a_non_negative_weight() -> None:
         TrainConfig.from_dict(base)
     with pytest.raises(ValueError, match="voice_consistency"):
         TrainConfig.from_dict({"train": {"voice_consistency": -1.0}})
+
+
+def test_pitch_shifted_neutral_voices_are_new_speakers_of_the_same_length() -> None:
+    from train.audio_data import AudioSample
+    from train.audio_datasets import pitch_shifted, speaker_key
+    from unimse.labels import UniversalLabel
+
+    t = np.arange(16_000, dtype=np.float32) / 16_000
+    clip = AudioSample(
+        "a",
+        "07",
+        (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32),
+        UniversalLabel("neutral", 0.0, "neutral", "neutral"),
+        "ravdess",
+    )
+    up, down = pitch_shifted([clip], 2.0)[0], pitch_shifted([clip], -2.0)[0]
+    assert {speaker_key(up), speaker_key(down)} == {"ravdess/07+2st", "ravdess/07-2st"}
+    assert up.audio.dtype == np.float32 and len(up.audio) == len(clip.audio)
+    spectrum = np.abs(np.fft.rfft(up.audio))
+    assert 215 < np.argmax(spectrum) < 235  # 200 Hz two semitones up: 224 Hz (1 Hz bins)
+    assert up.label == clip.label and up.id == clip.id
+
+
+def test_voice_shifts_need_neutral_audio_and_are_semitones() -> None:
+    with pytest.raises(ValueError, match="neutral_voice_shifts needs"):
+        TrainConfig.from_dict({"data": {"datasets": ["meld"], "neutral_voice_shifts": [2.0]}})
+    with pytest.raises(ValueError, match="semitones"):
+        TrainConfig.from_dict(
+            {
+                "data": {
+                    "datasets": ["meld", "ravdess"],
+                    "neutral_audio": {"meld": 1.0},
+                    "neutral_voice_shifts": [0.0],
+                }
+            }
+        )

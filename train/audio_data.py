@@ -24,7 +24,9 @@ displeasure), happiness +2.0, neutral 0.0.
   ordinary calm speech later.
 
 Every EMO-DB class stays recoverable from a universal label (:func:`emodb_class_of`): the MELD
-emotion names six of them, and polarity separates boredom (negative) from neutral (neutral).
+emotion names six of them, and polarity separates boredom (negative) from neutral (neutral). A
+model's prediction is read back jointly (:func:`emodb_class_of_prediction`): the class whose
+polarity and emotion are most probable together.
 
 speech_av mapping. Valence v in [-1, 1] becomes score 3v (same scale as MOSI); |v| < 0.1 is
 neutral with score 0.0, as neutral is everywhere else in the label space. The corpus has no
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,11 +50,13 @@ import numpy as np
 import soundfile as sf
 
 from train.acted_labels import ACTED_LABELS
-from unimse.labels import UniversalLabel
+from unimse.labels import EMODB_JOINT_CLASSES, UniversalLabel
+from unimse.prediction import Prediction
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
+_TINY = 1e-12  # floor under a probability before its log
 EMODB = "emodb"
 SPEECH_AV = "speech_av"
 RAVDESS = "ravdess"
@@ -148,6 +153,18 @@ def emodb_class_of(label: UniversalLabel) -> str:
     if label.meld_emotion == "surprise":  # not an EMO-DB class: decide by polarity
         return "happiness" if label.polarity == "positive" else "fear"
     return "boredom" if label.polarity == "negative" else "neutral"
+
+
+def emodb_class_of_prediction(prediction: Prediction) -> str:
+    """The EMO-DB class a prediction stands for: the class whose (polarity, MELD emotion) pair has
+    the highest joint log-probability under the two heads. Unlike :func:`emodb_class_of` on the
+    argmax label, this is the decision the joint class loss (``emodb_joint``) trains for."""
+    scores = {
+        name: math.log(max(prediction.polarity_probs[polarity], _TINY))
+        + math.log(max(prediction.emotion_probs[emotion], _TINY))
+        for name, (polarity, emotion) in EMODB_JOINT_CLASSES.items()
+    }
+    return max(scores, key=scores.__getitem__)
 
 
 def read_audio(path: Path, *, trim_zero_padding: bool = False) -> np.ndarray:

@@ -40,6 +40,7 @@ from train.acted_labels import ACTED_DERIVED
 from train.audio_data import (
     EMODB,
     RAVDESS,
+    SAMPLE_RATE,
     SPEECH_AV,
     AudioSample,
     emodb_class_of,
@@ -286,13 +287,16 @@ def neutral_voice_clips(
     spec: FeatureSpec,
     prior: np.ndarray | None = None,
     cache_dir: Path | None = DEFAULT_CACHE,
+    shifts: Sequence[float] = (),
 ) -> list[np.ndarray]:
     """Acoustic features of the neutral clips of ``split``'s speakers, as a conversation in a
     neutral voice gives them: with a speaker baseline, each speaker's running mean over their
-    neutral clips only (what live use sees when someone speaks without emotion throughout)."""
+    neutral clips only (what live use sees when someone speaks without emotion throughout).
+    ``shifts``: also each speaker's clips pitch-shifted by so many semitones
+    (:func:`pitch_shifted`)."""
     folder = corpus_folder(dataset, Path(data_dir))
     chosen = select_split(load_audio_corpus(dataset, folder), dataset, split)
-    return neutral_voices(chosen, spec, prior, cache_dir)
+    return neutral_voices(chosen, spec, prior, cache_dir, shifts)
 
 
 def neutral_voices(
@@ -300,9 +304,29 @@ def neutral_voices(
     spec: FeatureSpec,
     prior: np.ndarray | None = None,
     cache_dir: Path | None = DEFAULT_CACHE,
+    shifts: Sequence[float] = (),
 ) -> list[np.ndarray]:
     """:func:`neutral_voice_clips` for samples already loaded (one split of one corpus)."""
-    return corpus_features([i for i in items if is_neutral(i)], spec, cache_dir, prior)
+    neutral = [i for i in items if is_neutral(i)]
+    voices = neutral + [clip for shift in shifts for clip in pitch_shifted(neutral, shift)]
+    return corpus_features(voices, spec, cache_dir, prior)
+
+
+def pitch_shifted(items: Sequence[AudioSample], semitones: float) -> list[AudioSample]:
+    """Copies of ``items`` with the pitch moved by ``semitones`` (librosa; same duration), each
+    speaker's copies a speaker of their own: more voices from the same few speakers."""
+    import librosa
+
+    return [
+        replace(
+            item,
+            audio=librosa.effects.pitch_shift(item.audio, sr=SAMPLE_RATE, n_steps=semitones).astype(
+                np.float32
+            ),
+            speaker=f"{item.speaker or item.id}{semitones:+g}st",
+        )
+        for item in items
+    ]
 
 
 def load_audio_dataset(

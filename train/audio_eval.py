@@ -4,8 +4,9 @@ RAVDESS: the predicted MELD emotion against the file's emotion (calm counts as n
 project's 7 emotions; ``uar`` / ``wa`` for audio only and for audio + the statement the actor
 speaks (the words are neutral), as for EMO-DB below.
 
-EMO-DB: the predicted universal label is mapped back to one of the 7 EMO-DB classes with
-:func:`train.audio_data.emodb_class_of`; reported are the unweighted accuracy (``uar``, mean
+EMO-DB: the prediction is mapped back to one of the 7 EMO-DB classes with
+:func:`train.audio_data.emodb_class_of_prediction` (the class whose polarity and MELD emotion are
+most probable together); reported are the unweighted accuracy (``uar``, mean
 per-class recall) and the weighted accuracy (``wa``, plain accuracy), each for two inputs:
 
 - ``audio``: audio only (text ``""``), what a live session sees when the ASR hears no words it
@@ -33,7 +34,7 @@ from train.audio_data import (
     RAVDESS,
     SPEECH_AV,
     AudioSample,
-    emodb_class_of,
+    emodb_class_of_prediction,
 )
 from train.audio_datasets import (
     AUDIO_SPEAKER,
@@ -94,7 +95,7 @@ def true_class(sample: AudioSample) -> str:
 def predicted_class(dataset: str, prediction: Prediction) -> str:
     if dataset == RAVDESS:
         return prediction.emotion
-    return emodb_class_of(prediction.label)
+    return emodb_class_of_prediction(prediction)
 
 
 def categorical_metrics(

@@ -46,6 +46,9 @@ class DataConfig:
     # Share of those pairings that use the sample's own words spoken by espeak-ng (neutral
     # synthetic prosody, train.tts_audio) instead of a neutral corpus clip.
     neutral_audio_tts: float = 0.0
+    # With a speaker baseline: the neutral training voices also pitch-shifted by each of these
+    # semitones, every shift of a speaker a voice of its own (more voices for neutral_audio).
+    neutral_voice_shifts: tuple[float, ...] = ()
     # Unrelated-face pairing (train.augment): per text dataset, the probability that a training
     # sample whose own label is not neutral (the words carry an emotion) gets the face of a random
     # CK+ training image, held 1..12 frames, in an epoch, its label unchanged: a face must not
@@ -84,6 +87,10 @@ class DataConfig:
             raise ValueError("neutral_audio_tts must be a share in [0, 1]")
         if self.neutral_audio_tts and not self.neutral_audio:
             raise ValueError("neutral_audio_tts needs neutral_audio (the samples to pair)")
+        if self.neutral_voice_shifts and not self.neutral_audio:
+            raise ValueError("neutral_voice_shifts needs neutral_audio (the samples to pair)")
+        if any(not 0 < abs(s) <= 12 for s in self.neutral_voice_shifts):
+            raise ValueError("neutral_voice_shifts are semitones, non-zero, within +-12")
         if self.neutral_audio and not set(self.datasets) & set(AUDIO_DATASETS):
             raise ValueError(f"neutral_audio needs an audio corpus {AUDIO_DATASETS} for its clips")
         self._check_text_chances("unrelated_face", self.unrelated_face)

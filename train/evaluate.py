@@ -55,12 +55,12 @@ def dataset_metrics(
     if dataset == "mosi":
         return regression_metrics([s.score or 0.0 for s in samples], [p.intensity for p in preds])
     if dataset == "emodb":
-        from train.audio_data import EMODB_CLASSES, emodb_class_of
+        from train.audio_data import EMODB_CLASSES, emodb_class_of_prediction
         from train.audio_datasets import emodb_class_of_sample
 
         return unweighted_accuracy(
             [emodb_class_of_sample(s) for s in samples],
-            [emodb_class_of(p.label) for p in preds],
+            [emodb_class_of_prediction(p) for p in preds],
             EMODB_CLASSES,
         )
     if dataset == "ravdess":

@@ -77,6 +77,7 @@ def targets_for(item: UnifiedSample, borrowed_weight: float) -> LabelTargets:
     def weight(name: str) -> float:
         return borrowed_weight if name in item.borrowed else 1.0
 
+    emodb_class = -1
     if s.dataset == "meld":
         group = DATASET_GROUP_OFFSET["meld"] + MELD_EMOTIONS.index(item.meld_emotion)
     elif s.dataset == "iemocap":
@@ -85,7 +86,8 @@ def targets_for(item: UnifiedSample, borrowed_weight: float) -> LabelTargets:
         from train.audio_data import EMODB_CLASSES
         from train.audio_datasets import emodb_class_of_sample
 
-        group = DATASET_GROUP_OFFSET["emodb"] + EMODB_CLASSES.index(emodb_class_of_sample(s))
+        emodb_class = EMODB_CLASSES.index(emodb_class_of_sample(s))
+        group = DATASET_GROUP_OFFSET["emodb"] + emodb_class
     elif s.dataset in ("ravdess", "ckplus"):
         group = DATASET_GROUP_OFFSET[s.dataset] + MELD_EMOTIONS.index(item.meld_emotion)
     elif s.dataset == "speech_av":
@@ -102,6 +104,7 @@ def targets_for(item: UnifiedSample, borrowed_weight: float) -> LabelTargets:
         meld_weight=weight("meld_emotion"),
         iemocap_weight=weight("iemocap_emotion"),
         group=group,
+        emodb_class=emodb_class,
     )
 
 
@@ -322,7 +325,9 @@ class Trainer:
             clip
             for name in dc.datasets
             if name in AUDIO_DATASETS and name != "speech_av"
-            for clip in neutral_voice_clips(name, "train", dc.data_dir, spec, prior)
+            for clip in neutral_voice_clips(
+                name, "train", dc.data_dir, spec, prior, shifts=dc.neutral_voice_shifts
+            )
         ]
 
     def _replay(self, unified: list[UnifiedSample]) -> list[UnifiedSample]:

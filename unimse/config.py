@@ -55,6 +55,9 @@ class LossWeights:
     infonce_acoustic: float = 0.5  # inter-modality contrast, text vs acoustic
     infonce_visual: float = 0.5  # inter-modality contrast, text vs visual
     supcon: float = 0.1  # inter-sample supervised contrast on the fused utterance vector
+    # EMO-DB samples: cross-entropy over EMO-DB's 7 classes scored by the joint log-probability
+    # of each class's (polarity, MELD emotion), in place of their polarity and emotion terms
+    emodb_joint: float = 0.0
     temperature: float = 0.1
 
     def __post_init__(self) -> None:

@@ -45,6 +45,31 @@ IEMOCAP_POLARITY: dict[str, str] = {
 }
 
 
+# EMO-DB's seven classes as the (polarity, MELD emotion) pair of the universal label each maps to
+# (train.audio_data gives the whole mapping and its reasons). Boredom and neutral share the MELD
+# emotion and differ in polarity, so a class is a joint decision of both heads.
+EMODB_JOINT_CLASSES: dict[str, tuple[str, str]] = {
+    "anger": ("negative", "anger"),
+    "boredom": ("negative", "neutral"),
+    "disgust": ("negative", "disgust"),
+    "fear": ("negative", "fear"),
+    "happiness": ("positive", "joy"),
+    "sadness": ("negative", "sadness"),
+    "neutral": ("neutral", "neutral"),
+}
+
+
+def emodb_joint_indices() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Per EMO-DB class (in :data:`EMODB_JOINT_CLASSES` order): its polarity index and its MELD
+    emotion index. A class's joint log-probability is the sum of the two heads' log-probabilities
+    at these indices."""
+    pairs = EMODB_JOINT_CLASSES.values()
+    return (
+        tuple(POLARITIES.index(polarity) for polarity, _ in pairs),
+        tuple(MELD_EMOTIONS.index(emotion) for _, emotion in pairs),
+    )
+
+
 def polarity_of_score(score: float) -> str:
     """Sentiment polarity of a continuous score (MOSI convention: 0 is neutral)."""
     if score > 0:

@@ -19,7 +19,14 @@ from torch import nn
 from unimse.backbones import load_encoder_backbone
 from unimse.config import UniMSEConfig
 from unimse.fusion import PMF, ModalityFusion
-from unimse.losses import info_nce, supervised_contrastive, weighted_cross_entropy, weighted_l1
+from unimse.labels import emodb_joint_indices
+from unimse.losses import (
+    info_nce,
+    joint_class_cross_entropy,
+    supervised_contrastive,
+    weighted_cross_entropy,
+    weighted_l1,
+)
 from unimse.processor import ModelBatch
 
 SCORE_LIMIT = 3.0
@@ -102,13 +109,27 @@ def task_losses(
     assert batch.score is not None and batch.meld is not None and batch.iemocap is not None
     w = batch.weights
     lw = config.losses
-    return {
-        "polarity": lw.emotion
-        * weighted_cross_entropy(out.polarity_logits, batch.polarity, w[:, 0]),
-        "score": lw.score * weighted_l1(out.score, batch.score, w[:, 1]),
-        "meld": lw.emotion * weighted_cross_entropy(out.meld_logits, batch.meld, w[:, 2]),
-        "iemocap": lw.emotion * weighted_cross_entropy(out.iemocap_logits, batch.iemocap, w[:, 3]),
-    }
+    losses: dict[str, torch.Tensor] = {}
+    if lw.emodb_joint > 0 and batch.emodb_class is not None:
+        # EMO-DB's annotation is its class; the polarity and emotion targets are that class's
+        # image, so its rows learn the class through both heads at once instead.
+        emodb = (batch.emodb_class >= 0).to(w.device)
+        losses["emodb_joint"] = lw.emodb_joint * joint_class_cross_entropy(
+            out.polarity_logits, out.meld_logits, batch.emodb_class, emodb_joint_indices()
+        )
+        keep = (~emodb).to(w.dtype).unsqueeze(-1)
+        w = torch.cat([w[:, :1] * keep, w[:, 1:2], w[:, 2:3] * keep, w[:, 3:]], dim=-1)
+    losses.update(
+        {
+            "polarity": lw.emotion
+            * weighted_cross_entropy(out.polarity_logits, batch.polarity, w[:, 0]),
+            "score": lw.score * weighted_l1(out.score, batch.score, w[:, 1]),
+            "meld": lw.emotion * weighted_cross_entropy(out.meld_logits, batch.meld, w[:, 2]),
+            "iemocap": lw.emotion
+            * weighted_cross_entropy(out.iemocap_logits, batch.iemocap, w[:, 3]),
+        }
+    )
+    return losses
 
 
 def contrastive_losses(

@@ -33,6 +33,7 @@ class LabelTargets:
     meld_weight: float = 1.0
     iemocap_weight: float = 1.0
     group: int = -1  # class id for the inter-sample contrastive loss (-1: no positives)
+    emodb_class: int = -1  # EMO-DB class index for the joint class loss (-1: not EMO-DB)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class ModelBatch:
     iemocap: torch.Tensor | None = None
     weights: torch.Tensor | None = None  # (B, 4): polarity, score, meld, iemocap
     group: torch.Tensor | None = None
+    emodb_class: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -166,4 +168,5 @@ class UniMSEProcessor:
                 dtype=torch.float32,
             )
             batch.group = torch.tensor([t.group for t in targets], dtype=torch.long)
+            batch.emodb_class = torch.tensor([t.emodb_class for t in targets], dtype=torch.long)
         return batch

@@ -21,6 +21,8 @@ Options that change the selection or the final model (all off by default):
   (with ``--refit``: the mean over the refit's last K epochs up to E).
 - ``--schedule cosine|linear``: the learning rate decays per epoch from ``--lr`` to about zero at
   ``--epochs`` (the refit follows the same curve for its E epochs); default constant.
+- ``--emodb-joint W``: EMO-DB rows learn their class through the polarity and emotion heads
+  jointly (``[model.losses] emodb_joint``, weight W) instead of as two separate targets.
 
 Each run starts from a text checkpoint (``--init``, default: the shipped one), replaces its
 acoustic encoder by a new one for ``--spec``, and trains like stage 2 of the default
@@ -30,7 +32,8 @@ frozen lower backbone layers' output is computed once per distinct text and cach
 
 Scores: unweighted accuracy (``uar``, mean per-class recall) and accuracy (``wa``), RAVDESS over
 the project's 7 emotions (calm = neutral), EMO-DB over its own 7 classes, for ``audio`` (text "")
-and ``fused`` (audio + the sentence). Prints a Markdown table; ``--json-out`` writes the numbers.
+and ``fused`` (audio + the sentence); an EMO-DB class is read back jointly
+(``train.audio_data.emodb_class_of_prediction``). Prints a Markdown table; ``--json-out`` writes the numbers.
 """
 
 from __future__ import annotations

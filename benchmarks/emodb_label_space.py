@@ -1,0 +1,159 @@
+"""How EMO-DB's classes are learnt through the universal label: a fast check on pooled features.
+
+The acoustic branch reaches the heads mostly through linear maps of the pooled voice, so this
+script trains just that, a linear read-out of the mean+std pooled Whisper tiny.en middle-layer
+states (speaker baseline, prior weight 5, as shipped): batch norm -> dropout 0.3 -> 32-d -> logits,
+AdamW (lr 1e-3, weight decay 0.01), 25 epochs, the epoch picked on the next speaker, EMO-DB
+leave-one-speaker-out. Three ways to learn and read EMO-DB's 7 classes:
+
+- ``universal``: polarity, MELD-emotion and IEMOCAP cross-entropy on the class's universal label
+  (boredom: negative + neutral, its emotion at the borrowed weight 0.5), read back from the argmaxes
+  (``train.audio_data.emodb_class_of``): what the model did before ``emodb_joint``;
+- ``joint``: cross-entropy over the 7 classes scored by log p(polarity) + log p(emotion) (the
+  ``emodb_joint`` loss) plus the IEMOCAP term, read back jointly (``emodb_class_of_prediction``);
+- ``classes``: a 7-way head of its own (what a probe does; the model has no such head).
+
+    .venv/bin/python benchmarks/emodb_label_space.py [--exclude 13] [--seeds 1 2 3]
+
+Prints the mean unweighted accuracy over the held-out speakers per mode and seed. ``--exclude 13``
+leaves out EMO-DB's test speaker of the fixed split (the choice of loss was checked that way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score
+from torch import nn
+from voice_probe import SPECS, pooled_matrix, with_baseline
+
+from train.audio_data import EMODB_CLASSES, EMODB_LABELS, emodb_class_of, load_emodb
+from unimse.labels import (
+    IEMOCAP_EMOTIONS,
+    MELD_EMOTIONS,
+    POLARITIES,
+    UniversalLabel,
+    emodb_joint_indices,
+)
+from unimse.losses import joint_class_cross_entropy
+
+MODES = ("universal", "joint", "classes")
+BORROWED = 0.5  # [model.losses] borrowed of the shipped configs
+P, E = len(POLARITIES), len(MELD_EMOTIONS)
+
+
+def targets(y: np.ndarray) -> dict[str, torch.Tensor]:
+    labels = [EMODB_LABELS[EMODB_CLASSES[i]] for i in y]
+    return {
+        "class": torch.tensor(y),
+        "polarity": torch.tensor([POLARITIES.index(x.polarity) for x in labels]),
+        "emotion": torch.tensor([MELD_EMOTIONS.index(x.meld_emotion) for x in labels]),
+        "emotion_w": torch.tensor(
+            [BORROWED if EMODB_CLASSES[i] == "boredom" else 1.0 for i in y], dtype=torch.float32
+        ),
+        "iemocap": torch.tensor([IEMOCAP_EMOTIONS.index(x.iemocap_emotion) for x in labels]),
+    }
+
+
+def loss_of(mode: str, out: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    if mode == "classes":
+        return F.cross_entropy(out, t["class"])
+    polarity, emotion, iemocap = out[:, :P], out[:, P : P + E], out[:, P + E :]
+    if mode == "joint":
+        joint = joint_class_cross_entropy(polarity, emotion, t["class"], emodb_joint_indices())
+        return joint + F.cross_entropy(iemocap, t["iemocap"])
+    per_row = F.cross_entropy(emotion, t["emotion"], reduction="none") * t["emotion_w"]
+    return (
+        F.cross_entropy(polarity, t["polarity"])
+        + per_row.mean()
+        + F.cross_entropy(iemocap, t["iemocap"])
+    )
+
+
+def classes_of(mode: str, out: torch.Tensor) -> np.ndarray:
+    if mode == "classes":
+        return out.argmax(1).numpy()
+    polarity, emotion = out[:, :P], out[:, P : P + E]
+    if mode == "joint":
+        pol_idx, emo_idx = (torch.tensor(i) for i in emodb_joint_indices())
+        scores = polarity.log_softmax(1)[:, pol_idx] + emotion.log_softmax(1)[:, emo_idx]
+        return scores.argmax(1).numpy()
+    labels = [
+        UniversalLabel(POLARITIES[p], 0.0, MELD_EMOTIONS[e], "neutral")
+        for p, e in zip(polarity.argmax(1).tolist(), emotion.argmax(1).tolist(), strict=True)
+    ]
+    return np.array([EMODB_CLASSES.index(emodb_class_of(label)) for label in labels])
+
+
+def fold_run(
+    mode: str, x: np.ndarray, y: np.ndarray, train: np.ndarray, dev: np.ndarray, seed: int
+) -> tuple[float, np.ndarray | None]:
+    """Train on ``train``; return the best dev UA and the model of that epoch as a predictor."""
+    torch.manual_seed(seed)
+    width = 7 if mode == "classes" else P + E + len(IEMOCAP_EMOTIONS)
+    net = nn.Sequential(
+        nn.BatchNorm1d(x.shape[1]), nn.Dropout(0.3), nn.Linear(x.shape[1], 32), nn.Linear(32, width)
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
+    xt = torch.tensor(x, dtype=torch.float32)
+    t = targets(y[train])
+    rows = torch.tensor(np.flatnonzero(train))
+    best_dev, best_state = -1.0, None
+    for _ in range(25):
+        net.train()
+        perm = torch.randperm(len(rows))
+        for start in range(0, len(rows), 32):
+            batch = perm[start : start + 32]
+            if len(batch) < 2:
+                continue
+            loss = loss_of(mode, net(xt[rows[batch]]), {k: v[batch] for k, v in t.items()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            dev_ua = balanced_accuracy_score(y[dev], classes_of(mode, net(xt[dev])))
+            if dev_ua >= best_dev:
+                best_dev, best_state = dev_ua, classes_of(mode, net(xt))
+    return best_dev, best_state
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--exclude", nargs="*", default=[], help="EMO-DB speakers to leave out")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
+    parser.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+    torch.set_num_threads(1)
+    samples = [s for s in load_emodb(args.data_dir / "emodb") if s.speaker not in args.exclude]
+    spec = SPECS["tiny.en-mid"]
+    pooled = pooled_matrix(samples, spec, "emodb")
+    means = np.arange(2 * spec.dim) < spec.dim
+    speakers = np.array([s.speaker for s in samples])
+    order = sorted(set(speakers))
+    y = np.array([EMODB_CLASSES.index(s.emotion or "") for s in samples])
+    print(f"EMO-DB speakers {' '.join(order)}; UA of each held-out speaker, percent")
+    for mode in args.modes:
+        for seed in args.seeds:
+            uas = []
+            for k, held_out in enumerate(order):
+                test = speakers == held_out
+                dev = speakers == order[(k + 1) % len(order)]
+                train = ~test & ~dev
+                x = with_baseline(pooled, means, speakers, train, 5.0)
+                _, predicted = fold_run(mode, x, y, train, dev, seed)
+                assert predicted is not None
+                uas.append(100 * balanced_accuracy_score(y[test], predicted[test]))
+            folds = " ".join(f"{u:.0f}" for u in uas)
+            print(f"{mode:9s} seed {seed}: mean {np.mean(uas):.1f}   ({folds})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

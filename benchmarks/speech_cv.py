@@ -22,7 +22,8 @@ Options that change the selection or the final model (all off by default):
 - ``--schedule cosine|linear``: the learning rate decays per epoch from ``--lr`` to about zero at
   ``--epochs`` (the refit follows the same curve for its E epochs); default constant.
 - ``--emodb-joint W``: EMO-DB rows learn their class through the polarity and emotion heads
-  jointly (``[model.losses] emodb_joint``, weight W) instead of as two separate targets.
+  jointly (``[model.losses] emodb_joint``, weight W; default 1, as the shipped voice stage);
+  ``--emodb-joint 0``: as two separate targets (the voice stage before 2026-12-03, third session).
 
 Each run starts from a text checkpoint (``--init``, default: the shipped one), replaces its
 acoustic encoder by a new one for ``--spec``, and trains like stage 2 of the default
@@ -33,7 +34,8 @@ frozen lower backbone layers' output is computed once per distinct text and cach
 Scores: unweighted accuracy (``uar``, mean per-class recall) and accuracy (``wa``), RAVDESS over
 the project's 7 emotions (calm = neutral), EMO-DB over its own 7 classes, for ``audio`` (text "")
 and ``fused`` (audio + the sentence); an EMO-DB class is read back jointly
-(``train.audio_data.emodb_class_of_prediction``). Prints a Markdown table; ``--json-out`` writes the numbers.
+(``train.audio_data.emodb_class_of_prediction``). Prints a Markdown table; ``--json-out`` writes
+the numbers.
 """
 
 from __future__ import annotations
@@ -542,8 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--emodb-joint",
         type=float,
-        default=0.0,
-        help="weight of the joint EMO-DB class loss ([model.losses] emodb_joint; 0: off)",
+        default=1.0,
+        help="weight of the joint EMO-DB class loss ([model.losses] emodb_joint; default 1.0 as "
+        "the shipped voice stage, configs/train_voice_v5.toml; 0: separate polarity and emotion)",
     )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")

@@ -7,6 +7,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from realtime.channels import Channel, Policy
 from realtime.stage import Stage
@@ -15,13 +16,16 @@ from unimse.inputs import ModelInput
 from unimse.labels import MELD_EMOTIONS, POLARITIES
 from unimse.prediction import Prediction
 
+if TYPE_CHECKING:
+    from unimse.synth import Conversation
+
 
 async def run_stages(
     stages: Sequence[Stage],
     inbox: Channel,
     *,
-    timeout: float = 10,  # type: ignore[type-arg]
-) -> list:  # type: ignore[type-arg]
+    timeout: float = 10,
+) -> list[Any]:
     """Link ``stages`` in order after ``inbox``, run them to the end of the stream, return the
     messages that came out of the last one."""
     inboxes = [inbox, *(Channel(f"in{i}", 100_000, Policy.BLOCK) for i in range(len(stages)))]
@@ -138,7 +142,7 @@ Ana: That sounds like a wonderful plan.
 """
 
 
-def make_conversation(path: Path, *, stereo: bool = False):  # type: ignore[no-untyped-def]
+def make_conversation(path: Path, *, stereo: bool = False) -> Conversation:
     """Synthesise :data:`SCRIPT` with espeak-ng into ``path``; returns the Conversation."""
     from unimse.synth import parse_script, synthesize, write_audio
 
@@ -173,7 +177,7 @@ def run_emotrack(*args: str, timeout: float = 120, **env: str) -> subprocess.Com
 
 def replay_to_jsonl(
     media: Path, checkpoint: Path, out: Path, *extra: str, timeout: float = 120
-) -> tuple[subprocess.CompletedProcess[str], list[dict]]:  # type: ignore[type-arg]
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     """``emotrack replay MEDIA --speed max --sink jsonl --output OUT --checkpoint CKPT *extra``;
     asserts it succeeded and returns the process and the JSON lines it wrote."""
     import json

@@ -7,7 +7,7 @@ AdamW (lr 1e-3, weight decay 0.01), 25 epochs, the epoch picked on the next spea
 leave-one-speaker-out. Three ways to learn and read EMO-DB's 7 classes:
 
 - ``universal``: polarity, MELD-emotion and IEMOCAP cross-entropy on the class's universal label
-  (boredom: negative + neutral, its emotion at the borrowed weight 0.5), read back from the argmaxes
+  (boredom: negative + neutral, its emotion at the borrowed weight), read back from the argmaxes
   (``train.audio_data.emodb_class_of``): what the model did before ``emodb_joint``;
 - ``joint``: cross-entropy over the 7 classes scored by log p(polarity) + log p(emotion) (the
   ``emodb_joint`` loss) plus the IEMOCAP term, read back jointly (``emodb_class_of_prediction``);
@@ -32,18 +32,21 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from voice_probe import SPECS, pooled_matrix, with_baseline
 
-from train.audio_data import EMODB_CLASSES, EMODB_LABELS, emodb_class_of, load_emodb
+from train.audio_data import EMODB_CLASSES, emodb_class_of, load_emodb
+from train.audio_datasets import EMODB_DERIVED
+from unimse.config import LossWeights
 from unimse.labels import (
+    EMODB_LABELS,
     IEMOCAP_EMOTIONS,
     MELD_EMOTIONS,
     POLARITIES,
     UniversalLabel,
     emodb_joint_indices,
 )
-from unimse.losses import joint_class_cross_entropy
+from unimse.losses import joint_class_cross_entropy, joint_class_scores
 
 MODES = ("universal", "joint", "classes")
-BORROWED = 0.5  # [model.losses] borrowed of the shipped configs
+BORROWED = LossWeights().borrowed  # the weight of a field that comes from the mapping
 P, E = len(POLARITIES), len(MELD_EMOTIONS)
 
 
@@ -54,7 +57,8 @@ def targets(y: np.ndarray) -> dict[str, torch.Tensor]:
         "polarity": torch.tensor([POLARITIES.index(x.polarity) for x in labels]),
         "emotion": torch.tensor([MELD_EMOTIONS.index(x.meld_emotion) for x in labels]),
         "emotion_w": torch.tensor(
-            [BORROWED if EMODB_CLASSES[i] == "boredom" else 1.0 for i in y], dtype=torch.float32
+            [BORROWED if "meld_emotion" in EMODB_DERIVED[EMODB_CLASSES[i]] else 1.0 for i in y],
+            dtype=torch.float32,
         ),
         "iemocap": torch.tensor([IEMOCAP_EMOTIONS.index(x.iemocap_emotion) for x in labels]),
     }
@@ -80,9 +84,7 @@ def classes_of(mode: str, out: torch.Tensor) -> np.ndarray:
         return out.argmax(1).numpy()
     polarity, emotion = out[:, :P], out[:, P : P + E]
     if mode == "joint":
-        pol_idx, emo_idx = (torch.tensor(i) for i in emodb_joint_indices())
-        scores = polarity.log_softmax(1)[:, pol_idx] + emotion.log_softmax(1)[:, emo_idx]
-        return scores.argmax(1).numpy()
+        return joint_class_scores(polarity, emotion, emodb_joint_indices()).argmax(1).numpy()
     labels = [
         UniversalLabel(POLARITIES[p], 0.0, MELD_EMOTIONS[e], "neutral")
         for p, e in zip(polarity.argmax(1).tolist(), emotion.argmax(1).tolist(), strict=True)
@@ -92,8 +94,8 @@ def classes_of(mode: str, out: torch.Tensor) -> np.ndarray:
 
 def fold_run(
     mode: str, x: np.ndarray, y: np.ndarray, train: np.ndarray, dev: np.ndarray, seed: int
-) -> tuple[float, np.ndarray | None]:
-    """Train on ``train``; return the best dev UA and the model of that epoch as a predictor."""
+) -> np.ndarray:
+    """Train on ``train``; the classes of every row of ``x`` at the epoch with the best dev UA."""
     torch.manual_seed(seed)
     width = 7 if mode == "classes" else P + E + len(IEMOCAP_EMOTIONS)
     net = nn.Sequential(
@@ -103,7 +105,7 @@ def fold_run(
     xt = torch.tensor(x, dtype=torch.float32)
     t = targets(y[train])
     rows = torch.tensor(np.flatnonzero(train))
-    best_dev, best_state = -1.0, None
+    best_dev, predicted = -1.0, np.empty(0, dtype=int)
     for _ in range(25):
         net.train()
         perm = torch.randperm(len(rows))
@@ -119,8 +121,8 @@ def fold_run(
         with torch.no_grad():
             dev_ua = balanced_accuracy_score(y[dev], classes_of(mode, net(xt[dev])))
             if dev_ua >= best_dev:
-                best_dev, best_state = dev_ua, classes_of(mode, net(xt))
-    return best_dev, best_state
+                best_dev, predicted = dev_ua, classes_of(mode, net(xt))
+    return predicted
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,8 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                 dev = speakers == order[(k + 1) % len(order)]
                 train = ~test & ~dev
                 x = with_baseline(pooled, means, speakers, train, 5.0)
-                _, predicted = fold_run(mode, x, y, train, dev, seed)
-                assert predicted is not None
+                predicted = fold_run(mode, x, y, train, dev, seed)
                 uas.append(100 * balanced_accuracy_score(y[test], predicted[test]))
             folds = " ".join(f"{u:.0f}" for u in uas)
             print(f"{mode:9s} seed {seed}: mean {np.mean(uas):.1f}   ({folds})", flush=True)

@@ -3,9 +3,10 @@
 Both loaders return :class:`AudioSample` objects holding 16 kHz mono float32 audio and a
 :class:`~unimse.labels.UniversalLabel` (``polarity,score,meld_emotion,iemocap_emotion``).
 
-EMO-DB mapping (:data:`EMODB_LABELS`). EMO-DB is acted German speech in 7 categories; the universal
-space has a sentiment polarity, a score in [-3, 3] (CMU-MOSI scale) and the MELD and IEMOCAP
-emotion vocabularies. Scores are a fixed valence-based choice, not a measurement: the acted
+EMO-DB mapping (:data:`unimse.labels.EMODB_LABELS`, beside the rest of the label space, since
+the model's joint EMO-DB loss reads it). EMO-DB is acted German speech in 7 categories; the
+universal space has a sentiment polarity, a score in [-3, 3] (CMU-MOSI scale) and the MELD and
+IEMOCAP emotion vocabularies. Scores are a fixed valence-based choice, not a measurement: the acted
 emotions are prototypical, so the negative ones get -2.0 (fear -1.6, more arousal than
 displeasure), happiness +2.0, neutral 0.0.
 
@@ -50,7 +51,7 @@ import numpy as np
 import soundfile as sf
 
 from train.acted_labels import ACTED_LABELS
-from unimse.labels import EMODB_JOINT_CLASSES, UniversalLabel
+from unimse.labels import EMODB_JOINT_CLASSES, EMODB_LABELS, UniversalLabel
 from unimse.prediction import Prediction
 
 logger = logging.getLogger(__name__)
@@ -70,15 +71,6 @@ EMODB_CODES: dict[str, str] = {
     "N": "neutral",
 }
 EMODB_CLASSES: tuple[str, ...] = tuple(EMODB_CODES.values())
-EMODB_LABELS: dict[str, UniversalLabel] = {
-    "anger": UniversalLabel("negative", -2.0, "anger", "angry"),
-    "boredom": UniversalLabel("negative", -0.8, "neutral", "neutral"),
-    "disgust": UniversalLabel("negative", -2.0, "disgust", "frustrated"),
-    "fear": UniversalLabel("negative", -1.6, "fear", "frustrated"),
-    "happiness": UniversalLabel("positive", 2.0, "joy", "happy"),
-    "sadness": UniversalLabel("negative", -2.0, "sadness", "sad"),
-    "neutral": UniversalLabel("neutral", 0.0, "neutral", "neutral"),
-}
 VALENCE_NEUTRAL_BAND = 0.1
 
 # RAVDESS emotion codes (3rd field of ``03-01-EE-II-SS-RR-NN``).

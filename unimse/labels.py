@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cache
 
 POLARITIES: tuple[str, ...] = ("negative", "neutral", "positive")
 MELD_EMOTIONS: tuple[str, ...] = (
@@ -45,31 +46,6 @@ IEMOCAP_POLARITY: dict[str, str] = {
 }
 
 
-# EMO-DB's seven classes as the (polarity, MELD emotion) pair of the universal label each maps to
-# (train.audio_data gives the whole mapping and its reasons). Boredom and neutral share the MELD
-# emotion and differ in polarity, so a class is a joint decision of both heads.
-EMODB_JOINT_CLASSES: dict[str, tuple[str, str]] = {
-    "anger": ("negative", "anger"),
-    "boredom": ("negative", "neutral"),
-    "disgust": ("negative", "disgust"),
-    "fear": ("negative", "fear"),
-    "happiness": ("positive", "joy"),
-    "sadness": ("negative", "sadness"),
-    "neutral": ("neutral", "neutral"),
-}
-
-
-def emodb_joint_indices() -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Per EMO-DB class (in :data:`EMODB_JOINT_CLASSES` order): its polarity index and its MELD
-    emotion index. A class's joint log-probability is the sum of the two heads' log-probabilities
-    at these indices."""
-    pairs = EMODB_JOINT_CLASSES.values()
-    return (
-        tuple(POLARITIES.index(polarity) for polarity, _ in pairs),
-        tuple(MELD_EMOTIONS.index(emotion) for _, emotion in pairs),
-    )
-
-
 def polarity_of_score(score: float) -> str:
     """Sentiment polarity of a continuous score (MOSI convention: 0 is neutral)."""
     if score > 0:
@@ -98,6 +74,36 @@ class UniversalLabel:
 
     def to_text(self) -> str:
         return f"{self.polarity},{self.score:.1f},{self.meld_emotion},{self.iemocap_emotion}"
+
+
+# EMO-DB's seven classes in the universal label (train.audio_data gives the reasons; fields that
+# come from this mapping rather than the annotation: train.audio_datasets.EMODB_DERIVED).
+EMODB_LABELS: dict[str, UniversalLabel] = {
+    "anger": UniversalLabel("negative", -2.0, "anger", "angry"),
+    "boredom": UniversalLabel("negative", -0.8, "neutral", "neutral"),
+    "disgust": UniversalLabel("negative", -2.0, "disgust", "frustrated"),
+    "fear": UniversalLabel("negative", -1.6, "fear", "frustrated"),
+    "happiness": UniversalLabel("positive", 2.0, "joy", "happy"),
+    "sadness": UniversalLabel("negative", -2.0, "sadness", "sad"),
+    "neutral": UniversalLabel("neutral", 0.0, "neutral", "neutral"),
+}
+# Each class as its (polarity, MELD emotion) pair. Boredom and neutral share the MELD emotion and
+# differ in polarity, so a class is a joint decision of both heads.
+EMODB_JOINT_CLASSES: dict[str, tuple[str, str]] = {
+    name: (label.polarity, label.meld_emotion) for name, label in EMODB_LABELS.items()
+}
+
+
+@cache
+def emodb_joint_indices() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Per EMO-DB class (in :data:`EMODB_JOINT_CLASSES` order): its polarity index and its MELD
+    emotion index. A class's joint log-probability is the sum of the two heads' log-probabilities
+    at these indices."""
+    pairs = EMODB_JOINT_CLASSES.values()
+    return (
+        tuple(POLARITIES.index(polarity) for polarity, _ in pairs),
+        tuple(MELD_EMOTIONS.index(emotion) for _, emotion in pairs),
+    )
 
 
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")

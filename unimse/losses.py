@@ -60,23 +60,32 @@ def weighted_cross_entropy(
     return (losses * weight).sum() / total
 
 
+def joint_class_scores(
+    polarity_logits: torch.Tensor,
+    emotion_logits: torch.Tensor,
+    indices: tuple[tuple[int, ...], tuple[int, ...]],
+) -> torch.Tensor:
+    """(B, classes): each class's log p(polarity) + log p(emotion) (``indices``: each class's
+    polarity and emotion index)."""
+    polarity, emotion = (torch.tensor(i, device=polarity_logits.device) for i in indices)
+    return (
+        F.log_softmax(polarity_logits.float(), dim=-1)[:, polarity]
+        + F.log_softmax(emotion_logits.float(), dim=-1)[:, emotion]
+    )
+
+
 def joint_class_cross_entropy(
     polarity_logits: torch.Tensor,
     emotion_logits: torch.Tensor,
     target: torch.Tensor,
     indices: tuple[tuple[int, ...], tuple[int, ...]],
 ) -> torch.Tensor:
-    """Mean CE over the rows with ``target >= 0`` of classes scored by the sum of a polarity and
-    an emotion log-probability (``indices``: each class's polarity and emotion index); 0 (with a
-    graph) when no row has a class."""
+    """Mean CE of :func:`joint_class_scores` over the rows with ``target >= 0``; 0 (with a graph)
+    when no row has a class."""
     rows = (target >= 0).nonzero(as_tuple=True)[0]
     if rows.numel() == 0:
         return polarity_logits.sum() * 0.0
-    polarity, emotion = (torch.tensor(i, device=polarity_logits.device) for i in indices)
-    scores = (
-        F.log_softmax(polarity_logits[rows].float(), dim=-1)[:, polarity]
-        + F.log_softmax(emotion_logits[rows].float(), dim=-1)[:, emotion]
-    )
+    scores = joint_class_scores(polarity_logits[rows], emotion_logits[rows], indices)
     return F.cross_entropy(scores, target[rows])
 
 

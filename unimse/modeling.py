@@ -113,12 +113,13 @@ def task_losses(
     if lw.emodb_joint > 0 and batch.emodb_class is not None:
         # EMO-DB's annotation is its class; the polarity and emotion targets are that class's
         # image, so its rows learn the class through both heads at once instead.
-        emodb = (batch.emodb_class >= 0).to(w.device)
         losses["emodb_joint"] = lw.emodb_joint * joint_class_cross_entropy(
             out.polarity_logits, out.meld_logits, batch.emodb_class, emodb_joint_indices()
         )
-        keep = (~emodb).to(w.dtype).unsqueeze(-1)
-        w = torch.cat([w[:, :1] * keep, w[:, 1:2], w[:, 2:3] * keep, w[:, 3:]], dim=-1)
+        emodb = (batch.emodb_class >= 0).to(w.device)
+        w = w.clone()
+        w[emodb, 0] = 0.0  # polarity
+        w[emodb, 2] = 0.0  # MELD emotion
     losses.update(
         {
             "polarity": lw.emotion

@@ -21,6 +21,10 @@ Options that change the selection or the final model (all off by default):
   (with ``--refit``: the mean over the refit's last K epochs up to E).
 - ``--schedule cosine|linear``: the learning rate decays per epoch from ``--lr`` to about zero at
   ``--epochs`` (the refit follows the same curve for its E epochs); default constant.
+- ``--seeds N``: N models per fold (training seeds ``--seed`` ... ``--seed + N - 1``; each picks
+  its own epoch on dev, and refits with ``--refit``), scored by their averaged predictions (an
+  ensemble; :func:`unimse.prediction.mean_prediction`); each model alone is reported too. The
+  speaker baselines' random clip order stays that of ``--seed``.
 - ``--emodb-joint W``: EMO-DB rows learn their class through the polarity and emotion heads
   jointly (``[model.losses] emodb_joint``, weight W; default 1, as the shipped voice stage);
   ``--emodb-joint 0``: as two separate targets (the voice stage before 2026-12-03, third session).
@@ -80,6 +84,7 @@ from unimse.features.acoustic import ACOUSTIC_DIM, ACOUSTIC_V1
 from unimse.inference import outputs_to_predictions
 from unimse.labels import MELD_EMOTIONS
 from unimse.modeling import FusedLayer, UniMSEEncoderModel
+from unimse.prediction import Prediction, mean_prediction
 from unimse.processor import UniMSEProcessor
 from unimse.voice_baseline import normalise_corpus, prior_of
 
@@ -277,20 +282,29 @@ class FoldRun:
             nn.utils.clip_grad_norm_(self.params, 1.0)
             self.opt.step()
 
-    def score(self, rows: Sequence[Any], items: Sequence[AudioSample]) -> dict[str, float]:
+    def predict(self, rows: Sequence[Any]) -> list[Prediction]:
         self.model.eval()
-        preds = []
+        preds: list[Prediction] = []
         with torch.inference_mode():
             for start in range(0, len(rows), 64):
                 chunk = rows[start : start + 64]
                 out = self.model(self.processor.encode([r.to_input() for r in chunk]))
                 preds += outputs_to_predictions(out, self.config, [("audio",)] * len(chunk))
-        corpus = items[0].dataset
-        return unweighted_accuracy(
-            [true_class(s) for s in items],
-            [predicted_class(corpus, p) for p in preds],
-            class_names(corpus),
-        )
+        return preds
+
+    def score(self, rows: Sequence[Any], items: Sequence[AudioSample]) -> dict[str, float]:
+        return score_predictions(items, self.predict(rows))
+
+
+def score_predictions(
+    items: Sequence[AudioSample], preds: Sequence[Prediction]
+) -> dict[str, float]:
+    corpus = items[0].dataset
+    return unweighted_accuracy(
+        [true_class(s) for s in items],
+        [predicted_class(corpus, p) for p in preds],
+        class_names(corpus),
+    )
 
 
 def rows_of(
@@ -373,15 +387,32 @@ def mean_state(window: Sequence[list[torch.Tensor]]) -> list[torch.Tensor]:
     return [torch.stack(values).mean(0) for values in zip(*window, strict=True)]
 
 
-def score_test(
+def test_sets(test: Sequence[AudioSample]) -> dict[str, list[AudioSample]]:
+    """The held-out files per condition: ``audio`` (all) and ``fused`` (those with a sentence)."""
+    with_text = [s for s in test if transcript_of(s)]
+    return {"audio": list(test), **({"fused": with_text} if with_text else {})}
+
+
+def predict_test(
     run: FoldRun, test: Sequence[AudioSample], features: dict[str, np.ndarray]
+) -> dict[str, list[Prediction]]:
+    """Predictions for each condition of :func:`test_sets`."""
+    return {
+        condition: run.predict(rows_of(items, features, condition == "fused"))
+        for condition, items in test_sets(test).items()
+    }
+
+
+def score_test(
+    test: Sequence[AudioSample], runs: Sequence[dict[str, list[Prediction]]]
 ) -> dict[str, Any]:
-    """``audio`` and, where the files have a sentence, ``fused`` scores on the held-out test."""
-    result: dict[str, Any] = {"audio": run.score(rows_of(test, features, False), test)}
-    test_text = [s for s in test if transcript_of(s)]
-    if test_text:
-        result["fused"] = run.score(rows_of(test_text, features, True), test_text)
-    return result
+    """Scores per condition of the predictions averaged over ``runs`` (one run: its own)."""
+    return {
+        condition: score_predictions(
+            items, [mean_prediction(ps) for ps in zip(*(r[condition] for r in runs), strict=True)]
+        )
+        for condition, items in test_sets(test).items()
+    }
 
 
 def cache_texts(rows: Sequence[Any], test: Sequence[AudioSample]) -> list[str]:
@@ -399,23 +430,52 @@ def run_fold(
     args: argparse.Namespace,
     refit_features: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Pick the epoch on ``dev``; score ``test`` with that candidate or, given
-    ``refit_features`` (the baselines' prior from train + dev), with a fresh run trained on
-    train + dev for the picked number of epochs."""
+    """Score ``test`` with the fold's model, or with the ensemble of ``--seeds`` models (their
+    predictions averaged); with several, also each model alone (``single``)."""
+    runs = [
+        fold_model(init, spec, train, dev, test, features, args, seed, refit_features)
+        for seed in range(args.seed, args.seed + args.seeds)
+    ]
+    result: dict[str, Any] = {
+        "dev_uar": float(np.mean([r[0]["dev_uar"] for r in runs])),
+        "epoch": round(float(np.median([r[0]["epoch"] for r in runs]))),
+    }
+    result |= score_test(test, [r[1] for r in runs])
+    if args.seeds > 1:
+        result["single"] = [r[0] | score_test(test, [r[1]]) for r in runs]
+    return result
+
+
+def fold_model(
+    init: Path,
+    spec: FeatureSpec,
+    train: Sequence[AudioSample],
+    dev: Sequence[AudioSample],
+    test: Sequence[AudioSample],
+    features: dict[str, np.ndarray],
+    args: argparse.Namespace,
+    seed: int,
+    refit_features: dict[str, np.ndarray] | None = None,
+) -> tuple[dict[str, Any], dict[str, list[Prediction]]]:
+    """One model of the fold (training ``seed``): pick the epoch on ``dev``; predict ``test``
+    with that candidate or, given ``refit_features`` (the baselines' prior from train + dev),
+    with a fresh run trained on train + dev for the picked number of epochs. Returns the
+    selection (dev UAR, epoch) and the test predictions."""
+    args = argparse.Namespace(**(vars(args) | {"seed": seed}))
     rows, targets = training_rows(train, features)
     run = FoldRun(init, spec, cache_texts(rows, test), args)
     picked = fit(run, rows, targets, args, dev=(rows_of(dev, features, False), dev))
     assert picked.dev_uar is not None
-    result: dict[str, Any] = {"dev_uar": picked.dev_uar, "epoch": picked.epoch}
+    selection = {"dev_uar": picked.dev_uar, "epoch": picked.epoch}
     if refit_features is None:
         with run.holding(picked.state):
-            return result | score_test(run, test, features)
+            return selection, predict_test(run, test, features)
     del run
     rows, targets = training_rows([*train, *dev], refit_features)
     refit = FoldRun(init, spec, cache_texts(rows, test), args)
     final = fit(refit, rows, targets, args, epochs=picked.epoch)
     with refit.holding(final.state):
-        return result | score_test(refit, test, refit_features)
+        return selection, predict_test(refit, test, refit_features)
 
 
 def table(results: dict[str, dict[str, Any]], corpus: str) -> str:
@@ -549,6 +609,15 @@ def main(argv: list[str] | None = None) -> int:
         "the shipped voice stage, configs/train_voice_v5.toml; 0: separate polarity and emotion)",
     )
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train N models per fold (training seeds --seed, --seed + 1, ...; each picks its "
+        "own epoch) and score their averaged predictions (an ensemble); each model alone is "
+        "reported too",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--json-out", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -561,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--extra must not include --corpus")
     if args.average < 1:
         parser.error("--average must be >= 1")
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
     init = resolve_checkpoint(args.init)
     spec = replace(SPECS[args.spec], baseline=args.baseline)
     corpus = load_corpus(args.corpus, args.data_dir)
@@ -611,6 +682,16 @@ def main(argv: list[str] | None = None) -> int:
         f"from {init}: {elapsed:.0f} s, {torch.get_num_threads()} threads"
     )
     print(table(results, args.corpus))
+    if args.seeds > 1:
+        singles = [
+            np.mean([r["single"][i]["audio"]["uar"] for r in results.values()])
+            for i in range(args.seeds)
+        ]
+        print(
+            f"each of the {args.seeds} models alone, mean audio UAR: "
+            + " / ".join(f"{u:.1f}" for u in singles)
+            + f" (mean {np.mean(singles):.1f}); the table: their averaged predictions"
+        )
     if args.json_out:
         payload = {"init": str(init), "settings": vars(args) | {"data_dir": str(args.data_dir)}}
         payload["results"] = results

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from train.array_cache import save_array
 from train.audio_data import (
     EMODB_CLASSES,
     EMODB_LABELS,
@@ -19,7 +21,7 @@ from train.audio_data import (
     speech_av_label,
 )
 from unimse.labels import EMODB_JOINT_CLASSES, MELD_EMOTIONS, POLARITIES, UniversalLabel
-from unimse.prediction import Prediction
+from unimse.prediction import Prediction, mean_prediction
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def _prediction(emotions: dict[str, float], polarities: dict[str, float]) -> Pre
         emotion=max(emotion_probs, key=emotion_probs.__getitem__),
         emotion_probs=emotion_probs,
         iemocap_emotion="neutral",
-        iemocap_probs={},
+        iemocap_probs={"neutral": 1.0},
         polarity=max(polarity_probs, key=polarity_probs.__getitem__),
         polarity_probs=polarity_probs,
         intensity=-1.0,
@@ -167,3 +169,25 @@ def test_speech_av_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "arousal.csv").write_text("00.wav,0.2")
     (sample,) = load_speech_av(tmp_path)
     assert sample.label.polarity == "positive" and sample.label.score == 1.5
+
+
+def test_an_ensemble_averages_the_distributions_and_takes_their_argmax() -> None:
+    sure = _prediction({"anger": 0.9, "neutral": 0.1}, {"negative": 0.9, "neutral": 0.1})
+    unsure = _prediction({"anger": 0.2, "neutral": 0.8}, {"negative": 0.2, "neutral": 0.8})
+    mean = mean_prediction([sure, unsure])
+    assert mean.emotion_probs["anger"] == pytest.approx(0.55)
+    assert (mean.emotion, mean.polarity) == ("anger", "negative")
+    assert mean.intensity == pytest.approx(-1.0)
+    assert mean_prediction([unsure]) == unsure
+    with pytest.raises(ValueError, match="no predictions"):
+        mean_prediction([])
+
+
+def test_feature_cache_writers_of_one_key_never_collide(tmp_path: Path) -> None:
+    # Two processes computing the same features once shared a temporary name (a crash).
+    path = tmp_path / "features" / "key.npy"
+    arrays = [np.full((3, 2), float(i), dtype=np.float32) for i in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda a: save_array(path, a), arrays))
+    assert np.load(path).shape == (3, 2)
+    assert [p.name for p in path.parent.iterdir()] == ["key.npy"]

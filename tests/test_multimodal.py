@@ -611,3 +611,50 @@ def test_replaying_a_video_with_a_face_uses_video(
         movie, tiny_multimodal_checkpoint, tmp_path / "no-video.jsonl", "--no-video"
     )
     assert no_camera and all("video" not in r["modalities"] for r in no_camera)
+
+
+def test_a_refit_trains_on_the_dev_speakers_for_the_chosen_epoch_count(
+    shared_data: Path, text_checkpoint: Path, tmp_path: Path
+) -> None:
+    """[data] refit + [train] stop_epoch: EMO-DB's dev speaker trains too, nothing is evaluated,
+    and the epoch the count names is kept as best/."""
+    from train.config import TrainConfig
+    from train.loop import Trainer
+
+    model = tiny_unimse_config(acoustic=ACOUSTIC_SPEC, visual=None).to_dict()
+    model["losses"] = {**model["losses"], "infonce_acoustic": 0.0}
+    raw = {
+        "model": model,
+        "data": {
+            "datasets": ["emodb"],
+            "data_dir": str(shared_data),
+            "dev_datasets": ["emodb"],
+            "refit": True,
+        },
+        "train": {
+            "epochs": 3,
+            "stop_epoch": 1,
+            "batch_size": 32,
+            "init_from": str(text_checkpoint),
+            "preserve_text": True,
+            "threads": 1,
+        },
+    }
+    trainer = Trainer(TrainConfig.from_dict(raw), tmp_path / "run")
+    samples, dev = trainer.load_data()
+    assert dev == {}
+    assert {u.sample.split for u in samples} == {"train", "dev"}  # speakers 03-11 and 12
+    state = trainer.run()
+    assert (state["epoch"], state["best_epoch"]) == (1, 1)
+    assert "dev" not in state["history"][0]
+    meta = json.loads((tmp_path / "run" / "best" / "metrics.json").read_text())
+    assert "refit" in meta["selection"] and meta["epoch"] == 1
+    for data, train, match in (
+        ({"refit": True}, {"epochs": 3, "stop_epoch": 1}, "dev_datasets must list only"),
+        ({"refit": True, "dev_datasets": ["emodb"]}, {}, "stop_epoch"),
+        ({}, {"epochs": 2, "stop_epoch": 3}, "stop_epoch must be in"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            TrainConfig.from_dict(
+                {"model": model, "data": {"datasets": ["emodb", "meld"], **data}, "train": train}
+            )

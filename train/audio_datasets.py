@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from train.acted_labels import ACTED_DERIVED
+from train.array_cache import save_array
 from train.audio_data import (
     EMODB,
     RAVDESS,
@@ -169,10 +170,7 @@ def cached_features(
             if cached.ndim == 2 and cached.shape[1] == spec.dim:
                 return cached
     features = np.asarray(extract(audio), dtype=np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, features)
-    tmp.replace(path)
+    save_array(path, features)
     return features
 
 
@@ -258,17 +256,19 @@ def voice_prior(
     data_dir: str | Path,
     spec: FeatureSpec,
     cache_dir: Path | None = DEFAULT_CACHE,
+    dev: Sequence[str] = (),
 ) -> np.ndarray:
     """The speaker-baseline prior: the mean utterance-mean state of the training clips of the
-    audio corpora among ``datasets``."""
+    audio corpora among ``datasets`` (and of the dev clips of those in ``dev``: a refit)."""
     from unimse.voice_baseline import prior_of
 
     items = [
         item
         for name in datasets
         if name in AUDIO_DATASETS
+        for split in (("train", "dev") if name in dev else ("train",))
         for item in select_split(
-            load_audio_corpus(name, corpus_folder(name, Path(data_dir))), name, "train"
+            load_audio_corpus(name, corpus_folder(name, Path(data_dir))), name, split
         )
     ]
     raw = replace(spec, baseline=0.0)

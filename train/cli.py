@@ -177,7 +177,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.data_dir:
         config = replace(config, data=replace(config.data, data_dir=str(args.data_dir)))
     state = Trainer(config, args.output).run(resume=args.resume)
-    print(f"best dev score {state['best_score']:.2f} at epoch {state['best_epoch']}")
+    if config.train.stop_epoch:
+        print(f"kept epoch {state['best_epoch']} (the fixed epoch count; no dev selection)")
+    else:
+        print(f"best dev score {state['best_score']:.2f} at epoch {state['best_epoch']}")
     return 0
 
 

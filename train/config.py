@@ -56,6 +56,11 @@ class DataConfig:
     unrelated_face: dict[str, float] = field(default_factory=dict)
     # Dev splits used for model selection (empty: every configured dataset that has one).
     dev_datasets: tuple[str, ...] = ()
+    # Refit: the dev speakers of the audio corpora in dev_datasets train too (their clips, their
+    # neutral voices, the speaker-baseline prior) and nothing is evaluated; with [train]
+    # stop_epoch = the epoch count an earlier run's dev chose (the final model of a recipe
+    # whose choices are made; its audio weight comes from that run's calibration).
+    refit: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.datasets) - set(ALL_DATASETS)
@@ -102,6 +107,11 @@ class DataConfig:
         if no_dev:
             raise ValueError(
                 f"dev_datasets {sorted(no_dev)}: not configured or without a dev split"
+            )
+        if self.refit and (not self.dev_datasets or set(self.dev_datasets) - set(AUDIO_DATASETS)):
+            raise ValueError(
+                "refit trains on the dev speakers of audio corpora: dev_datasets must list only "
+                f"those among {AUDIO_DATASETS}"
             )
         if self.transcripts and not {"emodb", "ravdess"} & set(self.datasets):
             raise ValueError("transcripts needs 'emodb' or 'ravdess' among the datasets")
@@ -154,6 +164,9 @@ class OptimConfig:
     # Weight of the neutral-voice consistency loss (train.consistency) on the text samples that
     # [data] neutral_audio pairs with a neutral clip: their label must stay the text-only one.
     voice_consistency: float = 0.0
+    # Train only the first stop_epoch epochs of the `epochs`-long schedule and keep the last as
+    # best/, with no dev selection (0: off; a [data] refit needs it).
+    stop_epoch: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "eval_every_epochs"):
@@ -167,6 +180,8 @@ class OptimConfig:
             raise ValueError("train.modality_dropout must be in [0, 1]")
         if self.voice_consistency < 0:
             raise ValueError("train.voice_consistency must be >= 0")
+        if not 0 <= self.stop_epoch <= self.epochs:
+            raise ValueError("train.stop_epoch must be in [0, train.epochs]")
         for name in ("train_only", "init_exclude", "freeze"):
             if any(not isinstance(p, str) or not p for p in getattr(self, name)):
                 raise ValueError(f"train.{name} must list module names")
@@ -198,6 +213,11 @@ class TrainConfig:
             raise ValueError(
                 f"datasets {faces} are faces: [model] needs a visual feature spec, e.g. "
                 'visual = { name = "emotrack-visual-v2", dim = 7 }'
+            )
+        if self.data.refit and not self.train.stop_epoch:
+            raise ValueError(
+                "[data] refit has no dev to choose an epoch on: set [train] stop_epoch to the "
+                "epoch count the selection run chose"
             )
         if self.train.voice_consistency and not self.data.neutral_audio:
             raise ValueError(

@@ -271,18 +271,22 @@ class Trainer:
             if name in AUDIO_DATASETS:
                 spec = self.config.model.acoustic
                 prior = self._voice_prior()
-                rows = load_audio_dataset(
-                    name, "train", data_dir, spec, transcripts=dc.transcripts, prior=prior
-                )
+                rows = [
+                    row
+                    for split in self._audio_training_splits(name)
+                    for row in load_audio_dataset(
+                        name, split, data_dir, spec, transcripts=dc.transcripts, prior=prior
+                    )
+                ]
                 audio += rows[:limit] if limit else rows
-                if name != "speech_av" and name in wants_dev:
+                if name != "speech_av" and name in wants_dev and not dc.refit:
                     dev_rows = load_audio_dataset(name, "dev", data_dir, spec, prior=prior)
                     dev[name] = dev_rows[:limit] if limit else dev_rows
                 continue
             extra = {"features": True} if name == "mosi" and dc.mosi_features else {}
             rows = load_dataset(name, "train", data_dir, **extra)
             train += rows[:limit] if limit else rows
-            if name in wants_dev:
+            if name in wants_dev and not dc.refit:
                 dev_rows = load_dataset(name, "dev", data_dir, **extra)
                 dev[name] = dev_rows[:limit] if limit else dev_rows
         unified = self._replay(unify(train)) if train else []
@@ -296,6 +300,11 @@ class Trainer:
         ]
         return repeated, dev
 
+    def _audio_training_splits(self, name: str) -> tuple[str, ...]:
+        """The splits of audio corpus ``name`` that train: its dev speakers too in a refit."""
+        dc = self.config.data
+        return ("train", "dev") if dc.refit and name in dc.dev_datasets else ("train",)
+
     def _voice_prior(self) -> np.ndarray | None:
         """The speaker-baseline prior of the training speech (None without a baseline); computed
         once, stored in the model (``baseline_prior``) so that live use starts from it."""
@@ -306,7 +315,8 @@ class Trainer:
             from train.audio_datasets import voice_prior
 
             dc = self.config.data
-            self.voice_prior = voice_prior(dc.datasets, dc.data_dir, spec)
+            refit = dc.dev_datasets if dc.refit else ()
+            self.voice_prior = voice_prior(dc.datasets, dc.data_dir, spec, dev=refit)
         return self.voice_prior
 
     def _neutral_voices(self) -> list[np.ndarray] | None:
@@ -325,8 +335,9 @@ class Trainer:
             clip
             for name in dc.datasets
             if name in AUDIO_DATASETS and name != "speech_av"
+            for split in self._audio_training_splits(name)
             for clip in neutral_voice_clips(
-                name, "train", dc.data_dir, spec, prior, shifts=dc.neutral_voice_shifts
+                name, split, dc.data_dir, spec, prior, shifts=dc.neutral_voice_shifts
             )
         ]
 
@@ -370,12 +381,20 @@ class Trainer:
         run = self._prepare(unified)
         state = self._resume(run) if resume else _new_state()
         stale = 0  # evaluations since the dev score last improved
+        last_epoch = tc.stop_epoch or tc.epochs
         with _progress() as progress:
-            for epoch in range(state["epoch"], tc.epochs):
+            for epoch in range(state["epoch"], last_epoch):
                 if self._out_of_steps(state):
                     break
                 record = self._train_epoch(run, epoch, state, progress)
-                final = epoch + 1 == tc.epochs or self._out_of_steps(state)
+                final = epoch + 1 == last_epoch or self._out_of_steps(state)
+                if tc.stop_epoch:  # no selection: the last epoch is the model
+                    self._append_history(state, record)
+                    state["epoch"] = epoch + 1
+                    if final:
+                        self._save_final(run, state, record)
+                    self._save_last(run, state)
+                    continue
                 evaluated = final or (epoch + 1) % tc.eval_every_epochs == 0
                 if evaluated:
                     metrics = self._evaluate(run, dev, progress)
@@ -623,6 +642,22 @@ class Trainer:
                 keep=run.keep,
             )
         return improved
+
+    def _save_final(self, run: _Run, state: dict[str, Any], record: dict[str, Any]) -> None:
+        """``best/`` at ``[train] stop_epoch``: the epoch count was chosen beforehand."""
+        state["best_epoch"] = record["epoch"]
+        save_checkpoint(
+            run.model,
+            self.output / "best",
+            extra={
+                "epoch": record["epoch"],
+                "selection": f"fixed epoch count {record['epoch']} (chosen by an earlier run's dev)"
+                + (" on train + dev speakers (refit)" if self.config.data.refit else ""),
+                **run.stage,
+            },
+            keep=run.keep,
+        )
+        logger.info("epoch %d of the chosen count: kept as best/", record["epoch"])
 
     def _save_last(self, run: _Run, state: dict[str, Any]) -> None:
         """``last/``: model, optimiser and trainer state, all that ``resume`` needs."""

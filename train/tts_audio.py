@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from train.array_cache import save_array
 from train.unification import DEFAULT_CACHE
 from unimse.config import FeatureSpec
 from unimse.synth import DEFAULT_VOICES, SynthesisError, speak, speech_bounds
@@ -48,10 +49,7 @@ def _spoken_features(
         return None
     features = np.asarray(extract(audio[first:last]), dtype=np.float32)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, features)
-        tmp.replace(path)
+        save_array(path, features)
     return features
 
 

@@ -21,6 +21,8 @@ Options that change the selection or the final model (all off by default):
   (with ``--refit``: the mean over the refit's last K epochs up to E).
 - ``--schedule cosine|linear``: the learning rate decays per epoch from ``--lr`` to about zero at
   ``--epochs`` (the refit follows the same curve for its E epochs); default constant.
+- ``--fixed-epochs E``: no selection run at all; each fold trains on its training + dev
+  speakers for E epochs (as ``--refit`` does for the epoch count its dev picked).
 - ``--seeds N``: N models per fold (training seeds ``--seed`` ... ``--seed + N - 1``; each picks
   its own epoch on dev, and refits with ``--refit``), scored by their averaged predictions (an
   ensemble; :func:`unimse.prediction.mean_prediction`); each model alone is reported too. The
@@ -462,6 +464,15 @@ def fold_model(
     with a fresh run trained on train + dev for the picked number of epochs. Returns the
     selection (dev UAR, epoch) and the test predictions."""
     args = argparse.Namespace(**(vars(args) | {"seed": seed}))
+    if args.fixed_epochs:  # no selection: train + dev speakers for the given count
+        assert refit_features is not None
+        rows, targets = training_rows([*train, *dev], refit_features)
+        run = FoldRun(init, spec, cache_texts(rows, test), args)
+        final = fit(run, rows, targets, args, epochs=args.fixed_epochs)
+        with run.holding(final.state):
+            return {"dev_uar": math.nan, "epoch": final.epoch}, predict_test(
+                run, test, refit_features
+            )
     rows, targets = training_rows(train, features)
     run = FoldRun(init, spec, cache_texts(rows, test), args)
     picked = fit(run, rows, targets, args, dev=(rows_of(dev, features, False), dev))
@@ -539,7 +550,7 @@ def fold_baselines(
     """A fold's features for the selection run (baseline prior from ``train``) and, with
     ``--refit``, for the refit (prior from ``train`` + ``dev``)."""
     selection = with_baselines(features, train, everyone, spec, args.seed)
-    if not args.refit:
+    if not (args.refit or args.fixed_epochs):
         return selection, None
     return selection, with_baselines(features, [*train, *dev], everyone, spec, args.seed)
 
@@ -589,6 +600,14 @@ def main(argv: list[str] | None = None) -> int:
         "training + dev speakers for E epochs and score the test speakers with it",
     )
     parser.add_argument(
+        "--fixed-epochs",
+        type=int,
+        default=0,
+        metavar="E",
+        help="no selection run: train on the training + dev speakers for E epochs and score "
+        "that (0: off; the dev UAR column is then empty)",
+    )
+    parser.add_argument(
         "--pmf-audio",
         choices=("reset", "loaded", "off"),
         default="reset",
@@ -632,6 +651,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--average must be >= 1")
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
+    if args.fixed_epochs < 0 or (args.fixed_epochs and args.refit):
+        parser.error("--fixed-epochs takes a count >= 1 and replaces --refit's selection run")
     init = resolve_checkpoint(args.init)
     spec = replace(SPECS[args.spec], baseline=args.baseline)
     corpus = load_corpus(args.corpus, args.data_dir)

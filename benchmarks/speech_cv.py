@@ -23,6 +23,7 @@ Options that change the selection or the final model (all off by default):
   ``--epochs`` (the refit follows the same curve for its E epochs); default constant.
 - ``--fixed-epochs E``: no selection run at all; each fold trains on its training + dev
   speakers for E epochs (as ``--refit`` does for the epoch count its dev picked).
+- ``--no-sentence-rows``: train on the audio-only rows only (the sentence rows are scored still).
 - ``--seeds N``: N models per fold (training seeds ``--seed`` ... ``--seed + N - 1``; each picks
   its own epoch on dev, and refits with ``--refit``), scored by their averaged predictions (an
   ensemble; :func:`unimse.prediction.mean_prediction`); each model alone is reported too. The
@@ -316,10 +317,11 @@ def rows_of(
 
 
 def training_rows(
-    train: Sequence[AudioSample], features: dict[str, np.ndarray]
+    train: Sequence[AudioSample], features: dict[str, np.ndarray], sentences: bool = True
 ) -> tuple[list[Any], list[Any]]:
-    """Training samples (audio only, and audio + sentence where the file has one) and targets."""
-    with_text = [s for s in train if transcript_of(s)]
+    """Training samples (audio only, and audio + sentence where the file has one unless not
+    ``sentences``) and targets."""
+    with_text = [s for s in train if transcript_of(s)] if sentences else []
     rows = rows_of(train, features, False) + rows_of(with_text, features, True)
     return rows, [targets_for(unified_audio(r), 0.5) for r in rows]
 
@@ -466,14 +468,14 @@ def fold_model(
     args = argparse.Namespace(**(vars(args) | {"seed": seed}))
     if args.fixed_epochs:  # no selection: train + dev speakers for the given count
         assert refit_features is not None
-        rows, targets = training_rows([*train, *dev], refit_features)
+        rows, targets = training_rows([*train, *dev], refit_features, args.sentences)
         run = FoldRun(init, spec, cache_texts(rows, test), args)
         final = fit(run, rows, targets, args, epochs=args.fixed_epochs)
         with run.holding(final.state):
             return {"dev_uar": math.nan, "epoch": final.epoch}, predict_test(
                 run, test, refit_features
             )
-    rows, targets = training_rows(train, features)
+    rows, targets = training_rows(train, features, args.sentences)
     run = FoldRun(init, spec, cache_texts(rows, test), args)
     picked = fit(run, rows, targets, args, dev=(rows_of(dev, features, False), dev))
     assert picked.dev_uar is not None
@@ -482,7 +484,7 @@ def fold_model(
         with run.holding(picked.state):
             return selection, predict_test(run, test, features)
     del run
-    rows, targets = training_rows([*train, *dev], refit_features)
+    rows, targets = training_rows([*train, *dev], refit_features, args.sentences)
     refit = FoldRun(init, spec, cache_texts(rows, test), args)
     final = fit(refit, rows, targets, args, epochs=picked.epoch)
     with refit.holding(final.state):
@@ -606,6 +608,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="E",
         help="no selection run: train on the training + dev speakers for E epochs and score "
         "that (0: off; the dev UAR column is then empty)",
+    )
+    parser.add_argument(
+        "--no-sentence-rows",
+        dest="sentences",
+        action="store_false",
+        help="train on audio-only rows only (default: also audio + the file's sentence)",
     )
     parser.add_argument(
         "--pmf-audio",

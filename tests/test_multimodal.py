@@ -617,7 +617,8 @@ def test_a_refit_trains_on_the_dev_speakers_for_the_chosen_epoch_count(
     shared_data: Path, text_checkpoint: Path, tmp_path: Path
 ) -> None:
     """[data] refit + [train] stop_epoch: EMO-DB's dev speaker trains too, nothing is evaluated,
-    and the epoch the count names is kept as best/."""
+    and the epoch the count names is kept as best/; [data] no_transcripts keeps EMO-DB audio
+    only."""
     from train.config import TrainConfig
     from train.loop import Trainer
 
@@ -630,6 +631,8 @@ def test_a_refit_trains_on_the_dev_speakers_for_the_chosen_epoch_count(
             "data_dir": str(shared_data),
             "dev_datasets": ["emodb"],
             "refit": True,
+            "transcripts": True,
+            "no_transcripts": ["emodb"],
         },
         "train": {
             "epochs": 3,
@@ -644,6 +647,7 @@ def test_a_refit_trains_on_the_dev_speakers_for_the_chosen_epoch_count(
     samples, dev = trainer.load_data()
     assert dev == {}
     assert {u.sample.split for u in samples} == {"train", "dev"}  # speakers 03-11 and 12
+    assert {u.sample.text for u in samples} == {""}  # no_transcripts: audio only
     state = trainer.run()
     assert (state["epoch"], state["best_epoch"]) == (1, 1)
     assert "dev" not in state["history"][0]
@@ -653,6 +657,7 @@ def test_a_refit_trains_on_the_dev_speakers_for_the_chosen_epoch_count(
         ({"refit": True}, {"epochs": 3, "stop_epoch": 1}, "dev_datasets must list only"),
         ({"refit": True, "dev_datasets": ["emodb"]}, {}, "stop_epoch"),
         ({}, {"epochs": 2, "stop_epoch": 3}, "stop_epoch must be in"),
+        ({"no_transcripts": ["meld"]}, {}, "no_transcripts lists"),
     ):
         with pytest.raises(ValueError, match=match):
             TrainConfig.from_dict(

@@ -35,6 +35,9 @@ class DataConfig:
     # EMO-DB, RAVDESS: also train on text+audio samples whose text is the file's transcript
     # (train.audio_datasets.transcript_of), beside the audio-only ones.
     transcripts: bool = False
+    # ...except for these corpora, whose clips train audio only (EMO-DB: the English text model
+    # reading German sentences; the speaker CV learns EMO-DB's voice better without them).
+    no_transcripts: tuple[str, ...] = ()
     # SIMULATED visual evidence (train.simulated_visual), not real video: per dataset, the
     # probability that a training sample gets a simulated FER sequence in an epoch.
     simulated_visual: dict[str, float] = field(default_factory=dict)
@@ -115,6 +118,8 @@ class DataConfig:
             )
         if self.transcripts and not {"emodb", "ravdess"} & set(self.datasets):
             raise ValueError("transcripts needs 'emodb' or 'ravdess' among the datasets")
+        if set(self.no_transcripts) - ({"emodb", "ravdess"} & set(self.datasets)):
+            raise ValueError("no_transcripts lists 'emodb' or 'ravdess' among the datasets")
 
     def _check_text_chances(self, key: str, chances: dict[str, float]) -> None:
         """``[data] key``: per configured text dataset, a probability."""

@@ -275,7 +275,12 @@ class Trainer:
                     row
                     for split in self._audio_training_splits(name)
                     for row in load_audio_dataset(
-                        name, split, data_dir, spec, transcripts=dc.transcripts, prior=prior
+                        name,
+                        split,
+                        data_dir,
+                        spec,
+                        transcripts=dc.transcripts and name not in dc.no_transcripts,
+                        prior=prior,
                     )
                 ]
                 audio += rows[:limit] if limit else rows

@@ -468,13 +468,10 @@ def fold_model(
     args = argparse.Namespace(**(vars(args) | {"seed": seed}))
     if args.fixed_epochs:  # no selection: train + dev speakers for the given count
         assert refit_features is not None
-        rows, targets = training_rows([*train, *dev], refit_features, args.sentences)
-        run = FoldRun(init, spec, cache_texts(rows, test), args)
-        final = fit(run, rows, targets, args, epochs=args.fixed_epochs)
-        with run.holding(final.state):
-            return {"dev_uar": math.nan, "epoch": final.epoch}, predict_test(
-                run, test, refit_features
-            )
+        unselected = {"dev_uar": math.nan, "epoch": args.fixed_epochs}
+        return unselected, refit_predictions(
+            init, spec, [*train, *dev], test, refit_features, args, args.fixed_epochs
+        )
     rows, targets = training_rows(train, features, args.sentences)
     run = FoldRun(init, spec, cache_texts(rows, test), args)
     picked = fit(run, rows, targets, args, dev=(rows_of(dev, features, False), dev))
@@ -484,11 +481,26 @@ def fold_model(
         with run.holding(picked.state):
             return selection, predict_test(run, test, features)
     del run
-    rows, targets = training_rows([*train, *dev], refit_features, args.sentences)
-    refit = FoldRun(init, spec, cache_texts(rows, test), args)
-    final = fit(refit, rows, targets, args, epochs=picked.epoch)
-    with refit.holding(final.state):
-        return selection, predict_test(refit, test, refit_features)
+    return selection, refit_predictions(
+        init, spec, [*train, *dev], test, refit_features, args, picked.epoch
+    )
+
+
+def refit_predictions(
+    init: Path,
+    spec: FeatureSpec,
+    train: Sequence[AudioSample],
+    test: Sequence[AudioSample],
+    features: dict[str, np.ndarray],
+    args: argparse.Namespace,
+    epochs: int,
+) -> dict[str, list[Prediction]]:
+    """A fresh run trained on ``train`` for exactly ``epochs`` epochs, predicting ``test``."""
+    rows, targets = training_rows(train, features, args.sentences)
+    run = FoldRun(init, spec, cache_texts(rows, test), args)
+    final = fit(run, rows, targets, args, epochs=epochs)
+    with run.holding(final.state):
+        return predict_test(run, test, features)
 
 
 def table(results: dict[str, dict[str, Any]], corpus: str) -> str:

@@ -262,15 +262,11 @@ def voice_prior(
     audio corpora among ``datasets`` (and of the dev clips of those in ``dev``: a refit)."""
     from unimse.voice_baseline import prior_of
 
-    items = [
-        item
-        for name in datasets
-        if name in AUDIO_DATASETS
-        for split in (("train", "dev") if name in dev else ("train",))
-        for item in select_split(
-            load_audio_corpus(name, corpus_folder(name, Path(data_dir))), name, split
-        )
-    ]
+    items: list[AudioSample] = []
+    for name in (d for d in datasets if d in AUDIO_DATASETS):
+        corpus = load_audio_corpus(name, corpus_folder(name, Path(data_dir)))  # read once
+        for split in ("train", "dev") if name in dev else ("train",):
+            items += select_split(corpus, name, split)
     raw = replace(spec, baseline=0.0)
     return prior_of(corpus_features(items, raw, cache_dir))
 

@@ -43,18 +43,7 @@ def outputs_to_predictions(
         pp = dict(zip(config.polarities, pol[i], strict=True))
         mp = dict(zip(config.meld_emotions, meld[i], strict=True))
         ip = dict(zip(config.iemocap_emotions, iem[i], strict=True))
-        results.append(
-            Prediction(
-                emotion=max(mp, key=mp.__getitem__),
-                emotion_probs=mp,
-                iemocap_emotion=max(ip, key=ip.__getitem__),
-                iemocap_probs=ip,
-                polarity=max(pp, key=pp.__getitem__),
-                polarity_probs=pp,
-                intensity=float(scores[i]),
-                modalities=used,
-            )
-        )
+        results.append(Prediction.from_distributions(mp, ip, pp, float(scores[i]), used))
     return results
 
 

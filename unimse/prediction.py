@@ -26,6 +26,27 @@ class Prediction:
     intensity: float
     modalities: tuple[str, ...]
 
+    @classmethod
+    def from_distributions(
+        cls,
+        emotion_probs: dict[str, float],
+        iemocap_probs: dict[str, float],
+        polarity_probs: dict[str, float],
+        intensity: float,
+        modalities: tuple[str, ...],
+    ) -> Prediction:
+        """The prediction whose labels are the argmax of each distribution."""
+        return cls(
+            emotion=max(emotion_probs, key=emotion_probs.__getitem__),
+            emotion_probs=emotion_probs,
+            iemocap_emotion=max(iemocap_probs, key=iemocap_probs.__getitem__),
+            iemocap_probs=iemocap_probs,
+            polarity=max(polarity_probs, key=polarity_probs.__getitem__),
+            polarity_probs=polarity_probs,
+            intensity=intensity,
+            modalities=modalities,
+        )
+
     @property
     def confidence(self) -> float:
         return self.emotion_probs[self.emotion]
@@ -47,16 +68,10 @@ def mean_prediction(predictions: Sequence[Prediction]) -> Prediction:
     distribution."""
     if not predictions:
         raise ValueError("no predictions to average")
-    emotion = _mean_probs([p.emotion_probs for p in predictions])
-    iemocap = _mean_probs([p.iemocap_probs for p in predictions])
-    polarity = _mean_probs([p.polarity_probs for p in predictions])
-    return Prediction(
-        emotion=max(emotion, key=emotion.__getitem__),
-        emotion_probs=emotion,
-        iemocap_emotion=max(iemocap, key=iemocap.__getitem__),
-        iemocap_probs=iemocap,
-        polarity=max(polarity, key=polarity.__getitem__),
-        polarity_probs=polarity,
-        intensity=sum(p.intensity for p in predictions) / len(predictions),
-        modalities=predictions[0].modalities,
+    return Prediction.from_distributions(
+        _mean_probs([p.emotion_probs for p in predictions]),
+        _mean_probs([p.iemocap_probs for p in predictions]),
+        _mean_probs([p.polarity_probs for p in predictions]),
+        sum(p.intensity for p in predictions) / len(predictions),
+        predictions[0].modalities,
     )

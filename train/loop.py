@@ -105,7 +105,25 @@ def targets_for(item: UnifiedSample, borrowed_weight: float) -> LabelTargets:
         iemocap_weight=weight("iemocap_emotion"),
         group=group,
         emodb_class=emodb_class,
+        voice_emotional=voice_emotional(item),
     )
+
+
+# Their words train with no voice but a paired neutral one ([data] neutral_audio).
+NEUTRAL_VOICED = ("meld", "iemocap")
+
+
+def voice_emotional(item: UnifiedSample) -> float:
+    """The voice gate's target (:class:`unimse.processor.LabelTargets`): acted corpora 1 for an
+    emotional clip (EMO-DB's boredom included: it carries a polarity) and 0 for neutral or calm;
+    0 for the words of :data:`NEUTRAL_VOICED` (any voice they get in training is a neutral one);
+    -1 (no target) otherwise."""
+    dataset = item.sample.dataset
+    if dataset in NEUTRAL_VOICED:
+        return 0.0
+    if dataset in ("ravdess", "emodb"):
+        return float(item.meld_emotion != "neutral" or item.polarity != "neutral")
+    return -1.0
 
 
 def bucketed_batches(

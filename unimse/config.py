@@ -33,6 +33,9 @@ class FeatureSpec:
     # voice is subtracted from the states, starting from the training mean worth this many
     # utterances. 0: off.
     baseline: float = 0.0
+    # Voice gate (``stats`` only): the utterance vector is scaled by a learnt probability that
+    # the voice carries an emotion, so a neutral voice can leave the words' output alone.
+    gate: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -43,6 +46,8 @@ class FeatureSpec:
             raise ValueError(f"feature encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.baseline < 0 or (self.baseline and self.encoder != "stats"):
             raise ValueError("a speaker baseline needs the stats encoder and a weight >= 0")
+        if self.gate and self.encoder != "stats":
+            raise ValueError("a voice gate needs the stats encoder")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,10 @@ class LossWeights:
     # EMO-DB samples: cross-entropy over EMO-DB's 7 classes scored by the joint log-probability
     # of each class's (polarity, MELD emotion), in place of their polarity and emotion terms
     emodb_joint: float = 0.0
+    # Voice gate (``FeatureSpec.gate``): binary cross-entropy of the gate against whether the
+    # sample's voice is emotional (acted emotions, EMO-DB boredom) or neutral (neutral and calm
+    # clips, the neutral voices paired with words)
+    voice_gate: float = 0.0
     temperature: float = 0.1
 
     def __post_init__(self) -> None:
@@ -81,6 +90,10 @@ class UniMSEConfig:
     # straight to every head's logits, added to what the heads compute from the fused text. A
     # missing modality has a zero vector, so text-only outputs are untouched.
     modality_logits: bool = False
+    # Voice intensity (with modality_logits): a bias-free linear read of the acoustic vector added
+    # to the intensity, trained on the intensity targets without reshaping the vector (its input
+    # is detached). Lets the voice move the intensity when PMF does not read it.
+    voice_intensity: bool = False
     modality_dim: int = 32  # utterance vector size a, v fed into PMF
     pmf_bottleneck: int = 64
     dropout: float = 0.1
@@ -117,6 +130,8 @@ class UniMSEConfig:
             raise ValueError("dropout and stats_dropout must be in [0, 1)")
         if self.context_turns < 0:
             raise ValueError("context_turns must be >= 0")
+        if self.voice_intensity and not self.modality_logits:
+            raise ValueError("voice_intensity needs modality_logits")
         if (self.polarities, self.meld_emotions, self.iemocap_emotions) != (
             POLARITIES,
             MELD_EMOTIONS,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,6 +47,10 @@ class StatsEncoder(nn.Module):
     Made for pretrained speech states (Whisper encoder output): statistics pooling over the frames
     that hold the utterance, standardised with statistics learnt on the training set (so one loud
     state dimension cannot dominate). Same interface as :class:`ModalityEncoder`.
+
+    With ``spec.gate`` the vector is multiplied by ``sigmoid(gate(x))``, a linear read of the same
+    normalised statistics: a voice read as neutral gives a vector near zero, which is what a
+    missing voice gives (the text-only output). :meth:`gated` also returns the gate's logits.
     """
 
     def __init__(self, spec: FeatureSpec, config: UniMSEConfig) -> None:
@@ -56,11 +62,20 @@ class StatsEncoder(nn.Module):
         self.norm = nn.BatchNorm1d(2 * spec.dim)
         self.dropout = nn.Dropout(config.stats_dropout)
         self.proj = nn.Linear(2 * spec.dim, config.modality_dim)
+        self.gate = nn.Linear(2 * spec.dim, 1) if spec.gate else None
 
     def forward(
         self, features: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, T, F), lengths (B,) with 0 for a missing modality -> (B, D), (B, T, D)."""
+        vector, per_step, _ = self.gated(features, lengths)
+        return vector, per_step
+
+    def gated(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`forward` plus the gate's logits (B,) (0 for a missing modality; None without
+        a gate)."""
         lengths = lengths.to(features.device)
         steps = torch.arange(features.shape[1], device=features.device)
         mask = (steps.unsqueeze(0) < lengths.unsqueeze(1)).to(features.dtype).unsqueeze(-1)
@@ -71,11 +86,17 @@ class StatsEncoder(nn.Module):
         present = lengths > 0
         rows = present.nonzero().squeeze(1)
         vector = features.new_zeros(features.shape[0], self.proj.out_features)
+        gate_logits = None if self.gate is None else features.new_zeros(features.shape[0])
         if len(rows):
-            normed = self._normalise(pooled[rows])
-            vector = vector.index_copy(0, rows, self.proj(self.dropout(normed)).to(vector.dtype))
+            dropped = self.dropout(self._normalise(pooled[rows]))
+            projected = self.proj(dropped)
+            if self.gate is not None and gate_logits is not None:
+                logits = self.gate(dropped).squeeze(-1)
+                gate_logits = gate_logits.index_copy(0, rows, logits.to(gate_logits.dtype))
+                projected = projected * torch.sigmoid(logits).unsqueeze(-1)
+            vector = vector.index_copy(0, rows, projected.to(vector.dtype))
         # Statistics pooling has no per-frame output: each valid step carries the utterance vector.
-        return vector, vector.unsqueeze(1) * mask
+        return vector, vector.unsqueeze(1) * mask, gate_logits
 
     def _normalise(self, pooled: torch.Tensor) -> torch.Tensor:
         """Batch norm over the utterances that have this modality (absent ones would skew the
@@ -141,6 +162,15 @@ class PMF(nn.Module):
         return self.out(x + self.up(torch.sigmoid(self.down(x))))
 
 
+class ModalityVectors(NamedTuple):
+    """The utterance vectors a, v PMF reads (zeros for a missing modality) and the voice gate's
+    logits (None without a gate)."""
+
+    acoustic: torch.Tensor
+    visual: torch.Tensor
+    voice_gate: torch.Tensor | None = None
+
+
 class ModalityFusion(nn.Module):
     """Owns the acoustic/visual encoders; turns raw feature batches into the a, v vectors."""
 
@@ -158,14 +188,18 @@ class ModalityFusion(nn.Module):
         acoustic_lengths: torch.Tensor | None,
         visual: torch.Tensor | None,
         visual_lengths: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> ModalityVectors:
         zeros = torch.zeros(batch_size, self.modality_dim, device=device)
         a = v = zeros
+        gate = None
         if self.acoustic is not None and acoustic is not None and acoustic_lengths is not None:
-            a, _ = self.acoustic(acoustic, acoustic_lengths)
+            if isinstance(self.acoustic, StatsEncoder):
+                a, _, gate = self.acoustic.gated(acoustic, acoustic_lengths)
+            else:
+                a, _ = self.acoustic(acoustic, acoustic_lengths)
         if self.visual is not None and visual is not None and visual_lengths is not None:
             v, _ = self.visual(visual, visual_lengths)
-        return a, v
+        return ModalityVectors(a, v, gate)
 
 
 def voice_prior(model: nn.Module) -> torch.Tensor | None:

@@ -96,3 +96,18 @@ def weighted_l1(
     if total <= 0:
         return prediction.sum() * 0.0
     return ((prediction.float() - target).abs() * weight).sum() / total
+
+
+def voice_gate_cross_entropy(
+    gate_logits: torch.Tensor, target: torch.Tensor | None, lengths: torch.Tensor | None
+) -> torch.Tensor:
+    """Binary cross-entropy of the voice gate's logits against ``target`` (1 emotional, 0 neutral,
+    < 0 unknown) over the samples with a voice (``lengths`` > 0) and a target; 0 (with a graph)
+    when there is none."""
+    if target is None or lengths is None:
+        return gate_logits.sum() * 0.0
+    target = target.to(gate_logits.device)
+    rows = (target >= 0) & (lengths.to(gate_logits.device) > 0)
+    if not rows.any():
+        return gate_logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(gate_logits[rows].float(), target[rows])

@@ -24,6 +24,7 @@ from unimse.losses import (
     info_nce,
     joint_class_cross_entropy,
     supervised_contrastive,
+    voice_gate_cross_entropy,
     weighted_cross_entropy,
     weighted_l1,
 )
@@ -163,7 +164,8 @@ def contrastive_losses(
 
 class ModalityLogits(nn.Module):
     """Adds bias-free linear maps of the acoustic and visual vectors to the classification heads'
-    logits (the intensity stays the heads' own).
+    logits; with ``config.voice_intensity`` also one of the acoustic vector to the intensity
+    (clamped to its range; its input detached, so intensity targets train that map alone).
 
     Zero at initialisation and zero for a missing modality (its vector is zero), so a text-only
     input gets exactly the heads' output. Lets a strong voice or face decide the emotion when the
@@ -180,8 +182,12 @@ class ModalityLogits(nn.Module):
         width = sum(self.sizes)
         self.acoustic = nn.Linear(config.modality_dim, width, bias=False)
         self.visual = nn.Linear(config.modality_dim, width, bias=False)
-        for layer in (self.acoustic, self.visual):
-            nn.init.zeros_(layer.weight)
+        self.acoustic_intensity = (
+            nn.Linear(config.modality_dim, 1, bias=False) if config.voice_intensity else None
+        )
+        for layer in (self.acoustic, self.visual, self.acoustic_intensity):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
 
     def forward(
         self, out: UniMSEOutput, acoustic: torch.Tensor, visual: torch.Tensor
@@ -190,8 +196,12 @@ class ModalityLogits(nn.Module):
             visual.to(out.meld_logits.dtype)
         )
         pol, meld, iem = torch.split(delta, list(self.sizes), dim=-1)
+        score = out.score
+        if self.acoustic_intensity is not None:  # a read of the vector, not a reason to reshape it
+            shift = self.acoustic_intensity(acoustic.detach().to(score.dtype)).squeeze(-1)
+            score = (score + shift).clamp(-SCORE_LIMIT, SCORE_LIMIT)
         return UniMSEOutput(
-            out.polarity_logits + pol, out.meld_logits + meld, out.iemocap_logits + iem, out.score
+            out.polarity_logits + pol, out.meld_logits + meld, out.iemocap_logits + iem, score
         )
 
 
@@ -239,7 +249,7 @@ class UniMSEEncoderModel(nn.Module):
     def forward(self, batch: ModelBatch) -> UniMSEOutput:
         bsz = batch.size
         device = batch.input_ids.device
-        a, v = self.fusion.encode(
+        a, v, gate = self.fusion.encode(
             bsz, device, batch.acoustic, batch.acoustic_lengths, batch.visual, batch.visual_lengths
         )
         self.state.acoustic, self.state.visual = a, v
@@ -259,6 +269,10 @@ class UniMSEEncoderModel(nn.Module):
         losses = task_losses(out, batch, self.config)
         text_vec = self.text_proj(masked_mean(text_hidden, batch.utterance_mask))
         losses.update(contrastive_losses(self.config, text_vec, a, v, batch, shared))
+        if self.config.losses.voice_gate > 0 and gate is not None:
+            losses["voice_gate"] = self.config.losses.voice_gate * voice_gate_cross_entropy(
+                gate, batch.voice_emotional, batch.acoustic_lengths
+            )
         out.losses = losses
         out.loss = torch.stack(list(losses.values())).sum()
         return out

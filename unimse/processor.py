@@ -34,6 +34,7 @@ class LabelTargets:
     iemocap_weight: float = 1.0
     group: int = -1  # class id for the inter-sample contrastive loss (-1: no positives)
     emodb_class: int = -1  # EMO-DB class index for the joint class loss (-1: not EMO-DB)
+    voice_emotional: float = -1.0  # voice gate target: 1 emotional, 0 neutral, -1 unknown
 
 
 @dataclass
@@ -53,6 +54,7 @@ class ModelBatch:
     weights: torch.Tensor | None = None  # (B, 4): polarity, score, meld, iemocap
     group: torch.Tensor | None = None
     emodb_class: torch.Tensor | None = None
+    voice_emotional: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -169,4 +171,7 @@ class UniMSEProcessor:
             )
             batch.group = torch.tensor([t.group for t in targets], dtype=torch.long)
             batch.emodb_class = torch.tensor([t.emodb_class for t in targets], dtype=torch.long)
+            batch.voice_emotional = torch.tensor(
+                [t.voice_emotional for t in targets], dtype=torch.float32
+            )
         return batch

@@ -116,7 +116,7 @@ class UniMSET5Model(nn.Module):
             self.state.clear()
 
     def _modality_vectors(self, batch: ModelBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.fusion.encode(
+        vectors = self.fusion.encode(
             batch.size,
             batch.input_ids.device,
             batch.acoustic,
@@ -124,6 +124,7 @@ class UniMSET5Model(nn.Module):
             batch.visual,
             batch.visual_lengths,
         )
+        return vectors.acoustic, vectors.visual
 
     def _encode(
         self, batch: ModelBatch, acoustic: torch.Tensor, visual: torch.Tensor

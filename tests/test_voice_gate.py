@@ -1,0 +1,153 @@
+"""The voice gate: a neutral voice's vector goes to zero, the gate learns from its own target."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_unimse_config
+
+from train.audio_data import RAVDESS_LABELS, AudioSample
+from train.audio_datasets import to_sample, unified_audio
+from train.data import Sample
+from train.loop import targets_for, voice_emotional
+from train.unification import UnifiedSample
+from unimse.config import FeatureSpec, LossWeights
+from unimse.factory import build_model
+from unimse.fusion import StatsEncoder
+from unimse.inputs import ModelInput
+from unimse.labels import EMODB_LABELS
+from unimse.losses import voice_gate_cross_entropy
+from unimse.processor import UniMSEProcessor
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def gated_spec(dim: int = 8) -> FeatureSpec:
+    return FeatureSpec("test-acoustic", dim, "stats", gate=True)
+
+
+def test_a_voice_gate_needs_the_stats_encoder() -> None:
+    with pytest.raises(ValueError, match="voice gate"):
+        FeatureSpec("x", 4, "lstm", gate=True)
+
+
+def test_a_closed_gate_gives_the_missing_voices_vector() -> None:
+    encoder = StatsEncoder(gated_spec(12), tiny_unimse_config()).eval()
+    assert encoder.gate is not None
+    torch.manual_seed(0)
+    voice = torch.randn(2, 5, 12)
+    lengths = torch.tensor([5, 0])
+    with torch.no_grad():
+        encoder.gate.bias.fill_(-60.0)  # shut
+        shut, _, logits = encoder.gated(voice, lengths)
+        encoder.gate.bias.fill_(60.0)  # open: the ungated projection
+        opened, _ = encoder(voice, lengths)
+        encoder.gate = None
+        ungated, _ = encoder(voice, lengths)
+    assert logits is not None and logits[1] == 0  # no voice: no logit
+    assert shut.abs().max() < 1e-12
+    torch.testing.assert_close(opened, ungated)
+    assert opened[0].abs().max() > 0 and opened[1].abs().max() == 0
+
+
+def test_the_gate_loss_counts_voiced_rows_with_a_target_only() -> None:
+    logits = torch.tensor([2.0, -1.0, 5.0, 0.3], requires_grad=True)
+    target = torch.tensor([1.0, 0.0, -1.0, 0.0])
+    lengths = torch.tensor([10, 10, 10, 0])
+    loss = voice_gate_cross_entropy(logits, target, lengths)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:2].detach(), target[:2])
+    torch.testing.assert_close(loss.detach(), expected)
+    loss.backward()
+    assert logits.grad is not None and logits.grad[2:].abs().max() == 0
+    none = voice_gate_cross_entropy(logits, torch.full((4,), -1.0), lengths)
+    assert none.item() == 0 and none.requires_grad
+
+
+def _acted(dataset: str, emotion: str) -> Sample:
+    labels = RAVDESS_LABELS if dataset == "ravdess" else EMODB_LABELS
+    clip = AudioSample("x", "01", torch.zeros(1).numpy(), labels[emotion], dataset, emotion)
+    return to_sample(clip, "train", None)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "emotion", "expected"),
+    [
+        ("ravdess", "angry", 1.0),
+        ("ravdess", "calm", 0.0),
+        ("ravdess", "neutral", 0.0),
+        ("emodb", "boredom", 1.0),  # neutral emotion, negative polarity: a signal
+        ("emodb", "neutral", 0.0),
+    ],
+)
+def test_acted_clips_get_the_gate_target_of_their_emotion(
+    dataset: str, emotion: str, expected: float
+) -> None:
+    item = unified_audio(_acted(dataset, emotion))
+    assert voice_emotional(item) == expected
+    assert targets_for(item, 0.5).voice_emotional == expected
+
+
+def test_words_paired_with_neutral_voices_target_a_shut_gate() -> None:
+    meld = Sample("m1", "meld", "train", "d1", "Ross", "I can't believe it!")
+    item = UnifiedSample(meld, "positive", 1.0, "surprise", "excited", frozenset())
+    assert voice_emotional(item) == 0.0
+
+
+def test_the_model_trains_its_gate_with_the_gate_loss() -> None:
+    config = tiny_unimse_config(
+        acoustic=gated_spec(), losses=LossWeights(voice_gate=1.0), modality_logits=True
+    )
+    model = build_model(config)
+    processor = UniMSEProcessor(config, _tokenizer(config))
+    torch.manual_seed(0)
+    inputs = [
+        ModelInput(text="", acoustic=torch.randn(6, 8).numpy()),
+        ModelInput(text="fine", acoustic=torch.randn(4, 8).numpy()),
+    ]
+    targets = [
+        targets_for(unified_audio(_acted("ravdess", "angry")), 0.5),
+        targets_for(unified_audio(_acted("ravdess", "calm")), 0.5),
+    ]
+    out = model(processor.encode(inputs, targets))
+    assert out.losses is not None and "voice_gate" in out.losses
+    assert out.loss is not None
+    out.loss.backward()
+    gate = model.fusion.acoustic.gate
+    assert gate.weight.grad is not None and gate.weight.grad.abs().sum() > 0
+
+
+def _tokenizer(config):  # type: ignore[no-untyped-def]
+    from unimse.backbones import load_tokenizer
+
+    return load_tokenizer(config)
+
+
+def test_voice_intensity_moves_the_intensity_only_with_a_voice_and_leaves_the_vector() -> None:
+    config = tiny_unimse_config(modality_logits=True, voice_intensity=True, visual=None)
+    model = build_model(config).eval()
+    head = model.modality_logits.acoustic_intensity
+    assert head is not None and head.weight.abs().max() == 0  # starts as no shift
+    processor = UniMSEProcessor(config, _tokenizer(config))
+    torch.manual_seed(2)
+    voice = torch.randn(9, 8).numpy()
+    texts = ["", "so happy"]
+    with torch.no_grad():
+        text_only = model(processor.encode([ModelInput(text=t) for t in texts])).score
+        head.weight.fill_(50.0)
+        voiced = model(processor.encode([ModelInput(text=t, acoustic=voice) for t in texts]))
+        again = model(processor.encode([ModelInput(text=t) for t in texts])).score
+    assert torch.equal(text_only, again)  # no voice: exactly the heads' intensity
+    assert not torch.allclose(voiced.score, text_only)
+    assert voiced.score.abs().max() <= 3.0  # clamped to the intensity range
+    model.train()
+    encoder = model.fusion.acoustic
+    batch = processor.encode([ModelInput(text="", acoustic=voice)])
+    model.zero_grad()
+    model(batch).score.sum().backward()
+    assert head.weight.grad is not None
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in encoder.parameters())
+
+
+def test_voice_intensity_needs_modality_logits() -> None:
+    with pytest.raises(ValueError, match="voice_intensity"):
+        tiny_unimse_config(voice_intensity=True)

@@ -28,6 +28,14 @@ Options that change the selection or the final model (all off by default):
   its own epoch on dev, and refits with ``--refit``), scored by their averaged predictions (an
   ensemble; :func:`unimse.prediction.mean_prediction`); each model alone is reported too. The
   speaker baselines' random clip order stays that of ``--seed``.
+- ``--soup`` (with ``--seeds N`` and ``--fixed-epochs``): the N runs share one initialisation
+  (``--seed``'s) and differ in data order and dropout; the mean of their parameters is scored as
+  one model (a uniform "model soup"), their averaged predictions and each alone beside it.
+- ``--pmf-audio off``: PMF's audio columns stay zero and frozen; the voice reaches the heads
+  through the modality logits only (a linear read-out of the pooled voice).
+- ``--voice-gate W``: the acoustic encoder's voice gate (``FeatureSpec.gate``) trained with weight
+  W (``[model.losses] voice_gate``).
+- ``--loss NAME=W``: any other ``[model.losses]`` weight (e.g. ``--loss supcon=0``).
 - ``--emodb-joint W``: EMO-DB rows learn their class through the polarity and emotion heads
   jointly (``[model.losses] emodb_joint``, weight W; default 1, as the shipped voice stage);
   ``--emodb-joint 0``: as two separate targets (the voice stage before 2026-12-03, third session).
@@ -189,13 +197,21 @@ def build_run_model(
     # No InfoNCE: the corpora speak a few sentences in every emotion, so text-audio contrast
     # would teach the acoustic branch to recognise sentences, not emotions.
     losses = replace(
-        base.losses, infonce_acoustic=0.0, infonce_visual=0.0, emodb_joint=args.emodb_joint
+        base.losses,
+        infonce_acoustic=0.0,
+        infonce_visual=0.0,
+        emodb_joint=args.emodb_joint,
+        voice_gate=args.voice_gate,
+        **dict(args.loss),
     )
     config = replace(
         base, acoustic=spec, visual=None, losses=losses, modality_logits=args.modality_logits
     )
-    seed_everything(args.seed)
+    init_seed = getattr(args, "init_seed", None)
+    seed_everything(args.seed if init_seed is None else init_seed)
     model = build_model(config)
+    if init_seed is not None:  # --soup: a shared initialisation, the run's own dropout
+        torch.manual_seed(args.seed)
     # The init's acoustic modality logits belong to its own voice branch (trained on these
     # corpora): they restart at zero with the new encoder, as the voice stage's init_exclude does.
     init_from_checkpoint(model, init, exclude=("fusion", "modality_logits.acoustic"))
@@ -260,15 +276,17 @@ class FoldRun:
     def holding(self, state: Sequence[torch.Tensor]) -> Iterator[None]:
         """The trainable parameters set to ``state`` inside the block, restored after it."""
         saved = self.snapshot()
-        with torch.no_grad():
-            for param, value in zip(self.params, state, strict=True):
-                param.copy_(value)
+        self.load(state)
         try:
             yield
         finally:
-            with torch.no_grad():
-                for param, value in zip(self.params, saved, strict=True):
-                    param.copy_(value)
+            self.load(saved)
+
+    def load(self, state: Sequence[torch.Tensor]) -> None:
+        """Set the trainable parameters to ``state``."""
+        with torch.no_grad():
+            for param, value in zip(self.params, state, strict=True):
+                param.copy_(value)
 
     def train_epoch(self, rows: Sequence[Any], targets: Sequence[Any], rng: Any, bs: int) -> None:
         self.model.train()
@@ -436,6 +454,9 @@ def run_fold(
 ) -> dict[str, Any]:
     """Score ``test`` with the fold's model, or with the ensemble of ``--seeds`` models (their
     predictions averaged); with several, also each model alone (``single``)."""
+    if args.soup:
+        assert refit_features is not None
+        return soup_fold(init, spec, [*train, *dev], test, refit_features, args)
     runs = [
         fold_model(init, spec, train, dev, test, features, args, seed, refit_features)
         for seed in range(args.seed, args.seed + args.seeds)
@@ -447,6 +468,34 @@ def run_fold(
     result |= score_test(test, [r[1] for r in runs])
     if args.seeds > 1:
         result["single"] = [r[0] | score_test(test, [r[1]]) for r in runs]
+    return result
+
+
+def soup_fold(
+    init: Path,
+    spec: FeatureSpec,
+    train: Sequence[AudioSample],
+    test: Sequence[AudioSample],
+    features: dict[str, np.ndarray],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """``--soup``: ``--seeds`` runs from one initialisation (``--seed``'s), each with its own data
+    order and dropout, trained on ``train`` for ``--fixed-epochs``; the mean of their parameters is
+    scored as one model (the table), their averaged predictions (``ensemble``) and each run alone
+    (``single``) beside it."""
+    states: list[list[torch.Tensor]] = []
+    singles: list[dict[str, list[Prediction]]] = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        run_args = argparse.Namespace(**(vars(args) | {"seed": seed, "init_seed": args.seed}))
+        run = trained_run(init, spec, train, test, features, run_args, args.fixed_epochs)
+        singles.append(predict_test(run, test, features))
+        states.append(run.snapshot())
+    with run.holding(mean_state(states)):
+        soup = predict_test(run, test, features)
+    result: dict[str, Any] = {"dev_uar": math.nan, "epoch": args.fixed_epochs}
+    result |= score_test(test, [soup])
+    result["ensemble"] = score_test(test, singles)
+    result["single"] = [score_test(test, [one]) for one in singles]
     return result
 
 
@@ -469,9 +518,8 @@ def fold_model(
     if args.fixed_epochs:  # no selection: train + dev speakers for the given count
         assert refit_features is not None
         unselected = {"dev_uar": math.nan, "epoch": args.fixed_epochs}
-        return unselected, refit_predictions(
-            init, spec, [*train, *dev], test, refit_features, args, args.fixed_epochs
-        )
+        run = trained_run(init, spec, [*train, *dev], test, refit_features, args, args.fixed_epochs)
+        return unselected, predict_test(run, test, refit_features)
     rows, targets = training_rows(train, features, args.sentences)
     run = FoldRun(init, spec, cache_texts(rows, test), args)
     picked = fit(run, rows, targets, args, dev=(rows_of(dev, features, False), dev))
@@ -481,12 +529,11 @@ def fold_model(
         with run.holding(picked.state):
             return selection, predict_test(run, test, features)
     del run
-    return selection, refit_predictions(
-        init, spec, [*train, *dev], test, refit_features, args, picked.epoch
-    )
+    refit = trained_run(init, spec, [*train, *dev], test, refit_features, args, picked.epoch)
+    return selection, predict_test(refit, test, refit_features)
 
 
-def refit_predictions(
+def trained_run(
     init: Path,
     spec: FeatureSpec,
     train: Sequence[AudioSample],
@@ -494,13 +541,13 @@ def refit_predictions(
     features: dict[str, np.ndarray],
     args: argparse.Namespace,
     epochs: int,
-) -> dict[str, list[Prediction]]:
-    """A fresh run trained on ``train`` for exactly ``epochs`` epochs, predicting ``test``."""
+) -> FoldRun:
+    """A fresh run (texts cached for ``train`` and ``test``) trained on ``train`` for exactly
+    ``epochs`` epochs, holding its final candidate (see :func:`fit`)."""
     rows, targets = training_rows(train, features, args.sentences)
     run = FoldRun(init, spec, cache_texts(rows, test), args)
-    final = fit(run, rows, targets, args, epochs=epochs)
-    with run.holding(final.state):
-        return predict_test(run, test, features)
+    run.load(fit(run, rows, targets, args, epochs=epochs).state)
+    return run
 
 
 def table(results: dict[str, dict[str, Any]], corpus: str) -> str:
@@ -571,6 +618,19 @@ def fold_baselines(
 
 def load_corpus(name: str, data_dir: Path) -> list[AudioSample]:
     return load_audio_corpus(name, corpus_folder(name, data_dir))
+
+
+def loss_weight(text: str) -> tuple[str, float]:
+    """``NAME=W`` -> (name, weight) for one field of :class:`unimse.config.LossWeights`."""
+    from unimse.config import LossWeights
+
+    name, _, value = text.partition("=")
+    if name not in LossWeights.__dataclass_fields__ or name in ("emodb_joint", "voice_gate"):
+        raise argparse.ArgumentTypeError(f"no loss weight {name!r} here")
+    try:
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the weight must be a number") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -647,6 +707,22 @@ def main(argv: list[str] | None = None) -> int:
         help="weight of the joint EMO-DB class loss ([model.losses] emodb_joint; default 1.0 as "
         "the shipped voice stage, configs/train_voice_v5.toml; 0: separate polarity and emotion)",
     )
+    parser.add_argument(
+        "--voice-gate",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="a voice gate in the acoustic encoder (FeatureSpec.gate), trained with weight W "
+        "([model.losses] voice_gate; 0: no gate)",
+    )
+    parser.add_argument(
+        "--loss",
+        type=loss_weight,
+        action="append",
+        default=[],
+        metavar="NAME=W",
+        help="another [model.losses] weight, e.g. --loss supcon=0 (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument(
         "--seeds",
@@ -656,6 +732,12 @@ def main(argv: list[str] | None = None) -> int:
         help="train N models per fold (training seeds --seed, --seed + 1, ...; each picks its "
         "own epoch) and score their averaged predictions (an ensemble); each model alone is "
         "reported too",
+    )
+    parser.add_argument(
+        "--soup",
+        action="store_true",
+        help="with --seeds N and --fixed-epochs: the N runs share one initialisation and the "
+        "mean of their parameters is scored as one model (their ensemble is reported too)",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--json-out", type=Path, help="also write the results as JSON")
@@ -671,10 +753,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--average must be >= 1")
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
+    if args.soup and not (args.fixed_epochs and args.seeds > 1):
+        parser.error("--soup needs --fixed-epochs and --seeds N > 1")
     if args.fixed_epochs < 0 or (args.fixed_epochs and args.refit):
         parser.error("--fixed-epochs takes a count >= 1 and replaces --refit's selection run")
     init = resolve_checkpoint(args.init)
-    spec = replace(SPECS[args.spec], baseline=args.baseline)
+    spec = replace(SPECS[args.spec], baseline=args.baseline, gate=args.voice_gate > 0)
     corpus = load_corpus(args.corpus, args.data_dir)
     extra = [s for name in args.extra for s in load_corpus(name, args.data_dir)]
     extract = acoustic_extractor(spec)
@@ -731,8 +815,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"each of the {args.seeds} models alone, mean audio UAR: "
             + " / ".join(f"{u:.1f}" for u in singles)
-            + f" (mean {np.mean(singles):.1f}); the table: their averaged predictions"
+            + f" (mean {np.mean(singles):.1f}); the table: "
+            + ("the mean of their parameters" if args.soup else "their averaged predictions")
         )
+    if args.soup:
+        ensemble = np.mean([r["ensemble"]["audio"]["uar"] for r in results.values()])
+        print(f"their averaged predictions (ensemble), mean audio UAR: {ensemble:.1f}")
     if args.json_out:
         payload = {"init": str(init), "settings": vars(args) | {"data_dir": str(args.data_dir)}}
         payload["results"] = results

@@ -35,7 +35,13 @@ from train.simulated_visual import (
     expression_of,
     simulate_fer_sequence,
 )
-from train.staged import apply_train_only, init_from_checkpoint, preserve_text_path
+from train.staged import (
+    apply_train_only,
+    freeze_modules,
+    init_from_checkpoint,
+    preserve_text_path,
+    reset_pmf_inputs,
+)
 from unimse.checkpoint import CheckpointError, save_checkpoint
 from unimse.factory import build_model
 from unimse.features import ACOUSTIC_SPEC, VISUAL_SPEC
@@ -169,6 +175,17 @@ def test_frozen_stage1_layers_are_still_stored(tmp_path: Path) -> None:
     assert layer in load_file(str(tmp_path / "with" / "model.safetensors"))
 
 
+def train_steps(model: torch.nn.Module, batch: object, opt: torch.optim.Optimizer) -> None:
+    """Five optimiser steps on one batch, in training mode."""
+    model.train()
+    for _ in range(5):
+        loss = model(batch).loss
+        assert loss is not None
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def test_preserve_text_trains_audio_and_video_but_keeps_text_only_outputs(
     text_checkpoint: Path,
 ) -> None:
@@ -216,17 +233,48 @@ def test_preserve_text_trains_audio_and_video_but_keeps_text_only_outputs(
     opt = torch.optim.AdamW(
         [{"params": others}, {"params": masked, "weight_decay": 0.0}], lr=1e-2, weight_decay=0.01
     )
-    model.train()
-    for _ in range(5):
-        loss = model(train_batch).loss
-        assert loss is not None
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_steps(model, train_batch, opt)
     assert torch.equal(outputs(text_only), text_before)  # text alone: exactly as before
     assert not torch.allclose(outputs(processor.encode(with_media)), media_before)
     for weight, before in zip(masked, frozen_text_columns, strict=True):
         assert torch.equal(weight[:, : before.shape[1]], before)
+
+
+def test_frozen_pmf_leaves_the_voice_the_modality_logits_only(text_checkpoint: Path) -> None:
+    """Voice v7's set-up: PMF's audio columns reset and every PMF frozen; the voice still moves
+    the output, through the modality logits, and PMF never learns to read it."""
+    from unimse.backbones import load_tokenizer
+    from unimse.fusion import PMF
+    from unimse.processor import LabelTargets, UniMSEProcessor
+
+    torch.manual_seed(5)
+    config = tiny_unimse_config(visual=None, modality_logits=True)
+    model = build_model(config)
+    init_from_checkpoint(model, text_checkpoint)
+    reset_pmf_inputs(model, ("audio",))
+    masked = preserve_text_path(model)
+    freeze_modules(model, ("backbone.encoder.layer.*.pmf",))
+    pmfs = [m for m in model.modules() if isinstance(m, PMF)]
+    assert pmfs and not any(p.requires_grad for m in pmfs for p in m.parameters())
+    processor = UniMSEProcessor(config, load_tokenizer(config))
+    rng = np.random.default_rng(1)
+    voiced = [
+        ModelInput(t, "a", acoustic=rng.standard_normal((12, 8)).astype(np.float32))
+        for t in ("", "fine", "", "oh no")
+    ]
+    targets = [LabelTargets(polarity=i % 3, score=0.0, meld=i, iemocap=i) for i in range(4)]
+    batch = processor.encode(voiced, targets)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    train_steps(model, batch, torch.optim.AdamW(trainable, lr=1e-2))
+    for module in pmfs:
+        assert module.down.weight[:, module.columns("audio")].abs().max() == 0
+        assert module.out.weight[:, module.columns("audio")].abs().max() == 0
+    assert masked  # the masked PMF weights exist but are frozen now
+    model.eval()
+    with torch.no_grad():
+        voice = model(processor.encode(voiced)).meld_logits
+        silent = model(processor.encode([ModelInput(i.text, "a") for i in voiced])).meld_logits
+    assert not torch.allclose(voice, silent)
 
 
 def test_trainer_runs_stage_two_on_audio_data(

@@ -61,7 +61,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -456,7 +456,13 @@ def run_fold(
     predictions averaged); with several, also each model alone (``single``)."""
     if args.soup:
         assert refit_features is not None
-        return soup_fold(init, spec, [*train, *dev], test, refit_features, args)
+
+        def train_run(run_args: argparse.Namespace) -> FoldRun:
+            return trained_run(
+                init, spec, [*train, *dev], test, refit_features, run_args, args.fixed_epochs
+            )
+
+        return soup_fold(train_run, test, refit_features, args)
     runs = [
         fold_model(init, spec, train, dev, test, features, args, seed, refit_features)
         for seed in range(args.seed, args.seed + args.seeds)
@@ -472,22 +478,18 @@ def run_fold(
 
 
 def soup_fold(
-    init: Path,
-    spec: FeatureSpec,
-    train: Sequence[AudioSample],
+    train_run: Callable[[argparse.Namespace], FoldRun],
     test: Sequence[AudioSample],
     features: dict[str, np.ndarray],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """``--soup``: ``--seeds`` runs from one initialisation (``--seed``'s), each with its own data
-    order and dropout, trained on ``train`` for ``--fixed-epochs``; the mean of their parameters is
-    scored as one model (the table), their averaged predictions (``ensemble``) and each run alone
-    (``single``) beside it."""
+    """``--soup``: ``--seeds`` runs of ``train_run`` from one initialisation (``--seed``'s), each
+    with its own data order and dropout; the mean of their parameters is scored as one model (the
+    table), their averaged predictions (``ensemble``) and each run alone (``single``) beside it."""
     states: list[list[torch.Tensor]] = []
     singles: list[dict[str, list[Prediction]]] = []
     for seed in range(args.seed, args.seed + args.seeds):
-        run_args = argparse.Namespace(**(vars(args) | {"seed": seed, "init_seed": args.seed}))
-        run = trained_run(init, spec, train, test, features, run_args, args.fixed_epochs)
+        run = train_run(argparse.Namespace(**(vars(args) | {"seed": seed, "init_seed": args.seed})))
         singles.append(predict_test(run, test, features))
         states.append(run.snapshot())
     with run.holding(mean_state(states)):

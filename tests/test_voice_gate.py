@@ -11,6 +11,7 @@ from train.audio_datasets import to_sample, unified_audio
 from train.data import Sample
 from train.loop import targets_for, voice_emotional
 from train.unification import UnifiedSample
+from unimse.backbones import load_tokenizer
 from unimse.config import FeatureSpec, LossWeights
 from unimse.factory import build_model
 from unimse.fusion import StatsEncoder
@@ -98,7 +99,7 @@ def test_the_model_trains_its_gate_with_the_gate_loss() -> None:
         acoustic=gated_spec(), losses=LossWeights(voice_gate=1.0), modality_logits=True
     )
     model = build_model(config)
-    processor = UniMSEProcessor(config, _tokenizer(config))
+    processor = UniMSEProcessor(config, load_tokenizer(config))
     torch.manual_seed(0)
     inputs = [
         ModelInput(text="", acoustic=torch.randn(6, 8).numpy()),
@@ -116,18 +117,12 @@ def test_the_model_trains_its_gate_with_the_gate_loss() -> None:
     assert gate.weight.grad is not None and gate.weight.grad.abs().sum() > 0
 
 
-def _tokenizer(config):  # type: ignore[no-untyped-def]
-    from unimse.backbones import load_tokenizer
-
-    return load_tokenizer(config)
-
-
 def test_voice_intensity_moves_the_intensity_only_with_a_voice_and_leaves_the_vector() -> None:
     config = tiny_unimse_config(modality_logits=True, voice_intensity=True, visual=None)
     model = build_model(config).eval()
     head = model.modality_logits.acoustic_intensity
     assert head is not None and head.weight.abs().max() == 0  # starts as no shift
-    processor = UniMSEProcessor(config, _tokenizer(config))
+    processor = UniMSEProcessor(config, load_tokenizer(config))
     torch.manual_seed(2)
     voice = torch.randn(9, 8).numpy()
     texts = ["", "so happy"]

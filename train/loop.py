@@ -109,7 +109,8 @@ def targets_for(item: UnifiedSample, borrowed_weight: float) -> LabelTargets:
     )
 
 
-# Their words train with no voice but a paired neutral one ([data] neutral_audio).
+# Their words have no voice of their own: any they train with is a paired neutral one ([data]
+# neutral_audio). (MOSI carries its own voices.)
 NEUTRAL_VOICED = ("meld", "iemocap")
 
 

@@ -1,11 +1,14 @@
 """Both sides of a live call (issue 12): ``emotrack live --remote-device`` on a real sound server.
 
-A private PulseAudio daemon with two null sinks stands in for the machine's audio: ``mic`` (what
-the microphone hears: the local voice plus the remote voice's echo through a simulated room) and
-``remote`` (what the call plays). ``emotrack live`` records both monitors with parec, as it would
-record the microphone and the output's monitor during a call; paplay plays the two signals at
-once. The remote line must come out once, as "them"; its echo on the microphone must not come out
-as "you"; the local answer must come out as "you".
+A private PulseAudio daemon stands in for the machine's audio: one stereo null sink ``call`` whose
+monitor is split into two sources, ``mic`` (left: what the microphone hears, the local voice plus
+the remote voice's echo through a simulated room) and ``remote`` (right: what the call plays).
+``emotrack live`` records both sources with parec, as it would record the microphone and the
+output's monitor during a call. One paplay plays both signals as one stereo stream, so the echo
+reaches the microphone a room's delay after the remote line, as in a real room (two players start
+a random time apart: in one CI run the echo no longer matched its line, 0.21). The remote line must
+come out once, as "them"; its echo on the microphone must not come out as "you"; the local answer
+must come out as "you".
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ REMOTE_LINE = "Did you manage to read the report I sent you yesterday evening?"
 LOCAL_LINE = "Yes, I read most of it on the train this morning."
 
 
+# One channel of the call sink's monitor as a mono source.
+SPLIT = "master=call.monitor channels=1 channel_map=mono master_channel_map"
+
+
 @pytest.fixture
 def sound_server(tmp_path: Path) -> Iterator[dict[str, str]]:
     runtime = tmp_path / "pulse"
@@ -53,9 +60,11 @@ def sound_server(tmp_path: Path) -> Iterator[dict[str, str]]:
             "-L",
             "module-native-protocol-unix",
             "-L",
-            "module-null-sink sink_name=mic",
+            "module-null-sink sink_name=call channels=2 channel_map=front-left,front-right",
             "-L",
-            "module-null-sink sink_name=remote",
+            f"module-remap-source source_name=mic {SPLIT}=front-left",
+            "-L",
+            f"module-remap-source source_name=remote {SPLIT}=front-right",
         ],
         env=env,
         capture_output=True,
@@ -70,7 +79,7 @@ def sound_server(tmp_path: Path) -> Iterator[dict[str, str]]:
         subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
 
 
-def call_audio(folder: Path) -> tuple[Path, Path, float]:
+def call_audio(folder: Path) -> tuple[Path, float]:
     import echo as bench  # benchmarks/echo.py: the simulated room
 
     remote_line, local_line = speak(REMOTE_LINE, "en-gb+m1"), speak(LOCAL_LINE, "en-us+f2")
@@ -84,18 +93,17 @@ def call_audio(folder: Path) -> tuple[Path, Path, float]:
     local[at : at + len(local_line)] = local_line
     room = bench.room(0.3, 0.05, np.random.default_rng(3))
     mic = local + 0.3 * fftconvolve(remote, room)[:total].astype(np.float32)
-    sf.write(folder / "mic.wav", mic, SAMPLE_RATE)
-    sf.write(folder / "remote.wav", remote, SAMPLE_RATE)
-    return folder / "mic.wav", folder / "remote.wav", total / SAMPLE_RATE
+    sf.write(folder / "call.wav", np.stack([mic, remote], axis=1), SAMPLE_RATE)
+    return folder / "call.wav", total / SAMPLE_RATE
 
 
 def test_live_call_hears_both_sides_and_drops_the_echo(
     sound_server: dict[str, str], tmp_path: Path
 ) -> None:
-    mic, remote, seconds = call_audio(tmp_path)
+    call, seconds = call_audio(tmp_path)
     out = tmp_path / "call.jsonl"
     command = [sys.executable, "-m", "realtime", "-vv", "live"]
-    command += ["--audio-device", "mic.monitor", "--remote-device", "remote.monitor"]
+    command += ["--audio-device", "mic", "--remote-device", "remote"]
     command += ["--duration", f"{seconds + 2:.1f}", "--sink", "jsonl", "--output", str(out)]
     env = {**sound_server, "OMP_NUM_THREADS": "1"}
     live = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
@@ -103,16 +111,12 @@ def test_live_call_hears_both_sides_and_drops_the_echo(
     log = []
     for line in live.stderr:  # models load first; then both captures start
         log.append(line)
-        if "capturing remote.monitor" in line:
+        if "capturing remote" in line:
             break
     else:
         pytest.fail("live never started capturing:\n" + "".join(log[-20:]))
-    players = [
-        subprocess.Popen(["paplay", f"--device={sink}", str(path)], env=sound_server)
-        for sink, path in (("mic", mic), ("remote", remote))
-    ]
-    for player in players:
-        assert player.wait(timeout=60) == 0
+    player = subprocess.run(["paplay", "--device=call", str(call)], env=sound_server, timeout=60)
+    assert player.returncode == 0
     rest = live.communicate(timeout=120)[1]
     log.append(rest)
     assert live.returncode == 0, "".join(log[-20:])
@@ -125,7 +129,7 @@ def test_live_call_hears_both_sides_and_drops_the_echo(
 
 
 def test_an_unknown_remote_device_is_a_one_line_error(sound_server: dict[str, str]) -> None:
-    command = [sys.executable, "-m", "realtime", "live", "--audio-device", "mic.monitor"]
+    command = [sys.executable, "-m", "realtime", "live", "--audio-device", "mic"]
     command += ["--remote-device", "no-such-monitor", "--duration", "1", "--sink", "jsonl"]
     done = subprocess.run(command, env=sound_server, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0

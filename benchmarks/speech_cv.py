@@ -33,6 +33,8 @@ Options that change the selection or the final model (all off by default):
   one model (a uniform "model soup"), their averaged predictions and each alone beside it.
 - ``--pmf-audio off``: PMF's audio columns stay zero and frozen; the voice reaches the heads
   through the modality logits only (a linear read-out of the pooled voice).
+- ``--voice-hinge``: those logits count only above each head's neutral class
+  (``UniMSEConfig.voice_hinge``).
 - ``--voice-gate W``: the acoustic encoder's voice gate (``FeatureSpec.gate``) trained with weight
   W (``[model.losses] voice_gate``).
 - ``--loss NAME=W``: any other ``[model.losses]`` weight (e.g. ``--loss supcon=0``).
@@ -205,7 +207,12 @@ def build_run_model(
         **dict(args.loss),
     )
     config = replace(
-        base, acoustic=spec, visual=None, losses=losses, modality_logits=args.modality_logits
+        base,
+        acoustic=spec,
+        visual=None,
+        losses=losses,
+        modality_logits=args.modality_logits,
+        voice_hinge=args.voice_hinge,
     )
     init_seed = getattr(args, "init_seed", None)
     seed_everything(args.seed if init_seed is None else init_seed)
@@ -701,6 +708,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="modality_logits",
         action="store_false",
         help="no direct acoustic -> logits path (PMF only)",
+    )
+    parser.add_argument(
+        "--voice-hinge",
+        action="store_true",
+        help="the voice's modality logits count only above each head's neutral class "
+        "(UniMSEConfig.voice_hinge: the voice never argues for neutrality)",
     )
     parser.add_argument(
         "--emodb-joint",

@@ -146,3 +146,45 @@ def test_voice_intensity_moves_the_intensity_only_with_a_voice_and_leaves_the_ve
 def test_voice_intensity_needs_modality_logits() -> None:
     with pytest.raises(ValueError, match="voice_intensity"):
         tiny_unimse_config(voice_intensity=True)
+
+
+def test_the_voice_hinge_never_argues_for_neutral_and_leaves_text_only_outputs() -> None:
+    config = tiny_unimse_config(modality_logits=True, voice_hinge=True, visual=None)
+    model = build_model(config).eval()
+    logits = model.modality_logits
+    assert logits.acoustic.weight.abs().max() > 0  # small random start: the hinge passes gradient
+    processor = UniMSEProcessor(config, load_tokenizer(config))
+    torch.manual_seed(3)
+    voice = torch.randn(9, 8).numpy()
+    texts = ["", "so happy"]
+    starts = (0, 3, 3 + len(config.meld_emotions))
+    heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
+    seen: list[torch.Tensor] = []
+    hook = logits.acoustic.register_forward_hook(lambda _m, args, _o: seen.append(args[0]))
+    with torch.no_grad():
+        text_only = model(processor.encode([ModelInput(text=t) for t in texts]))
+        model(processor.encode([ModelInput(text="", acoustic=voice)]))
+        # A voice map that says "neutral" loudly (every head): the hinge makes it no push at all.
+        logits.acoustic.weight.zero_()
+        for start, names in zip(starts, heads, strict=True):
+            logits.acoustic.weight[start + names.index("neutral")] = 5.0 * seen[-1][0]
+        voiced = model(processor.encode([ModelInput(text=t, acoustic=voice) for t in texts]))
+        pushes = logits.hinged(torch.randn(4, logits.acoustic.out_features))
+    hook.remove()
+    for name in ("polarity_logits", "meld_logits", "iemocap_logits"):
+        assert torch.equal(getattr(voiced, name), getattr(text_only, name))
+    assert pushes.min() >= 0
+    for start, names in zip(starts, heads, strict=True):
+        assert pushes[:, start + names.index("neutral")].abs().max() == 0
+    model.train()
+    model.zero_grad()
+    with torch.no_grad():
+        logits.acoustic.weight.normal_(std=1e-3)
+    batch = processor.encode([ModelInput(text="", acoustic=voice)])
+    model(batch).meld_logits[:, 1].sum().backward()
+    assert logits.acoustic.weight.grad is not None and logits.acoustic.weight.grad.abs().sum() > 0
+
+
+def test_the_voice_hinge_needs_modality_logits() -> None:
+    with pytest.raises(ValueError, match="voice_hinge"):
+        tiny_unimse_config(voice_hinge=True)

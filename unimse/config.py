@@ -94,6 +94,10 @@ class UniMSEConfig:
     # to the intensity, trained on the intensity targets without reshaping the vector (its input
     # is detached). Lets the voice move the intensity when PMF does not read it.
     voice_intensity: bool = False
+    # Voice hinge (with modality_logits): the voice's logits count relative to each head's neutral
+    # class and only above it (max(0, a_k - a_neutral)): the voice can argue for an emotion (or a
+    # polarity), never for neutrality, so a neutral voice leaves the words' label as it is.
+    voice_hinge: bool = False
     modality_dim: int = 32  # utterance vector size a, v fed into PMF
     pmf_bottleneck: int = 64
     dropout: float = 0.1
@@ -132,6 +136,8 @@ class UniMSEConfig:
             raise ValueError("context_turns must be >= 0")
         if self.voice_intensity and not self.modality_logits:
             raise ValueError("voice_intensity needs modality_logits")
+        if self.voice_hinge and not self.modality_logits:
+            raise ValueError("voice_hinge needs modality_logits")
         if (self.polarities, self.meld_emotions, self.iemocap_emotions) != (
             POLARITIES,
             MELD_EMOTIONS,

@@ -165,11 +165,14 @@ def contrastive_losses(
 class ModalityLogits(nn.Module):
     """Adds bias-free linear maps of the acoustic and visual vectors to the classification heads'
     logits; with ``config.voice_intensity`` also one of the acoustic vector to the intensity
-    (clamped to its range; its input detached, so intensity targets train that map alone).
+    (clamped to its range; its input detached, so intensity targets train that map alone); with
+    ``config.voice_hinge`` the voice's logits count only where they exceed the head's neutral
+    class (:meth:`hinged`).
 
-    Zero at initialisation and zero for a missing modality (its vector is zero), so a text-only
-    input gets exactly the heads' output. Lets a strong voice or face decide the emotion when the
-    words say nothing, beside (not instead of) PMF's fusion inside the backbone.
+    Zero for a missing modality (its vector is zero), so a text-only input gets exactly the heads'
+    output; zero at initialisation too, except the hinged voice map (small random weights: a
+    hinge at exactly zero passes no gradient). Lets a strong voice or face decide the emotion when
+    the words say nothing, beside (not instead of) PMF's fusion inside the backbone.
     """
 
     def __init__(self, config: UniMSEConfig) -> None:
@@ -188,13 +191,31 @@ class ModalityLogits(nn.Module):
         for layer in (self.acoustic, self.visual, self.acoustic_intensity):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
+        heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
+        self.neutral = tuple(h.index("neutral") for h in heads) if config.voice_hinge else None
+        if self.neutral is not None:
+            nn.init.normal_(self.acoustic.weight, std=1e-3)
+
+    def hinged(self, voice: torch.Tensor) -> torch.Tensor:
+        """Per head, max(0, logit - neutral logit): 0 for neutral and for every class the voice
+        ranks below neutral."""
+        assert self.neutral is not None
+        parts = torch.split(voice, list(self.sizes), dim=-1)
+        return torch.cat(
+            [
+                (p - p[..., n : n + 1]).clamp(min=0.0)
+                for p, n in zip(parts, self.neutral, strict=True)
+            ],
+            dim=-1,
+        )
 
     def forward(
         self, out: UniMSEOutput, acoustic: torch.Tensor, visual: torch.Tensor
     ) -> UniMSEOutput:
-        delta = self.acoustic(acoustic.to(out.meld_logits.dtype)) + self.visual(
-            visual.to(out.meld_logits.dtype)
-        )
+        voice = self.acoustic(acoustic.to(out.meld_logits.dtype))
+        if self.neutral is not None:
+            voice = self.hinged(voice)
+        delta = voice + self.visual(visual.to(out.meld_logits.dtype))
         pol, meld, iem = torch.split(delta, list(self.sizes), dim=-1)
         score = out.score
         if self.acoustic_intensity is not None:  # a read of the vector, not a reason to reshape it

@@ -33,7 +33,7 @@ Options that change the selection or the final model (all off by default):
   one model (a uniform "model soup"), their averaged predictions and each alone beside it.
 - ``--pmf-audio off``: PMF's audio columns stay zero and frozen; the voice reaches the heads
   through the modality logits only (a linear read-out of the pooled voice).
-- ``--voice-hinge``: those logits count only above each head's neutral class
+- ``--voice-hinge relu|softplus``: those logits count only above each head's neutral class
   (``UniMSEConfig.voice_hinge``).
 - ``--voice-gate W``: the acoustic encoder's voice gate (``FeatureSpec.gate``) trained with weight
   W (``[model.losses] voice_gate``).
@@ -91,7 +91,7 @@ from train.metrics import unweighted_accuracy
 from train.staged import init_from_checkpoint, preserve_text_path, reset_pmf_inputs
 from unimse.backbones import load_tokenizer
 from unimse.checkpoint import resolve_checkpoint
-from unimse.config import FeatureSpec, UniMSEConfig
+from unimse.config import VOICE_HINGES, FeatureSpec, UniMSEConfig
 from unimse.features import WHISPER_SPECS, acoustic_extractor
 from unimse.features.acoustic import ACOUSTIC_DIM, ACOUSTIC_V1
 from unimse.inference import outputs_to_predictions
@@ -711,7 +711,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--voice-hinge",
-        action="store_true",
+        choices=VOICE_HINGES,
+        default="off",
         help="the voice's modality logits count only above each head's neutral class "
         "(UniMSEConfig.voice_hinge: the voice never argues for neutrality)",
     )

@@ -148,11 +148,13 @@ def test_voice_intensity_needs_modality_logits() -> None:
         tiny_unimse_config(voice_intensity=True)
 
 
-def test_the_voice_hinge_never_argues_for_neutral_and_leaves_text_only_outputs() -> None:
-    config = tiny_unimse_config(modality_logits=True, voice_hinge=True, visual=None)
+@pytest.mark.parametrize("hinge", ["relu", "softplus"])
+def test_the_voice_hinge_never_argues_for_neutral_and_leaves_text_only_outputs(hinge: str) -> None:
+    config = tiny_unimse_config(modality_logits=True, voice_hinge=hinge, visual=None)
     model = build_model(config).eval()
     logits = model.modality_logits
-    assert logits.acoustic.weight.abs().max() > 0  # small random start: the hinge passes gradient
+    if hinge == "relu":  # small random start: a relu hinge at exactly zero passes no gradient
+        assert logits.acoustic.weight.abs().max() > 0
     processor = UniMSEProcessor(config, load_tokenizer(config))
     torch.manual_seed(3)
     voice = torch.randn(9, 8).numpy()
@@ -162,18 +164,23 @@ def test_the_voice_hinge_never_argues_for_neutral_and_leaves_text_only_outputs()
     seen: list[torch.Tensor] = []
     hook = logits.acoustic.register_forward_hook(lambda _m, args, _o: seen.append(args[0]))
     with torch.no_grad():
+        logits.acoustic.weight.normal_()
         text_only = model(processor.encode([ModelInput(text=t) for t in texts]))
         model(processor.encode([ModelInput(text="", acoustic=voice)]))
-        # A voice map that says "neutral" loudly (every head): the hinge makes it no push at all.
+        # A voice map that says "neutral" loudly (every head): the hinge makes it (about) no push.
         logits.acoustic.weight.zero_()
         for start, names in zip(starts, heads, strict=True):
-            logits.acoustic.weight[start + names.index("neutral")] = 5.0 * seen[-1][0]
+            logits.acoustic.weight[start + names.index("neutral")] = 50.0 * seen[-1][0]
         voiced = model(processor.encode([ModelInput(text=t, acoustic=voice) for t in texts]))
-        pushes = logits.hinged(torch.randn(4, logits.acoustic.out_features))
+        rows = torch.randn(4, logits.acoustic.out_features)
+        pushes = logits.hinged(rows, torch.ones(4, 1))
+        missing = logits.hinged(rows, torch.zeros(4, 1))
     hook.remove()
     for name in ("polarity_logits", "meld_logits", "iemocap_logits"):
-        assert torch.equal(getattr(voiced, name), getattr(text_only, name))
-    assert pushes.min() >= 0
+        torch.testing.assert_close(
+            getattr(voiced, name), getattr(text_only, name), atol=1e-4, rtol=0
+        )
+    assert pushes.min() >= 0 and missing.abs().max() == 0
     for start, names in zip(starts, heads, strict=True):
         assert pushes[:, start + names.index("neutral")].abs().max() == 0
     model.train()
@@ -181,10 +188,13 @@ def test_the_voice_hinge_never_argues_for_neutral_and_leaves_text_only_outputs()
     with torch.no_grad():
         logits.acoustic.weight.normal_(std=1e-3)
     batch = processor.encode([ModelInput(text="", acoustic=voice)])
-    model(batch).meld_logits[:, 1].sum().backward()
+    out = model(batch)
+    (out.polarity_logits.sum() + out.meld_logits.sum() + out.iemocap_logits.sum()).backward()
     assert logits.acoustic.weight.grad is not None and logits.acoustic.weight.grad.abs().sum() > 0
 
 
-def test_the_voice_hinge_needs_modality_logits() -> None:
+def test_the_voice_hinge_needs_modality_logits_and_a_known_kind() -> None:
     with pytest.raises(ValueError, match="voice_hinge"):
-        tiny_unimse_config(voice_hinge=True)
+        tiny_unimse_config(voice_hinge="relu")
+    with pytest.raises(ValueError, match="voice_hinge"):
+        tiny_unimse_config(modality_logits=True, voice_hinge="yes")

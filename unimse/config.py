@@ -77,6 +77,9 @@ class LossWeights:
             raise ValueError("temperature must be > 0")
 
 
+VOICE_HINGES = ("off", "relu", "softplus")
+
+
 @dataclass(frozen=True)
 class UniMSEConfig:
     backbone: str = DEFAULT_BACKBONE
@@ -95,9 +98,10 @@ class UniMSEConfig:
     # is detached). Lets the voice move the intensity when PMF does not read it.
     voice_intensity: bool = False
     # Voice hinge (with modality_logits): the voice's logits count relative to each head's neutral
-    # class and only above it (max(0, a_k - a_neutral)): the voice can argue for an emotion (or a
-    # polarity), never for neutrality, so a neutral voice leaves the words' label as it is.
-    voice_hinge: bool = False
+    # class and only above it, "relu" max(0, a_k - a_neutral) or "softplus" (smooth: no unit dies
+    # in training); the voice can argue for an emotion (or a polarity), never for neutrality, so a
+    # neutral voice leaves the words' label (about) as it is. "off": the logits as they are.
+    voice_hinge: str = "off"
     modality_dim: int = 32  # utterance vector size a, v fed into PMF
     pmf_bottleneck: int = 64
     dropout: float = 0.1
@@ -136,7 +140,9 @@ class UniMSEConfig:
             raise ValueError("context_turns must be >= 0")
         if self.voice_intensity and not self.modality_logits:
             raise ValueError("voice_intensity needs modality_logits")
-        if self.voice_hinge and not self.modality_logits:
+        if self.voice_hinge not in VOICE_HINGES:
+            raise ValueError(f"voice_hinge must be one of {VOICE_HINGES}, got {self.voice_hinge!r}")
+        if self.voice_hinge != "off" and not self.modality_logits:
             raise ValueError("voice_hinge needs modality_logits")
         if (self.polarities, self.meld_emotions, self.iemocap_emotions) != (
             POLARITIES,

@@ -10,11 +10,13 @@ Two backbones share the fusion, the label space and the losses:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from unimse.backbones import load_encoder_backbone
 from unimse.config import UniMSEConfig
@@ -191,30 +193,34 @@ class ModalityLogits(nn.Module):
         for layer in (self.acoustic, self.visual, self.acoustic_intensity):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
+        self.hinge = config.voice_hinge
         heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
-        self.neutral = tuple(h.index("neutral") for h in heads) if config.voice_hinge else None
-        if self.neutral is not None:
+        self.neutral = tuple(h.index("neutral") for h in heads)
+        emotional = torch.ones(width)
+        for start, n in zip((0, *itertools.accumulate(self.sizes[:-1])), self.neutral, strict=True):
+            emotional[start + n] = 0.0
+        self.register_buffer("emotional", emotional, persistent=False)
+        if self.hinge == "relu":
             nn.init.normal_(self.acoustic.weight, std=1e-3)
 
-    def hinged(self, voice: torch.Tensor) -> torch.Tensor:
-        """Per head, max(0, logit - neutral logit): 0 for neutral and for every class the voice
-        ranks below neutral."""
-        assert self.neutral is not None
+    def hinged(self, voice: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Per head, relu or softplus of (logit - neutral logit), times ``present`` (1 where the
+        voice is there): 0 for neutral, 0 (relu) or near 0 (softplus) for every class the voice
+        ranks well below neutral, 0 for a missing voice."""
         parts = torch.split(voice, list(self.sizes), dim=-1)
-        return torch.cat(
-            [
-                (p - p[..., n : n + 1]).clamp(min=0.0)
-                for p, n in zip(parts, self.neutral, strict=True)
-            ],
-            dim=-1,
+        above = torch.cat(
+            [p - p[..., n : n + 1] for p, n in zip(parts, self.neutral, strict=True)], dim=-1
         )
+        pushed = above.clamp(min=0.0) if self.hinge == "relu" else F.softplus(above)
+        return pushed * self.emotional * present
 
     def forward(
         self, out: UniMSEOutput, acoustic: torch.Tensor, visual: torch.Tensor
     ) -> UniMSEOutput:
         voice = self.acoustic(acoustic.to(out.meld_logits.dtype))
-        if self.neutral is not None:
-            voice = self.hinged(voice)
+        if self.hinge != "off":
+            present = (acoustic != 0).any(dim=-1, keepdim=True).to(voice.dtype)
+            voice = self.hinged(voice, present)
         delta = voice + self.visual(visual.to(out.meld_logits.dtype))
         pol, meld, iem = torch.split(delta, list(self.sizes), dim=-1)
         score = out.score

@@ -158,7 +158,7 @@ def test_the_voice_hinge_never_argues_for_neutral_and_leaves_text_only_outputs(h
     processor = UniMSEProcessor(config, load_tokenizer(config))
     torch.manual_seed(3)
     voice = torch.randn(9, 8).numpy()
-    texts = ["", "so happy"]
+    texts = ["okay then", "so happy"]  # words: the hinge applies
     starts = (0, 3, 3 + len(config.meld_emotions))
     heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
     seen: list[torch.Tensor] = []
@@ -198,3 +198,27 @@ def test_the_voice_hinge_needs_modality_logits_and_a_known_kind() -> None:
         tiny_unimse_config(voice_hinge="relu")
     with pytest.raises(ValueError, match="voice_hinge"):
         tiny_unimse_config(modality_logits=True, voice_hinge="yes")
+
+
+def test_the_voice_hinge_applies_to_utterances_with_words_only() -> None:
+    config = tiny_unimse_config(modality_logits=True, voice_hinge="relu", visual=None)
+    model = build_model(config).eval()
+    processor = UniMSEProcessor(config, load_tokenizer(config))
+    torch.manual_seed(4)
+    voice = torch.randn(9, 8).numpy()
+    with torch.no_grad():
+        model.modality_logits.acoustic.weight.normal_()
+        batch = processor.encode([ModelInput(text="", acoustic=voice), ModelInput(text="so happy")])
+        assert batch.words is not None and batch.words.tolist() == [0.0, 1.0]
+        without_words = model(batch).meld_logits[0]
+        batch.words = None  # every row hinged
+        hinged = model(batch).meld_logits[0]
+        batch.words = torch.zeros(2)  # no row hinged
+        unhinged = model(batch).meld_logits[0]
+    neutral = config.meld_emotions.index("neutral")
+    assert torch.equal(without_words, unhinged)
+    assert not torch.equal(without_words, hinged)
+    # Without words the voice may push neutral up; hinged it never moves the neutral logit.
+    with torch.no_grad():
+        text = model(processor.encode([ModelInput(text=""), ModelInput(text="so happy")]))
+    assert hinged[neutral] == text.meld_logits[0, neutral]

@@ -37,6 +37,7 @@ def inputs_of(batch: ModelBatch, rows: torch.Tensor) -> ModelBatch:
         acoustic_lengths=pick(batch.acoustic_lengths),
         visual=pick(batch.visual),
         visual_lengths=pick(batch.visual_lengths),
+        words=pick(batch.words),
     )
 
 

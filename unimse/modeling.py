@@ -215,12 +215,23 @@ class ModalityLogits(nn.Module):
         return pushed * self.emotional * present
 
     def forward(
-        self, out: UniMSEOutput, acoustic: torch.Tensor, visual: torch.Tensor
+        self,
+        out: UniMSEOutput,
+        acoustic: torch.Tensor,
+        visual: torch.Tensor,
+        words: torch.Tensor | None = None,
     ) -> UniMSEOutput:
+        """``words``: (B,) 1 where the utterance has words; the hinge applies to those rows only
+        (without words the voice is all there is, and may say neutral). None: every row."""
         voice = self.acoustic(acoustic.to(out.meld_logits.dtype))
         if self.hinge != "off":
             present = (acoustic != 0).any(dim=-1, keepdim=True).to(voice.dtype)
-            voice = self.hinged(voice, present)
+            hinged = self.hinged(voice, present)
+            if words is None:
+                voice = hinged
+            else:
+                worded = words.to(voice.dtype).unsqueeze(-1)
+                voice = worded * hinged + (1.0 - worded) * voice
         delta = voice + self.visual(visual.to(out.meld_logits.dtype))
         pol, meld, iem = torch.split(delta, list(self.sizes), dim=-1)
         score = out.score
@@ -290,7 +301,7 @@ class UniMSEEncoderModel(nn.Module):
         pooled = torch.cat([hidden[:, 0], masked_mean(hidden, batch.utterance_mask)], dim=-1)
         shared, out = self.heads(pooled)
         if self.modality_logits is not None:
-            out = self.modality_logits(out, a, v)
+            out = self.modality_logits(out, a, v, batch.words)
         if batch.weights is None:
             return out
         losses = task_losses(out, batch, self.config)

@@ -46,6 +46,7 @@ class ModelBatch:
     acoustic_lengths: torch.Tensor | None = None
     visual: torch.Tensor | None = None
     visual_lengths: torch.Tensor | None = None
+    words: torch.Tensor | None = None  # (B,) 1.0 where the utterance has words (text not blank)
     # Targets (training only)
     polarity: torch.Tensor | None = None
     score: torch.Tensor | None = None
@@ -148,7 +149,12 @@ class UniMSEProcessor:
             input_ids[i, : len(ids)] = torch.tensor(ids)
             attention[i, : len(ids)] = 1
             utterance[i, start:end] = 1.0
-        batch = ModelBatch(input_ids=input_ids, attention_mask=attention, utterance_mask=utterance)
+        batch = ModelBatch(
+            input_ids=input_ids,
+            attention_mask=attention,
+            utterance_mask=utterance,
+            words=torch.tensor([float(bool(x.text.strip())) for x in inputs]),
+        )
         if self.config.acoustic is not None:
             batch.acoustic, batch.acoustic_lengths = _pad_features(
                 [x.acoustic for x in inputs], self.config.acoustic, self.max_feature_steps

@@ -177,6 +177,8 @@ class ModalityLogits(nn.Module):
     the words say nothing, beside (not instead of) PMF's fusion inside the backbone.
     """
 
+    emotional: torch.Tensor  # buffer: 0 at each head's neutral class, 1 elsewhere
+
     def __init__(self, config: UniMSEConfig) -> None:
         super().__init__()
         self.sizes = (

@@ -34,7 +34,8 @@ Options that change the selection or the final model (all off by default):
 - ``--pmf-audio off``: PMF's audio columns stay zero and frozen; the voice reaches the heads
   through the modality logits only (a linear read-out of the pooled voice).
 - ``--voice-hinge relu|softplus``: those logits count only above each head's neutral class
-  (``UniMSEConfig.voice_hinge``).
+  (``UniMSEConfig.voice_hinge``); ``--voice-neutral-share A``: the held-out speakers are predicted
+  with share A of the unhinged voice added back on rows with words (training stays hinged).
 - ``--voice-gate W``: the acoustic encoder's voice gate (``FeatureSpec.gate``) trained with weight
   W (``[model.losses] voice_gate``).
 - ``--loss NAME=W``: any other ``[model.losses]`` weight (e.g. ``--loss supcon=0``).
@@ -262,6 +263,7 @@ class FoldRun:
         self, init: Path, spec: FeatureSpec, texts: Sequence[str], args: argparse.Namespace
     ) -> None:
         self.model, self.config, no_decay = build_run_model(init, spec, args)
+        self.neutral_share = float(getattr(args, "voice_neutral_share", 0.0))
         self.processor = UniMSEProcessor(self.config, load_tokenizer(self.config))
         cache_text_prefix(self.model, self.processor, sorted(set(texts)), AUDIO_SPEAKER)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -313,11 +315,19 @@ class FoldRun:
     def predict(self, rows: Sequence[Any]) -> list[Prediction]:
         self.model.eval()
         preds: list[Prediction] = []
-        with torch.inference_mode():
-            for start in range(0, len(rows), 64):
-                chunk = rows[start : start + 64]
-                out = self.model(self.processor.encode([r.to_input() for r in chunk]))
-                preds += outputs_to_predictions(out, self.config, [("audio",)] * len(chunk))
+        logits = getattr(self.model, "modality_logits", None)
+        trained_share = logits.neutral_share if logits is not None else 0.0
+        if logits is not None:  # --voice-neutral-share: for predictions only
+            logits.neutral_share = self.neutral_share
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(rows), 64):
+                    chunk = rows[start : start + 64]
+                    out = self.model(self.processor.encode([r.to_input() for r in chunk]))
+                    preds += outputs_to_predictions(out, self.config, [("audio",)] * len(chunk))
+        finally:
+            if logits is not None:
+                logits.neutral_share = trained_share
         return preds
 
     def score(self, rows: Sequence[Any], items: Sequence[AudioSample]) -> dict[str, float]:
@@ -717,6 +727,14 @@ def main(argv: list[str] | None = None) -> int:
         "(UniMSEConfig.voice_hinge: the voice never argues for neutrality)",
     )
     parser.add_argument(
+        "--voice-neutral-share",
+        type=float,
+        default=0.0,
+        metavar="A",
+        help="with --voice-hinge: predict with share A of the unhinged voice added back on rows "
+        "with words (UniMSEConfig.voice_neutral_share; training stays hinged)",
+    )
+    parser.add_argument(
         "--emodb-joint",
         type=float,
         default=1.0,
@@ -769,6 +787,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--average must be >= 1")
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
+    if args.voice_neutral_share and args.voice_hinge == "off":
+        parser.error("--voice-neutral-share needs --voice-hinge")
+    if not 0.0 <= args.voice_neutral_share <= 1.0:
+        parser.error("--voice-neutral-share takes a share in [0, 1]")
     if args.soup and not (args.fixed_epochs and args.seeds > 1):
         parser.error("--soup needs --fixed-epochs and --seeds N > 1")
     if args.fixed_epochs < 0 or (args.fixed_epochs and args.refit):

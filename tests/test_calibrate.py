@@ -281,3 +281,30 @@ def test_audio_scale_dev_pairs_words_with_every_dev_speakers_neutral_voice(
     assert np.array_equal(paired[0], ravdess[0]) and np.array_equal(paired[1], emodb[0])
     distinct = {p.tobytes() for p in paired}
     assert distinct == {c.tobytes() for c in (*ravdess, *emodb)}
+
+
+def test_a_voice_neutral_share_goes_into_the_config_of_a_hinged_voice_only(
+    tiny_multimodal_checkpoint: Path, tmp_path: Path
+) -> None:
+    from conftest import tiny_unimse_config
+
+    from unimse.checkpoint import save_checkpoint
+    from unimse.config import UniMSEConfig
+    from unimse.factory import build_model
+    from unimse.features import ACOUSTIC_SPEC
+
+    with pytest.raises(CheckpointError, match="no voice hinge"):
+        calibrate_checkpoint(
+            tiny_multimodal_checkpoint, tmp_path / "x", tmp_path, (), voice_neutral_share=0.25
+        )
+    config = tiny_unimse_config(
+        acoustic=ACOUSTIC_SPEC, visual=None, modality_logits=True, voice_hinge="relu"
+    )
+    hinged = save_checkpoint(build_model(config), tmp_path / "hinged", half=False)
+    out = tmp_path / "shared"
+    calibrate_checkpoint(hinged, out, tmp_path, (), voice_neutral_share=0.25)
+    assert UniMSEConfig.load(out / "config.json").voice_neutral_share == 0.25
+    assert json.loads((out / CALIBRATION).read_text())["voice_neutral_share"] == 0.25
+    assert EmotionPredictor.load(out, device="cpu").model.modality_logits.neutral_share == 0.25
+    with pytest.raises(ValueError, match="voice_neutral_share"):
+        calibrate_checkpoint(hinged, tmp_path / "bad", tmp_path, (), voice_neutral_share=1.5)

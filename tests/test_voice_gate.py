@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_unimse_config
@@ -200,12 +203,17 @@ def test_the_voice_hinge_needs_modality_logits_and_a_known_kind() -> None:
         tiny_unimse_config(modality_logits=True, voice_hinge="yes")
 
 
-def test_the_voice_hinge_applies_to_utterances_with_words_only() -> None:
+def hinged_model(seed: int) -> tuple[Any, UniMSEProcessor, np.ndarray]:
+    """A tiny model with a relu-hinged voice, its processor and a random voice."""
     config = tiny_unimse_config(modality_logits=True, voice_hinge="relu", visual=None)
     model = build_model(config).eval()
-    processor = UniMSEProcessor(config, load_tokenizer(config))
-    torch.manual_seed(4)
-    voice = torch.randn(9, 8).numpy()
+    torch.manual_seed(seed)
+    return model, UniMSEProcessor(config, load_tokenizer(config)), torch.randn(9, 8).numpy()
+
+
+def test_the_voice_hinge_applies_to_utterances_with_words_only() -> None:
+    model, processor, voice = hinged_model(4)
+    config = model.config
     with torch.no_grad():
         model.modality_logits.acoustic.weight.normal_()
         batch = processor.encode([ModelInput(text="", acoustic=voice), ModelInput(text="so happy")])
@@ -222,3 +230,23 @@ def test_the_voice_hinge_applies_to_utterances_with_words_only() -> None:
     with torch.no_grad():
         text = model(processor.encode([ModelInput(text=""), ModelInput(text="so happy")]))
     assert hinged[neutral] == text.meld_logits[0, neutral]
+
+
+def test_a_neutral_share_adds_back_part_of_the_unhinged_voice_on_worded_rows() -> None:
+    model, processor, voice = hinged_model(5)
+    batch = processor.encode([ModelInput(text="so happy", acoustic=voice)])
+    logits = model.modality_logits
+    outputs = []
+    with torch.no_grad():
+        logits.acoustic.weight.normal_()
+        for share in (0.0, 0.25, 1.0):
+            logits.neutral_share = share
+            outputs.append(model(batch).meld_logits)
+        batch.words = torch.zeros(1)  # no words: the raw voice
+        raw = model(batch).meld_logits
+    hinged, quarter, full = outputs
+    torch.testing.assert_close(full, raw)
+    torch.testing.assert_close(quarter, hinged + 0.25 * (raw - hinged))
+    assert not torch.allclose(hinged, raw)
+    with pytest.raises(ValueError, match="voice_neutral_share"):
+        tiny_unimse_config(modality_logits=True, voice_neutral_share=0.5)

@@ -53,7 +53,7 @@ from train.data import DataError, Sample, load_dataset
 from train.evaluate import evaluate, predict_samples
 from train.face_data import FACE_FRAMES, held_face, load_face_dataset
 from train.metrics import classification_metrics
-from unimse.checkpoint import WEIGHTS, CheckpointError, resolve_checkpoint
+from unimse.checkpoint import CONFIG, WEIGHTS, CheckpointError, resolve_checkpoint
 from unimse.fusion import ModalityEncoder, StatsEncoder
 from unimse.inference import EmotionPredictor
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS
@@ -429,11 +429,13 @@ def calibrate_checkpoint(
     progress: Callable[[str, int, int], None] | None = None,
     audio_scale: float | str | None = None,
     video_scale: float | str | None = None,
+    voice_neutral_share: float | None = None,
 ) -> tuple[list[HeadCalibration], list[ScaleChoice]]:
     """Write ``output``: ``source`` with dev-calibrated emotion-head biases (``datasets``) and,
     with ``audio_scale`` / ``video_scale`` (a factor, or "auto" to choose it on dev), a scaled
     acoustic / visual branch. Each scale is chosen on ``source`` with the other modality absent,
-    so the two choices do not depend on each other."""
+    so the two choices do not depend on each other. ``voice_neutral_share`` (a hinged voice's
+    share of its unhinged logits on utterances with words) goes into the output's config."""
     folder = resolve_checkpoint(source)
     if output.resolve() == folder.resolve():
         raise CheckpointError("calibrate writes a new checkpoint: --output must differ")
@@ -456,6 +458,10 @@ def calibrate_checkpoint(
                 f"checkpoint {folder} has no {BRANCHES[modality]} branch to scale"
             )
     predictor = EmotionPredictor.load(folder, device="cpu")
+    if voice_neutral_share is not None:  # validated before any dev data is read
+        if predictor.config.voice_hinge == "off":
+            raise CheckpointError(f"checkpoint {folder} has no voice hinge to share")
+        config = replace(predictor.config, voice_neutral_share=voice_neutral_share)
     choices = [
         _scale_choice(predictor, modality, value, data_dir, progress)
         for modality, value in requested.items()
@@ -488,6 +494,8 @@ def calibrate_checkpoint(
         if item.is_file() and item.name not in (WEIGHTS, CALIBRATION):
             shutil.copy2(item, output / item.name)
     save_file(tensors, str(output / WEIGHTS), metadata=metadata)
+    if voice_neutral_share is not None:
+        config.save(output / CONFIG)
     record: dict[str, object] = {
         "source": str(folder),
         "method": "per-class logit offsets, coordinate ascent on dev weighted F1",
@@ -495,6 +503,8 @@ def calibrate_checkpoint(
     }
     for choice in choices:
         record[f"{choice.modality}_scale"] = asdict(choice)
+    if voice_neutral_share is not None:
+        record["voice_neutral_share"] = voice_neutral_share
     previous = folder / CALIBRATION
     if previous.is_file():  # calibrating a calibrated checkpoint keeps the earlier record
         record["source_calibration"] = json.loads(previous.read_text(encoding="utf-8"))

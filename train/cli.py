@@ -130,6 +130,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "dev-subject faces beside a neutral sentence and beside MELD / IEMOCAP dev utterances)",
     )
     cal.add_argument(
+        "--voice-neutral-share",
+        type=float,
+        metavar="A",
+        help="a hinged voice (voice_hinge): add back share A in [0, 1] of its unhinged logits "
+        "on utterances with words (benchmarks/neutral_share.py measures candidates on dev)",
+    )
+    cal.add_argument(
         "--data-dir", type=Path, help="folder laid out like ../shared/data (default: that)"
     )
     cal.add_argument("--json", action="store_true", help="end with one JSON line of the result")
@@ -264,6 +271,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             tick,
             audio_scale=args.audio_scale,
             video_scale=args.video_scale,
+            voice_neutral_share=args.voice_neutral_share,
         )
     table = Table(title=f"dev-set calibration -> {args.output}")
     for column in ("head", "dev wf1 before", "dev wf1 after", "offsets"):

@@ -102,6 +102,9 @@ class UniMSEConfig:
     # in training); the voice can argue for an emotion (or a polarity), never for neutrality, so a
     # neutral voice leaves the words' label (about) as it is. "off": the logits as they are.
     voice_hinge: str = "off"
+    # With voice_hinge, on utterances with words: this share of the unhinged voice is added back
+    # (hinged + share * (raw - hinged)): a weaker neutral push, for words the text model misreads.
+    voice_neutral_share: float = 0.0
     modality_dim: int = 32  # utterance vector size a, v fed into PMF
     pmf_bottleneck: int = 64
     dropout: float = 0.1
@@ -144,6 +147,10 @@ class UniMSEConfig:
             raise ValueError(f"voice_hinge must be one of {VOICE_HINGES}, got {self.voice_hinge!r}")
         if self.voice_hinge != "off" and not self.modality_logits:
             raise ValueError("voice_hinge needs modality_logits")
+        if not 0.0 <= self.voice_neutral_share <= 1.0:
+            raise ValueError("voice_neutral_share must be in [0, 1]")
+        if self.voice_neutral_share and self.voice_hinge == "off":
+            raise ValueError("voice_neutral_share needs voice_hinge")
         if (self.polarities, self.meld_emotions, self.iemocap_emotions) != (
             POLARITIES,
             MELD_EMOTIONS,

@@ -196,6 +196,7 @@ class ModalityLogits(nn.Module):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
         self.hinge = config.voice_hinge
+        self.neutral_share = config.voice_neutral_share
         heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
         self.neutral = tuple(h.index("neutral") for h in heads)
         emotional = torch.ones(width)
@@ -224,11 +225,14 @@ class ModalityLogits(nn.Module):
         words: torch.Tensor | None = None,
     ) -> UniMSEOutput:
         """``words``: (B,) 1 where the utterance has words; the hinge applies to those rows only
-        (without words the voice is all there is, and may say neutral). None: every row."""
+        (without words the voice is all there is, and may say neutral). None: every row. With
+        ``voice_neutral_share`` that share of the unhinged voice is added back on hinged rows."""
         voice = self.acoustic(acoustic.to(out.meld_logits.dtype))
         if self.hinge != "off":
             present = (acoustic != 0).any(dim=-1, keepdim=True).to(voice.dtype)
             hinged = self.hinged(voice, present)
+            if self.neutral_share:
+                hinged = hinged + self.neutral_share * (voice - hinged)
             if words is None:
                 voice = hinged
             else:

@@ -2,6 +2,7 @@
 with and without its sentence.
 
     python benchmarks/neutral_share.py --checkpoint runs/voice19_cal [--shares 0 0.25 0.5 1]
+                                      [--share-by flat|unsure]
 
 For a checkpoint with ``voice_hinge``, each candidate share A (``UniMSEConfig.voice_neutral_share``:
 on utterances with words, A of the unhinged voice is added back) is scored as ``emotrack
@@ -26,6 +27,7 @@ from train.audio_eval import audio_metrics, load_eval_corpus  # noqa: E402
 from train.calibrate import AudioScaleDevData  # noqa: E402
 from train.data import load_dataset  # noqa: E402
 from train.evaluate import evaluate  # noqa: E402
+from unimse.config import VOICE_SHARES  # noqa: E402
 from unimse.inference import EmotionPredictor  # noqa: E402
 
 
@@ -33,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--shares", nargs="+", type=float, default=[0.0, 0.25, 0.5, 1.0])
+    parser.add_argument(
+        "--share-by",
+        choices=VOICE_SHARES,
+        default="flat",
+        help="UniMSEConfig.voice_share_by: flat, or times 1 - the words' top MELD probability",
+    )
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".." / "shared" / "data")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
@@ -47,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         for d in ("meld", "iemocap")
     }
     rows: dict[str, dict[str, float]] = {}
+    logits.share_by = args.share_by
     for share in args.shares:
         logits.neutral_share = share
         acted = audio_metrics("ravdess", predictor, ravdess)
@@ -68,7 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             f" | {r['ravdess_fused_uar']:.2f} | {r['ravdess_fused_recall_neutral']:.2f} |"
         )
     if args.json_out:
-        payload = {"checkpoint": args.checkpoint, "text_only": text_only, "shares": rows}
+        payload = {
+            "checkpoint": args.checkpoint,
+            "share_by": args.share_by,
+            "text_only": text_only,
+            "shares": rows,
+        }
         args.json_out.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 

@@ -302,8 +302,11 @@ def test_a_voice_neutral_share_goes_into_the_config_of_a_hinged_voice_only(
     )
     hinged = save_checkpoint(build_model(config), tmp_path / "hinged", half=False)
     out = tmp_path / "shared"
-    calibrate_checkpoint(hinged, out, tmp_path, (), voice_neutral_share=0.25)
-    assert UniMSEConfig.load(out / "config.json").voice_neutral_share == 0.25
+    calibrate_checkpoint(
+        hinged, out, tmp_path, (), voice_neutral_share=0.25, voice_share_by="unsure"
+    )
+    written = UniMSEConfig.load(out / "config.json")
+    assert (written.voice_neutral_share, written.voice_share_by) == (0.25, "unsure")
     assert json.loads((out / CALIBRATION).read_text())["voice_neutral_share"] == 0.25
     assert EmotionPredictor.load(out, device="cpu").model.modality_logits.neutral_share == 0.25
     with pytest.raises(ValueError, match="voice_neutral_share"):

@@ -250,3 +250,23 @@ def test_a_neutral_share_adds_back_part_of_the_unhinged_voice_on_worded_rows() -
     assert not torch.allclose(hinged, raw)
     with pytest.raises(ValueError, match="voice_neutral_share"):
         tiny_unimse_config(modality_logits=True, voice_neutral_share=0.5)
+
+
+def test_an_unsure_share_follows_how_sure_the_words_are() -> None:
+    model, processor, voice = hinged_model(6)
+    logits = model.modality_logits
+    batch = processor.encode([ModelInput(text="so happy", acoustic=voice)])
+    with torch.no_grad():
+        logits.acoustic.weight.normal_()
+        text = model(processor.encode([ModelInput(text="so happy")])).meld_logits
+        logits.neutral_share = 0.0
+        hinged = model(batch).meld_logits
+        batch.words = torch.zeros(1)
+        raw = model(batch).meld_logits
+        batch.words = torch.ones(1)
+        logits.neutral_share, logits.share_by = 0.8, "unsure"
+        unsure = model(batch).meld_logits
+    share = 0.8 * (1.0 - torch.softmax(text, dim=-1).amax())
+    torch.testing.assert_close(unsure, hinged + share * (raw - hinged))
+    with pytest.raises(ValueError, match="voice_share_by"):
+        tiny_unimse_config(voice_share_by="loud")

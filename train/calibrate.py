@@ -430,12 +430,14 @@ def calibrate_checkpoint(
     audio_scale: float | str | None = None,
     video_scale: float | str | None = None,
     voice_neutral_share: float | None = None,
+    voice_share_by: str = "flat",
 ) -> tuple[list[HeadCalibration], list[ScaleChoice]]:
     """Write ``output``: ``source`` with dev-calibrated emotion-head biases (``datasets``) and,
     with ``audio_scale`` / ``video_scale`` (a factor, or "auto" to choose it on dev), a scaled
     acoustic / visual branch. Each scale is chosen on ``source`` with the other modality absent,
     so the two choices do not depend on each other. ``voice_neutral_share`` (a hinged voice's
-    share of its unhinged logits on utterances with words) goes into the output's config."""
+    share of its unhinged logits on utterances with words) and ``voice_share_by`` go into the
+    output's config."""
     folder = resolve_checkpoint(source)
     if output.resolve() == folder.resolve():
         raise CheckpointError("calibrate writes a new checkpoint: --output must differ")
@@ -461,7 +463,11 @@ def calibrate_checkpoint(
     if voice_neutral_share is not None:  # validated before any dev data is read
         if predictor.config.voice_hinge == "off":
             raise CheckpointError(f"checkpoint {folder} has no voice hinge to share")
-        config = replace(predictor.config, voice_neutral_share=voice_neutral_share)
+        config = replace(
+            predictor.config,
+            voice_neutral_share=voice_neutral_share,
+            voice_share_by=voice_share_by,
+        )
     choices = [
         _scale_choice(predictor, modality, value, data_dir, progress)
         for modality, value in requested.items()
@@ -505,6 +511,7 @@ def calibrate_checkpoint(
         record[f"{choice.modality}_scale"] = asdict(choice)
     if voice_neutral_share is not None:
         record["voice_neutral_share"] = voice_neutral_share
+        record["voice_share_by"] = voice_share_by
     previous = folder / CALIBRATION
     if previous.is_file():  # calibrating a calibrated checkpoint keeps the earlier record
         record["source_calibration"] = json.loads(previous.read_text(encoding="utf-8"))

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from unimse.config import VOICE_SHARES
+
 logger = logging.getLogger(__name__)
 
 TEXT_EVAL_DATASETS = ("meld", "iemocap", "mosi")
@@ -135,6 +137,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         metavar="A",
         help="a hinged voice (voice_hinge): add back share A in [0, 1] of its unhinged logits "
         "on utterances with words (benchmarks/neutral_share.py measures candidates on dev)",
+    )
+    cal.add_argument(
+        "--voice-share-by",
+        choices=VOICE_SHARES,
+        default="flat",
+        help="with --voice-neutral-share: the same share everywhere (flat), or times 1 - the "
+        "words' top MELD probability (unsure)",
     )
     cal.add_argument(
         "--data-dir", type=Path, help="folder laid out like ../shared/data (default: that)"
@@ -272,6 +281,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             audio_scale=args.audio_scale,
             video_scale=args.video_scale,
             voice_neutral_share=args.voice_neutral_share,
+            voice_share_by=args.voice_share_by,
         )
     table = Table(title=f"dev-set calibration -> {args.output}")
     for column in ("head", "dev wf1 before", "dev wf1 after", "offsets"):

@@ -78,6 +78,7 @@ class LossWeights:
 
 
 VOICE_HINGES = ("off", "relu", "softplus")
+VOICE_SHARES = ("flat", "unsure")
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,10 @@ class UniMSEConfig:
     # With voice_hinge, on utterances with words: this share of the unhinged voice is added back
     # (hinged + share * (raw - hinged)): a weaker neutral push, for words the text model misreads.
     voice_neutral_share: float = 0.0
+    # "flat": the same share everywhere; "unsure": times 1 - the top MELD probability of the heads'
+    # output before the modality logits (the words' own, with PMF frozen), so sure words keep the
+    # hinge and unsure ones hear more of the voice.
+    voice_share_by: str = "flat"
     modality_dim: int = 32  # utterance vector size a, v fed into PMF
     pmf_bottleneck: int = 64
     dropout: float = 0.1
@@ -151,6 +156,8 @@ class UniMSEConfig:
             raise ValueError("voice_neutral_share must be in [0, 1]")
         if self.voice_neutral_share and self.voice_hinge == "off":
             raise ValueError("voice_neutral_share needs voice_hinge")
+        if self.voice_share_by not in VOICE_SHARES:
+            raise ValueError(f"voice_share_by must be one of {VOICE_SHARES}")
         if (self.polarities, self.meld_emotions, self.iemocap_emotions) != (
             POLARITIES,
             MELD_EMOTIONS,

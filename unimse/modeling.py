@@ -197,6 +197,7 @@ class ModalityLogits(nn.Module):
                 nn.init.zeros_(layer.weight)
         self.hinge = config.voice_hinge
         self.neutral_share = config.voice_neutral_share
+        self.share_by = config.voice_share_by
         heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
         self.neutral = tuple(h.index("neutral") for h in heads)
         emotional = torch.ones(width)
@@ -226,13 +227,18 @@ class ModalityLogits(nn.Module):
     ) -> UniMSEOutput:
         """``words``: (B,) 1 where the utterance has words; the hinge applies to those rows only
         (without words the voice is all there is, and may say neutral). None: every row. With
-        ``voice_neutral_share`` that share of the unhinged voice is added back on hinged rows."""
+        ``voice_neutral_share`` that share of the unhinged voice is added back on hinged rows
+        (``voice_share_by = "unsure"``: times 1 - the words' top MELD probability)."""
         voice = self.acoustic(acoustic.to(out.meld_logits.dtype))
         if self.hinge != "off":
             present = (acoustic != 0).any(dim=-1, keepdim=True).to(voice.dtype)
             hinged = self.hinged(voice, present)
             if self.neutral_share:
-                hinged = hinged + self.neutral_share * (voice - hinged)
+                share = torch.full_like(voice[..., :1], self.neutral_share)
+                if self.share_by == "unsure":  # the text heads' own output: how sure the words are
+                    sure = torch.softmax(out.meld_logits.detach(), dim=-1).amax(-1, keepdim=True)
+                    share = share * (1.0 - sure)
+                hinged = hinged + share * (voice - hinged)
             if words is None:
                 voice = hinged
             else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +26,6 @@ sys.path.insert(0, str(ROOT))
 
 from train.audio_eval import audio_metrics, load_eval_corpus  # noqa: E402
 from train.calibrate import AudioScaleDevData  # noqa: E402
-from train.data import load_dataset  # noqa: E402
 from train.evaluate import evaluate  # noqa: E402
 from unimse.config import VOICE_SHARES  # noqa: E402
 from unimse.inference import EmotionPredictor  # noqa: E402
@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.checkpoint} has no hinged voice: no neutral share to measure")
     dev = AudioScaleDevData.load(predictor, args.data_dir)
     ravdess = load_eval_corpus("ravdess", args.data_dir, "dev")
-    text_only = {
-        d: evaluate(predictor, d, load_dataset(d, "dev", args.data_dir))["wf1"]
-        for d in ("meld", "iemocap")
+    text_only = {  # the same dev words without their neutral voice
+        d: evaluate(predictor, d, [replace(x, acoustic=None) for x in samples])["wf1"]
+        for d, samples in dev.with_neutral_speech.items()
     }
     rows: dict[str, dict[str, float]] = {}
     logits.share_by = args.share_by

@@ -242,7 +242,7 @@ def test_video_scale_criterion_and_folding(
     assert with_face.emotion_probs == pytest.approx(text_only.emotion_probs, abs=1e-6)
 
 
-@pytest.mark.parametrize("flag", ["--audio-scale", "--video-scale"])
+@pytest.mark.parametrize("flag", ["--audio-scale", "--video-scale", "--voice-neutral-share"])
 @pytest.mark.parametrize("value", ["abc", "1.5", "-0.1"])
 def test_calibrate_cli_rejects_a_bad_scale_in_one_line(
     flag: str,

@@ -133,7 +133,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     cal.add_argument(
         "--voice-neutral-share",
-        type=float,
+        type=_unit_interval,
         metavar="A",
         help="a hinged voice (voice_hinge): add back share A in [0, 1] of its unhinged logits "
         "on utterances with words (benchmarks/neutral_share.py measures candidates on dev)",
@@ -141,9 +141,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     cal.add_argument(
         "--voice-share-by",
         choices=VOICE_SHARES,
-        default="flat",
-        help="with --voice-neutral-share: the same share everywhere (flat), or times 1 - the "
-        "words' top MELD probability (unsure)",
+        help="with --voice-neutral-share: the same share everywhere (flat, the default), or "
+        "times 1 - the words' top MELD probability (unsure)",
     )
     cal.add_argument(
         "--data-dir", type=Path, help="folder laid out like ../shared/data (default: that)"
@@ -153,16 +152,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _branch_scale(value: str) -> str | float:
-    if value == "auto":
-        return value
+    return value if value == "auto" else _unit_interval(value, "auto or ")
+
+
+def _unit_interval(value: str, also: str = "") -> float:
+    """``value`` as a number in [0, 1] (a scale or a share); ``also`` names other accepted words."""
     try:
         factor = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected auto or a number in [0, 1], got {value!r}"
+            f"expected {also}a number in [0, 1], got {value!r}"
         ) from None
     if not 0.0 <= factor <= 1.0:
-        raise argparse.ArgumentTypeError(f"a scale must be in [0, 1], got {factor}")
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {factor}")
     return factor
 
 
@@ -264,6 +266,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     from train.calibrate import calibrate_checkpoint
 
+    if args.voice_share_by and args.voice_neutral_share is None:
+        from train.data import DataError
+
+        raise DataError("--voice-share-by needs --voice-neutral-share")
+
     tasks: dict[str, TaskID] = {}
     with Progress(console=Console(stderr=True), transient=True) as progress:
 
@@ -281,7 +288,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             audio_scale=args.audio_scale,
             video_scale=args.video_scale,
             voice_neutral_share=args.voice_neutral_share,
-            voice_share_by=args.voice_share_by,
+            voice_share_by=args.voice_share_by or "flat",
         )
     table = Table(title=f"dev-set calibration -> {args.output}")
     for column in ("head", "dev wf1 before", "dev wf1 after", "offsets"):

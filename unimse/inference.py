@@ -94,7 +94,7 @@ class EmotionPredictor:
         return prior.detach().float().cpu().numpy()
 
     def modalities_of(self, item: ModelInput) -> tuple[str, ...]:
-        used = ["text"] if item.text.strip() else []
+        used = ["text"] if item.has_words else []
         if self.config.acoustic is not None and item.acoustic is not None and len(item.acoustic):
             used.append("audio")
         if self.config.visual is not None and item.visual is not None and len(item.visual):

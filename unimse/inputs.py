@@ -29,3 +29,8 @@ class ModelInput:
     context: tuple[DialogueTurn, ...] = ()
     acoustic: np.ndarray | None = field(default=None, compare=False)
     visual: np.ndarray | None = field(default=None, compare=False)
+
+    @property
+    def has_words(self) -> bool:
+        """Whether the utterance has words (text not blank)."""
+        return bool(self.text.strip())

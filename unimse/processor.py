@@ -46,7 +46,7 @@ class ModelBatch:
     acoustic_lengths: torch.Tensor | None = None
     visual: torch.Tensor | None = None
     visual_lengths: torch.Tensor | None = None
-    words: torch.Tensor | None = None  # (B,) 1.0 where the utterance has words (text not blank)
+    words: torch.Tensor | None = None  # (B,) 1.0 where ModelInput.has_words
     # Targets (training only)
     polarity: torch.Tensor | None = None
     score: torch.Tensor | None = None
@@ -153,7 +153,7 @@ class UniMSEProcessor:
             input_ids=input_ids,
             attention_mask=attention,
             utterance_mask=utterance,
-            words=torch.tensor([float(bool(x.text.strip())) for x in inputs]),
+            words=torch.tensor([float(x.has_words) for x in inputs]),
         )
         if self.config.acoustic is not None:
             batch.acoustic, batch.acoustic_lengths = _pad_features(

@@ -196,6 +196,11 @@ def test_ravdess_loads_with_labels_splits_and_transcripts(ravdess_folder: Path) 
     assert all(1.0 < s.duration < 4.0 for s in samples)  # silence trimmed (clips are ~3.7 s)
     test = select_split(samples, "ravdess", "test")
     assert {s.speaker for s in test} <= set(RAVDESS_SPLITS["test"]) and len(test) == 3
+    # a speaker cross-validation holds speakers out of a split ([data] held_out_speakers)
+    train = select_split(samples, "ravdess", "train")
+    held = select_split(samples, "ravdess", "train", exclude={"ravdess/01", "emodb/02"})
+    assert {s.speaker for s in train} - {s.speaker for s in held} == {"01"}
+    assert len(held) == len(train) - 1
     unified = unified_audio(to_sample(by_id["03-01-07-02-02-02-19"], "test", None))
     assert unified.meld_emotion == "disgust" and "iemocap_emotion" in unified.borrowed
 

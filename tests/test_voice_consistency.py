@@ -140,3 +140,12 @@ def test_voice_shifts_need_neutral_audio_and_are_semitones() -> None:
                 }
             }
         )
+
+
+def test_held_out_speakers_are_corpus_slash_speaker_of_an_audio_corpus() -> None:
+    data = {"datasets": ["meld"], "held_out_speakers": ["ravdess/01", "emodb/03"]}
+    config = TrainConfig.from_dict({"data": data})
+    assert config.data.held_out_speakers == ("ravdess/01", "emodb/03")
+    for bad in (["01"], ["meld/01"], ["ravdess/"]):
+        with pytest.raises(ValueError, match="held_out_speakers"):
+            TrainConfig.from_dict({"data": {**data, "held_out_speakers": bad}})

@@ -270,3 +270,28 @@ def test_an_unsure_share_follows_how_sure_the_words_are() -> None:
     torch.testing.assert_close(unsure, hinged + share * (raw - hinged))
     with pytest.raises(ValueError, match="voice_share_by"):
         tiny_unimse_config(voice_share_by="loud")
+
+
+def test_a_voice_margin_lets_only_a_clear_lean_above_neutral_through() -> None:
+    model, processor, voice = hinged_model(7)
+    logits = model.modality_logits
+    batch = processor.encode([ModelInput(text="so happy", acoustic=voice)])
+    neutral = model.config.meld_emotions.index("neutral")
+    with torch.no_grad():
+        logits.acoustic.weight.normal_()
+        text = model(processor.encode([ModelInput(text="so happy")])).meld_logits[0]
+        batch.words = torch.zeros(1)  # no words: the raw voice, whatever the margin
+        raw = model(batch).meld_logits[0] - text
+        batch.words = torch.ones(1)
+        pushes = []
+        for margin in (0.0, 0.5, 1e6):
+            logits.margin = margin
+            pushes.append(model(batch).meld_logits[0] - text)
+    above = raw - raw[neutral]
+    torch.testing.assert_close(pushes[0], above.clamp(min=0.0))
+    torch.testing.assert_close(pushes[1], (above - 0.5).clamp(min=0.0))
+    assert bool((pushes[0] > 0).any()) and not bool(pushes[2].any())
+    with pytest.raises(ValueError, match="voice_margin"):
+        tiny_unimse_config(modality_logits=True, voice_margin=0.5)
+    with pytest.raises(ValueError, match="voice_margin"):
+        tiny_unimse_config(modality_logits=True, voice_hinge="relu", voice_margin=-1.0)

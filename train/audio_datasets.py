@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -126,8 +126,13 @@ def speech_av_split(file_id: str) -> str:
     return "test" if number % SPEECH_AV_TEST_EVERY == SPEECH_AV_TEST_OFFSET else "train"
 
 
-def select_split(samples: Sequence[AudioSample], dataset: str, split: str) -> list[AudioSample]:
-    """The fixed split of :mod:`train.audio_datasets` (``all``: every sample)."""
+def select_split(
+    samples: Sequence[AudioSample], dataset: str, split: str, exclude: Collection[str] = ()
+) -> list[AudioSample]:
+    """The fixed split of :mod:`train.audio_datasets` (``all``: every sample), less the speakers
+    whose :func:`speaker_key` is in ``exclude`` (held out of a training run)."""
+    if exclude:
+        return [s for s in select_split(samples, dataset, split) if speaker_key(s) not in exclude]
     if split not in AUDIO_SPLITS:
         raise DataError(f"unknown split {split!r}; choose from {', '.join(AUDIO_SPLITS)}")
     if split == "all":
@@ -257,16 +262,18 @@ def voice_prior(
     spec: FeatureSpec,
     cache_dir: Path | None = DEFAULT_CACHE,
     dev: Sequence[str] = (),
+    exclude: Collection[str] = (),
 ) -> np.ndarray:
     """The speaker-baseline prior: the mean utterance-mean state of the training clips of the
-    audio corpora among ``datasets`` (and of the dev clips of those in ``dev``: a refit)."""
+    audio corpora among ``datasets`` (and of the dev clips of those in ``dev``: a refit), less
+    the speakers in ``exclude``."""
     from unimse.voice_baseline import prior_of
 
     items: list[AudioSample] = []
     for name in (d for d in datasets if d in AUDIO_DATASETS):
         corpus = load_audio_corpus(name, corpus_folder(name, Path(data_dir)))  # read once
         for split in ("train", "dev") if name in dev else ("train",):
-            items += select_split(corpus, name, split)
+            items += select_split(corpus, name, split, exclude)
     raw = replace(spec, baseline=0.0)
     return prior_of(corpus_features(items, raw, cache_dir))
 
@@ -284,14 +291,16 @@ def neutral_voice_clips(
     prior: np.ndarray | None = None,
     cache_dir: Path | None = DEFAULT_CACHE,
     shifts: Sequence[float] = (),
+    exclude: Collection[str] = (),
 ) -> list[np.ndarray]:
-    """Acoustic features of the neutral clips of ``split``'s speakers, as a conversation in a
+    """Acoustic features of the neutral clips of ``split``'s speakers (less ``exclude``), as a
+    conversation in a
     neutral voice gives them: with a speaker baseline, each speaker's running mean over their
     neutral clips only (what live use sees when someone speaks without emotion throughout).
     ``shifts``: also each speaker's clips pitch-shifted by so many semitones
     (:func:`pitch_shifted`)."""
     folder = corpus_folder(dataset, Path(data_dir))
-    chosen = select_split(load_audio_corpus(dataset, folder), dataset, split)
+    chosen = select_split(load_audio_corpus(dataset, folder), dataset, split, exclude)
     return neutral_voices(chosen, spec, prior, cache_dir, shifts)
 
 
@@ -334,8 +343,10 @@ def load_audio_dataset(
     transcripts: bool = False,
     cache_dir: Path | None = DEFAULT_CACHE,
     prior: np.ndarray | None = None,
+    exclude: Collection[str] = (),
 ) -> list[Sample]:
-    """``split`` of EMO-DB or speech_av as Samples with acoustic features for ``spec``.
+    """``split`` of EMO-DB or speech_av (less the speakers in ``exclude``) as Samples with
+    acoustic features for ``spec``.
 
     ``data_dir`` is a ../shared/data-like root or the corpus folder itself. ``spec`` None gives no
     features (a text-only model). With ``transcripts`` (EMO-DB, RAVDESS) every file whose sentence
@@ -343,7 +354,7 @@ def load_audio_dataset(
     baseline needs its ``prior`` (:func:`voice_prior`).
     """
     folder = corpus_folder(dataset, Path(data_dir))
-    chosen = select_split(load_audio_corpus(dataset, folder), dataset, split)
+    chosen = select_split(load_audio_corpus(dataset, folder), dataset, split, exclude)
     features: list[np.ndarray | None] = [None] * len(chosen)
     if spec is not None:
         features = list(corpus_features(chosen, spec, cache_dir, prior))

@@ -431,13 +431,14 @@ def calibrate_checkpoint(
     video_scale: float | str | None = None,
     voice_neutral_share: float | None = None,
     voice_share_by: str = "flat",
+    voice_margin: float | None = None,
 ) -> tuple[list[HeadCalibration], list[ScaleChoice]]:
     """Write ``output``: ``source`` with dev-calibrated emotion-head biases (``datasets``) and,
     with ``audio_scale`` / ``video_scale`` (a factor, or "auto" to choose it on dev), a scaled
     acoustic / visual branch. Each scale is chosen on ``source`` with the other modality absent,
     so the two choices do not depend on each other. ``voice_neutral_share`` (a hinged voice's
-    share of its unhinged logits on utterances with words) and ``voice_share_by`` go into the
-    output's config."""
+    share of its unhinged logits on utterances with words), ``voice_share_by`` and
+    ``voice_margin`` (where its hinge starts above neutral) go into the output's config."""
     folder = resolve_checkpoint(source)
     if output.resolve() == folder.resolve():
         raise CheckpointError("calibrate writes a new checkpoint: --output must differ")
@@ -460,14 +461,15 @@ def calibrate_checkpoint(
                 f"checkpoint {folder} has no {BRANCHES[modality]} branch to scale"
             )
     predictor = EmotionPredictor.load(folder, device="cpu")
-    if voice_neutral_share is not None:  # validated before any dev data is read
+    hinge: dict[str, float | str] = {}
+    if voice_neutral_share is not None:
+        hinge |= {"voice_neutral_share": voice_neutral_share, "voice_share_by": voice_share_by}
+    if voice_margin is not None:
+        hinge["voice_margin"] = voice_margin
+    if hinge:  # validated before any dev data is read
         if predictor.config.voice_hinge == "off":
-            raise CheckpointError(f"checkpoint {folder} has no voice hinge to share")
-        config = replace(
-            predictor.config,
-            voice_neutral_share=voice_neutral_share,
-            voice_share_by=voice_share_by,
-        )
+            raise CheckpointError(f"checkpoint {folder} has no voice hinge to share or set")
+        config = replace(predictor.config, **hinge)  # type: ignore[arg-type]
     choices = [
         _scale_choice(predictor, modality, value, data_dir, progress)
         for modality, value in requested.items()
@@ -500,7 +502,7 @@ def calibrate_checkpoint(
         if item.is_file() and item.name not in (WEIGHTS, CALIBRATION):
             shutil.copy2(item, output / item.name)
     save_file(tensors, str(output / WEIGHTS), metadata=metadata)
-    if voice_neutral_share is not None:
+    if hinge:
         config.save(output / CONFIG)
     record: dict[str, object] = {
         "source": str(folder),
@@ -509,9 +511,7 @@ def calibrate_checkpoint(
     }
     for choice in choices:
         record[f"{choice.modality}_scale"] = asdict(choice)
-    if voice_neutral_share is not None:
-        record["voice_neutral_share"] = voice_neutral_share
-        record["voice_share_by"] = voice_share_by
+    record |= hinge
     previous = folder / CALIBRATION
     if previous.is_file():  # calibrating a calibrated checkpoint keeps the earlier record
         record["source_calibration"] = json.loads(previous.read_text(encoding="utf-8"))

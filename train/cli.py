@@ -139,6 +139,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "on utterances with words (benchmarks/neutral_share.py measures candidates on dev)",
     )
     cal.add_argument(
+        "--voice-margin",
+        type=_non_negative,
+        metavar="M",
+        help="a hinged voice: on utterances with words it counts only where a class's logit "
+        "exceeds neutral by more than M (benchmarks/neutral_cv.py chooses it on 22 speakers)",
+    )
+    cal.add_argument(
         "--voice-share-by",
         choices=VOICE_SHARES,
         help="with --voice-neutral-share: the same share everywhere (flat, the default), or "
@@ -153,6 +160,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def _branch_scale(value: str) -> str | float:
     return value if value == "auto" else _unit_interval(value, "auto or ")
+
+
+def _non_negative(value: str) -> float:
+    """``value`` as a number >= 0 (a margin)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
+    if not number >= 0.0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
+    return number
 
 
 def _unit_interval(value: str, also: str = "") -> float:
@@ -289,6 +307,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             video_scale=args.video_scale,
             voice_neutral_share=args.voice_neutral_share,
             voice_share_by=args.voice_share_by or "flat",
+            voice_margin=args.voice_margin,
         )
     table = Table(title=f"dev-set calibration -> {args.output}")
     for column in ("head", "dev wf1 before", "dev wf1 after", "offsets"):

@@ -64,6 +64,10 @@ class DataConfig:
     # stop_epoch = the epoch count an earlier run's dev chose (the final model of a recipe
     # whose choices are made; its audio weight comes from that run's calibration).
     refit: bool = False
+    # Speakers of the audio corpora kept out of training entirely (their clips, their neutral
+    # voices, the speaker-baseline prior), as "corpus/speaker" ("ravdess/01", "emodb/03"): one
+    # fold of a speaker cross-validation of a voice stage (benchmarks/neutral_cv.py).
+    held_out_speakers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.datasets) - set(ALL_DATASETS)
@@ -115,6 +119,16 @@ class DataConfig:
             raise ValueError(
                 "refit trains on the dev speakers of audio corpora: dev_datasets must list only "
                 f"those among {AUDIO_DATASETS}"
+            )
+        bad = [
+            k
+            for k in self.held_out_speakers
+            if k.partition("/")[0] not in AUDIO_DATASETS or not k.partition("/")[2]
+        ]
+        if bad:
+            raise ValueError(
+                f"held_out_speakers {bad}: give each as corpus/speaker, corpus one of "
+                f"{AUDIO_DATASETS}"
             )
         if self.transcripts and not {"emodb", "ravdess"} & set(self.datasets):
             raise ValueError("transcripts needs 'emodb' or 'ravdess' among the datasets")

@@ -300,6 +300,7 @@ class Trainer:
                         spec,
                         transcripts=dc.transcripts and name not in dc.no_transcripts,
                         prior=prior,
+                        exclude=dc.held_out_speakers,
                     )
                 ]
                 audio += rows[:limit] if limit else rows
@@ -340,7 +341,9 @@ class Trainer:
 
             dc = self.config.data
             refit = dc.dev_datasets if dc.refit else ()
-            self.voice_prior = voice_prior(dc.datasets, dc.data_dir, spec, dev=refit)
+            self.voice_prior = voice_prior(
+                dc.datasets, dc.data_dir, spec, dev=refit, exclude=dc.held_out_speakers
+            )
         return self.voice_prior
 
     def _neutral_voices(self) -> list[np.ndarray] | None:
@@ -361,7 +364,13 @@ class Trainer:
             if name in AUDIO_DATASETS and name != "speech_av"
             for split in self._audio_training_splits(name)
             for clip in neutral_voice_clips(
-                name, split, dc.data_dir, spec, prior, shifts=dc.neutral_voice_shifts
+                name,
+                split,
+                dc.data_dir,
+                spec,
+                prior,
+                shifts=dc.neutral_voice_shifts,
+                exclude=dc.held_out_speakers,
             )
         ]
 

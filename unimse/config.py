@@ -110,6 +110,10 @@ class UniMSEConfig:
     # output before the modality logits (the words' own, with PMF frozen), so sure words keep the
     # hinge and unsure ones hear more of the voice.
     voice_share_by: str = "flat"
+    # With voice_hinge, on utterances with words: the voice counts only where a class's logit
+    # exceeds the neutral one by more than this margin (a dead zone: a voice that leans a little
+    # to an emotion, as neutral voices of unseen speakers often do, leaves the words alone).
+    voice_margin: float = 0.0
     modality_dim: int = 32  # utterance vector size a, v fed into PMF
     pmf_bottleneck: int = 64
     dropout: float = 0.1
@@ -156,6 +160,10 @@ class UniMSEConfig:
             raise ValueError("voice_neutral_share must be in [0, 1]")
         if self.voice_neutral_share and self.voice_hinge == "off":
             raise ValueError("voice_neutral_share needs voice_hinge")
+        if self.voice_margin < 0:
+            raise ValueError("voice_margin must be >= 0")
+        if self.voice_margin and self.voice_hinge == "off":
+            raise ValueError("voice_margin needs voice_hinge")
         if self.voice_share_by not in VOICE_SHARES:
             raise ValueError(f"voice_share_by must be one of {VOICE_SHARES}")
         if (self.polarities, self.meld_emotions, self.iemocap_emotions) != (

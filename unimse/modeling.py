@@ -198,6 +198,7 @@ class ModalityLogits(nn.Module):
         self.hinge = config.voice_hinge
         self.neutral_share = config.voice_neutral_share
         self.share_by = config.voice_share_by
+        self.margin = config.voice_margin
         heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
         self.neutral = tuple(h.index("neutral") for h in heads)
         emotional = torch.ones(width)
@@ -207,13 +208,16 @@ class ModalityLogits(nn.Module):
         if self.hinge == "relu":
             nn.init.normal_(self.acoustic.weight, std=1e-3)
 
-    def hinged(self, voice: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """Per head, relu or softplus of (logit - neutral logit), times ``present`` (1 where the
-        voice is there): 0 for neutral, 0 (relu) or near 0 (softplus) for every class the voice
-        ranks well below neutral, 0 for a missing voice."""
+    def hinged(
+        self, voice: torch.Tensor, present: torch.Tensor, margin: float = 0.0
+    ) -> torch.Tensor:
+        """Per head, relu or softplus of (logit - neutral logit - ``margin``), times ``present``
+        (1 where the voice is there): 0 for neutral, 0 (relu) or near 0 (softplus) for every class
+        the voice ranks below neutral + ``margin``, 0 for a missing voice."""
         parts = torch.split(voice, list(self.sizes), dim=-1)
         above = torch.cat(
-            [p - p[..., n : n + 1] for p, n in zip(parts, self.neutral, strict=True)], dim=-1
+            [p - p[..., n : n + 1] - margin for p, n in zip(parts, self.neutral, strict=True)],
+            dim=-1,
         )
         pushed = above.clamp(min=0.0) if self.hinge == "relu" else F.softplus(above)
         return pushed * self.emotional * present
@@ -228,11 +232,12 @@ class ModalityLogits(nn.Module):
         """``words``: (B,) 1 where the utterance has words; the hinge applies to those rows only
         (without words the voice is all there is, and may say neutral). None: every row. With
         ``voice_neutral_share`` that share of the unhinged voice is added back on hinged rows
-        (``voice_share_by = "unsure"``: times 1 - the words' top MELD probability)."""
+        (``voice_share_by = "unsure"``: times 1 - the words' top MELD probability); with
+        ``voice_margin`` the hinge starts that far above neutral."""
         voice = self.acoustic(acoustic.to(out.meld_logits.dtype))
         if self.hinge != "off":
             present = (acoustic != 0).any(dim=-1, keepdim=True).to(voice.dtype)
-            hinged = self.hinged(voice, present)
+            hinged = self.hinged(voice, present, self.margin)
             if self.neutral_share:
                 share = torch.full_like(voice[..., :1], self.neutral_share)
                 if self.share_by == "unsure":  # the text heads' own output: how sure the words are

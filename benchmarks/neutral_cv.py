@@ -1,30 +1,34 @@
 """How much a neutral voice of an unseen speaker costs the words, measured on many speakers.
 
-    python benchmarks/neutral_cv.py train --out runs/neutral_cv      (one model per fold)
-    python benchmarks/neutral_cv.py analyse --out runs/neutral_cv    (the grid, in seconds)
+    python benchmarks/neutral_cv.py stage-config --fold K [--base CONFIG]   (K = 0..3)
+    emotrack train --config runs/neutral_cv/stage_foldK.toml
+    python benchmarks/neutral_cv.py dump --fold K --checkpoint runs/neutral_cv/stage_foldK/best
+    python benchmarks/neutral_cv.py analyse                                 (the grid, seconds)
 
 The audio weight and the hinged voice's settings (neutral share, margin) were chosen on three dev
 speakers (RAVDESS 15-16, EMO-DB 12), and five times those three predicted a neutral voice's cost
-on MELD / IEMOCAP that the test speakers did not confirm. Here the choice is made on the 22
+on MELD / IEMOCAP that the test speakers did not confirm. Here they are chosen on the 22
 training and dev speakers of the two corpora instead, none of the test split (RAVDESS 17-20,
-EMO-DB 13, speech_av test) ever read:
+EMO-DB 13, speech_av test) ever read. 4 folds, each holding out 4 RAVDESS actors of 01-16 and one
+or two EMO-DB speakers:
 
-``train``: 4 folds; each holds out 4 RAVDESS actors of 01-16 and one or two EMO-DB speakers and
-trains the hinged voice (``benchmarks/speech_cv.py``'s model: PMF's audio columns off, the voice
-through the modality logits only, ``--fixed-epochs`` on every other non-test speaker, RAVDESS also
-with its sentence, EMO-DB audio only as the voice stage trains them, speech_av train). It writes
-per fold the held-out clips' raw voice logits (the acoustic modality logits, weight 1, no hinge),
-their speakers' neutral voices as a conversation gives them (:func:`neutral_voices`, the baseline
-prior from the fold's training speakers) and the text-only logits of "" and the sentences.
+``stage-config``: the voice stage's own config (``--base``, default the v8 refit: every non-test
+speaker, 12 epochs) with the fold's speakers in ``[data] held_out_speakers``, so each fold model
+trains exactly as the shipped candidate does (consistency term and replayed text included).
 
-``analyse``: with PMF off a voice only adds logits to the words' own, so every setting is scored
-from those dumps and the MELD / IEMOCAP dev words' text-only log-probabilities (the shipped text
-path, computed once): per fold, MELD / IEMOCAP dev WF1 with the held-out speakers' neutral voices
-beside the utterances (interleaved, as ``emotrack calibrate`` does) minus text only, RAVDESS
-audio-only and audio + sentence UA, EMO-DB audio-only UA. A setting keeps the words when every
-fold's cost stays within ``--tolerance`` (each fold, like the test, pools four or five unseen
-speakers' neutral voices). The scoring goes through ``ModalityLogits`` itself, with the fold's
-weights.
+``dump``: per fold, the held-out clips' pooled voice vectors (what the modality logits read, at
+weight 1), their speakers' neutral voices as a conversation gives them (:func:`neutral_voices`,
+with the fold model's own baseline prior), its acoustic modality-logit weights and the text-only
+logits of "" and the sentences.
+
+``analyse``: with PMF's audio columns off a voice only adds logits to the words' own, so every
+setting is scored from those dumps and the MELD / IEMOCAP dev words' text-only log-probabilities
+(the shipped text path, computed once), through ``ModalityLogits`` itself with the fold's
+weights: per fold, MELD / IEMOCAP dev WF1 with the held-out RAVDESS actors' neutral voices beside
+the utterances (voice i mod n beside utterance i, as ``benchmarks/fusion_ablation.py`` pairs the
+test actors'; ``--voices both``: the EMO-DB speakers' interleaved too, as ``emotrack calibrate``)
+minus text only, RAVDESS audio-only and audio + sentence UA, EMO-DB audio-only UA (means over the
+folds). A setting keeps the words when every fold's cost stays within ``--tolerance``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ import itertools
 import json
 import logging
 import sys
-import time
 from dataclasses import replace
 from itertools import zip_longest
 from pathlib import Path
@@ -47,34 +50,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from speech_cv import (
-    SPECS,
-    FoldRun,
     class_names,
-    fit,
     load_corpus,
-    rows_of,
-    with_baselines,
 )
 
 from train.audio_data import EMODB, RAVDESS, AudioSample
 from train.audio_datasets import (
     AUDIO_SPEAKER,
-    cached_features,
     neutral_voices,
     select_split,
     transcript_of,
-    unified_audio,
 )
 from train.audio_eval import predicted_class, true_class
-from train.loop import targets_for
 from train.metrics import classification_metrics, unweighted_accuracy
 from unimse.checkpoint import resolve_checkpoint
 from unimse.config import FeatureSpec, UniMSEConfig
-from unimse.features import acoustic_extractor
 from unimse.inference import outputs_to_predictions
 from unimse.inputs import ModelInput
 from unimse.modeling import ModalityLogits, UniMSEOutput
-from unimse.voice_baseline import prior_of
 
 logger = logging.getLogger("neutral_cv")
 
@@ -204,58 +197,35 @@ def dump_stage(args: argparse.Namespace) -> None:
     target = args.out / f"fold{args.fold}.npz"
     args.out.mkdir(parents=True, exist_ok=True)
     n = dump_fold(target, predictor.model, predictor.processor, test, list(clips), spec, prior)
+    check_composition(np.load(target, allow_pickle=True), predictor, test, list(clips))
     print(f"{target}: {len(test)} clips, {n} neutral voices")
 
 
-def train_folds(args: argparse.Namespace) -> None:
-    init = resolve_checkpoint(args.init)
-    spec = replace(SPECS["tiny.en-mid"], baseline=args.baseline)
-    ravdess, emodb = non_test_corpora(args.data_dir)
-    speech_av = select_split(load_corpus("speech_av", args.data_dir), "speech_av", "train")
-    everyone = [*ravdess, *emodb, *speech_av]
-    extract = acoustic_extractor(spec)
-    raw = {s.dataset + s.id: cached_features(s.audio, spec, extract) for s in everyone}
-    run_args = argparse.Namespace(
-        emodb_joint=1.0,
-        voice_gate=0.0,
-        loss=[],
-        modality_logits=True,
-        voice_hinge=args.voice_hinge,
-        pmf_audio="off",
-        lr=args.lr,
-        seed=args.seed,
-        average=1,
-        schedule="constant",
-        epochs=args.epochs,
-        batch_size=32,
+def check_composition(
+    fold: Any, predictor: Any, test: list[AudioSample], clips: list[np.ndarray]
+) -> None:
+    """The analysis's sum (the words' logits + the modality logits of the dumped voice) must give
+    what the model itself predicts, on the held-out clips with their sentences."""
+    cfg = predictor.config
+    setting = {
+        "share": cfg.voice_neutral_share,
+        "share_by": cfg.voice_share_by,
+        "margin": cfg.voice_margin,
+    }
+    pick = [i for i, s in enumerate(test) if transcript_of(s)][:32]
+    inputs = [
+        ModelInput(text=transcript_of(test[i]) or "", speaker=AUDIO_SPEAKER, acoustic=clips[i])
+        for i in pick
+    ]
+    real = np.array(
+        [[p.emotion_probs[c] for c in cfg.meld_emotions] for p in predictor.predict(inputs)]
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    for fold, held in enumerate(folds_of(ravdess, emodb)):
-        target = args.out / f"fold{fold}.npz"
-        if target.exists():
-            logger.info("fold %d: %s exists, kept", fold, target)
-            continue
-        t0 = time.perf_counter()
-        test = [s for s in everyone if key(s) in held]
-        train = [s for s in everyone if key(s) not in held]
-        features = with_baselines(raw, train, everyone, spec, args.seed)
-        worded = [s for s in train if s.dataset == RAVDESS and transcript_of(s)]
-        rows = rows_of(train, features, False) + rows_of(worded, features, True)
-        targets = [targets_for(unified_audio(r), 0.5) for r in rows]
-        texts = sorted({transcript_of(s) or "" for s in test} | {""})
-        run = FoldRun(init, spec, [r.text for r in rows] + texts, run_args)
-        run.load(fit(run, rows, targets, run_args, epochs=args.epochs).state)
-        prior = prior_of(raw[s.dataset + s.id] for s in train)
-        clips = [features[s.dataset + s.id] for s in test]
-        n = dump_fold(target, run.model, run.processor, test, clips, spec, prior)
-        logger.info(
-            "fold %d (%s): %d clips, %d neutral voices, %.0f s",
-            fold,
-            " ".join(sorted(held)),
-            len(test),
-            n,
-            time.perf_counter() - t0,
-        )
+    texts = list(fold["texts"])
+    words = fold["text_logits"][[texts.index(fold["clip_text"][i]) for i in pick]]
+    out = with_voice(voice_head(fold, cfg, setting), words, fold["clip_voice"][pick], 1.0, True)
+    summed = torch.softmax(out.meld_logits, -1).numpy()
+    if not np.allclose(real, summed, atol=1e-4):
+        raise SystemExit(f"composition differs from the model: {np.abs(real - summed).max():.2e}")
 
 
 # --- analyse -------------------------------------------------------------------------------
@@ -370,7 +340,7 @@ def clip_scores(
 def analyse(args: argparse.Namespace) -> None:
     folds = [np.load(p, allow_pickle=True) for p in sorted(args.out.glob("fold*.npz"))]
     if not folds:
-        raise SystemExit(f"no fold dumps in {args.out}: run `train` first")
+        raise SystemExit(f"no fold dumps in {args.out}: run `dump` first")
     text = text_dev(args)
     config = UniMSEConfig.load(resolve_checkpoint(args.init) / "config.json")
     grid = [
@@ -415,19 +385,35 @@ def analyse(args: argparse.Namespace) -> None:
             f"| {r.get('ravdess_fused_uar', float('nan')):.1f} "
             f"| {r.get('emodb_audio_uar', float('nan')):.1f} | {r['keeps_words']} |"
         )
+    print(f"{len(folds)} folds; chosen: {chosen(rows)}")
+
+
+def chosen(rows: list[dict[str, Any]]) -> dict[str, Any] | str:
+    """Among the settings that keep the words on every fold and whose sentence is no worse than
+    the voice alone on RAVDESS, the best mean audio-only UA of RAVDESS and EMO-DB (then the best
+    RAVDESS + sentence UA)."""
+    allowed = [
+        r for r in rows if r["keeps_words"] and r["ravdess_fused_uar"] >= r["ravdess_audio_uar"]
+    ]
+    if not allowed:
+        return "none keeps the words on every fold"
+    return max(
+        allowed,
+        key=lambda r: (
+            (r["ravdess_audio_uar"] + r["emodb_audio_uar"]) / 2,
+            r["ravdess_fused_uar"],
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("train", "stage-config", "dump", "analyse"))
-    parser.add_argument("--out", type=Path, default=Path("runs/neutral_cv"))
+    parser.add_argument("command", choices=("stage-config", "dump", "analyse"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/neutral_cv"), help="fold configs and dumps"
+    )
     parser.add_argument("--init", default="default", help="text checkpoint (default: shipped)")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--baseline", type=float, default=5.0)
-    parser.add_argument("--voice-hinge", default="relu", choices=("relu", "softplus"))
-    parser.add_argument("--epochs", type=int, default=25, help="fixed epochs per fold")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--scales", nargs="*", type=float, default=[0.35, 0.5, 0.75, 1.0])
     parser.add_argument("--shares", nargs="*", type=float, default=[0.0, 0.25, 0.5])
     parser.add_argument("--margins", nargs="*", type=float, default=[0.0, 0.5, 1.0, 2.0])
@@ -450,9 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.command} needs --fold")
     if args.command == "dump" and not args.checkpoint:
         parser.error("dump needs --checkpoint")
-    {"train": train_folds, "stage-config": stage_config, "dump": dump_stage, "analyse": analyse}[
-        args.command
-    ](args)
+    {"stage-config": stage_config, "dump": dump_stage, "analyse": analyse}[args.command](args)
     return 0
 
 

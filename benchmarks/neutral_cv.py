@@ -211,6 +211,7 @@ def check_composition(
         "share": cfg.voice_neutral_share,
         "share_by": cfg.voice_share_by,
         "margin": cfg.voice_margin,
+        "cap": cfg.voice_cap,
     }
     pick = [i for i, s in enumerate(test) if transcript_of(s)][:32]
     inputs = [
@@ -240,6 +241,7 @@ def voice_head(fold: Any, config: UniMSEConfig, setting: dict[str, Any]) -> Moda
             voice_neutral_share=setting["share"],
             voice_share_by=setting["share_by"],
             voice_margin=setting["margin"],
+            voice_cap=setting["cap"],
         )
     )
     with torch.no_grad():
@@ -344,9 +346,9 @@ def analyse(args: argparse.Namespace) -> None:
     text = text_dev(args)
     config = UniMSEConfig.load(resolve_checkpoint(args.init) / "config.json")
     grid = [
-        {"scale": s, "share": a, "margin": m, "share_by": by}
-        for s, a, m, by in itertools.product(
-            args.scales, args.shares, args.margins, ("flat", "unsure")
+        {"scale": s, "share": a, "margin": m, "cap": c, "share_by": by}
+        for s, a, m, c, by in itertools.product(
+            args.scales, args.shares, args.margins, args.caps, ("flat", "unsure")
         )
         if not (a == 0 and by == "unsure")
     ]
@@ -372,13 +374,13 @@ def analyse(args: argparse.Namespace) -> None:
         rows.append(row)
     (args.out / "grid.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(
-        "| scale | share | by | margin | MELD cost mean (worst) | IEMOCAP cost mean (worst) "
+        "| scale | share | by | margin | cap | MELD cost mean (worst) | IEMOCAP cost mean (worst) "
         "| RAVDESS audio | RAVDESS + sentence | EMO-DB audio | keeps words |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['scale']} | {r['share']} | {r['share_by']} | {r['margin']} "
+            f"| {r['scale']} | {r['share']} | {r['share_by']} | {r['margin']} | {r['cap']} "
             f"| {r['meld_mean']:+.2f} ({r['meld_worst']:+.2f}) "
             f"| {r['iemocap_mean']:+.2f} ({r['iemocap_worst']:+.2f}) "
             f"| {r.get('ravdess_audio_uar', float('nan')):.1f} "
@@ -417,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scales", nargs="*", type=float, default=[0.35, 0.5, 0.75, 1.0])
     parser.add_argument("--shares", nargs="*", type=float, default=[0.0, 0.25, 0.5])
     parser.add_argument("--margins", nargs="*", type=float, default=[0.0, 0.5, 1.0, 2.0])
+    parser.add_argument("--caps", nargs="*", type=float, default=[0.0, 1.0, 2.0, 3.0])
     parser.add_argument("--tolerance", type=float, default=0.5)
     parser.add_argument(
         "--voices",

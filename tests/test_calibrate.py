@@ -310,8 +310,9 @@ def test_a_voice_neutral_share_goes_into_the_config_of_a_hinged_voice_only(
     assert json.loads((out / CALIBRATION).read_text())["voice_neutral_share"] == 0.25
     assert EmotionPredictor.load(out, device="cpu").model.modality_logits.neutral_share == 0.25
     margin = tmp_path / "margin"
-    calibrate_checkpoint(hinged, margin, tmp_path, (), voice_margin=1.5)
-    assert UniMSEConfig.load(margin / "config.json").voice_margin == 1.5
+    calibrate_checkpoint(hinged, margin, tmp_path, (), voice_margin=1.5, voice_cap=2.0)
+    written = UniMSEConfig.load(margin / "config.json")
+    assert (written.voice_margin, written.voice_cap) == (1.5, 2.0)
     assert json.loads((margin / CALIBRATION).read_text())["voice_margin"] == 1.5
     assert EmotionPredictor.load(margin, device="cpu").model.modality_logits.margin == 1.5
     with pytest.raises(ValueError, match="voice_neutral_share"):

@@ -272,7 +272,7 @@ def test_an_unsure_share_follows_how_sure_the_words_are() -> None:
         tiny_unimse_config(voice_share_by="loud")
 
 
-def test_a_voice_margin_lets_only_a_clear_lean_above_neutral_through() -> None:
+def test_a_voice_margin_and_cap_bound_what_a_hinged_voice_adds_to_words() -> None:
     model, processor, voice = hinged_model(7)
     logits = model.modality_logits
     batch = processor.encode([ModelInput(text="so happy", acoustic=voice)])
@@ -284,14 +284,17 @@ def test_a_voice_margin_lets_only_a_clear_lean_above_neutral_through() -> None:
         raw = model(batch).meld_logits[0] - text
         batch.words = torch.ones(1)
         pushes = []
-        for margin in (0.0, 0.5, 1e6):
-            logits.margin = margin
+        for margin, cap in ((0.0, 0.0), (0.5, 0.0), (1e6, 0.0), (0.5, 0.1)):
+            logits.margin, logits.cap = margin, cap
             pushes.append(model(batch).meld_logits[0] - text)
     above = raw - raw[neutral]
     torch.testing.assert_close(pushes[0], above.clamp(min=0.0))
     torch.testing.assert_close(pushes[1], (above - 0.5).clamp(min=0.0))
     assert bool((pushes[0] > 0).any()) and not bool(pushes[2].any())
+    torch.testing.assert_close(pushes[3], (above - 0.5).clamp(min=0.0, max=0.1))  # capped
     with pytest.raises(ValueError, match="voice_margin"):
         tiny_unimse_config(modality_logits=True, voice_margin=0.5)
     with pytest.raises(ValueError, match="voice_margin"):
         tiny_unimse_config(modality_logits=True, voice_hinge="relu", voice_margin=-1.0)
+    with pytest.raises(ValueError, match="voice_cap"):
+        tiny_unimse_config(modality_logits=True, voice_cap=1.0)

@@ -432,13 +432,15 @@ def calibrate_checkpoint(
     voice_neutral_share: float | None = None,
     voice_share_by: str = "flat",
     voice_margin: float | None = None,
+    voice_cap: float | None = None,
 ) -> tuple[list[HeadCalibration], list[ScaleChoice]]:
     """Write ``output``: ``source`` with dev-calibrated emotion-head biases (``datasets``) and,
     with ``audio_scale`` / ``video_scale`` (a factor, or "auto" to choose it on dev), a scaled
     acoustic / visual branch. Each scale is chosen on ``source`` with the other modality absent,
     so the two choices do not depend on each other. ``voice_neutral_share`` (a hinged voice's
     share of its unhinged logits on utterances with words), ``voice_share_by`` and
-    ``voice_margin`` (where its hinge starts above neutral) go into the output's config."""
+    ``voice_margin`` / ``voice_cap`` (where its hinge starts above neutral, the most it adds) go
+    into the output's config."""
     folder = resolve_checkpoint(source)
     if output.resolve() == folder.resolve():
         raise CheckpointError("calibrate writes a new checkpoint: --output must differ")
@@ -466,6 +468,8 @@ def calibrate_checkpoint(
         hinge |= {"voice_neutral_share": voice_neutral_share, "voice_share_by": voice_share_by}
     if voice_margin is not None:
         hinge["voice_margin"] = voice_margin
+    if voice_cap is not None:
+        hinge["voice_cap"] = voice_cap
     if hinge:  # validated before any dev data is read
         if predictor.config.voice_hinge == "off":
             raise CheckpointError(f"checkpoint {folder} has no voice hinge to share or set")

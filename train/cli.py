@@ -146,6 +146,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "exceeds neutral by more than M (benchmarks/neutral_cv.py chooses it on 22 speakers)",
     )
     cal.add_argument(
+        "--voice-cap",
+        type=_non_negative,
+        metavar="C",
+        help="a hinged voice: on utterances with words no class gains more than C from it "
+        "(0: no cap; benchmarks/neutral_cv.py chooses it on 22 speakers)",
+    )
+    cal.add_argument(
         "--voice-share-by",
         choices=VOICE_SHARES,
         help="with --voice-neutral-share: the same share everywhere (flat, the default), or "
@@ -308,6 +315,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             voice_neutral_share=args.voice_neutral_share,
             voice_share_by=args.voice_share_by or "flat",
             voice_margin=args.voice_margin,
+            voice_cap=args.voice_cap,
         )
     table = Table(title=f"dev-set calibration -> {args.output}")
     for column in ("head", "dev wf1 before", "dev wf1 after", "offsets"):

@@ -114,6 +114,10 @@ class UniMSEConfig:
     # exceeds the neutral one by more than this margin (a dead zone: a voice that leans a little
     # to an emotion, as neutral voices of unseen speakers often do, leaves the words alone).
     voice_margin: float = 0.0
+    # With voice_hinge, on utterances with words: no class gains more than this from the voice
+    # (0: no cap), so a voice can tip words that leave the label open but never overrule words
+    # that are clear by more than the cap.
+    voice_cap: float = 0.0
     modality_dim: int = 32  # utterance vector size a, v fed into PMF
     pmf_bottleneck: int = 64
     dropout: float = 0.1
@@ -164,6 +168,10 @@ class UniMSEConfig:
             raise ValueError("voice_margin must be >= 0")
         if self.voice_margin and self.voice_hinge == "off":
             raise ValueError("voice_margin needs voice_hinge")
+        if self.voice_cap < 0:
+            raise ValueError("voice_cap must be >= 0 (0: no cap)")
+        if self.voice_cap and self.voice_hinge == "off":
+            raise ValueError("voice_cap needs voice_hinge")
         if self.voice_share_by not in VOICE_SHARES:
             raise ValueError(f"voice_share_by must be one of {VOICE_SHARES}")
         if (self.polarities, self.meld_emotions, self.iemocap_emotions) != (

@@ -199,6 +199,7 @@ class ModalityLogits(nn.Module):
         self.neutral_share = config.voice_neutral_share
         self.share_by = config.voice_share_by
         self.margin = config.voice_margin
+        self.cap = config.voice_cap
         heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
         self.neutral = tuple(h.index("neutral") for h in heads)
         emotional = torch.ones(width)
@@ -209,17 +210,20 @@ class ModalityLogits(nn.Module):
             nn.init.normal_(self.acoustic.weight, std=1e-3)
 
     def hinged(
-        self, voice: torch.Tensor, present: torch.Tensor, margin: float = 0.0
+        self, voice: torch.Tensor, present: torch.Tensor, margin: float = 0.0, cap: float = 0.0
     ) -> torch.Tensor:
-        """Per head, relu or softplus of (logit - neutral logit - ``margin``), times ``present``
-        (1 where the voice is there): 0 for neutral, 0 (relu) or near 0 (softplus) for every class
-        the voice ranks below neutral + ``margin``, 0 for a missing voice."""
+        """Per head, relu or softplus of (logit - neutral logit - ``margin``), at most ``cap``
+        (0: no cap), times ``present`` (1 where the voice is there): 0 for neutral, 0 (relu) or
+        near 0 (softplus) for every class the voice ranks below neutral + ``margin``, 0 for a
+        missing voice."""
         parts = torch.split(voice, list(self.sizes), dim=-1)
         above = torch.cat(
             [p - p[..., n : n + 1] - margin for p, n in zip(parts, self.neutral, strict=True)],
             dim=-1,
         )
         pushed = above.clamp(min=0.0) if self.hinge == "relu" else F.softplus(above)
+        if cap:
+            pushed = pushed.clamp(max=cap)
         return pushed * self.emotional * present
 
     def forward(
@@ -233,11 +237,12 @@ class ModalityLogits(nn.Module):
         (without words the voice is all there is, and may say neutral). None: every row. With
         ``voice_neutral_share`` that share of the unhinged voice is added back on hinged rows
         (``voice_share_by = "unsure"``: times 1 - the words' top MELD probability); with
-        ``voice_margin`` the hinge starts that far above neutral."""
+        ``voice_margin`` the hinge starts that far above neutral, with ``voice_cap`` no class
+        gains more than the cap."""
         voice = self.acoustic(acoustic.to(out.meld_logits.dtype))
         if self.hinge != "off":
             present = (acoustic != 0).any(dim=-1, keepdim=True).to(voice.dtype)
-            hinged = self.hinged(voice, present, self.margin)
+            hinged = self.hinged(voice, present, self.margin, self.cap)
             if self.neutral_share:
                 share = torch.full_like(voice[..., :1], self.neutral_share)
                 if self.share_by == "unsure":  # the text heads' own output: how sure the words are

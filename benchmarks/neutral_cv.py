@@ -38,6 +38,7 @@ import itertools
 import json
 import logging
 import sys
+from collections import Counter
 from dataclasses import replace
 from itertools import zip_longest
 from pathlib import Path
@@ -45,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -62,7 +64,7 @@ from train.audio_datasets import (
     transcript_of,
 )
 from train.audio_eval import predicted_class, true_class
-from train.metrics import classification_metrics, unweighted_accuracy
+from train.metrics import unweighted_accuracy
 from unimse.checkpoint import resolve_checkpoint
 from unimse.config import FeatureSpec, UniMSEConfig
 from unimse.inference import outputs_to_predictions
@@ -262,13 +264,14 @@ def with_voice(
 
 
 def text_dev(args: argparse.Namespace) -> dict[str, dict[str, np.ndarray]]:
-    """MELD / IEMOCAP dev: text-only log-probabilities of both emotion heads and the gold
-    labels, computed once with the shipped text path and cached in ``--out``."""
+    """MELD / IEMOCAP dev: text-only log-probabilities of both emotion heads, the gold labels and
+    the training split's label mix (``prior``), computed once with the shipped text path and
+    cached in ``--out``."""
     cache = args.out / "text_dev.npz"
     if cache.exists():
         loaded = np.load(cache)
         return {
-            d: {k: loaded[f"{d}_{k}"] for k in ("meld", "iemocap", "gold")}
+            d: {k: loaded[f"{d}_{k}"] for k in ("meld", "iemocap", "gold", "prior")}
             for d in ("meld", "iemocap")
         }
     from train.data import load_dataset
@@ -281,7 +284,10 @@ def text_dev(args: argparse.Namespace) -> dict[str, dict[str, np.ndarray]]:
         samples = [replace(s, acoustic=None) for s in load_dataset(dataset, "dev", args.data_dir)]
         preds = predictor.predict([s.to_input() for s in samples])
         gold = [s.meld_emotion if dataset == "meld" else s.iemocap_emotion for s in samples]
+        train = load_dataset(dataset, "train", args.data_dir)
+        counts = Counter(s.meld_emotion if dataset == "meld" else s.iemocap_emotion for s in train)
         result[dataset] = {
+            "prior": np.array([counts[c] / len(train) for c in classes]),
             "meld": np.log([[p.emotion_probs[c] for c in cfg.meld_emotions] for p in preds]),
             "iemocap": np.log([[p.iemocap_probs[c] for c in cfg.iemocap_emotions] for p in preds]),
             "gold": np.array([classes.index(g or "") for g in gold]),
@@ -296,21 +302,29 @@ def words_with_voice(
     head: ModalityLogits,
     scale: float,
     voices: str,
+    reweight: bool = False,
 ) -> dict[str, float]:
     """MELD / IEMOCAP dev WF1 with the fold's neutral voices (``voices``: "ravdess" or "both")
-    beside the utterances (voice i mod n beside utterance i), minus text only."""
+    beside the utterances (voice i mod n beside utterance i), minus text only; with
+    ``reweight`` each utterance weighs as its class's share of the training split over its share
+    of dev (dev's label mix differs: IEMOCAP dev has 16 % neutral, train 24 %, and a voice's cost
+    falls mostly on neutral words)."""
     neutral = fold[f"neutral_{voices}"]
     deltas = {}
     for dataset in ("meld", "iemocap"):
         t = text[dataset]
         gold = t["gold"].tolist()
+        weight = None
+        if reweight:
+            share = np.bincount(t["gold"], minlength=len(t["prior"])) / len(gold)
+            weight = (t["prior"] / np.where(share > 0, share, 1.0))[t["gold"]]
         logits = np.concatenate([np.zeros((len(gold), 3)), t["meld"], t["iemocap"]], -1)
         out = with_voice(head, logits, neutral[np.arange(len(gold)) % len(neutral)], scale, True)
         own = t[dataset].argmax(-1).tolist()
         voiced = (out.meld_logits if dataset == "meld" else out.iemocap_logits).argmax(-1)
-        deltas[dataset] = (
-            classification_metrics(gold, voiced.tolist())["wf1"]
-            - classification_metrics(gold, own)["wf1"]
+        deltas[dataset] = 100.0 * (
+            f1_score(gold, voiced.tolist(), average="weighted", sample_weight=weight)
+            - f1_score(gold, own, average="weighted", sample_weight=weight)
         )
     return deltas
 
@@ -357,7 +371,7 @@ def analyse(args: argparse.Namespace) -> None:
         heads = [voice_head(f, config, setting) for f in folds]
         scale = setting["scale"]
         per_fold = [
-            words_with_voice(text, f, h, scale, args.voices)
+            words_with_voice(text, f, h, scale, args.voices, args.reweight)
             for f, h in zip(folds, heads, strict=True)
         ]
         clips = [clip_scores(f, h, scale, config) for f, h in zip(folds, heads, strict=True)]
@@ -421,6 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--margins", nargs="*", type=float, default=[0.0, 0.5, 1.0, 2.0])
     parser.add_argument("--caps", nargs="*", type=float, default=[0.0, 1.0, 2.0, 3.0])
     parser.add_argument("--tolerance", type=float, default=0.5)
+    parser.add_argument(
+        "--reweight",
+        action="store_true",
+        help="analyse: weigh each dev utterance so that dev's label mix is the training split's",
+    )
     parser.add_argument(
         "--voices",
         choices=("ravdess", "both"),

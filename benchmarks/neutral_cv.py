@@ -402,6 +402,15 @@ def analyse(args: argparse.Namespace) -> None:
             f"| {r.get('emodb_audio_uar', float('nan')):.1f} | {r['keeps_words']} |"
         )
     print(f"{len(folds)} folds; chosen: {chosen(rows)}")
+    for i, fold in enumerate(folds):  # what the fold model alone makes of the neutral voices
+        head = voice_head(
+            fold, config, {"share": 0.0, "share_by": "flat", "margin": 0.0, "cap": 0.0}
+        )
+        voices = fold[f"neutral_{args.voices}"]
+        blank = fold["text_logits"][[list(fold["texts"]).index("")] * len(voices)]
+        read = with_voice(head, blank, voices, 1.0, False).meld_logits.argmax(-1)
+        names = [config.meld_emotions[k] for k in read.tolist()]
+        print(f"fold {i}: its neutral voices alone read as {dict(Counter(names).most_common())}")
 
 
 def chosen(rows: list[dict[str, Any]]) -> dict[str, Any] | str:

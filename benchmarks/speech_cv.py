@@ -114,6 +114,14 @@ SPECS = {
     "frame64": FeatureSpec(ACOUSTIC_V1, ACOUSTIC_DIM),
 }
 RAVDESS_FOLD_SIZE = 4
+# Settings of the voice's modality logits a run never takes from its init checkpoint.
+VOICE_FIELDS = (
+    "voice_intensity",
+    "voice_neutral_share",
+    "voice_share_by",
+    "voice_margin",
+    "voice_cap",
+)
 
 
 class _Stop(Exception):
@@ -207,6 +215,9 @@ def build_run_model(
         voice_gate=args.voice_gate,
         **dict(args.loss),
     )
+    # The voice's own settings start from UniMSEConfig's defaults, not the init's (the shipped
+    # default's hinge, share and margin would otherwise change the recipe with every release).
+    fresh = UniMSEConfig()
     config = replace(
         base,
         acoustic=spec,
@@ -214,6 +225,7 @@ def build_run_model(
         losses=losses,
         modality_logits=args.modality_logits,
         voice_hinge=args.voice_hinge,
+        **{k: getattr(fresh, k) for k in VOICE_FIELDS},
     )
     init_seed = getattr(args, "init_seed", None)
     seed_everything(args.seed if init_seed is None else init_seed)

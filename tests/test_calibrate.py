@@ -314,6 +314,10 @@ def test_a_voice_neutral_share_goes_into_the_config_of_a_hinged_voice_only(
     written = UniMSEConfig.load(margin / "config.json")
     assert (written.voice_margin, written.voice_cap) == (1.5, 2.0)
     assert json.loads((margin / CALIBRATION).read_text())["voice_margin"] == 1.5
-    assert EmotionPredictor.load(margin, device="cpu").model.modality_logits.margin == 1.5
+    predictor = EmotionPredictor.load(margin, device="cpu")
+    assert predictor.model.modality_logits.margin == 1.5
+    # same weights, another setting: another model version
+    assert (margin / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    assert predictor.model_version != EmotionPredictor.load(out, device="cpu").model_version
     with pytest.raises(ValueError, match="voice_neutral_share"):
         calibrate_checkpoint(hinged, tmp_path / "bad", tmp_path, (), voice_neutral_share=1.5)

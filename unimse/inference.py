@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,6 +48,15 @@ def outputs_to_predictions(
     return results
 
 
+def model_digest(folder: Path, config: UniMSEConfig) -> str:
+    """12 hex digits of the weights and the configuration together: two checkpoints that share
+    weights but differ in a setting (an audio hinge margin, say) answer differently, so they are
+    two model versions (until 2026-12-04 the weights alone were hashed)."""
+    digest = hashlib.sha256((folder / WEIGHTS).read_bytes())
+    digest.update(json.dumps(config.to_dict(), sort_keys=True).encode())
+    return digest.hexdigest()[:12]
+
+
 class EmotionPredictor:
     """Owns one model on one device. ``predict`` is blocking: call it off the event loop."""
 
@@ -70,9 +80,8 @@ class EmotionPredictor:
         model = load_checkpoint(folder, device=target)
         if target.type == "cuda":
             model.half()
-        digest = hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()[:12]
         config: UniMSEConfig = model.config  # type: ignore[assignment]
-        version = f"unimse-{config.backbone_type}-{digest}"
+        version = f"unimse-{config.backbone_type}-{model_digest(folder, config)}"
         logger.info("model %s on %s", version, target)
         return cls(model, target, version, max_batch=max_batch)
 

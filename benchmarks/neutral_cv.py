@@ -39,7 +39,7 @@ import json
 import logging
 import sys
 from collections import Counter
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from train.audio_datasets import (
     AUDIO_SPEAKER,
     neutral_voices,
     select_split,
+    speaker_key,
     transcript_of,
 )
 from train.audio_eval import predicted_class, true_class
@@ -76,26 +77,35 @@ logger = logging.getLogger("neutral_cv")
 FOLD_ACTORS = 4
 
 
-def non_test(items: list[AudioSample], name: str) -> list[AudioSample]:
-    test = {s.id for s in select_split(items, name, "test")}
-    return [s for s in items if s.id not in test]
+@dataclass(frozen=True)
+class Setting:
+    """One candidate: the audio weight and the hinged voice's settings (UniMSEConfig's fields)."""
+
+    scale: float = 1.0
+    share: float = 0.0
+    share_by: str = "flat"
+    margin: float = 0.0
+    cap: float = 0.0
+
+    @classmethod
+    def of(cls, config: UniMSEConfig) -> Setting:
+        """The settings a checkpoint's config holds (its weight is in its weights: 1)."""
+        return cls(
+            1.0,
+            config.voice_neutral_share,
+            config.voice_share_by,
+            config.voice_margin,
+            config.voice_cap,
+        )
 
 
 def folds_of(ravdess: list[AudioSample], emodb: list[AudioSample]) -> list[set[str]]:
     """Held-out speaker keys per fold: 4 RAVDESS actors each, EMO-DB speakers round-robin."""
-    actors = sorted({s.speaker for s in ravdess})
-    speakers = sorted({s.speaker for s in emodb})
-    folds = [
-        {f"{RAVDESS}/{a}" for a in actors[i : i + FOLD_ACTORS]}
-        for i in range(0, len(actors), FOLD_ACTORS)
-    ]
-    for i, speaker in enumerate(speakers):
-        folds[i % len(folds)].add(f"{EMODB}/{speaker}")
+    actors = sorted({speaker_key(s) for s in ravdess})
+    folds = [set(actors[i : i + FOLD_ACTORS]) for i in range(0, len(actors), FOLD_ACTORS)]
+    for i, speaker in enumerate(sorted({speaker_key(s) for s in emodb})):
+        folds[i % len(folds)].add(speaker)
     return folds
-
-
-def key(s: AudioSample) -> str:
-    return f"{s.dataset}/{s.speaker}"
 
 
 def voice_vectors(model: Any, processor: Any, acoustic: list[np.ndarray]) -> np.ndarray:
@@ -160,11 +170,13 @@ def dump_fold(
 
 
 def non_test_corpora(data_dir: Path) -> tuple[list[AudioSample], list[AudioSample]]:
-    """RAVDESS and EMO-DB without their test speakers."""
-    return (
-        non_test(load_corpus(RAVDESS, data_dir), RAVDESS),
-        non_test(load_corpus(EMODB, data_dir), EMODB),
+    """RAVDESS and EMO-DB without their test speakers (their train and dev splits)."""
+    corpora = {name: load_corpus(name, data_dir) for name in (RAVDESS, EMODB)}
+    ravdess, emodb = (
+        [*select_split(c, name, "train"), *select_split(c, name, "dev")]
+        for name, c in corpora.items()
     )
+    return ravdess, emodb
 
 
 def stage_config(args: argparse.Namespace) -> None:
@@ -189,9 +201,9 @@ def dump_stage(args: argparse.Namespace) -> None:
     from train.audio_datasets import corpus_features
     from unimse.inference import EmotionPredictor
 
-    held = folds_of(*non_test_corpora(args.data_dir))[args.fold]
-    ravdess, emodb = non_test_corpora(args.data_dir)
-    test = [s for s in [*ravdess, *emodb] if key(s) in held]
+    ravdess, emodb = non_test_corpora(args.data_dir)  # read once
+    held = folds_of(ravdess, emodb)[args.fold]
+    test = [s for s in [*ravdess, *emodb] if speaker_key(s) in held]
     predictor = EmotionPredictor.load(args.checkpoint, device="cpu")
     spec, prior = predictor.config.acoustic, predictor.voice_prior
     assert spec is not None and prior is not None
@@ -209,12 +221,6 @@ def check_composition(
     """The analysis's sum (the words' logits + the modality logits of the dumped voice) must give
     what the model itself predicts, on the held-out clips with their sentences."""
     cfg = predictor.config
-    setting = {
-        "share": cfg.voice_neutral_share,
-        "share_by": cfg.voice_share_by,
-        "margin": cfg.voice_margin,
-        "cap": cfg.voice_cap,
-    }
     pick = [i for i, s in enumerate(test) if transcript_of(s)][:32]
     inputs = [
         ModelInput(text=transcript_of(test[i]) or "", speaker=AUDIO_SPEAKER, acoustic=clips[i])
@@ -225,7 +231,9 @@ def check_composition(
     )
     texts = list(fold["texts"])
     words = fold["text_logits"][[texts.index(fold["clip_text"][i]) for i in pick]]
-    out = with_voice(voice_head(fold, cfg, setting), words, fold["clip_voice"][pick], 1.0, True)
+    out = with_voice(
+        voice_head(fold, cfg, Setting.of(cfg)), words, fold["clip_voice"][pick], 1.0, True
+    )
     summed = torch.softmax(out.meld_logits, -1).numpy()
     if not np.allclose(real, summed, atol=1e-4):
         raise SystemExit(f"composition differs from the model: {np.abs(real - summed).max():.2e}")
@@ -234,16 +242,16 @@ def check_composition(
 # --- analyse -------------------------------------------------------------------------------
 
 
-def voice_head(fold: Any, config: UniMSEConfig, setting: dict[str, Any]) -> ModalityLogits:
-    """The fold's acoustic modality logits with ``setting``'s hinge, share and margin."""
+def voice_head(fold: Any, config: UniMSEConfig, setting: Setting) -> ModalityLogits:
+    """The fold's acoustic modality logits with ``setting``'s share, margin and cap."""
     head = ModalityLogits(
         replace(
             config,
             voice_hinge="relu",
-            voice_neutral_share=setting["share"],
-            voice_share_by=setting["share_by"],
-            voice_margin=setting["margin"],
-            voice_cap=setting["cap"],
+            voice_neutral_share=setting.share,
+            voice_share_by=setting.share_by,
+            voice_margin=setting.margin,
+            voice_cap=setting.cap,
         )
     )
     with torch.no_grad():
@@ -365,7 +373,7 @@ def analyse(args: argparse.Namespace) -> None:
     text = text_dev(args)
     config = UniMSEConfig.load(resolve_checkpoint(args.init) / "config.json")
     grid = [
-        {"scale": s, "share": a, "margin": m, "cap": c, "share_by": by}
+        Setting(s, a, by, m, c)
         for s, a, m, c, by in itertools.product(
             args.scales, args.shares, args.margins, args.caps, ("flat", "unsure")
         )
@@ -374,13 +382,13 @@ def analyse(args: argparse.Namespace) -> None:
     rows = []
     for setting in grid:
         heads = [voice_head(f, config, setting) for f in folds]
-        scale = setting["scale"]
+        scale = setting.scale
         per_fold = [
             words_with_voice(text, f, h, scale, args.voices, args.reweight, args.harm_only)
             for f, h in zip(folds, heads, strict=True)
         ]
         clips = [clip_scores(f, h, scale, config) for f, h in zip(folds, heads, strict=True)]
-        row = dict(setting)
+        row: dict[str, Any] = asdict(setting)
         for dataset in ("meld", "iemocap"):
             costs = [d[dataset] for d in per_fold]
             row[f"{dataset}_mean"] = float(np.mean(costs))
@@ -408,9 +416,7 @@ def analyse(args: argparse.Namespace) -> None:
         )
     print(f"{len(folds)} folds; chosen: {chosen(rows)}")
     for i, fold in enumerate(folds):  # what the fold model alone makes of the neutral voices
-        head = voice_head(
-            fold, config, {"share": 0.0, "share_by": "flat", "margin": 0.0, "cap": 0.0}
-        )
+        head = voice_head(fold, config, Setting())
         voices = fold[f"neutral_{args.voices}"]
         blank = fold["text_logits"][[list(fold["texts"]).index("")] * len(voices)]
         read = with_voice(head, blank, voices, 1.0, False).meld_logits.argmax(-1)

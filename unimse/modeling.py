@@ -209,21 +209,19 @@ class ModalityLogits(nn.Module):
         if self.hinge == "relu":
             nn.init.normal_(self.acoustic.weight, std=1e-3)
 
-    def hinged(
-        self, voice: torch.Tensor, present: torch.Tensor, margin: float = 0.0, cap: float = 0.0
-    ) -> torch.Tensor:
-        """Per head, relu or softplus of (logit - neutral logit - ``margin``), at most ``cap``
-        (0: no cap), times ``present`` (1 where the voice is there): 0 for neutral, 0 (relu) or
-        near 0 (softplus) for every class the voice ranks below neutral + ``margin``, 0 for a
-        missing voice."""
+    def hinged(self, voice: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Per head, relu or softplus of (logit - neutral logit - ``voice_margin``), at most
+        ``voice_cap`` (0: no cap), times ``present`` (1 where the voice is there): 0 for neutral,
+        0 (relu) or near 0 (softplus) for every class the voice ranks below neutral + the margin,
+        0 for a missing voice."""
         parts = torch.split(voice, list(self.sizes), dim=-1)
         above = torch.cat(
-            [p - p[..., n : n + 1] - margin for p, n in zip(parts, self.neutral, strict=True)],
+            [p - p[..., n : n + 1] - self.margin for p, n in zip(parts, self.neutral, strict=True)],
             dim=-1,
         )
         pushed = above.clamp(min=0.0) if self.hinge == "relu" else F.softplus(above)
-        if cap:
-            pushed = pushed.clamp(max=cap)
+        if self.cap:
+            pushed = pushed.clamp(max=self.cap)
         return pushed * self.emotional * present
 
     def forward(
@@ -242,7 +240,7 @@ class ModalityLogits(nn.Module):
         voice = self.acoustic(acoustic.to(out.meld_logits.dtype))
         if self.hinge != "off":
             present = (acoustic != 0).any(dim=-1, keepdim=True).to(voice.dtype)
-            hinged = self.hinged(voice, present, self.margin, self.cap)
+            hinged = self.hinged(voice, present)
             if self.neutral_share:
                 share = torch.full_like(voice[..., :1], self.neutral_share)
                 if self.share_by == "unsure":  # the text heads' own output: how sure the words are

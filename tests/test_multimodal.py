@@ -98,6 +98,32 @@ def test_speech_av_split_is_fixed_and_labels_are_derived(shared_data: Path, tmp_
     assert unified.score == test[0].score  # 3 x annotated valence: gold
 
 
+def test_neutral_conversations_are_the_neutral_clips_relative_to_the_speakers_calm_self(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from train.audio_datasets import neutral_conversation_samples, neutral_voice_clips
+
+    spec = replace(ACOUSTIC_SPEC, encoder="stats", baseline=5.0)
+    prior = np.zeros(spec.dim, dtype=np.float32)
+    mixed = load_audio_dataset(
+        "emodb", "dev", shared_data, spec, transcripts=True, cache_dir=tmp_path, prior=prior
+    )
+    talk = neutral_conversation_samples(
+        "emodb", "dev", shared_data, spec, prior, transcripts=True, cache_dir=tmp_path
+    )
+    calm = [r for r in mixed if r.meld_emotion == "neutral" and r.polarity == "neutral"]
+    assert talk and len(talk) == len(calm) < len(mixed)
+    assert all(r.uid.endswith("@neutral-talk") and r.meld_emotion == "neutral" for r in talk)
+    assert {r.uid.removesuffix("@neutral-talk") for r in talk} == {r.uid for r in calm}
+    voices = neutral_voice_clips("emodb", "dev", shared_data, spec, prior, cache_dir=tmp_path)
+    audio_only = [r.acoustic for r in talk if not r.text]
+    assert all(np.array_equal(a, v) for a, v in zip(audio_only, voices, strict=True))
+    # the same clips relative to the speaker's mixed (7-emotion) history differ
+    assert not np.allclose(audio_only[0], next(r.acoustic for r in calm if not r.text))
+
+
 def test_audio_datasets_need_an_acoustic_spec() -> None:
     from train.config import TrainConfig
 
@@ -105,6 +131,17 @@ def test_audio_datasets_need_an_acoustic_spec() -> None:
         TrainConfig.from_dict({"data": {"datasets": ["emodb"]}})
     with pytest.raises(ValueError, match="simulated_visual applies"):
         TrainConfig.from_dict({"data": {"datasets": ["mosi"], "simulated_visual": {"mosi": 0.5}}})
+    acoustic = {"name": "emotrack-acoustic-v1", "dim": 64}
+    talk = {"datasets": ["emodb"], "neutral_conversations": True}
+    with pytest.raises(ValueError, match="needs a speaker baseline"):
+        TrainConfig.from_dict({"model": {"acoustic": acoustic}, "data": talk})
+    with pytest.raises(ValueError, match="needs an acted corpus"):
+        TrainConfig.from_dict(
+            {
+                "model": {"acoustic": {**acoustic, "encoder": "stats", "baseline": 5.0}},
+                "data": {**talk, "datasets": ["meld", "speech_av"]},
+            }
+        )
 
 
 # --- staged training ------------------------------------------------------------------------

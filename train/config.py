@@ -52,6 +52,10 @@ class DataConfig:
     # With a speaker baseline: the neutral training voices also pitch-shifted by each of these
     # semitones, every shift of a speaker a voice of its own (more voices for neutral_audio).
     neutral_voice_shifts: tuple[float, ...] = ()
+    # With a speaker baseline: the acted corpora's neutral training clips also as a conversation in
+    # a neutral voice gives them (relative to the speaker's neutral clips only), labelled neutral
+    # (train.audio_datasets.neutral_conversation_samples): what a new speaker's calm voice is live.
+    neutral_conversations: bool = False
     # Unrelated-face pairing (train.augment): per text dataset, the probability that a training
     # sample whose own label is not neutral (the words carry an emotion) gets the face of a random
     # CK+ training image, held 1..12 frames, in an epoch, its label unchanged: a face must not
@@ -243,6 +247,14 @@ class TrainConfig:
                 "train.voice_consistency needs [data] neutral_audio (the text samples it pairs "
                 "with neutral clips are where it applies)"
             )
+        acoustic = self.model.acoustic
+        if self.data.neutral_conversations and (acoustic is None or not acoustic.baseline):
+            raise ValueError(
+                "[data] neutral_conversations needs a speaker baseline: [model] acoustic with "
+                "baseline > 0"
+            )
+        if self.data.neutral_conversations and not {"ravdess", "emodb"} & set(self.data.datasets):
+            raise ValueError("[data] neutral_conversations needs an acted corpus (ravdess, emodb)")
         if self.data.simulated_visual and self.model.visual is None:
             raise ValueError(
                 "simulated_visual needs a [model] visual feature spec, e.g. "

@@ -265,7 +265,11 @@ class Trainer:
         (speaker 12) is evaluated audio only; CK+'s dev subjects face + neutral sentence, each
         face held 1..12 frames (:func:`train.face_data.eval_frames`).
         """
-        from train.audio_datasets import load_audio_dataset, unified_audio
+        from train.audio_datasets import (
+            load_audio_dataset,
+            neutral_conversation_samples,
+            unified_audio,
+        )
 
         dc = self.config.data
         data_dir = Path(dc.data_dir)
@@ -304,6 +308,22 @@ class Trainer:
                     )
                 ]
                 audio += rows[:limit] if limit else rows
+                if dc.neutral_conversations and name != "speech_av":
+                    assert spec is not None and prior is not None  # TrainConfig checks
+                    talk = [
+                        row
+                        for split in self._audio_training_splits(name)
+                        for row in neutral_conversation_samples(
+                            name,
+                            split,
+                            data_dir,
+                            spec,
+                            prior,
+                            transcripts=dc.transcripts and name not in dc.no_transcripts,
+                            exclude=dc.held_out_speakers,
+                        )
+                    ]
+                    audio += talk[:limit] if limit else talk
                 if name != "speech_av" and name in wants_dev and not dc.refit:
                     dev_rows = load_audio_dataset(name, "dev", data_dir, spec, prior=prior)
                     dev[name] = dev_rows[:limit] if limit else dev_rows

@@ -415,6 +415,7 @@ def analyse(args: argparse.Namespace) -> None:
             f"| {r.get('emodb_audio_uar', float('nan')):.1f} | {r['keeps_words']} |"
         )
     print(f"{len(folds)} folds; chosen: {chosen(rows)}")
+    print(wordless_weight(folds, config, args.wordless_scales))
     for i, fold in enumerate(folds):  # what the fold model alone makes of the neutral voices
         head = voice_head(fold, config, Setting())
         voices = fold[f"neutral_{args.voices}"]
@@ -422,6 +423,23 @@ def analyse(args: argparse.Namespace) -> None:
         read = with_voice(head, blank, voices, 1.0, False).meld_logits.argmax(-1)
         names = [config.meld_emotions[k] for k in read.tolist()]
         print(f"fold {i}: its neutral voices alone read as {dict(Counter(names).most_common())}")
+
+
+def wordless_weight(folds: list[Any], config: UniMSEConfig, scales: list[float]) -> str:
+    """The voice's weight on utterances without words (``--wordless-audio-scale``), chosen apart
+    from the settings beside words: the best mean audio-only UA of RAVDESS and EMO-DB over the
+    folds (no words to spoil)."""
+    lines = ["| weight without words | RAVDESS audio | EMO-DB audio |", "|---|---|---|"]
+    best: tuple[float, float] = (-1.0, 0.0)
+    for scale in scales:
+        clips = [clip_scores(f, voice_head(f, config, Setting()), scale, config) for f in folds]
+        ravdess, emodb = (
+            float(np.mean([c[k] for c in clips if k in c]))
+            for k in ("ravdess_audio_uar", "emodb_audio_uar")
+        )
+        lines.append(f"| {scale} | {ravdess:.1f} | {emodb:.1f} |")
+        best = max(best, ((ravdess + emodb) / 2, scale))
+    return "\n".join([*lines, f"chosen weight without words: {best[1]}"])
 
 
 def chosen(rows: list[dict[str, Any]]) -> dict[str, Any] | str:
@@ -454,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shares", nargs="*", type=float, default=[0.0, 0.25, 0.5])
     parser.add_argument("--margins", nargs="*", type=float, default=[0.0, 0.5, 1.0, 2.0])
     parser.add_argument("--caps", nargs="*", type=float, default=[0.0, 1.0, 2.0, 3.0])
+    parser.add_argument(
+        "--wordless-scales", nargs="*", type=float, default=[0.35, 0.5, 0.75, 1.0, 1.5, 2.0]
+    )
     parser.add_argument("--tolerance", type=float, default=0.5)
     parser.add_argument(
         "--harm-only",

@@ -327,3 +327,14 @@ def test_a_voice_neutral_share_goes_into_the_config_of_a_hinged_voice_only(
     assert predictor.model_version.endswith(model_digest(margin, settled))
     with pytest.raises(ValueError, match="voice_neutral_share"):
         calibrate_checkpoint(hinged, tmp_path / "bad", tmp_path, (), voice_neutral_share=1.5)
+    alone = tmp_path / "alone"  # the voice's weight without words, relative to the audio scale
+    calibrate_checkpoint(hinged, alone, tmp_path, (), audio_scale=0.4, wordless_audio_scale=1.0)
+    assert UniMSEConfig.load(alone / "config.json").voice_wordless == pytest.approx(2.5)
+    assert EmotionPredictor.load(alone, device="cpu").model.modality_logits.wordless == 2.5
+    assert model_digest(margin, settled) == model_digest(
+        margin, replace(settled, voice_wordless=1.0)
+    )  # a setting at its default does not change a version
+    with pytest.raises(CheckpointError, match="no voice logits"):
+        calibrate_checkpoint(
+            tiny_multimodal_checkpoint, tmp_path / "y", tmp_path, (), wordless_audio_scale=1.0
+        )

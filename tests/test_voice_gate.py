@@ -298,3 +298,26 @@ def test_a_voice_margin_and_cap_bound_what_a_hinged_voice_adds_to_words() -> Non
         tiny_unimse_config(modality_logits=True, voice_hinge="relu", voice_margin=-1.0)
     with pytest.raises(ValueError, match="voice_cap"):
         tiny_unimse_config(modality_logits=True, voice_cap=1.0)
+
+
+def test_a_wordless_factor_weighs_the_voice_alone_and_leaves_words_as_they_were() -> None:
+    model, processor, voice = hinged_model(8)
+    logits = model.modality_logits
+    batch = processor.encode([ModelInput(text="so happy", acoustic=voice)])
+    with torch.no_grad():
+        logits.acoustic.weight.normal_()
+        text = model(processor.encode([ModelInput(text="so happy")])).meld_logits[0]
+        batch.words = torch.ones(1)
+        worded = model(batch).meld_logits[0]
+        batch.words = torch.zeros(1)
+        alone = model(batch).meld_logits[0] - text
+        logits.wordless = 2.5
+        louder = model(batch).meld_logits[0] - text
+        batch.words = torch.ones(1)
+        worded_after = model(batch).meld_logits[0]
+    torch.testing.assert_close(louder, 2.5 * alone)
+    assert bool(alone.abs().sum() > 0)
+    torch.testing.assert_close(worded_after, worded)
+    with pytest.raises(ValueError, match="voice_wordless"):
+        tiny_unimse_config(modality_logits=True, voice_wordless=0.0)
+

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -433,6 +433,7 @@ def calibrate_checkpoint(
     voice_share_by: str = "flat",
     voice_margin: float | None = None,
     voice_cap: float | None = None,
+    wordless_audio_scale: float | None = None,
 ) -> tuple[list[HeadCalibration], list[ScaleChoice]]:
     """Write ``output``: ``source`` with dev-calibrated emotion-head biases (``datasets``) and,
     with ``audio_scale`` / ``video_scale`` (a factor, or "auto" to choose it on dev), a scaled
@@ -440,7 +441,8 @@ def calibrate_checkpoint(
     so the two choices do not depend on each other. ``voice_neutral_share`` (a hinged voice's
     share of its unhinged logits on utterances with words), ``voice_share_by`` and
     ``voice_margin`` / ``voice_cap`` (where its hinge starts above neutral, the most it adds) go
-    into the output's config."""
+    into the output's config; ``wordless_audio_scale`` is the voice's weight on utterances without
+    words (``voice_wordless`` = it / the audio scale)."""
     folder = resolve_checkpoint(source)
     if output.resolve() == folder.resolve():
         raise CheckpointError("calibrate writes a new checkpoint: --output must differ")
@@ -463,17 +465,21 @@ def calibrate_checkpoint(
                 f"checkpoint {folder} has no {BRANCHES[modality]} branch to scale"
             )
     predictor = EmotionPredictor.load(folder, device="cpu")
-    hinge: dict[str, float | str] = {}
+    settings: dict[str, Any] = {}  # what goes into the output's config
     if voice_neutral_share is not None:
-        hinge |= {"voice_neutral_share": voice_neutral_share, "voice_share_by": voice_share_by}
+        settings |= {"voice_neutral_share": voice_neutral_share, "voice_share_by": voice_share_by}
     if voice_margin is not None:
-        hinge["voice_margin"] = voice_margin
+        settings["voice_margin"] = voice_margin
     if voice_cap is not None:
-        hinge["voice_cap"] = voice_cap
-    if hinge:  # validated before any dev data is read
-        if predictor.config.voice_hinge == "off":
-            raise CheckpointError(f"checkpoint {folder} has no voice hinge to share or set")
-        config = replace(predictor.config, **hinge)  # type: ignore[arg-type]
+        settings["voice_cap"] = voice_cap
+    if settings and predictor.config.voice_hinge == "off":
+        raise CheckpointError(f"checkpoint {folder} has no voice hinge to share or set")
+    if wordless_audio_scale is not None:
+        if not predictor.config.modality_logits or predictor.config.acoustic is None:
+            raise CheckpointError(f"checkpoint {folder} has no voice logits to weigh alone")
+        if wordless_audio_scale <= 0:
+            raise ValueError("the wordless audio scale must be > 0")
+    replace(predictor.config, **settings)  # validated before any dev data is read
     choices = [
         _scale_choice(predictor, modality, value, data_dir, progress)
         for modality, value in requested.items()
@@ -482,6 +488,9 @@ def calibrate_checkpoint(
     for choice in choices:
         for name in projection(choice.modality):
             tensors[name] = (tensors[name].float() * choice.scale).to(tensors[name].dtype)
+    if wordless_audio_scale is not None:
+        scale = next((c.scale for c in choices if c.modality == "audio"), 1.0)
+        settings["voice_wordless"] = wordless_audio_scale / scale
     results = []
     for dataset in datasets:
         bias_name, classes = HEADS[dataset]
@@ -506,8 +515,8 @@ def calibrate_checkpoint(
         if item.is_file() and item.name not in (WEIGHTS, CALIBRATION):
             shutil.copy2(item, output / item.name)
     save_file(tensors, str(output / WEIGHTS), metadata=metadata)
-    if hinge:
-        config.save(output / CONFIG)
+    if settings:
+        replace(predictor.config, **settings).save(output / CONFIG)
     record: dict[str, object] = {
         "source": str(folder),
         "method": "per-class logit offsets, coordinate ascent on dev weighted F1",
@@ -515,7 +524,7 @@ def calibrate_checkpoint(
     }
     for choice in choices:
         record[f"{choice.modality}_scale"] = asdict(choice)
-    record |= hinge
+    record |= settings
     previous = folder / CALIBRATION
     if previous.is_file():  # calibrating a calibrated checkpoint keeps the earlier record
         record["source_calibration"] = json.loads(previous.read_text(encoding="utf-8"))

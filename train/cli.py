@@ -153,6 +153,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "(0: no cap; benchmarks/neutral_cv.py chooses it on 22 speakers)",
     )
     cal.add_argument(
+        "--wordless-audio-scale",
+        type=_positive,
+        metavar="W",
+        help="the voice's weight on utterances without words (where it is all there is), "
+        "instead of the audio scale (benchmarks/neutral_cv.py chooses it on 22 speakers)",
+    )
+    cal.add_argument(
         "--voice-share-by",
         choices=VOICE_SHARES,
         help="with --voice-neutral-share: the same share everywhere (flat, the default), or "
@@ -177,6 +184,14 @@ def _non_negative(value: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
     if not number >= 0.0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
+    return number
+
+
+def _positive(value: str) -> float:
+    """``value`` as a number > 0 (a weight)."""
+    number = _non_negative(value)
+    if not number > 0.0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {number}")
     return number
 
 
@@ -316,6 +331,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             voice_share_by=args.voice_share_by or "flat",
             voice_margin=args.voice_margin,
             voice_cap=args.voice_cap,
+            wordless_audio_scale=args.wordless_audio_scale,
         )
     table = Table(title=f"dev-set calibration -> {args.output}")
     for column in ("head", "dev wf1 before", "dev wf1 after", "offsets"):

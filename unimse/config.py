@@ -118,6 +118,10 @@ class UniMSEConfig:
     # (0: no cap), so a voice can tip words that leave the label open but never overrule words
     # that are clear by more than the cap.
     voice_cap: float = 0.0
+    # On utterances without words (the voice is all there is): the voice's emotion and polarity
+    # logits times this factor. The calibrated audio scale is set for a voice beside words, which it
+    # must not spoil; alone, the voice may count more (emotrack calibrate --wordless-audio-scale).
+    voice_wordless: float = 1.0
     modality_dim: int = 32  # utterance vector size a, v fed into PMF
     pmf_bottleneck: int = 64
     dropout: float = 0.1
@@ -168,6 +172,8 @@ class UniMSEConfig:
             raise ValueError("voice_margin must be >= 0")
         if self.voice_margin and self.voice_hinge == "off":
             raise ValueError("voice_margin needs voice_hinge")
+        if self.voice_wordless <= 0:
+            raise ValueError("voice_wordless must be > 0 (1: the same weight as beside words)")
         if self.voice_cap < 0:
             raise ValueError("voice_cap must be >= 0 (0: no cap)")
         if self.voice_cap and self.voice_hinge == "off":

@@ -51,9 +51,13 @@ def outputs_to_predictions(
 def model_digest(folder: Path, config: UniMSEConfig) -> str:
     """12 hex digits of the weights and the configuration together: two checkpoints that share
     weights but differ in a setting (an audio hinge margin, say) answer differently, so they are
-    two model versions (until 2026-12-04 the weights alone were hashed)."""
+    two model versions (until 2026-12-04 the weights alone were hashed). Only the settings that
+    differ from :class:`UniMSEConfig`'s defaults count (since the second session of 2026-12-04), so
+    a new setting added at its default leaves every version as it was."""
+    defaults = UniMSEConfig().to_dict()
+    settings = {k: v for k, v in config.to_dict().items() if k not in defaults or defaults[k] != v}
     digest = hashlib.sha256((folder / WEIGHTS).read_bytes())
-    digest.update(json.dumps(config.to_dict(), sort_keys=True).encode())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:12]
 
 

@@ -200,6 +200,7 @@ class ModalityLogits(nn.Module):
         self.share_by = config.voice_share_by
         self.margin = config.voice_margin
         self.cap = config.voice_cap
+        self.wordless = config.voice_wordless
         heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
         self.neutral = tuple(h.index("neutral") for h in heads)
         emotional = torch.ones(width)
@@ -236,8 +237,11 @@ class ModalityLogits(nn.Module):
         ``voice_neutral_share`` that share of the unhinged voice is added back on hinged rows
         (``voice_share_by = "unsure"``: times 1 - the words' top MELD probability); with
         ``voice_margin`` the hinge starts that far above neutral, with ``voice_cap`` no class
-        gains more than the cap."""
+        gains more than the cap; ``voice_wordless`` scales the voice on rows without words."""
         voice = self.acoustic(acoustic.to(out.meld_logits.dtype))
+        if words is not None and self.wordless != 1.0:
+            alone = 1.0 - words.to(voice.dtype).unsqueeze(-1)
+            voice = voice * (1.0 + (self.wordless - 1.0) * alone)
         if self.hinge != "off":
             present = (acoustic != 0).any(dim=-1, keepdim=True).to(voice.dtype)
             hinged = self.hinged(voice, present)

@@ -320,4 +320,3 @@ def test_a_wordless_factor_weighs_the_voice_alone_and_leaves_words_as_they_were(
     torch.testing.assert_close(worded_after, worded)
     with pytest.raises(ValueError, match="voice_wordless"):
         tiny_unimse_config(modality_logits=True, voice_wordless=0.0)
-

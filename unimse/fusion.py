@@ -39,6 +39,13 @@ class ModalityEncoder(nn.Module):
         present = (lengths > 0).to(vector.dtype).unsqueeze(-1)
         return vector * present, per_step * present.unsqueeze(-1)
 
+    def gated(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`forward` and no gate (the interface of :meth:`StatsEncoder.gated`)."""
+        vector, per_step = self(features, lengths)
+        return vector, per_step, None
+
 
 class StatsEncoder(nn.Module):
     """Feature sequence -> mean and standard deviation over the valid frames -> batch
@@ -109,7 +116,9 @@ class StatsEncoder(nn.Module):
         return self.norm(pooled)
 
 
-def feature_encoder(spec: FeatureSpec, config: UniMSEConfig) -> nn.Module:
+def feature_encoder(
+    spec: FeatureSpec, config: UniMSEConfig
+) -> ModalityEncoder | StatsEncoder:
     """The encoder ``spec.encoder`` names."""
     if spec.encoder == "stats":
         return StatsEncoder(spec, config)
@@ -193,10 +202,7 @@ class ModalityFusion(nn.Module):
         a = v = zeros
         gate = None
         if self.acoustic is not None and acoustic is not None and acoustic_lengths is not None:
-            if isinstance(self.acoustic, StatsEncoder):
-                a, _, gate = self.acoustic.gated(acoustic, acoustic_lengths)
-            else:
-                a, _ = self.acoustic(acoustic, acoustic_lengths)
+            a, _, gate = self.acoustic.gated(acoustic, acoustic_lengths)
         if self.visual is not None and visual is not None and visual_lengths is not None:
             v, _ = self.visual(visual, visual_lengths)
         return ModalityVectors(a, v, gate)

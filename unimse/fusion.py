@@ -116,9 +116,7 @@ class StatsEncoder(nn.Module):
         return self.norm(pooled)
 
 
-def feature_encoder(
-    spec: FeatureSpec, config: UniMSEConfig
-) -> ModalityEncoder | StatsEncoder:
+def feature_encoder(spec: FeatureSpec, config: UniMSEConfig) -> ModalityEncoder | StatsEncoder:
     """The encoder ``spec.encoder`` names."""
     if spec.encoder == "stats":
         return StatsEncoder(spec, config)

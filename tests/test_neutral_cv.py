@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import neutral_cv
 
 
-def _row(scale: float, keeps: bool, audio: float, fused: float, emodb: float) -> dict:  # type: ignore[type-arg]
+def _row(scale: float, keeps: bool, audio: float, fused: float, emodb: float) -> dict[str, object]:
     return {
         "scale": scale,
         "keeps_words": keeps,
@@ -27,7 +27,7 @@ def test_the_audio_rank_wants_the_sentence_no_worse_and_the_fused_rank_the_best_
         _row(0.5, True, 70.0, 72.0, 70.0),
         _row(0.35, True, 60.0, 74.0, 60.0),
     ]
-    assert neutral_cv.chosen(rows, "audio")["scale"] == 0.5  # type: ignore[index]
-    assert neutral_cv.chosen(rows, "fused")["scale"] == 0.35  # type: ignore[index]
+    assert neutral_cv.chosen(rows, "audio")["scale"] == 0.5
+    assert neutral_cv.chosen(rows, "fused")["scale"] == 0.35
     assert neutral_cv.chosen(rows[:2], "audio") == "none keeps the words on every fold"
     assert neutral_cv.chosen(rows[:1], "fused") == "none keeps the words"

@@ -118,10 +118,34 @@ def test_neutral_conversations_are_the_neutral_clips_relative_to_the_speakers_ca
     assert all(r.uid.endswith("@neutral-talk") and r.meld_emotion == "neutral" for r in talk)
     assert {r.uid.removesuffix("@neutral-talk") for r in talk} == {r.uid for r in calm}
     voices = neutral_voice_clips("emodb", "dev", shared_data, spec, prior, cache_dir=tmp_path)
-    audio_only = [r.acoustic for r in talk if not r.text]
+    audio_only = [r.acoustic for r in talk if not r.text and r.acoustic is not None]
     assert all(np.array_equal(a, v) for a, v in zip(audio_only, voices, strict=True))
     # the same clips relative to the speaker's mixed (7-emotion) history differ
-    assert not np.allclose(audio_only[0], next(r.acoustic for r in calm if not r.text))
+    mixed_view = next(r.acoustic for r in calm if not r.text and r.acoustic is not None)
+    assert not np.allclose(audio_only[0], mixed_view)
+
+
+def test_a_corpus_is_decoded_once_inside_the_read_once_block_only(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import train.audio_datasets as audio_datasets
+    from train.audio_data import AudioSample, load_emodb
+
+    calls: list[Path] = []
+
+    def counting(folder: Path) -> list[AudioSample]:
+        calls.append(folder)
+        return load_emodb(folder)
+
+    monkeypatch.setattr(audio_datasets, "load_emodb", counting)
+    folder = shared_data / "emodb"
+    with audio_datasets.corpora_read_once():
+        first = audio_datasets.load_audio_corpus("emodb", folder)
+        first.clear()  # a caller's list is its own
+        again = audio_datasets.load_audio_corpus("emodb", folder)
+    assert len(calls) == 1 and again
+    audio_datasets.load_audio_corpus("emodb", folder)
+    assert len(calls) == 2  # outside the block every call reads the folder
 
 
 def test_audio_datasets_need_an_acoustic_spec() -> None:

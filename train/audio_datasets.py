@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -179,15 +180,39 @@ def cached_features(
     return features
 
 
+# Inside ``corpora_read_once()``: the corpora read so far, by dataset and folder.
+_read: dict[tuple[str, Path], list[AudioSample]] | None = None
+
+
+@contextmanager
+def corpora_read_once() -> Iterator[None]:
+    """Within the block each audio corpus folder is decoded once (the trainer asks for a corpus's
+    splits, neutral voices and baseline prior separately); outside it, every call reads the
+    folder, so a changed folder is seen."""
+    global _read
+    outer = _read
+    _read = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _read = outer
+
+
 def load_audio_corpus(dataset: str, folder: Path) -> list[AudioSample]:
     """All samples of an audio corpus folder; a one-line :class:`DataError` when unusable."""
     loader = {EMODB: load_emodb, SPEECH_AV: load_speech_av, RAVDESS: load_ravdess}.get(dataset)
     if loader is None:
         raise DataError(f"unknown audio dataset {dataset!r}; choose from {AUDIO_DATASETS}")
+    key = (dataset, folder.resolve())
+    if _read is not None and key in _read:
+        return list(_read[key])
     try:
-        return loader(folder)
+        items = loader(folder)
     except (FileNotFoundError, ValueError) as exc:
         raise DataError(str(exc)) from None
+    if _read is not None:
+        _read[key] = items
+    return list(items)
 
 
 def corpus_folder(dataset: str, data_dir: Path) -> Path:

@@ -430,8 +430,11 @@ class Trainer:
             resolve_checkpoint(tc.init_from)  # a missing stage-1 checkpoint fails before any work
         seed_everything(tc.seed)
         self._write_config()
-        unified, dev = self.load_data()
-        run = self._prepare(unified)
+        from train.audio_datasets import corpora_read_once
+
+        with corpora_read_once():  # splits, neutral voices and prior of one corpus: one read
+            unified, dev = self.load_data()
+            run = self._prepare(unified)
         state = self._resume(run) if resume else _new_state()
         stale = 0  # evaluations since the dev score last improved
         last_epoch = tc.stop_epoch or tc.epochs

@@ -252,6 +252,7 @@ def voice_head(fold: Any, config: UniMSEConfig, setting: Setting) -> ModalityLog
             voice_share_by=setting.share_by,
             voice_margin=setting.margin,
             voice_cap=setting.cap,
+            voice_wordless=1.0,  # the weight is the setting's (``with_voice``), with words or not
         )
     )
     with torch.no_grad():

@@ -28,7 +28,12 @@ weights: per fold, MELD / IEMOCAP dev WF1 with the held-out RAVDESS actors' neut
 the utterances (voice i mod n beside utterance i, as ``benchmarks/fusion_ablation.py`` pairs the
 test actors'; ``--voices both``: the EMO-DB speakers' interleaved too, as ``emotrack calibrate``)
 minus text only, RAVDESS audio-only and audio + sentence UA, EMO-DB audio-only UA (means over the
-folds). A setting keeps the words when every fold's cost stays within ``--tolerance``.
+folds). A setting keeps the words when every fold's cost stays within ``--tolerance``, or with
+``--mean-bounds MELD IEMOCAP`` when the mean cost over the folds stays within those; ``--harm-only``
+counts only the words the voice turns from right to wrong (the pessimistic cost that tracked
+test); ``--rank fused`` picks the best RAVDESS + sentence UA among them (the shipped v9's rule:
+``--harm-only --mean-bounds 1.25 0.85 --rank fused``). The voice's weight without words is chosen
+apart, as the best mean audio-only UA of ``--wordless-scales``.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,13 +114,10 @@ SPECS = {
     "frame64": FeatureSpec(ACOUSTIC_V1, ACOUSTIC_DIM),
 }
 RAVDESS_FOLD_SIZE = 4
-# Settings of the voice's modality logits a run never takes from its init checkpoint.
-VOICE_FIELDS = (
-    "voice_intensity",
-    "voice_neutral_share",
-    "voice_share_by",
-    "voice_margin",
-    "voice_cap",
+# Settings of the voice's modality logits a run never takes from its init checkpoint (every
+# ``voice_*`` field but the hinge, which the run sets itself).
+VOICE_FIELDS = tuple(
+    f.name for f in fields(UniMSEConfig) if f.name.startswith("voice_") and f.name != "voice_hinge"
 )
 
 

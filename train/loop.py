@@ -294,6 +294,7 @@ class Trainer:
             if name in AUDIO_DATASETS:
                 spec = self.config.model.acoustic
                 prior = self._voice_prior()
+                transcripts = dc.transcripts and name not in dc.no_transcripts
                 rows = [
                     row
                     for split in self._audio_training_splits(name)
@@ -302,7 +303,7 @@ class Trainer:
                         split,
                         data_dir,
                         spec,
-                        transcripts=dc.transcripts and name not in dc.no_transcripts,
+                        transcripts=transcripts,
                         prior=prior,
                         exclude=dc.held_out_speakers,
                     )
@@ -319,7 +320,7 @@ class Trainer:
                             data_dir,
                             spec,
                             prior,
-                            transcripts=dc.transcripts and name not in dc.no_transcripts,
+                            transcripts=transcripts,
                             exclude=dc.held_out_speakers,
                         )
                     ]

@@ -55,7 +55,7 @@ def model_digest(folder: Path, config: UniMSEConfig) -> str:
     differ from :class:`UniMSEConfig`'s defaults count (since the second session of 2026-12-04), so
     a new setting added at its default leaves every version as it was."""
     defaults = UniMSEConfig().to_dict()
-    settings = {k: v for k, v in config.to_dict().items() if k not in defaults or defaults[k] != v}
+    settings = {k: v for k, v in config.to_dict().items() if defaults[k] != v}
     digest = hashlib.sha256((folder / WEIGHTS).read_bytes())
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:12]

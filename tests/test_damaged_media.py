@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import shutil
 import time
 import warnings
@@ -240,6 +241,35 @@ def test_a_file_cut_short_says_so(originals: dict[str, Path], tmp_path: Path, ex
     assert len(short) == 1 and one_line(short[0]), outcome.warnings
 
 
+@pytest.mark.parametrize("ext", ["mp3", "m4a"])
+@pytest.mark.parametrize("at", [0.1, 0.5, 0.9])
+def test_junk_in_a_compressed_stream_is_skipped_and_the_rest_plays(
+    originals: dict[str, Path], tmp_path: Path, ext: str, at: float
+) -> None:
+    """1.5 KB of junk inside an MP3 or AAC stream: the packets it hits are skipped, silence
+    takes their time, and every result of the undamaged file is there, at its time (but one
+    whose speech the damage hit)."""
+    data = originals[ext].read_bytes()
+    where = int(len(data) * at)
+    junk = bytes(random.Random(where).randrange(256) for _ in range(1500))
+    path = tmp_path / f"junk{at}.{ext}"
+    path.write_bytes(data[:where] + junk + data[where + len(junk) :])
+    outcome = replay(path)
+    assert outcome.error is None
+    audio, reference = decoded(path), decoded(originals[ext])
+    n = min(len(audio), len(reference))
+    differs = np.flatnonzero(np.abs(audio[:n] - reference[:n]) > 1e-6) / 16_000
+    hit = (differs[0] - HANGOVER - 0.1, differs[-1] + 0.1) if len(differs) else (0.0, 0.0)
+    spans = replay(originals[ext]).spans
+    assert len(outcome.spans) == len(spans)
+    for got, want in zip(outcome.spans, spans, strict=True):
+        assert got == want or (want[0] < hit[1] and hit[0] < want[1]), (got, want, hit)
+    damaged = [w for w in outcome.warnings if "could not be decoded" in w]
+    assert len(damaged) == 1 and one_line(damaged[0]), outcome.warnings
+    assert "silence stands in for it" in damaged[0]
+    assert len(audio) == pytest.approx(len(reference), abs=0.1 * 16_000)
+
+
 def test_damaged_float_samples_are_silenced_with_a_warning(tmp_path: Path) -> None:
     import soundfile as sf
 
@@ -314,7 +344,8 @@ def test_fuzz_damaged_media(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert len(outcome.spans) == 2, (ext, outcome.spans)
         reference[path] = (outcome.spans, decoded(path))
     counts = {"files": len(corpus), "ok": 0, "warned": 0, "errored": 0, "error at start": 0}
-    kept = 0
+    per_format = {ext: [0, 0, 0] for ext in originals}  # errored / warned / silent
+    kept = after = 0  # the original's results before the damage, and after it
     started = time.perf_counter()
     for item in corpus:
         with warnings.catch_warnings():
@@ -325,18 +356,25 @@ def test_fuzz_damaged_media(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         if outcome.error is not None:
             assert one_line(str(outcome.error)), name
             counts["errored"] += 1
+            per_format[item.path.suffix[1:]][0] += 1
             if not isinstance(outcome.error, MediaReadError):
                 counts["error at start"] += 1
                 assert not outcome.spans, name
         elif outcome.warnings:
             counts["warned"] += 1
+            per_format[item.path.suffix[1:]][1] += 1
         else:
             counts["ok"] += 1
+            per_format[item.path.suffix[1:]][2] += 1
         spans, audio = reference[item.original]
         good = good_until(decoded(item.path), audio)
         before = [span for span in spans if span[1] + HANGOVER + 0.1 < good]
         assert outcome.spans[: len(before)] == before, (name, good, outcome)
         kept += len(before)
+        after += len([span for span in spans[len(before) :] if span in outcome.spans])
     elapsed = time.perf_counter() - started
     with capsys.disabled():
-        print(f"\nfuzz: {counts}, results before the damage kept: {kept}, {elapsed:.1f} s")
+        print(
+            f"\nfuzz: {counts}, results before the damage kept: {kept}, after it: {after}, "
+            f"{elapsed:.1f} s; errored / warned / silent per format: {per_format}"
+        )

@@ -4,7 +4,9 @@ wav, flac and ogg are read with soundfile; mp3, m4a, aac, opus, mp4, mkv, webm, 
 PyAV (audio track, and the first video track for the camera frames). Audio is resampled to 16 kHz
 (soxr for soundfile, FFmpeg's resampler for PyAV) and either mixed to mono (one speaker) or kept
 one speaker per channel (``channels_as_speakers``). All decoding runs on the pipeline's executor,
-one block ahead of what is being emitted.
+one block ahead of what is being emitted. Damaged media: PyAV packets that cannot be decoded are
+skipped and silence keeps the timeline (one warning says how much); libsndfile stops at the first
+bad block; either way what was decoded before a fatal error is delivered first.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import itertools
 import logging
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +42,16 @@ SUB_BLOCK_S = 0.1  # soundfile reads in pieces this long: a decoding error loses
 SHORT_BY_EXACT_S = 0.02
 SHORT_BY_S = 0.5
 SHORT_BY_SHARE = 0.02
+# A packet PyAV cannot decode (MP3, AAC, ... with damaged bytes) is skipped, so the rest of the
+# file still plays; this much undecodable audio in a row (or this many packets, where they give no
+# duration) means the stream is not audio any more.
+MAX_UNDECODABLE_S = 2.0
+MAX_UNDECODABLE_PACKETS = 100
+# Audio missing before a decoded frame (its timestamp ahead of where the audio so far ends: skipped
+# packets, or a damaged cluster the demuxer passed over) becomes silence, so that later results
+# keep their times; jumps up to this long where the header gives no duration to bound them.
+TIMESTAMP_JITTER_S = 0.02
+MAX_FILLED_GAP_S = 10.0
 # Headers claiming more channels or another rate than this are damaged, not audio to resample.
 MAX_CHANNELS = 64
 RATES = range(1_000, 768_001)
@@ -71,6 +84,9 @@ class AudioDecoder(Protocol):
     #: decoded audio may fall short of it before the file counts as cut short.
     declared_seconds: float | None
     declared_tolerance: float
+    #: Damaged packets skipped so far, and the seconds of missing audio silence stands in for.
+    skipped_packets: int
+    silenced_seconds: float
 
     def read(self, seconds: float) -> np.ndarray | None:
         """The next ``seconds`` of 16 kHz float32 audio, shape (n, channels); None at the end.
@@ -139,6 +155,8 @@ class SoundFileAudio:
         else:  # FLAC: STREAMINFO (0 when unknown); Ogg: found from the last page
             self.declared_seconds = self._file.frames / self._rate if self._file.frames else None
         self.declared_tolerance = SHORT_BY_EXACT_S
+        self.skipped_packets = 0  # libsndfile has no packets to skip: it stops
+        self.silenced_seconds = 0.0
         self._done = False
         self._error: DecodeError | None = None
 
@@ -179,6 +197,22 @@ class SoundFileAudio:
         self._file.close()
 
 
+@dataclass
+class _Undecodable:
+    """A run of damaged packets: skipped while short, fatal once it is too long."""
+
+    packets: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+
+    def add(self, seconds: float, reason: str) -> None:
+        self.packets += 1
+        self.seconds += seconds
+        self.reason = self.reason or reason
+        if self.seconds > MAX_UNDECODABLE_S or self.packets > MAX_UNDECODABLE_PACKETS:
+            raise DecodeError(self.reason)
+
+
 def _open_container(path: Path) -> Any:
     import av
 
@@ -204,6 +238,11 @@ class PyAvAudio:
         self._buffered = 0
         self._done = False
         self._error: DecodeError | None = None
+        self.skipped_packets = 0
+        self.silenced_seconds = 0.0
+        self._gap = _Undecodable()  # damaged packets since the last good frame
+        self._frame_s = 0.0  # the last good frame's duration (for packets that give none)
+        self._ends_at: float | None = None  # where the decoded audio ends (stream time)
 
     def _setup(self) -> None:
         import av
@@ -225,16 +264,64 @@ class PyAvAudio:
         if layout is None:
             layout = stream.codec_context.layout.name
         self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=SAMPLE_RATE)
-        self._frames: Iterator[Any] = self._container.decode(stream)
+        self._packets: Iterator[Any] = self._container.demux(stream)
+        # Raw MP3 / ADTS streams count their timestamps frame by frame, so a skipped packet's
+        # bytes tell its time better (at the nominal bit rate); containers index theirs.
+        counted = self._container.format.name in ("mp3", "aac")
+        self._bit_rate = int(stream.codec_context.bit_rate or 0) if counted else 0
 
     def _decode_more(self) -> None:
+        """Demux one packet and decode it; a packet the decoder rejects is skipped (its time
+        becomes silence once a good frame follows), unless too many are in a row."""
         try:
-            frame = next(self._frames)
+            packet = next(self._packets)
         except StopIteration:
-            frame = None
             self._done = True
-        except Exception as exc:  # FFmpegError, or PyAV on a damaged packet
+            self._end_gap(0.0)  # junk after the audio: no silence for it
+            self._add(None)  # flush the resampler
+            return
+        except Exception as exc:  # FFmpegError from the demuxer: no way to resync
             raise DecodeError(one_line(exc)) from None
+        try:
+            frames = packet.decode()
+        except Exception as exc:  # FFmpegError on a damaged packet
+            seconds = float(packet.duration * packet.time_base) if packet.duration else 0.0
+            # An MP3 demuxer resyncing on junk makes one packet of many frames' bytes.
+            bytes_s = packet.size * 8 / self._bit_rate if self._bit_rate else 0.0
+            self._gap.add(max(seconds or self._frame_s, bytes_s), one_line(exc))
+            return
+        for frame in frames:
+            self._fill_gap_before(frame)
+            self._add(frame)
+
+    def _fill_gap_before(self, frame: Any) -> None:
+        """Silence for the audio missing before ``frame``: what its timestamp says is missing,
+        or (without timestamps) the skipped packets' durations."""
+        start = frame.time
+        duration = frame.samples / frame.sample_rate if frame.sample_rate else 0.0
+        missing = self._gap.seconds
+        if start is not None and self._ends_at is not None:
+            missing = max(start - self._ends_at, missing)
+            room = (self.declared_seconds or 0.0) + self.declared_tolerance - self._ends_at
+            if missing > (room if self.declared_seconds else MAX_FILLED_GAP_S):
+                missing = 0.0  # a damaged timestamp, not missing audio
+        if self._gap.packets or missing > TIMESTAMP_JITTER_S:
+            self._end_gap(max(missing, 0.0))
+        self._frame_s = duration
+        ends = self._ends_at or 0.0
+        self._ends_at = (start if start is not None else ends) + duration
+
+    def _end_gap(self, silence_s: float) -> None:
+        """Count the run of damaged packets as skipped; ``silence_s`` of silence takes the
+        missing audio's place."""
+        self.skipped_packets += self._gap.packets
+        self._gap = _Undecodable()
+        self.silenced_seconds += silence_s
+        silence = np.zeros((round(silence_s * SAMPLE_RATE), self.channels), np.float32)
+        self._buffer.append(silence)
+        self._buffered += len(silence)
+
+    def _add(self, frame: Any) -> None:
         try:
             resampled = self._resampler.resample(frame)
         except Exception as exc:  # e.g. a frame whose layout or rate changed mid-stream
@@ -487,6 +574,15 @@ class FileSource(Source):
                 name,
                 seconds,
                 declared,
+            )
+        if audio.silenced_seconds or audio.skipped_packets:
+            logger.warning(
+                "%s is damaged: %.2f s of its audio could not be decoded (%d packet%s skipped); "
+                "silence stands in for it",
+                name,
+                audio.silenced_seconds,
+                audio.skipped_packets,
+                "" if audio.skipped_packets == 1 else "s",
             )
         if survey.not_numbers:
             logger.warning(

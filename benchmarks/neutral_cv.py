@@ -184,21 +184,26 @@ def non_test_corpora(data_dir: Path) -> tuple[list[AudioSample], list[AudioSampl
     return ravdess, emodb
 
 
-def stage_config(args: argparse.Namespace) -> None:
-    """A voice stage's config (``--base``) holding out fold ``--fold``'s speakers."""
-    held = sorted(folds_of(*non_test_corpora(args.data_dir))[args.fold])
-    text = args.base.read_text(encoding="utf-8")
+def write_held_out_config(base: Path, held: list[str], output: Path) -> Path:
+    """``base`` (a voice stage's config) with ``held`` (corpus/speaker keys) in ``[data]
+    held_out_speakers`` and ``output`` as its run folder; written to ``output`` + ".toml"."""
+    text = base.read_text(encoding="utf-8")
     listed = ", ".join(f'"{k}"' for k in held)
     text = text.replace("[data]\n", f"[data]\nheld_out_speakers = [{listed}]\n", 1)
-    output = f"{args.out}/stage_fold{args.fold}"
     text = "\n".join(
         f'output = "{output}"' if line.startswith("output =") else line
         for line in text.splitlines()
     )
-    target = args.out / f"stage_fold{args.fold}.toml"
-    args.out.mkdir(parents=True, exist_ok=True)
-    target.write_text(f"# {args.base} holding out {' '.join(held)}\n{text}\n", encoding="utf-8")
-    print(target)
+    target = output.with_name(output.name + ".toml")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(f"# {base} holding out {' '.join(held)}\n{text}\n", encoding="utf-8")
+    return target
+
+
+def stage_config(args: argparse.Namespace) -> None:
+    """A voice stage's config (``--base``) holding out fold ``--fold``'s speakers."""
+    held = sorted(folds_of(*non_test_corpora(args.data_dir))[args.fold])
+    print(write_held_out_config(args.base, held, args.out / f"stage_fold{args.fold}"))
 
 
 def dump_stage(args: argparse.Namespace) -> None:

@@ -60,6 +60,21 @@ def load_model(options: InferenceOptions) -> EmotionModel:
     return model
 
 
+@dataclass(frozen=True)
+class InterimInput:
+    """An utterance still being spoken, as :meth:`EmotionModel.classify` takes it: the audio so
+    far (``states``: the ASR encoder's states of it, when the checkpoint reads those) and the
+    words so far (``speaker`` names them in the text; ``""`` without words). Its voice is read
+    against the voice of ``voice_key``'s speaker without being counted in."""
+
+    session: str
+    voice_key: str  # the channel's speaker, whose voice baseline the audio is read against
+    audio: np.ndarray
+    states: np.ndarray | None = None
+    text: str = ""
+    speaker: str = ""
+
+
 @dataclass
 class EmotionModel:
     """Predictor plus the feature extractors its checkpoint uses. Blocking; one per pipeline."""
@@ -202,9 +217,20 @@ class EmotionModel:
             visual = self.visual([frame.image for frame in utterance.frames])
         return replace(item.model_input, acoustic=acoustic, visual=visual)
 
-    def classify(self, batch: Sequence[PendingUtterance]) -> list[Prediction]:
-        """Features, then one forward pass for the whole batch (blocking)."""
-        predictions = self.predictor.predict([self.features(item) for item in batch])
+    def input_of(self, item: PendingUtterance | InterimInput) -> ModelInput:
+        """What the predictor reads of a closed utterance (:meth:`features`) or an interim one."""
+        if not isinstance(item, InterimInput):
+            return self.features(item)
+        acoustic = None
+        if self.acoustic is not None:
+            states = item.states if item.states is not None else self.acoustic(item.audio)
+            acoustic = self.voice(states, item.session, item.voice_key, update=False)
+        return ModelInput(text=item.text, speaker=item.speaker, acoustic=acoustic)
+
+    def classify(self, batch: Sequence[PendingUtterance | InterimInput]) -> list[Prediction]:
+        """Features, then one forward pass for the whole batch, closed utterances and interim
+        ones alike (blocking)."""
+        predictions = self.predictor.predict([self.input_of(item) for item in batch])
         if len(predictions) != len(batch):
             raise RuntimeError(f"predictor returned {len(predictions)} results for {len(batch)}")
         return predictions

@@ -31,10 +31,9 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
 from realtime.asr import Transcriber
-from realtime.inference import EmotionModel
+from realtime.inference import EmotionModel, InterimInput
 from realtime.messages import EndOfStream, OpenSpeech, PartialResult, Utterance
 from realtime.stage import Inbox, Stage
-from unimse.inputs import ModelInput
 from unimse.prediction import Prediction
 
 if TYPE_CHECKING:
@@ -138,21 +137,24 @@ class PartialStage(Stage):
         them, else its own extractor) and, with ``text``, the words so far from the same encoder
         pass (``before``, the previous ones, where Whisper doubts them); then the emotion model
         (blocking)."""
-        model, acoustic, words = self.model, None, ""
+        model, states, words = self.model, None, ""
         shared = model.encoder_model == self.transcriber.states_key
         if self.text:
             encoded = self.transcriber.encode_with_words(item.audio)
-            states, heard = encoded if encoded is not None else (None, None)
-            acoustic = states if shared else None
+            heard_states, heard = encoded if encoded is not None else (None, None)
+            states = heard_states if shared else None
             words = heard if heard is not None else before
         elif model.acoustic is not None and shared:
-            acoustic = self.transcriber.encode(item.audio)
-        if model.acoustic is not None:
-            if acoustic is None:
-                acoustic = model.acoustic(item.audio)
-            acoustic = model.voice(acoustic, item.session, item.speaker, update=False)
-        model_input = ModelInput(text=words, speaker=speaker if words else "", acoustic=acoustic)
-        return model.predictor.predict([model_input])[0], words
+            states = self.transcriber.encode(item.audio)
+        interim = InterimInput(
+            item.session,
+            item.speaker,
+            item.audio,
+            states,
+            text=words,
+            speaker=speaker if words else "",
+        )
+        return model.classify([interim])[0], words
 
     async def finish(self, end: EndOfStream) -> None:
         """Interim results still computing are waited for (they are dropped if stale)."""

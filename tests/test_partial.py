@@ -9,6 +9,7 @@ import itertools
 import json
 import shutil
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -328,6 +329,42 @@ async def test_interim_words_come_from_the_same_encoder_pass_or_not_at_all(
     assert 2 <= len(heard[0]) < len(heard[1]) < len(heard[2]) < len(spoken), heard
     for words in heard:  # each: the start of what was said
         assert word_error_rate(" ".join(spoken[: len(words)]), " ".join(words)) <= 0.3, words
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
+async def test_a_servers_interim_results_run_on_its_model_owner_threads(tiny_en: Any) -> None:
+    """In a server the interim results' encoder passes and emotion forward passes run on the
+    process's two owner threads (one user per model, its busy time counted), and give what the
+    stage gives with the models used directly."""
+    from realtime.serve.batcher import CrossSessionBatcher
+    from realtime.serve.models import SharedEmotionModel, SharedTranscriber
+
+    threads: list[str] = []
+
+    class Recording(FakePredictor):
+        def predict(self, inputs: Sequence[Any]) -> list[Any]:
+            threads.append(threading.current_thread().name)
+            return super().predict(inputs)
+
+    model = EmotionModel(
+        Recording(acoustic_dim=384), acoustic=lambda audio: pytest.fail("second encoder pass")
+    )
+    model.encoder_model = tiny_en.states_key
+    whisper = SharedTranscriber(tiny_en)
+    emotion = SharedEmotionModel(model, CrossSessionBatcher(model, max_batch=8))
+    audio = long_turn_speech()
+    try:
+        served = await interim_results(whisper, emotion, audio, [2.0, 5.0], text=True)
+    finally:
+        emotion.batcher.close()
+        whisper.close()
+    assert threads == ["emotion-owner", "emotion-owner"]
+    assert whisper.stats.utterances == [1, 1] and whisper.stats.busy_seconds > 0
+    assert emotion.batcher.stats.utterances == [1, 1]
+    alone = await interim_results(tiny_en, model, audio, [2.0, 5.0], text=True)
+    assert [r.text for r in served] == [r.text for r in alone] and served[0].text
+    assert [r.prediction for r in served] == [r.prediction for r in alone]
 
 
 @pytest.mark.slow

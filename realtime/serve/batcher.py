@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from realtime.inference import EmotionModel
+from realtime.inference import EmotionModel, InterimInput
 from realtime.messages import PendingUtterance
 from unimse.prediction import Prediction
 
@@ -186,7 +186,7 @@ class ModelOwner(Generic[Item, Out]):
                 offset += count
 
 
-class CrossSessionBatcher(ModelOwner[PendingUtterance, Prediction]):
+class CrossSessionBatcher(ModelOwner[PendingUtterance | InterimInput, Prediction]):
     """The one owner of an :class:`EmotionModel` in a server process."""
 
     def __init__(
@@ -201,6 +201,7 @@ class CrossSessionBatcher(ModelOwner[PendingUtterance, Prediction]):
         )
         self.model = model
 
-    def classify(self, items: Sequence[PendingUtterance]) -> list[Prediction]:
-        """Predictions for ``items``, in order (blocking; call from any thread but the owner)."""
+    def classify(self, items: Sequence[PendingUtterance | InterimInput]) -> list[Prediction]:
+        """Predictions for ``items`` (closed utterances and interim ones batch together), in
+        order (blocking; call from any thread but the owner)."""
         return self.submit(items)

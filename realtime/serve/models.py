@@ -20,7 +20,7 @@ import numpy as np
 
 from realtime.asr import Transcriber, TranscriptionResult
 from realtime.config import Config, ConfigError
-from realtime.inference import EmotionModel, load_model
+from realtime.inference import EmotionModel, InterimInput, load_model
 from realtime.messages import PendingUtterance
 from realtime.serve.batcher import BatchStats, CrossSessionBatcher, ModelOwner, TooLate
 from unimse.prediction import Prediction
@@ -45,9 +45,22 @@ class AsrBatching:
             raise ConfigError("--asr-batch-wait must be in 0..1 seconds")
 
 
+@dataclass(frozen=True)
+class _Encoding:
+    """An interim result's encoder pass (and, with ``words``, its greedy words)."""
+
+    audio: np.ndarray
+    words: bool
+
+
+_Job = np.ndarray | _Encoding  # for the Whisper owner: an utterance to transcribe, or an encoding
+_Done = TranscriptionResult | np.ndarray | tuple[np.ndarray, str | None] | None
+
+
 class SharedTranscriber(Transcriber):
     """A loaded :class:`Transcriber` whose owner thread transcribes for every session, the
-    utterances waiting at once in one batch."""
+    utterances waiting at once in one batch; interim results' encoder passes run on the same
+    thread (one user of the model, its busy time counted)."""
 
     def __init__(self, loaded: Transcriber, batching: AsrBatching | None = None) -> None:
         super().__init__(
@@ -55,8 +68,8 @@ class SharedTranscriber(Transcriber):
         )
         self.loaded = loaded
         self.batching = batching or AsrBatching()
-        self.owner: ModelOwner[np.ndarray, TranscriptionResult] = ModelOwner(
-            loaded.transcribe_batch,
+        self.owner: ModelOwner[_Job, _Done] = ModelOwner(
+            self._run,
             name="whisper-owner",
             max_batch=self.batching.max_batch,
             enabled=self.batching.enabled,
@@ -75,13 +88,37 @@ class SharedTranscriber(Transcriber):
         """How long the longest-waiting utterance has waited for the model so far (0: none)."""
         return self.owner.waiting_for()
 
+    def _run(self, jobs: list[_Job]) -> list[_Done]:
+        """On the owner thread: the utterances transcribed as one batch, the encodings each."""
+        audios = [job for job in jobs if isinstance(job, np.ndarray)]
+        transcripts = iter(self.loaded.transcribe_batch(audios) if audios else [])
+        return [
+            next(transcripts)
+            if isinstance(job, np.ndarray)
+            else self.loaded.encode_with_words(job.audio)
+            if job.words
+            else self.loaded.encode(job.audio)
+            for job in jobs
+        ]
+
     def transcribe(self, audio: np.ndarray, deadline: float | None = None) -> TranscriptionResult:
         """Transcribe once the owner takes the utterance; :class:`TooLate` instead if it took it
         only after ``deadline`` (``time.monotonic()`` seconds)."""
-        return self.owner.submit([audio], deadline)[0]
+        return self.transcribe_batch([audio], deadline)[0]
 
-    def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[TranscriptionResult]:
-        return self.owner.submit(audios)
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], deadline: float | None = None
+    ) -> list[TranscriptionResult]:
+        done = self.owner.submit(audios, deadline)
+        return [result for result in done if isinstance(result, TranscriptionResult)]
+
+    def encode(self, audio: np.ndarray) -> np.ndarray | None:
+        done = self.owner.submit([_Encoding(audio, words=False)])[0]
+        return done if isinstance(done, np.ndarray) else None
+
+    def encode_with_words(self, audio: np.ndarray) -> tuple[np.ndarray, str | None] | None:
+        done = self.owner.submit([_Encoding(audio, words=True)])[0]
+        return done if isinstance(done, tuple) else None
 
     def close(self) -> None:
         self.owner.close()
@@ -97,7 +134,7 @@ class SharedEmotionModel(EmotionModel):
         super().__init__(**{f.name: getattr(loaded, f.name) for f in fields(loaded) if f.init})
         self.batcher = batcher
 
-    def classify(self, batch: Sequence[PendingUtterance]) -> list[Prediction]:
+    def classify(self, batch: Sequence[PendingUtterance | InterimInput]) -> list[Prediction]:
         return self.batcher.classify(batch)
 
 

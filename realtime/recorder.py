@@ -331,6 +331,12 @@ class SessionRecorder(Sink):
             "results": RESULTS,
             "channels_as_speakers": self.channels_as_speakers,
             "speakers": list(config.sources.speakers),
+            "diarization": {
+                "diarize": config.speakers.diarize,
+                "max_speakers": config.speakers.max_speakers,
+                "names": list(config.speakers.names),
+                "enroll": list(config.speakers.enroll),
+            },
             "vad": asdict(config.vad),
             "asr": {"model": config.asr.model, "window": config.asr.window},
             "model_version": self._model_version,

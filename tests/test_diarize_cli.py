@@ -56,6 +56,41 @@ def test_diarize_options_map_onto_the_speakers_section() -> None:
     assert not config_of().speakers.diarize
 
 
+def test_a_recorded_session_replays_with_the_diarisation_it_was_recorded_with(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import soundfile as sf
+
+    from realtime.recorder import SessionRecorder
+    from realtime.sources.session import read_manifest, session_overrides
+
+    clip = tmp_path / "ana.wav"
+    clip.write_bytes(b"")
+    enroll = [f"Ana={clip}", f"Ben={tmp_path / 'gone.wav'}"]
+    argv = ["--diarize", "--max-speakers", "3", "--speakers", "Ana,Ben,Cy"]
+    recorded = config_of(*argv, *(arg for spec in enroll for arg in ("--enroll", spec)))
+    recorder = SessionRecorder(
+        tmp_path / "session", session="s", config=recorded, source="t", channels_as_speakers=False
+    )
+
+    async def record() -> None:
+        await recorder.open()
+        await recorder.close(StatsSnapshot(0.0, 0, 0, {}, {}, {}))
+
+    asyncio.run(record())
+    sf.write(tmp_path / "session" / "audio.wav", np.zeros(1600, np.float32), 16_000)  # none came
+    overrides = session_overrides(read_manifest(tmp_path / "session"))
+    assert "gone.wav" in caplog.text  # an enrolment clip missing here: said, and left out
+    parser = build_parser()
+    replayed = build_config(parser.parse_args(["replay", "session"]), overrides)
+    assert replayed.speakers.diarize and replayed.speakers.max_speakers == 3
+    assert replayed.speakers.names == ("Ana", "Ben", "Cy")
+    assert replayed.speakers.enroll == (f"Ana={clip}",)
+    plain = build_config(parser.parse_args(["replay", "session", "--no-diarize"]), overrides)
+    assert not plain.speakers.diarize
+    assert not config_of("--diarize", "--no-diarize").speakers.diarize
+
+
 def test_speakers_names_voices_on_mono_and_channels_otherwise() -> None:
     mono = config_of("--diarize", "--speakers", "Ana,Ben")
     assert mono.speakers.names == ("Ana", "Ben")

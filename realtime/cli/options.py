@@ -391,6 +391,14 @@ def _diarize_options(parser: argparse.ArgumentParser) -> None:
     )
     add_config_option(
         diarize,
+        "--no-diarize",
+        dest="speakers.diarize",
+        action="store_const",
+        const=False,
+        help="no diarisation, also where the replayed session was recorded with it",
+    )
+    add_config_option(
+        diarize,
         "--max-speakers",
         dest="speakers.max_speakers",
         type=int,

@@ -7,6 +7,7 @@ configuration overrides (VAD options, speakers, channel layout) that reproduce t
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 from realtime.recorder import FORMAT, MANIFEST
 from realtime.sources.base import SourceError
 from realtime.sources.files import FileSource
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class SessionManifest:
     complete: bool
     utterances: tuple[dict[str, Any], ...]
     end: str | None = None  # how the recorded stream ended: eof, stopped, error: ...
+    diarization: dict[str, Any] | None = None  # speakers.* of the recording (None: before they
+    # were recorded)
 
 
 def is_session_folder(path: str | Path) -> bool:
@@ -57,6 +62,7 @@ def read_manifest(folder: str | Path) -> SessionManifest:
             complete=bool(data.get("complete", False)),
             utterances=tuple(data.get("utterances", ())),
             end=None if data.get("end") is None else str(data["end"]),
+            diarization=None if data.get("diarization") is None else dict(data["diarization"]),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SourceError(f"cannot read session manifest {path}: {exc!s}") from None
@@ -70,7 +76,25 @@ def session_overrides(manifest: SessionManifest) -> dict[str, Any]:
     overrides: dict[str, Any] = {f"vad.{key}": value for key, value in manifest.vad.items()}
     overrides["sources.speakers"] = list(manifest.speakers)
     overrides["sources.channels_as_speakers"] = manifest.channels_as_speakers
+    if manifest.diarization is not None:  # who speaks, by voice, as the recording found it
+        diarization = manifest.diarization
+        enroll = [spec for spec in diarization.get("enroll", ()) if _enrolled_file(spec).is_file()]
+        if len(enroll) < len(diarization.get("enroll", ())):
+            logger.warning(
+                "session %s enrolled voices from files not found here (%s): its speakers may "
+                "be labelled differently",
+                manifest.folder,
+                ", ".join(set(diarization["enroll"]) - set(enroll)),
+            )
+        overrides["speakers.diarize"] = bool(diarization.get("diarize", False))
+        overrides["speakers.max_speakers"] = diarization.get("max_speakers")
+        overrides["speakers.names"] = list(diarization.get("names", ()))
+        overrides["speakers.enroll"] = enroll
     return overrides
+
+
+def _enrolled_file(spec: str) -> Path:
+    return Path(spec.partition("=")[2].strip()).expanduser()
 
 
 class SessionSource(FileSource):

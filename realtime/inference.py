@@ -14,14 +14,21 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from realtime.config import InferenceOptions
-from realtime.messages import SAMPLE_RATE, EmotionResult, EndOfStream, PendingUtterance, Transcript
+from realtime.messages import (
+    SAMPLE_RATE,
+    EmotionResult,
+    EndOfStream,
+    PendingUtterance,
+    SpeakerRevision,
+    Transcript,
+)
 from realtime.stage import Inbox, Stage
 from unimse.config import UniMSEConfig
 from unimse.inputs import ModelInput
@@ -32,6 +39,8 @@ if TYPE_CHECKING:
     from realtime.asr import Transcriber
 
 logger = logging.getLogger(__name__)
+
+HEARD_KEPT = 256  # utterances per session whose voice diarisation may still move between speakers
 
 AcousticExtractor = Callable[[np.ndarray], np.ndarray]
 VisualExtractor = Callable[[Sequence[np.ndarray]], "np.ndarray | None"]
@@ -92,6 +101,9 @@ class EmotionModel:
     baselines: SpeakerBaselines | None = None
     shared_states: int = 0  # utterances whose acoustic input came from the ASR encoder pass
     extracted: int = 0  # utterances whose acoustic input was computed here
+    # session -> utterance seq -> the mean state counted into its speaker's voice (the last
+    # HEARD_KEPT per session: diarisation may re-label them)
+    heard: dict[str, dict[int, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def for_predictor(cls, predictor: Predictor, *, audio: bool = True) -> EmotionModel:
@@ -169,8 +181,19 @@ class EmotionModel:
             return states
         return self.baselines.normalise(f"{session}/{speaker}", states, update=update)
 
+    def revise_speaker(self, revision: SpeakerRevision) -> None:
+        """Diarisation re-labelled an utterance: its voice now counts in the new speaker's
+        baseline, no longer in the old one's (utterances no longer kept stay where they are)."""
+        mean = self.heard.get(revision.session, {}).pop(revision.utterance_seq, None)
+        if mean is None or self.baselines is None:
+            return
+        session = revision.session
+        self.baselines.move(mean, f"{session}/{revision.old}", f"{session}/{revision.new}")
+        self.heard[session][revision.utterance_seq] = mean
+
     def end_session(self, session: str) -> None:
         """Forget the session's speaker baselines (a server's model outlives its sessions)."""
+        self.heard.pop(session, None)
         if self.baselines is not None:
             for key in self.baselines.speakers:
                 if key.startswith(f"{session}/"):
@@ -184,6 +207,11 @@ class EmotionModel:
         utterance = transcript.utterance
         # A revision replaces a speculative result whose voice is already counted in.
         first = utterance.revision == 0
+        if first and self.baselines is not None and len(states):
+            heard = self.heard.setdefault(utterance.session, {})
+            heard[utterance.seq] = np.asarray(states, dtype=np.float32).mean(0)
+            if len(heard) > HEARD_KEPT:
+                heard.pop(next(iter(heard)))
         return self.voice(states, utterance.session, utterance.speaker, update=first)
 
     def _acoustic_states(self, transcript: Transcript) -> np.ndarray | None:
@@ -316,6 +344,8 @@ class InferenceStage(Stage):
             if isinstance(item, PendingUtterance):
                 batch, item = self._ready(item)
                 await self._classify(batch)
+            if isinstance(item, SpeakerRevision):
+                self.model.revise_speaker(item)
             if isinstance(item, EndOfStream):
                 self.model.end_session(item.session)
                 await self.push(item)

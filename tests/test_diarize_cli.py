@@ -181,6 +181,64 @@ async def test_jsonl_writes_a_speaker_revised_line_the_report_applies(
     assert [u.speaker for u in session.utterances] == ["speaker 1", "speaker 2", "speaker 2"]
 
 
+async def test_a_relabelled_utterance_moves_its_voice_to_the_new_speakers_baseline() -> None:
+    """Diarisation re-labels an utterance: the inference stage moves its voice from the old
+    speaker's running mean voice to the new one's, so later utterances of both are read against
+    the right voices."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rt_support import FakePredictor
+
+    from realtime.inference import EmotionModel, InferenceStage
+    from realtime.messages import PendingUtterance, Transcript, Utterance
+    from unimse.inputs import ModelInput
+    from unimse.voice_baseline import SpeakerBaselines
+
+    key = "tiny.en"
+    baselines = SpeakerBaselines(np.zeros(2, np.float32), prior_weight=1.0)
+    model = EmotionModel(
+        FakePredictor(acoustic_dim=2),
+        acoustic=lambda audio: np.zeros((1, 2), np.float32),
+        encoder_model=key,
+        baselines=baselines,
+    )
+    moved: list[tuple[str, str]] = []
+    move = baselines.move
+
+    def spy(mean: np.ndarray, old: str, new: str) -> None:
+        moved.append((old, new))
+        move(mean, old, new)
+
+    baselines.move = spy  # type: ignore[method-assign]
+
+    def pending(seq: int, speaker: str, level: float) -> PendingUtterance:
+        audio = np.zeros(16_000, np.float32)
+        utterance = Utterance("test-session", seq, 0.0, audio=audio, end=1.0, speaker=speaker)
+        states = np.full((3, 2), level, np.float32)
+        transcript = Transcript(
+            "test-session", seq, 0.0, utterance, "hi", encoder_states=states, encoder_model=key
+        )
+        return PendingUtterance(transcript, ModelInput(text="hi", speaker=speaker))
+
+    items = [
+        pending(0, "speaker 1", 2.0),
+        pending(1, "speaker 1", 8.0),
+        revision(1, "speaker 1", "speaker 2"),
+    ]
+    with ThreadPoolExecutor(1) as executor:
+        out = await run_stages([InferenceStage(model, executor, max_batch=1)], feed(items))
+    assert [type(m).__name__ for m in out][-2:] == ["SpeakerRevision", "EndOfStream"]
+    assert moved == [("test-session/speaker 1", "test-session/speaker 2")]
+    assert baselines.speakers == [] and model.heard == {}  # the session ended: forgotten
+    for item in (pending(0, "speaker 1", 2.0), pending(1, "speaker 1", 8.0)):
+        model.classify([item])
+    model.revise_speaker(revision(1, "speaker 1", "speaker 2"))  # (prior 0 + 2) / 2, (0 + 8) / 2
+    np.testing.assert_allclose(baselines.baseline("test-session/speaker 1"), [1.0, 1.0])
+    np.testing.assert_allclose(baselines.baseline("test-session/speaker 2"), [4.0, 4.0])
+    model.revise_speaker(revision(7, "speaker 1", "speaker 2"))  # not heard: nothing moves
+    np.testing.assert_allclose(baselines.baseline("test-session/speaker 2"), [4.0, 4.0])
+
+
 def test_dashboard_moves_the_row_and_the_trend(make_result: Any) -> None:
     dashboard = DashboardSink(console=Console(record=True, width=80, height=24, file=io.StringIO()))
     for seq, (speaker, emotion) in enumerate([("ana", "joy"), ("ana", "anger"), ("ben", "joy")]):

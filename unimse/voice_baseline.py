@@ -14,6 +14,7 @@ On the speaker-independent folds of ``benchmarks/voice_probe.py --specs tiny.en-
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,12 +23,13 @@ import numpy as np
 
 @dataclass
 class SpeakerBaselines:
-    """Running per-speaker mean voice (one per conversation; not thread-safe)."""
+    """Running per-speaker mean voice (one per conversation, or keyed by session; thread-safe)."""
 
     prior: np.ndarray  # (d,) mean utterance-mean state of the training speech
     prior_weight: float  # how many utterances the prior is worth
     _sums: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.prior = np.asarray(self.prior, dtype=np.float32)
@@ -54,11 +56,25 @@ class SpeakerBaselines:
             raise ValueError(
                 f"states of shape {states.shape} do not fit a {len(self.prior)}-d baseline"
             )
-        shifted = states - self.baseline(speaker, states)
-        if update and len(states):
-            self._sums[speaker] = self._sums.get(speaker, 0.0) + states.mean(0)
-            self._counts[speaker] = self._counts.get(speaker, 0) + 1
+        with self._lock:
+            shifted = states - self.baseline(speaker, states)
+            if update and len(states):
+                self._add(speaker, states.mean(0), 1)
         return shifted
+
+    def move(self, mean: np.ndarray, old: str, new: str) -> None:
+        """Count an utterance whose mean state is ``mean`` as ``new``'s instead of ``old``'s
+        (diarisation re-labelled it)."""
+        with self._lock:
+            if self._counts.get(old, 0) > 0:
+                self._add(old, -mean, -1)
+            self._add(new, mean, 1)
+
+    def _add(self, speaker: str, mean: np.ndarray, count: int) -> None:
+        self._sums[speaker] = self._sums.get(speaker, 0.0) + mean
+        self._counts[speaker] = self._counts.get(speaker, 0) + count
+        if not self._counts[speaker]:
+            self.forget(speaker)
 
     @property
     def speakers(self) -> list[str]:

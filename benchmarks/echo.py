@@ -10,7 +10,11 @@ little noise. Both channels go through the real VAD (``SegmentationStage``) and 
 (``ReferenceTapStage`` before, ``EchoFilterStage`` after). Each microphone utterance is labelled
 by what it holds (echo only, local only, local + echo) from the clean signals.
 
-    python benchmarks/echo.py [--threshold 0.72] [--set dev|test]
+    python benchmarks/echo.py [--threshold 0.72] [--set dev|test] [--reference-lag S --max-lag S]
+
+``--reference-lag``: the remote channel is captured that much later than the microphone (sound
+servers buffer a monitor source and a microphone differently); ``--max-lag``: how much lag the
+filter searches for beyond its 0.15 s slack (``EchoOptions.max_lag``).
 
 ``dev`` (the conditions the threshold was chosen on) and ``test`` use different sentences, voices
 and seeds.
@@ -112,12 +116,15 @@ def build_call(lines: dict[str, Any], gain: float, rt60: float, delay: float) ->
     return Call(local + echo + noise, remote, local, echo)
 
 
-def chunks(call: Call) -> list[AudioChunk]:
+def chunks(call: Call, reference_lag: float = 0.0) -> list[AudioChunk]:
+    """Both channels in 20 ms chunks; the remote one captured ``reference_lag`` s late."""
     block = SAMPLE_RATE // 50
     out = []
     seq = itertools.count()
+    late = np.zeros(round(reference_lag * SAMPLE_RATE), np.float32)
+    remote = np.concatenate([late, call.remote])[: len(call.remote)]
     for start in range(0, len(call.mic), block):
-        for channel, audio in enumerate((call.mic, call.remote)):
+        for channel, audio in enumerate((call.mic, remote)):
             out.append(
                 AudioChunk(
                     "echo",
@@ -144,6 +151,35 @@ async def run_stages(stages: list[Stage], items: list[object]) -> list[object]:
     return [last.get_nowait() for _ in range(last.qsize())]
 
 
+class CapturedSoFar(ReferenceAudio):
+    """The whole reference, but ``live`` shows only what was captured by ``now``: a live filter
+    checks an utterance when the VAD closes it, the hangover after its last voiced frame."""
+
+    def __init__(self, keep: float) -> None:
+        super().__init__(keep)
+        self.now = 0.0
+        self.live = ReferenceAudio(keep)
+        self.live.span = self._span_so_far  # type: ignore[method-assign]
+
+    def _span_so_far(self, start: float, end: float) -> np.ndarray:
+        out = self.span(start, end)
+        out[max(0, round((self.now - start) * SAMPLE_RATE)) :] = 0.0
+        return out
+
+
+async def filter_as_live(
+    echo: EchoFilterStage, reference: CapturedSoFar, utterances: list[Utterance]
+) -> list[Utterance]:
+    """The utterances the echo filter keeps, each checked against the reference captured by
+    the time the VAD closed it."""
+    kept: Channel[Any] = Channel("kept", 1_000_000, Policy.BLOCK)
+    echo.link(Channel("in", 1, Policy.BLOCK), kept)
+    for utterance in utterances:
+        reference.now = utterance.end + VadOptions().hangover
+        await echo.process(utterance)
+    return [kept.get_nowait() for _ in range(kept.qsize())]
+
+
 def kind(call: Call, utterance: Utterance) -> str:
     lo = int(utterance.start * SAMPLE_RATE)
     hi = lo + len(utterance.audio)
@@ -154,21 +190,22 @@ def kind(call: Call, utterance: Utterance) -> str:
     return "local + echo" if echo > 0.1 * local else "local only"
 
 
-def measure(call: Call, threshold: float) -> Counter[tuple[str, str]]:
+def measure(call: Call, options: EchoOptions, reference_lag: float) -> Counter[tuple[str, str]]:
     """Segment both channels, then pass the utterances through the echo filter."""
-    reference = ReferenceAudio(keep=len(call.mic) / SAMPLE_RATE + 1)
+    reference = CapturedSoFar(keep=len(call.mic) / SAMPLE_RATE + 1)
     segmentation = SegmentationStage(
         VadOptions(), session="echo", speaker_of=lambda channel: ("you", "them")[channel]
     )
     end = EndOfStream("echo", 0, 0.0)
     segmented = asyncio.run(
-        run_stages([ReferenceTapStage(reference), segmentation], [*chunks(call), end])
+        run_stages(
+            [ReferenceTapStage(reference), segmentation], [*chunks(call, reference_lag), end]
+        )
     )
     utterances = [u for u in segmented if isinstance(u, Utterance) and u.channel == 0]
-    options = EchoOptions(threshold=threshold)
-    echo = EchoFilterStage(reference, VadOptions().pre_roll, options=options)
-    kept = asyncio.run(run_stages([echo], [*utterances, end]))
-    kept_seqs = {u.seq for u in kept if isinstance(u, Utterance)}
+    echo = EchoFilterStage(reference.live, VadOptions().pre_roll, options=options)
+    kept = asyncio.run(filter_as_live(echo, reference, utterances))
+    kept_seqs = {u.seq for u in kept}
     counts: Counter[tuple[str, str]] = Counter()
     for utterance in utterances:
         verdict = "kept" if utterance.seq in kept_seqs else "dropped"
@@ -180,16 +217,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threshold", type=float, default=EchoOptions().threshold)
     parser.add_argument("--set", choices=sorted(SETS), default="dev")
+    parser.add_argument(
+        "--max-lag", type=float, default=EchoOptions().max_lag, help="EchoOptions.max_lag"
+    )
+    parser.add_argument(
+        "--reference-lag",
+        type=float,
+        default=0.0,
+        help="the remote channel is captured this many seconds after the microphone",
+    )
     args = parser.parse_args()
+    options = EchoOptions(threshold=args.threshold, max_lag=args.max_lag)
     total: Counter[tuple[str, str]] = Counter()
     print(f"{'gain':>5} {'RT60':>5} {'delay':>6}  microphone utterances (kind: kept/dropped)")
     for gain, rt60, delay in itertools.product(GAINS, RT60S, DELAYS):
-        counts = measure(build_call(SETS[args.set], gain, rt60, delay), args.threshold)
+        counts = measure(build_call(SETS[args.set], gain, rt60, delay), options, args.reference_lag)
         total += counts
         kinds = sorted({k for k, _ in counts})
         shown = ", ".join(f"{k}: {counts[(k, 'kept')]}/{counts[(k, 'dropped')]}" for k in kinds)
         print(f"{gain:>5} {rt60:>5} {delay:>6}  {shown}")
-    print(f"all ({args.set}, threshold {args.threshold}):")
+    print(
+        f"all ({args.set}, threshold {args.threshold}, max lag {args.max_lag}, reference "
+        f"{args.reference_lag} s late):"
+    )
     for name in ("echo only", "local only", "local + echo"):
         kept, dropped = total[(name, "kept")], total[(name, "dropped")]
         share = dropped / max(1, kept + dropped)

@@ -40,6 +40,9 @@ SLACK = 0.15  # seconds of uncertainty in where an utterance's audio begins (VAD
 class EchoOptions:
     threshold: float = 0.75  # envelope correlation at or above which an utterance is echo
     max_delay: float = 0.3  # longest speaker-to-microphone delay searched (seconds)
+    # longest the reference capture may lag the microphone's beyond SLACK (seconds): sound
+    # servers buffer a monitor source and a microphone differently
+    max_lag: float = 0.5
     keep: float = 30.0  # seconds of reference audio kept
 
 
@@ -158,8 +161,9 @@ class EchoFilterStage(Stage):
         if isinstance(item, Utterance) and item.channel == self.channel:
             length = len(item.audio) / SAMPLE_RATE
             begins = max(0.0, item.start - self.pre_roll)
-            margin = SLACK + self.options.max_delay
-            reference = self.reference.span(begins - margin, begins + length + SLACK)
+            before = SLACK + self.options.max_delay
+            after = SLACK + self.options.max_lag
+            reference = self.reference.span(begins - before, begins + length + after)
             match = echo_match(item.audio, reference)
             if match >= self.options.threshold:
                 self.dropped += 1

@@ -86,7 +86,7 @@ from train.audio_datasets import (
     transcript_of,
     unified_audio,
 )
-from train.audio_eval import predicted_class, true_class
+from train.audio_eval import class_names, predicted_class, true_class
 from train.loop import seed_everything, targets_for
 from train.metrics import unweighted_accuracy
 from train.staged import init_from_checkpoint, preserve_text_path, reset_pmf_inputs
@@ -96,7 +96,6 @@ from unimse.config import VOICE_HINGES, FeatureSpec, UniMSEConfig
 from unimse.features import WHISPER_SPECS, acoustic_extractor
 from unimse.features.acoustic import ACOUSTIC_DIM, ACOUSTIC_V1
 from unimse.inference import outputs_to_predictions
-from unimse.labels import MELD_EMOTIONS
 from unimse.modeling import FusedLayer, UniMSEEncoderModel
 from unimse.prediction import Prediction, mean_prediction
 from unimse.processor import UniMSEProcessor
@@ -240,12 +239,6 @@ def build_run_model(
             weight.requires_grad_(False)
         no_decay = []
     return model, config, no_decay
-
-
-def class_names(corpus: str) -> tuple[str, ...]:
-    from train.audio_data import EMODB_CLASSES
-
-    return MELD_EMOTIONS if corpus == RAVDESS else EMODB_CLASSES
 
 
 def folds_of(corpus: str, samples: Sequence[AudioSample]) -> list[tuple[str, ...]]:

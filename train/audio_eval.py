@@ -98,6 +98,26 @@ def predicted_class(dataset: str, prediction: Prediction) -> str:
     return emodb_class_of_prediction(prediction)
 
 
+def class_names(dataset: str) -> tuple[str, ...]:
+    """The classes a categorical corpus is scored over."""
+    return MELD_EMOTIONS if dataset == RAVDESS else EMODB_CLASSES
+
+
+def categorical_predictions(
+    predictor: EmotionPredictor,
+    samples: Sequence[AudioSample],
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE,
+) -> list[str]:
+    """The class the model hears in each clip, audio only (the corpus's own classes)."""
+    dataset = samples[0].dataset if samples else EMODB
+    preds = predictor.predict(
+        audio_inputs(predictor, samples, None, cache_dir), batch_size=batch_size, progress=progress
+    )
+    return [predicted_class(dataset, p) for p in preds]
+
+
 def categorical_metrics(
     predictor: EmotionPredictor,
     samples: Sequence[AudioSample],
@@ -108,15 +128,11 @@ def categorical_metrics(
     """EMO-DB or RAVDESS: ``audio_uar``, ``audio_wa``, ``fused_uar``, ``fused_wa`` and per-class
     recalls, percent."""
     dataset = samples[0].dataset if samples else EMODB
-    classes = MELD_EMOTIONS if dataset == RAVDESS else EMODB_CLASSES
+    classes = class_names(dataset)
     truth = [true_class(s) for s in samples]
-    preds = predictor.predict(
-        audio_inputs(predictor, samples, None, cache_dir), batch_size=batch_size, progress=progress
-    )
+    heard = categorical_predictions(predictor, samples, batch_size, progress, cache_dir)
     result: dict[str, float] = {"n": float(len(samples))}
-    for key, value in unweighted_accuracy(
-        truth, [predicted_class(dataset, p) for p in preds], classes
-    ).items():
+    for key, value in unweighted_accuracy(truth, heard, classes).items():
         result[f"audio_{key}"] = value
     known = [i for i, s in enumerate(samples) if transcript_of(s)]
     if len(known) < len(samples):

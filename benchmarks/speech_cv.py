@@ -24,6 +24,8 @@ Options that change the selection or the final model (all off by default):
 - ``--fixed-epochs E``: no selection run at all; each fold trains on its training + dev
   speakers for E epochs (as ``--refit`` does for the epoch count its dev picked).
 - ``--no-sentence-rows``: train on the audio-only rows only (the sentence rows are scored still).
+- ``--oversample K``: the test corpus's own training clips K times per epoch (balancing them
+  against ``--extra`` corpora, as the voice stage's ``[data.oversample]`` does).
 - ``--seeds N``: N models per fold (training seeds ``--seed`` ... ``--seed + N - 1``; each picks
   its own epoch on dev, and refits with ``--refit``), scored by their averaged predictions (an
   ensemble; :func:`unimse.prediction.mean_prediction`); each model alone is reported too. The
@@ -609,7 +611,7 @@ def with_baselines(
     prior from this fold's training speakers only; unchanged otherwise."""
     if not spec.baseline:
         return features
-    prior = prior_of(features[s.dataset + s.id] for s in train)
+    prior = prior_of(features[k] for k in dict.fromkeys(s.dataset + s.id for s in train))
     keys = [s.dataset + s.id for s in everyone]
     shifted = normalise_corpus(
         [features[k] for k in keys],
@@ -659,6 +661,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", choices=(RAVDESS, EMODB), default=RAVDESS)
     parser.add_argument("--extra", nargs="*", default=[], choices=CORPORA)
     parser.add_argument("--cross", action="store_true", help="train on --extra only")
+    parser.add_argument(
+        "--oversample",
+        type=int,
+        default=1,
+        metavar="K",
+        help="the test corpus's training speakers' clips K times per epoch (against --extra)",
+    )
     parser.add_argument("--spec", choices=tuple(SPECS), default="tiny.en")
     parser.add_argument(
         "--baseline",
@@ -825,7 +834,8 @@ def main(argv: list[str] | None = None) -> int:
             devs = dev_speakers(args.corpus, folds, fold)
             test = [s for s in corpus if s.speaker in held]
             dev = [s for s in corpus if s.speaker in devs]
-            train = [s for s in corpus if s.speaker not in held + devs] + extra
+            own = [s for s in corpus if s.speaker not in held + devs]
+            train = own * args.oversample + extra
             t0 = time.perf_counter()
             fold_features, refit_features = fold_baselines(
                 features, train, dev, [*corpus, *extra], spec, args

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import math
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -152,18 +153,15 @@ async def run_stages(stages: list[Stage], items: list[object]) -> list[object]:
 
 
 class CapturedSoFar(ReferenceAudio):
-    """The whole reference, but ``live`` shows only what was captured by ``now``: a live filter
-    checks an utterance when the VAD closes it, the hangover after its last voiced frame."""
+    """The reference as a live filter sees it: nothing after ``now`` (a live filter checks an
+    utterance when the VAD closes it, the hangover after its last voiced frame)."""
 
-    def __init__(self, keep: float) -> None:
-        super().__init__(keep)
-        self.now = 0.0
-        self.live = ReferenceAudio(keep)
-        self.live.span = self._span_so_far  # type: ignore[method-assign]
+    now = math.inf
 
-    def _span_so_far(self, start: float, end: float) -> np.ndarray:
-        out = self.span(start, end)
-        out[max(0, round((self.now - start) * SAMPLE_RATE)) :] = 0.0
+    def span(self, start: float, end: float) -> np.ndarray:
+        out = super().span(start, end)
+        if end > self.now:
+            out[max(0, round((self.now - start) * SAMPLE_RATE)) :] = 0.0
         return out
 
 
@@ -203,7 +201,7 @@ def measure(call: Call, options: EchoOptions, reference_lag: float) -> Counter[t
         )
     )
     utterances = [u for u in segmented if isinstance(u, Utterance) and u.channel == 0]
-    echo = EchoFilterStage(reference.live, VadOptions().pre_roll, options=options)
+    echo = EchoFilterStage(reference, VadOptions().pre_roll, options=options)
     kept = asyncio.run(filter_as_live(echo, reference, utterances))
     kept_seqs = {u.seq for u in kept}
     counts: Counter[tuple[str, str]] = Counter()

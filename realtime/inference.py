@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
     from realtime.asr import Transcriber
 
 logger = logging.getLogger(__name__)
-
-HEARD_KEPT = 256  # utterances per session whose voice diarisation may still move between speakers
 
 AcousticExtractor = Callable[[np.ndarray], np.ndarray]
 VisualExtractor = Callable[[Sequence[np.ndarray]], "np.ndarray | None"]
@@ -101,9 +99,6 @@ class EmotionModel:
     baselines: SpeakerBaselines | None = None
     shared_states: int = 0  # utterances whose acoustic input came from the ASR encoder pass
     extracted: int = 0  # utterances whose acoustic input was computed here
-    # session -> utterance seq -> the mean state counted into its speaker's voice (the last
-    # HEARD_KEPT per session: diarisation may re-label them)
-    heard: dict[str, dict[int, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def for_predictor(cls, predictor: Predictor, *, audio: bool = True) -> EmotionModel:
@@ -172,28 +167,33 @@ class EmotionModel:
         logger.debug("emotion model warmed up in %.2f s", time.perf_counter() - started)
 
     def voice(
-        self, states: np.ndarray, session: str, speaker: str, *, update: bool = True
+        self,
+        states: np.ndarray,
+        session: str,
+        speaker: str,
+        *,
+        update: bool = True,
+        utterance: int | None = None,
     ) -> np.ndarray:
         """Acoustic states as the checkpoint reads them: relative to the speaker's running mean
-        voice when it uses speaker baselines (``update``: count this utterance in; False for an
-        utterance still going on), else unchanged."""
+        voice when it uses speaker baselines (``update``: count this utterance in, as
+        ``utterance`` so that diarisation can re-label it; False for an utterance still going
+        on), else unchanged."""
         if self.baselines is None:
             return states
-        return self.baselines.normalise(f"{session}/{speaker}", states, update=update)
+        key = f"{session}/{speaker}"
+        return self.baselines.normalise(key, states, update=update, utterance=utterance)
 
     def revise_speaker(self, revision: SpeakerRevision) -> None:
         """Diarisation re-labelled an utterance: its voice now counts in the new speaker's
         baseline, no longer in the old one's (utterances no longer kept stay where they are)."""
-        mean = self.heard.get(revision.session, {}).pop(revision.utterance_seq, None)
-        if mean is None or self.baselines is None:
-            return
-        session = revision.session
-        self.baselines.move(mean, f"{session}/{revision.old}", f"{session}/{revision.new}")
-        self.heard[session][revision.utterance_seq] = mean
+        if self.baselines is not None:
+            session = revision.session
+            old, new = f"{session}/{revision.old}", f"{session}/{revision.new}"
+            self.baselines.move(revision.utterance_seq, old, new)
 
     def end_session(self, session: str) -> None:
         """Forget the session's speaker baselines (a server's model outlives its sessions)."""
-        self.heard.pop(session, None)
         if self.baselines is not None:
             for key in self.baselines.speakers:
                 if key.startswith(f"{session}/"):
@@ -207,12 +207,8 @@ class EmotionModel:
         utterance = transcript.utterance
         # A revision replaces a speculative result whose voice is already counted in.
         first = utterance.revision == 0
-        if first and self.baselines is not None and len(states):
-            heard = self.heard.setdefault(utterance.session, {})
-            heard[utterance.seq] = np.asarray(states, dtype=np.float32).mean(0)
-            if len(heard) > HEARD_KEPT:
-                heard.pop(next(iter(heard)))
-        return self.voice(states, utterance.session, utterance.speaker, update=first)
+        session, speaker = utterance.session, utterance.speaker
+        return self.voice(states, session, speaker, update=first, utterance=utterance.seq)
 
     def _acoustic_states(self, transcript: Transcript) -> np.ndarray | None:
         """The ASR's own encoder states when they are the ones the checkpoint reads (no second

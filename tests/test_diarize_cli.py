@@ -205,9 +205,9 @@ async def test_a_relabelled_utterance_moves_its_voice_to_the_new_speakers_baseli
     moved: list[tuple[str, str]] = []
     move = baselines.move
 
-    def spy(mean: np.ndarray, old: str, new: str) -> None:
+    def spy(utterance: int, old: str, new: str) -> None:
         moved.append((old, new))
-        move(mean, old, new)
+        move(utterance, old, new)
 
     baselines.move = spy  # type: ignore[method-assign]
 
@@ -229,7 +229,9 @@ async def test_a_relabelled_utterance_moves_its_voice_to_the_new_speakers_baseli
         out = await run_stages([InferenceStage(model, executor, max_batch=1)], feed(items))
     assert [type(m).__name__ for m in out][-2:] == ["SpeakerRevision", "EndOfStream"]
     assert moved == [("test-session/speaker 1", "test-session/speaker 2")]
-    assert baselines.speakers == [] and model.heard == {}  # the session ended: forgotten
+    assert baselines.speakers == []  # the session ended: forgotten, its utterances too
+    model.revise_speaker(revision(1, "speaker 1", "speaker 2"))
+    assert baselines.speakers == []
     for item in (pending(0, "speaker 1", 2.0), pending(1, "speaker 1", 8.0)):
         model.classify([item])
     model.revise_speaker(revision(1, "speaker 1", "speaker 2"))  # (prior 0 + 2) / 2, (0 + 8) / 2

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+HEARD_KEPT = 256  # utterances per speaker whose voice diarisation may still move to another
+
 
 @dataclass
 class SpeakerBaselines:
@@ -29,6 +31,8 @@ class SpeakerBaselines:
     prior_weight: float  # how many utterances the prior is worth
     _sums: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
+    # speaker -> utterance -> the mean state counted in (the last HEARD_KEPT of each, for move)
+    _heard: dict[str, dict[int, np.ndarray]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -40,41 +44,58 @@ class SpeakerBaselines:
 
     def baseline(self, speaker: str, states: np.ndarray | None = None) -> np.ndarray:
         """The speaker's mean voice so far (with ``states``' mean counted in, if given)."""
+        mean = states.mean(0) if states is not None and len(states) else None
+        return self._baseline(speaker, mean)
+
+    def _baseline(self, speaker: str, mean: np.ndarray | None) -> np.ndarray:
         total = self.prior * self.prior_weight + self._sums.get(speaker, 0.0)
         count = self.prior_weight + self._counts.get(speaker, 0)
-        if states is not None and len(states):
-            total = total + states.mean(0)
+        if mean is not None:
+            total = total + mean
             count += 1
         return np.asarray(total / count, dtype=np.float32)
 
-    def normalise(self, speaker: str, states: np.ndarray, *, update: bool = True) -> np.ndarray:
+    def normalise(
+        self, speaker: str, states: np.ndarray, *, update: bool = True, utterance: int | None = None
+    ) -> np.ndarray:
         """``states`` (T, d) minus the speaker's baseline including this utterance; ``update``
         adds the utterance to the speaker's history (False for interim views of an utterance
-        still going on)."""
+        still going on), remembered as ``utterance`` (if given) so that :meth:`move` can
+        re-label it."""
         states = np.asarray(states, dtype=np.float32)
         if states.ndim != 2 or states.shape[1] != len(self.prior):
             raise ValueError(
                 f"states of shape {states.shape} do not fit a {len(self.prior)}-d baseline"
             )
+        mean = states.mean(0) if len(states) else None
         with self._lock:
-            shifted = states - self.baseline(speaker, states)
-            if update and len(states):
-                self._add(speaker, states.mean(0), 1)
+            shifted = states - self._baseline(speaker, mean)
+            if update and mean is not None:
+                self._add(speaker, mean, 1, utterance)
         return shifted
 
-    def move(self, mean: np.ndarray, old: str, new: str) -> None:
-        """Count an utterance whose mean state is ``mean`` as ``new``'s instead of ``old``'s
-        (diarisation re-labelled it)."""
+    def move(self, utterance: int, old: str, new: str) -> None:
+        """Count ``utterance`` as ``new``'s instead of ``old``'s (diarisation re-labelled it);
+        nothing when ``old`` no longer remembers it."""
         with self._lock:
-            if self._counts.get(old, 0) > 0:
-                self._add(old, -mean, -1)
-            self._add(new, mean, 1)
+            mean = self._heard.get(old, {}).pop(utterance, None)
+            if mean is None:
+                return
+            self._add(old, -mean, -1)
+            self._add(new, mean, 1, utterance)
 
-    def _add(self, speaker: str, mean: np.ndarray, count: int) -> None:
+    def _add(
+        self, speaker: str, mean: np.ndarray, count: int, utterance: int | None = None
+    ) -> None:
         self._sums[speaker] = self._sums.get(speaker, 0.0) + mean
         self._counts[speaker] = self._counts.get(speaker, 0) + count
         if not self._counts[speaker]:
             self.forget(speaker)
+        elif utterance is not None:
+            heard = self._heard.setdefault(speaker, {})
+            heard[utterance] = mean
+            if len(heard) > HEARD_KEPT:
+                heard.pop(next(iter(heard)))
 
     @property
     def speakers(self) -> list[str]:
@@ -84,6 +105,7 @@ class SpeakerBaselines:
     def forget(self, speaker: str) -> None:
         self._sums.pop(speaker, None)
         self._counts.pop(speaker, None)
+        self._heard.pop(speaker, None)
 
 
 def prior_of(utterances: Iterable[np.ndarray]) -> np.ndarray:

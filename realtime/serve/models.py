@@ -93,13 +93,12 @@ class SharedTranscriber(Transcriber):
         audios = [job for job in jobs if isinstance(job, np.ndarray)]
         transcripts = iter(self.loaded.transcribe_batch(audios) if audios else [])
         return [
-            next(transcripts)
-            if isinstance(job, np.ndarray)
-            else self.loaded.encode_with_words(job.audio)
-            if job.words
-            else self.loaded.encode(job.audio)
-            for job in jobs
+            next(transcripts) if isinstance(job, np.ndarray) else self._encode(job) for job in jobs
         ]
+
+    def _encode(self, job: _Encoding) -> _Done:
+        loaded = self.loaded
+        return loaded.encode_with_words(job.audio) if job.words else loaded.encode(job.audio)
 
     def transcribe(self, audio: np.ndarray, deadline: float | None = None) -> TranscriptionResult:
         """Transcribe once the owner takes the utterance; :class:`TooLate` instead if it took it

@@ -78,13 +78,14 @@ def session_overrides(manifest: SessionManifest) -> dict[str, Any]:
     overrides["sources.channels_as_speakers"] = manifest.channels_as_speakers
     if manifest.diarization is not None:  # who speaks, by voice, as the recording found it
         diarization = manifest.diarization
-        enroll = [spec for spec in diarization.get("enroll", ()) if _enrolled_file(spec).is_file()]
-        if len(enroll) < len(diarization.get("enroll", ())):
+        enrolled = list(diarization.get("enroll", ()))
+        enroll = [spec for spec in enrolled if _enrolled_file(spec).is_file()]
+        if missing := [spec for spec in enrolled if spec not in enroll]:
             logger.warning(
                 "session %s enrolled voices from files not found here (%s): its speakers may "
                 "be labelled differently",
                 manifest.folder,
-                ", ".join(set(diarization["enroll"]) - set(enroll)),
+                ", ".join(missing),
             )
         overrides["speakers.diarize"] = bool(diarization.get("diarize", False))
         overrides["speakers.max_speakers"] = diarization.get("max_speakers")

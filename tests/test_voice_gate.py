@@ -211,6 +211,17 @@ def hinged_model(seed: int) -> tuple[Any, UniMSEProcessor, np.ndarray]:
     return model, UniMSEProcessor(config, load_tokenizer(config)), torch.randn(9, 8).numpy()
 
 
+def worded_case(seed: int) -> tuple[Any, Any, Any, torch.Tensor]:
+    """A hinged model with a random voice map: its modality logits, the batch "so happy" + a voice,
+    and the words' own MELD logits."""
+    model, processor, voice = hinged_model(seed)
+    with torch.no_grad():
+        model.modality_logits.acoustic.weight.normal_()
+        text = model(processor.encode([ModelInput(text="so happy")])).meld_logits
+    batch = processor.encode([ModelInput(text="so happy", acoustic=voice)])
+    return model, model.modality_logits, batch, text
+
+
 def test_the_voice_hinge_applies_to_utterances_with_words_only() -> None:
     model, processor, voice = hinged_model(4)
     config = model.config
@@ -233,12 +244,9 @@ def test_the_voice_hinge_applies_to_utterances_with_words_only() -> None:
 
 
 def test_a_neutral_share_adds_back_part_of_the_unhinged_voice_on_worded_rows() -> None:
-    model, processor, voice = hinged_model(5)
-    batch = processor.encode([ModelInput(text="so happy", acoustic=voice)])
-    logits = model.modality_logits
+    model, logits, batch, _ = worded_case(5)
     outputs = []
     with torch.no_grad():
-        logits.acoustic.weight.normal_()
         for share in (0.0, 0.25, 1.0):
             logits.neutral_share = share
             outputs.append(model(batch).meld_logits)
@@ -253,12 +261,8 @@ def test_a_neutral_share_adds_back_part_of_the_unhinged_voice_on_worded_rows() -
 
 
 def test_an_unsure_share_follows_how_sure_the_words_are() -> None:
-    model, processor, voice = hinged_model(6)
-    logits = model.modality_logits
-    batch = processor.encode([ModelInput(text="so happy", acoustic=voice)])
+    model, logits, batch, text = worded_case(6)
     with torch.no_grad():
-        logits.acoustic.weight.normal_()
-        text = model(processor.encode([ModelInput(text="so happy")])).meld_logits
         logits.neutral_share = 0.0
         hinged = model(batch).meld_logits
         batch.words = torch.zeros(1)
@@ -273,13 +277,10 @@ def test_an_unsure_share_follows_how_sure_the_words_are() -> None:
 
 
 def test_a_voice_margin_and_cap_bound_what_a_hinged_voice_adds_to_words() -> None:
-    model, processor, voice = hinged_model(7)
-    logits = model.modality_logits
-    batch = processor.encode([ModelInput(text="so happy", acoustic=voice)])
+    model, logits, batch, words = worded_case(7)
+    text = words[0]
     neutral = model.config.meld_emotions.index("neutral")
     with torch.no_grad():
-        logits.acoustic.weight.normal_()
-        text = model(processor.encode([ModelInput(text="so happy")])).meld_logits[0]
         batch.words = torch.zeros(1)  # no words: the raw voice, whatever the margin
         raw = model(batch).meld_logits[0] - text
         batch.words = torch.ones(1)
@@ -301,12 +302,9 @@ def test_a_voice_margin_and_cap_bound_what_a_hinged_voice_adds_to_words() -> Non
 
 
 def test_a_wordless_factor_weighs_the_voice_alone_and_leaves_words_as_they_were() -> None:
-    model, processor, voice = hinged_model(8)
-    logits = model.modality_logits
-    batch = processor.encode([ModelInput(text="so happy", acoustic=voice)])
+    model, logits, batch, words = worded_case(8)
+    text = words[0]
     with torch.no_grad():
-        logits.acoustic.weight.normal_()
-        text = model(processor.encode([ModelInput(text="so happy")])).meld_logits[0]
         batch.words = torch.ones(1)
         worded = model(batch).meld_logits[0]
         batch.words = torch.zeros(1)

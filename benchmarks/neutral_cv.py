@@ -33,7 +33,8 @@ folds). A setting keeps the words when every fold's cost stays within ``--tolera
 counts only the words the voice turns from right to wrong (the pessimistic cost that tracked
 test); ``--rank fused`` picks the best RAVDESS + sentence UA among them (the rule since
 2026-12-05: ``--harm-only --mean-bounds 1.25 0.65 --rank fused``; v9 was chosen with 0.85). The
-voice's weight without words is chosen apart, as the best mean audio-only UA of ``--wordless-scales``.
+voice's weight without words is chosen apart, as the best mean audio-only UA of
+``--wordless-scales``.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from realtime.mqtt_options import MqttOptions
+from realtime.speaker_names import SPEAKER_LABELS
 from unimse import typed_config
 
 SINK_NAMES = ("dashboard", "jsonl", "mqtt")
@@ -91,9 +92,14 @@ class ContextOptions:
     """Dialogue context handed to the model with each utterance."""
 
     turns: int | None = None  # past turns; None = as many as the checkpoint was trained with
+    speaker_labels: str = "letters"  # what the model reads as each turn's speaker: letters, heard
 
     def __post_init__(self) -> None:
         _check(self.turns is None or self.turns >= 0, "context.turns must be >= 0")
+        _check(
+            self.speaker_labels in SPEAKER_LABELS,
+            f"context.speaker_labels must be one of {', '.join(SPEAKER_LABELS)}",
+        )
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Live use sees only the past, so every :class:`unimse.inputs.ModelInput` carries the turns spoken
 before the current utterance (oldest first), exactly as the model is trained. With diarisation, a
 :class:`~realtime.messages.SpeakerRevision` re-labels a turn still in the context, so the next
-utterances see the corrected speakers.
+utterances see the corrected speakers. Speakers are named as the model reads them
+(:class:`~realtime.speaker_names.ModelSpeakerNames`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import deque
 from typing import Any
 
 from realtime.messages import PendingUtterance, SpeakerRevision, Transcript
+from realtime.speaker_names import ModelSpeakerNames
 from realtime.stage import Inbox, Stage
 from unimse.inputs import DialogueTurn, ModelInput
 
@@ -22,11 +24,12 @@ logger = logging.getLogger(__name__)
 class DialogueContext:
     """The conversation so far for one session, as model inputs."""
 
-    def __init__(self, session: str, turns: int) -> None:
+    def __init__(self, session: str, turns: int, names: ModelSpeakerNames | None = None) -> None:
         if turns < 0:
             raise ValueError("context turns must be >= 0")
         self.session = session
         self.turns = turns
+        self.names = names if names is not None else ModelSpeakerNames()
         # (utterance seq or None, turn), oldest first.
         self._history: deque[tuple[int | None, DialogueTurn]] = deque(maxlen=turns)
 
@@ -42,6 +45,7 @@ class DialogueContext:
         went on after) sees the turns before that one and replaces it.
         """
         text = text.strip()
+        speaker = self.names(speaker)
         seqs = [seq for seq, _ in self._history]
         if utterance_seq is not None and utterance_seq in seqs:
             kept = list(self._history)
@@ -60,6 +64,7 @@ class DialogueContext:
 
     def relabel(self, utterance_seq: int, speaker: str) -> None:
         """The turn of utterance ``utterance_seq``, if still in the context, is ``speaker``'s."""
+        speaker = self.names(speaker)
         self._history = deque(
             (
                 (seq, DialogueTurn(speaker, turn.text) if seq == utterance_seq else turn)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from realtime.asr import Transcriber
 from realtime.inference import EmotionModel, InterimInput
 from realtime.messages import EndOfStream, OpenSpeech, PartialResult, Utterance
+from realtime.speaker_names import ModelSpeakerNames
 from realtime.stage import Inbox, Stage
 from unimse.prediction import Prediction
 
@@ -55,10 +56,12 @@ class PartialStage(Stage):
         executor: Executor | None,
         *,
         speakers: SpeakerStage | None = None,
+        names: ModelSpeakerNames | None = None,
         deliver: Callable[[PartialResult], Awaitable[None]] | None = None,
         text: bool = False,
     ) -> None:
         super().__init__()
+        self.names = names if names is not None else ModelSpeakerNames()  # the model's speakers
         self.deliver = deliver  # to the sinks at once (the pipeline's delivery); None: push on
         self.text = text  # also the words so far (partial.text)
         self.transcriber = transcriber
@@ -152,7 +155,7 @@ class PartialStage(Stage):
             item.audio,
             states,
             text=words,
-            speaker=speaker if words else "",
+            speaker=self.names(speaker) if words else "",
         )
         return model.classify([interim])[0], words
 

@@ -55,6 +55,7 @@ from realtime.partial import PartialStage
 from realtime.recorder import RecorderTapStage, SessionRecorder
 from realtime.sinks.base import Sink
 from realtime.sources.base import Source, SourceContext, SourceError
+from realtime.speaker_names import ModelSpeakerNames
 from realtime.stage import Inbox, Stage
 from realtime.vad import SegmentationStage, SpeechAnalyzer
 
@@ -246,8 +247,9 @@ class Pipeline:
         """The stages an utterance goes through, in order; each runs as its own task."""
         config = self.config
         turns = config.context.turns
+        names = ModelSpeakerNames(config.context.speaker_labels)
         context = DialogueContext(
-            self.session, model.predictor.config.context_turns if turns is None else turns
+            self.session, model.predictor.config.context_turns if turns is None else turns, names
         )
         self._context = ContextStage(context, needs_words=not model.uses_audio)
         self.transcription = self._transcription_stage(transcriber, executor)
@@ -265,7 +267,7 @@ class Pipeline:
         vad = config.vad
         horizon = vad.max_utterance + vad.pre_roll + vad.hangover + 2.0
         speakers = self._speaker_stage(executor)
-        partial = self._partial_stage(executor, transcriber, model, speakers)
+        partial = self._partial_stage(executor, transcriber, model, speakers, names)
         echo_tap, echo_filter = self._echo_stages()
         return [
             *([VideoMergeStage(video)] if video is not None else []),
@@ -330,6 +332,7 @@ class Pipeline:
         transcriber: Transcriber,
         model: EmotionModel,
         speakers: SpeakerStage | None,
+        names: ModelSpeakerNames,
     ) -> PartialStage | None:
         """With ``partial.enabled`` and a checkpoint that hears audio: the interim-result stage."""
         if self.segmentation.partial_interval is None:
@@ -343,6 +346,7 @@ class Pipeline:
             model,
             executor,
             speakers=speakers,
+            names=names,
             deliver=self.delivery.deliver_partial,
             text=self.config.partial.text,
         )

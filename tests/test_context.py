@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from realtime.config import ConfigError, ContextOptions
 from realtime.context import DialogueContext
+from realtime.speaker_names import ModelSpeakerNames
 from unimse.inputs import DialogueTurn
 
 
+def as_heard(turns: int) -> DialogueContext:
+    """A context that passes the speaker labels through (the window's mechanics alone)."""
+    return DialogueContext("s", turns=turns, names=ModelSpeakerNames("heard"))
+
+
 def test_last_k_turns_oldest_first_with_speakers() -> None:
-    context = DialogueContext("s", turns=2)
+    context = as_heard(2)
     first = context.next_input("ana", "hello there")
     assert first.context == () and first.text == "hello there" and first.speaker == "ana"
     context.next_input("ben", "hi ana")
@@ -20,14 +27,14 @@ def test_last_k_turns_oldest_first_with_speakers() -> None:
 
 
 def test_the_current_utterance_is_never_its_own_context() -> None:
-    context = DialogueContext("s", turns=5)
+    context = as_heard(5)
     model_input = context.next_input("ana", "only me")
     assert DialogueTurn("ana", "only me") not in model_input.context
     assert context.history == (DialogueTurn("ana", "only me"),)
 
 
 def test_utterances_without_words_add_no_turn() -> None:
-    context = DialogueContext("s", turns=3)
+    context = as_heard(3)
     context.next_input("ana", "hello")
     silent = context.next_input("ben", "   ")
     assert silent.text == ""
@@ -43,3 +50,26 @@ def test_zero_turns_means_no_context() -> None:
 def test_negative_turns_are_refused() -> None:
     with pytest.raises(ValueError):
         DialogueContext("s", turns=-1)
+
+
+def test_the_model_reads_each_sessions_speakers_as_letters_by_default() -> None:
+    context = DialogueContext("s", turns=3)
+    first = context.next_input("speaker 2", "hello", utterance_seq=0)
+    second = context.next_input("speaker 1", "hi", utterance_seq=1)
+    third = context.next_input("speaker 2", "how are you?", utterance_seq=2)
+    assert (first.speaker, second.speaker, third.speaker) == ("A", "B", "A")
+    assert third.context == (DialogueTurn("A", "hello"), DialogueTurn("B", "hi"))
+    context.relabel(1, "speaker 3")  # a diarisation revision: the new speaker's own letter
+    assert context.history[1] == DialogueTurn("C", "hi")
+    assert DialogueContext("other", turns=1).next_input("speaker 1", "x").speaker == "A"
+
+
+def test_speaker_letters_never_repeat_and_an_unknown_labelling_is_refused() -> None:
+    names = ModelSpeakerNames()
+    letters = [names(f"s{i}") for i in range(30)]
+    assert len(set(letters)) == 30 and letters[:2] == ["A", "B"] and letters[26] == "A1"
+    assert names("") == "" and ModelSpeakerNames("heard")("speaker 1") == "speaker 1"
+    with pytest.raises(ValueError, match="speaker labels"):
+        ModelSpeakerNames("numbers")
+    with pytest.raises(ConfigError, match="speaker_labels"):
+        ContextOptions(speaker_labels="numbers")

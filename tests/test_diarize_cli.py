@@ -270,7 +270,9 @@ async def test_context_takes_the_revised_speaker() -> None:
     ]
     out = await run_stages([stage], feed(items))
     last = [m for m in out if isinstance(m, PendingUtterance)][-1]
-    assert [turn.speaker for turn in last.model_input.context] == ["speaker 2"]
+    # The model reads the session's speakers as letters: speaker 1 = A, then speaker 2 = B.
+    assert [turn.speaker for turn in last.model_input.context] == ["B"]
+    assert last.model_input.speaker == "A"
 
 
 # --- a replay of real voices -------------------------------------------------------------------

@@ -59,7 +59,9 @@ from unimse.labels import UniversalLabel
 logger = logging.getLogger(__name__)
 
 AUDIO_SPLITS: tuple[str, ...] = ("train", "dev", "test", "all")
-AUDIO_SPEAKER = "speaker"  # speaker name in the text input (EMO-DB ids carry no meaning)
+# The speaker name in the text input: live use names a session's first speaker "A"
+# (realtime/speaker_names.py); corpus speaker ids carry no meaning for the text model.
+AUDIO_SPEAKER = "A"
 
 EMODB_SPLITS: dict[str, tuple[str, ...]] = {
     "train": ("03", "08", "09", "10", "11"),

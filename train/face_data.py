@@ -255,7 +255,7 @@ def face_feature(extractor: VisualExtractor, image: np.ndarray) -> np.ndarray:
 # The words beside a face: alone, the text model reads them as neutral, so what the model says
 # about a CK+ sample comes from the face.
 NEUTRAL_TEXT = "Okay."
-FACE_SPEAKER = "speaker"
+FACE_SPEAKER = "A"  # as live use names a session's first speaker (realtime/speaker_names.py)
 # A face is held (its row repeated) for 1..12 frames: 0.2-2.4 s at the live 5 frames/s.
 FACE_FRAMES = (1, 12)
 # CK+ labels: train.acted_labels (the values RAVDESS uses for the same emotions).

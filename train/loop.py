@@ -357,6 +357,8 @@ class Trainer:
         spec = self.config.model.acoustic
         if spec is None or not spec.baseline:
             return None
+        if not set(AUDIO_DATASETS) & set(self.config.data.datasets):
+            return None  # no speech trains here: the model keeps its init checkpoint's prior
         if self.voice_prior is None:
             from train.audio_datasets import voice_prior
 

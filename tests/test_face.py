@@ -518,3 +518,24 @@ def test_trainer_trains_the_camera_on_ckplus_and_keeps_words_and_voice(
     new = EmotionPredictor.load(tmp_path / "run" / "last", device="cpu").predict(probes)
     for a, b in zip(old, new, strict=True):
         assert a.emotion_probs == pytest.approx(b.emotion_probs, abs=1e-6)
+
+
+def test_a_stage_without_speech_keeps_the_init_checkpoints_voice_prior(tmp_path: Path) -> None:
+    """A face stage on top of a voice with a speaker baseline: no speech corpus trains, so no
+    prior is computed (it failed with "no utterances to compute a voice baseline prior from")."""
+    from train.config import TrainConfig
+    from train.loop import Trainer
+    from unimse.config import FeatureSpec, UniMSEConfig
+
+    model = UniMSEConfig(
+        acoustic=FeatureSpec("whisper-tiny.en-mid-v2", 768, "stats", baseline=5.0),
+        visual=FeatureSpec("emotrack-visual-v2", 7),
+    )
+    config = TrainConfig.from_dict(
+        {
+            "model": model.to_dict(),
+            "data": {"datasets": ["meld", "ckplus"], "data_dir": str(tmp_path)},
+            "train": {"threads": 1},
+        }
+    )
+    assert Trainer(config, tmp_path / "run")._voice_prior() is None

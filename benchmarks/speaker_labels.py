@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from realtime.speaker_names import ModelSpeakerNames
 from train.data import Sample, load_dataset
 from train.evaluate import evaluate
 from unimse.inference import EmotionPredictor
@@ -42,20 +42,19 @@ def relabel(samples: list[Sample], labelling: str) -> list[Sample]:
     if labelling == "corpus":
         return samples
     order: dict[str, dict[str, str]] = {}
+    letters: dict[str, ModelSpeakerNames] = {}  # live use's own map, one per dialogue
 
     def name(dialogue: str, speaker: str) -> str:
         if labelling == "none":
             return ""
         if labelling == "speaker":
             return "speaker"
+        if labelling == "letters":
+            return letters.setdefault(dialogue, ModelSpeakerNames("letters"))(speaker)
         seen = order.setdefault(dialogue, {})
         if speaker not in seen:
             n = len(seen)
-            seen[speaker] = {
-                "numbered": f"speaker {n + 1}",
-                "letters": chr(ord("A") + n % 26),
-                "names": NAMES[n % len(NAMES)],
-            }[labelling]
+            seen[speaker] = f"speaker {n + 1}" if labelling == "numbered" else NAMES[n % len(NAMES)]
         return seen[speaker]
 
     out = []
@@ -80,16 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     predictor = EmotionPredictor.load(args.checkpoint)
     results: dict[str, dict[str, dict[str, float]]] = {}
-    say: Callable[[str], None] = print
-    say("| dataset | labels | WF1 | accuracy |")
-    say("|---|---|---|---|")
+    print("| dataset | labels | WF1 | accuracy |")
+    print("|---|---|---|---|")
     for dataset in args.datasets:
         samples = load_dataset(dataset, args.split, args.data_dir)
         for labelling in args.labellings:
             metrics = evaluate(predictor, dataset, relabel(samples, labelling))
             results.setdefault(dataset, {})[labelling] = metrics
             wf1, acc = metrics["wf1"], metrics["acc"]
-            say(f"| {dataset} {args.split} | {labelling} | {wf1:.2f} | {acc:.2f} |")
+            print(f"| {dataset} {args.split} | {labelling} | {wf1:.2f} | {acc:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from realtime.mqtt_options import MqttOptions
-from realtime.speaker_names import SPEAKER_LABELS
+from realtime.speaker_names import DEFAULT_SPEAKER_LABELS, SPEAKER_LABELS
 from unimse import typed_config
 
 SINK_NAMES = ("dashboard", "jsonl", "mqtt")
@@ -92,7 +92,9 @@ class ContextOptions:
     """Dialogue context handed to the model with each utterance."""
 
     turns: int | None = None  # past turns; None = as many as the checkpoint was trained with
-    speaker_labels: str = "letters"  # what the model reads as each turn's speaker: letters, heard
+    speaker_labels: str = (
+        DEFAULT_SPEAKER_LABELS  # each turn's speaker for the model: letters, heard
+    )
 
     def __post_init__(self) -> None:
         _check(self.turns is None or self.turns >= 0, "context.turns must be >= 0")

@@ -98,7 +98,7 @@ class PartialStage(Stage):
         speaker = await self._speaker_of(item)
         key = (item.channel, item.start)
         prediction, words = await loop.run_in_executor(
-            self.executor, self._classify, item, speaker, self._words.get(key, "")
+            self.executor, self._classify, item, self.names(speaker), self._words.get(key, "")
         )
         if self._open.get(item.channel) != item.start:
             self.stale += 1
@@ -138,8 +138,8 @@ class PartialStage(Stage):
     def _classify(self, item: OpenSpeech, speaker: str, before: str) -> tuple[Prediction, str]:
         """Acoustic input of the audio so far (the ASR's encoder states when the checkpoint reads
         them, else its own extractor) and, with ``text``, the words so far from the same encoder
-        pass (``before``, the previous ones, where Whisper doubts them); then the emotion model
-        (blocking)."""
+        pass (``before``, the previous ones, where Whisper doubts them); then the emotion model,
+        the words under ``speaker``, the name the model reads (blocking)."""
         model, states, words = self.model, None, ""
         shared = model.encoder_model == self.transcriber.states_key
         if self.text:
@@ -155,7 +155,7 @@ class PartialStage(Stage):
             item.audio,
             states,
             text=words,
-            speaker=self.names(speaker) if words else "",
+            speaker=speaker if words else "",
         )
         return model.classify([interim])[0], words
 

@@ -13,12 +13,13 @@ So by default each session's speakers are read as ``A``, ``B``, ... in order of 
 from __future__ import annotations
 
 SPEAKER_LABELS = ("letters", "heard")
+DEFAULT_SPEAKER_LABELS = "letters"
 
 
 class ModelSpeakerNames:
     """One session's map from heard speaker labels to the names the model reads."""
 
-    def __init__(self, labels: str = "letters") -> None:
+    def __init__(self, labels: str = DEFAULT_SPEAKER_LABELS) -> None:
         if labels not in SPEAKER_LABELS:
             raise ValueError(f"speaker labels must be one of {', '.join(SPEAKER_LABELS)}")
         self.labels = labels

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from train.calibrate import (
     ACOUSTIC_PROJECTION,
     CALIBRATION,
+    FACE_WORDS_TOLERANCE,
     SCALE_GRID,
     VISUAL_PROJECTION,
     AudioScaleDevData,
@@ -23,7 +24,7 @@ from train.calibrate import (
     scale_scores,
 )
 from train.data import load_dataset
-from train.evaluate import evaluate
+from train.evaluate import evaluate, predict_samples
 from train.face_data import NEUTRAL_TEXT, split_of_subject
 from train.metrics import classification_metrics
 from unimse.checkpoint import CheckpointError
@@ -211,15 +212,38 @@ def test_video_scale_criterion_and_folding(
     scores = scale_scores(predictor, "video", data, 0.0)
     assert set(scores) == {
         "ckplus_face_acc",
+        "meld_emotional_words_face_wf1",
+        "iemocap_emotional_words_face_wf1",
         "meld_unrelated_face_wf1",
         "iemocap_unrelated_face_wf1",
         "mean",
     }
-    # At scale 0 a face changes nothing: the unrelated-face scores are the text-only ones.
-    text_only = evaluate(predictor, "meld", load_dataset("meld", "dev", shared_data))
-    assert scores["meld_unrelated_face_wf1"] == pytest.approx(text_only["wf1"])
-    picked = data.pick({"1.0": {"mean": 40.0}, "0.5": {"mean": 41.0}, "0.25": {"mean": 41.0}})
-    assert picked == "0.5"  # the best mean, ties to the larger scale
+    # At scale 0 a face changes nothing: the unrelated-face scores are the text-only ones, over
+    # every utterance and over those whose words alone read as an emotion.
+    meld_dev = load_dataset("meld", "dev", shared_data)
+    text_preds = predict_samples(predictor, meld_dev)
+    assert data.emotional_words["meld"] == [p.emotion != "neutral" for p in text_preds]
+    assert scores["meld_unrelated_face_wf1"] == pytest.approx(
+        evaluate(predictor, "meld", meld_dev)["wf1"]
+    )
+    emotional = [s for s, e in zip(meld_dev, data.emotional_words["meld"], strict=True) if e]
+    if emotional:
+        assert scores["meld_emotional_words_face_wf1"] == pytest.approx(
+            evaluate(predictor, "meld", emotional)["wf1"]
+        )
+    # The best CK+ accuracy among the scales whose emotional words keep within the tolerance of
+    # no face (0.0), ties to the smaller scale; none within it: the smallest scale.
+    words = {"meld_emotional_words_face_wf1": 50.0, "iemocap_emotional_words_face_wf1": 50.0}
+    costly = {k: v - FACE_WORDS_TOLERANCE - 0.1 for k, v in words.items()}
+    grid = {
+        "0.0": {**words, "ckplus_face_acc": 0.0},
+        "1.0": {**costly, "ckplus_face_acc": 90.0},
+        "0.5": {**words, "ckplus_face_acc": 70.0},
+        "0.35": {**words, "ckplus_face_acc": 70.0},
+        "0.25": {**words, "ckplus_face_acc": 60.0},
+    }
+    assert data.pick(grid) == "0.35"
+    assert data.pick({"0.0": grid["0.0"], "1.0": grid["1.0"], "0.5": grid["1.0"]}) == "0.5"
 
     # A given factor is folded into the visual projection only, and the earlier record is kept.
     first, second = tmp_path / "audio", tmp_path / "video"

@@ -539,3 +539,40 @@ def test_a_stage_without_speech_keeps_the_init_checkpoints_voice_prior(tmp_path:
         }
     )
     assert Trainer(config, tmp_path / "run")._voice_prior() is None
+
+
+def test_the_face_gate_scales_the_face_by_how_neutral_the_words_read() -> None:
+    from conftest import tiny_unimse_config
+
+    from unimse.config import UniMSEConfig
+    from unimse.modeling import ModalityLogits, UniMSEOutput
+
+    with pytest.raises(ValueError, match="face_gate must be one of"):
+        UniMSEConfig(backbone="minilm", modality_logits=True, face_gate="sometimes")
+    with pytest.raises(ValueError, match="face_gate needs modality_logits"):
+        UniMSEConfig(backbone="minilm", face_gate="neutral_words")
+    torch.manual_seed(5)
+    config = tiny_unimse_config(modality_logits=True)
+    gated = ModalityLogits(tiny_unimse_config(modality_logits=True, face_gate="neutral_words"))
+    plain = ModalityLogits(config)
+    with torch.no_grad():
+        plain.visual.weight.normal_()
+        gated.visual.weight.copy_(plain.visual.weight)
+    neutral = config.meld_emotions.index("neutral")
+    meld = torch.zeros(3, len(config.meld_emotions))
+    meld[0, neutral] = 8.0  # words that read as surely neutral ("A: Okay.")
+    meld[1, config.meld_emotions.index("joy")] = 8.0  # words that read as surely joyful
+    out = UniMSEOutput(
+        torch.zeros(3, len(config.polarities)),
+        meld,
+        torch.zeros(3, len(config.iemocap_emotions)),
+        torch.zeros(3),
+    )
+    face = torch.randn(3, config.modality_dim)
+    full = plain.face(out, face)
+    weighed = gated.face(out, face)
+    p_neutral = torch.softmax(meld, -1)[:, neutral : neutral + 1]
+    torch.testing.assert_close(weighed, full * p_neutral)
+    assert p_neutral[0] > 0.99 and p_neutral[1] < 0.01  # the face decides the first, not the second
+    # No face: nothing to add, gated or not.
+    assert not gated.face(out, torch.zeros(3, config.modality_dim)).any()

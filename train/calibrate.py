@@ -50,13 +50,14 @@ from train.audio_datasets import (
 )
 from train.audio_eval import audio_metrics, progress_total
 from train.data import DataError, Sample, load_dataset
-from train.evaluate import evaluate, predict_samples
+from train.evaluate import dataset_metrics, evaluate, predict_samples
 from train.face_data import FACE_FRAMES, held_face, load_face_dataset
 from train.metrics import classification_metrics
 from unimse.checkpoint import CONFIG, WEIGHTS, CheckpointError, resolve_checkpoint
 from unimse.fusion import ModalityEncoder, StatsEncoder
 from unimse.inference import EmotionPredictor
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS
+from unimse.prediction import Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
 SCALE_GRID = (1.0, 0.5, 0.35, 0.25, 0.125)
 # Audio: WF1 a neutral voice may cost on MELD / IEMOCAP dev, against text only (scale 0).
 NEUTRAL_VOICE_TOLERANCE = 0.5
+# Video: WF1 an unrelated face may cost the dev utterances whose words read as an emotion (set
+# before the criterion's first scores were read).
+FACE_WORDS_TOLERANCE = 2.0
 # modality -> the fusion encoder whose output projection a scale multiplies
 BRANCHES = {"audio": "acoustic", "video": "visual"}
 
@@ -279,16 +283,24 @@ class VideoScaleDevData:
 
     - ``ckplus_face_acc``: accuracy over the six shared expressions of every dev face beside the
       neutral sentence (the words say nothing, so this rewards reading the face);
-    - ``meld_unrelated_face_wf1`` / ``iemocap_unrelated_face_wf1``: MELD / IEMOCAP dev WF1 with a
-      random CK+ dev face beside every utterance, unrelated to what is said (this punishes a face
-      that overrules the words).
+    - ``meld_emotional_words_face_wf1`` / ``iemocap_...``: MELD / IEMOCAP dev WF1 over the
+      utterances whose words alone read as an emotion (text-only prediction not neutral), each
+      beside a random CK+ dev face unrelated to what is said (this punishes a face that overrules
+      words that say something);
+    - ``meld_unrelated_face_wf1`` / ``iemocap_...``: the same faces over every dev utterance,
+      reported only: an emotional face beside words that read as neutral moves them, which is
+      what CK+ asks, so its cost on neutral-labelled utterances cannot count against the face.
 
     Faces are held 1..12 frames (:func:`train.face_data.eval_frames` for CK+, seeded draws for the
-    unrelated ones), read by the checkpoint's own visual feature spec. :meth:`pick`: the best mean
-    of the three, ties to the larger scale."""
+    unrelated ones), read by the checkpoint's own visual feature spec. The grid also scores 0 (no
+    face: text only). :meth:`pick`: the best CK+ accuracy among the scales whose emotional-words
+    WF1 stays within :data:`FACE_WORDS_TOLERANCE` of text only on each corpus, ties to the
+    smaller scale (until 2026-12-05: the best mean of CK+ and the unrelated-face WF1s, which
+    pulled against each other once the words read "A: Okay." as surely neutral)."""
 
     faces: list[Sample]  # CK+ dev faces, neutral sentence
     unrelated_face: dict[str, list[Sample]]  # meld / iemocap dev, a random CK+ dev face each
+    emotional_words: dict[str, list[bool]]  # per utterance: its words alone read as an emotion
 
     @classmethod
     def load(cls, predictor: EmotionPredictor, data_dir: Path, seed: int = 0) -> VideoScaleDevData:
@@ -304,19 +316,23 @@ class VideoScaleDevData:
             raise DataError(f"video scale: no scored CK+ dev face under {data_dir}")
         rng = np.random.default_rng(seed)
         low, high = FACE_FRAMES
-        unrelated = {
-            dataset: [
+        unrelated: dict[str, list[Sample]] = {}
+        emotional: dict[str, list[bool]] = {}
+        for dataset in ("meld", "iemocap"):
+            dev = load_dataset(dataset, "dev", data_dir)
+            emotional[dataset] = [
+                _label(dataset, p) != "neutral" for p in predict_samples(predictor, dev)
+            ]
+            unrelated[dataset] = [
                 replace(
                     s,
                     visual=held_face(
                         rows[int(rng.integers(len(rows)))], int(rng.integers(low, high + 1))
                     ),
                 )
-                for s in load_dataset(dataset, "dev", data_dir)
+                for s in dev
             ]
-            for dataset in ("meld", "iemocap")
-        }
-        return cls(faces, unrelated)
+        return cls(faces, unrelated, emotional)
 
     @property
     def size(self) -> int:
@@ -329,12 +345,44 @@ class VideoScaleDevData:
             "ckplus_face_acc": evaluate(predictor, "ckplus", self.faces, progress=progress)["acc"]
         }
         for dataset, samples in self.unrelated_face.items():
-            metrics = evaluate(predictor, dataset, samples, progress=progress)
-            scores[f"{dataset}_unrelated_face_wf1"] = metrics["wf1"]
+            preds = predict_samples(predictor, samples, progress=progress)
+            keep = self.emotional_words[dataset]
+            scores[f"{dataset}_emotional_words_face_wf1"] = dataset_metrics(
+                dataset,
+                [s for s, k in zip(samples, keep, strict=True) if k],
+                [p for p, k in zip(preds, keep, strict=True) if k],
+            )["wf1"]
+            scores[f"{dataset}_unrelated_face_wf1"] = dataset_metrics(dataset, samples, preds)[
+                "wf1"
+            ]
         return scores
 
     def pick(self, scores: dict[str, dict[str, float]]) -> str:
-        return best_mean(scores)
+        no_face = scores.get(str(0.0))
+        if no_face is None:
+            return best_mean(scores)
+
+        def keeps_words(s: dict[str, float]) -> bool:
+            return all(
+                s[k] >= no_face[k] - FACE_WORDS_TOLERANCE
+                for k in s
+                if k.endswith("_emotional_words_face_wf1")
+            )
+
+        allowed = [k for k in scores if float(k) > 0 and keeps_words(scores[k])]
+        if not allowed:
+            smallest = min((k for k in scores if float(k) > 0), key=float)
+            logger.warning(
+                "video scale: every scale costs emotional words > %s WF1; the smallest, %s",
+                FACE_WORDS_TOLERANCE,
+                smallest,
+            )
+            return smallest
+        return max(sorted(allowed, key=float), key=lambda k: scores[k]["ckplus_face_acc"])
+
+
+def _label(dataset: str, prediction: Prediction) -> str:
+    return prediction.emotion if dataset == "meld" else prediction.iemocap_emotion
 
 
 CRITERIA: dict[str, Callable[[EmotionPredictor, Path], ScaleCriterion]] = {
@@ -389,12 +437,12 @@ def select_scale(
     grid: Sequence[float] = SCALE_GRID,
     progress: Callable[[int, int], None] | None = None,
 ) -> ScaleChoice:
-    """The grid scale the modality's criterion picks from its dev scores (video: the best mean, ties
-    to the larger scale; audio: see :class:`AudioScaleDevData`). The audio grid also scores 0
-    (text only) as the reference. ``progress(done, total)`` is called as predictions are made."""
+    """The grid scale the modality's criterion picks from its dev scores (see
+    :class:`AudioScaleDevData`, :class:`VideoScaleDevData`). The grid also scores 0 (text only)
+    as the reference. ``progress(done, total)`` is called as predictions are made."""
     _branch_encoder(predictor, modality)
     criterion = CRITERIA[modality](predictor, data_dir)
-    if modality == "audio" and 0.0 not in grid:
+    if 0.0 not in grid:
         grid = (*grid, 0.0)
     total = criterion.size * len(grid)
     tick = None if progress is None else (lambda k: progress(k, total))

@@ -79,6 +79,7 @@ class LossWeights:
 
 VOICE_HINGES = ("off", "relu", "softplus")
 VOICE_SHARES = ("flat", "unsure")
+FACE_GATES = ("off", "neutral_words")
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,10 @@ class UniMSEConfig:
     # logits times this factor. The calibrated audio scale is set for a voice beside words, which it
     # must not spoil; alone, the voice may count more (emotrack calibrate --wordless-audio-scale).
     voice_wordless: float = 1.0
+    # Face gate (with modality_logits): "neutral_words" multiplies the face's logits by the
+    # probability the heads give MELD's neutral (detached), so a face decides when the words say
+    # nothing and barely moves words that read as an emotion. "off": the face's logits as they are.
+    face_gate: str = "off"
     modality_dim: int = 32  # utterance vector size a, v fed into PMF
     pmf_bottleneck: int = 64
     dropout: float = 0.1
@@ -178,6 +183,10 @@ class UniMSEConfig:
             raise ValueError("voice_cap must be >= 0 (0: no cap)")
         if self.voice_cap and self.voice_hinge == "off":
             raise ValueError("voice_cap needs voice_hinge")
+        if self.face_gate not in FACE_GATES:
+            raise ValueError(f"face_gate must be one of {FACE_GATES}, got {self.face_gate!r}")
+        if self.face_gate != "off" and not self.modality_logits:
+            raise ValueError("face_gate needs modality_logits")
         if self.voice_share_by not in VOICE_SHARES:
             raise ValueError(f"voice_share_by must be one of {VOICE_SHARES}")
         if (self.polarities, self.meld_emotions, self.iemocap_emotions) != (

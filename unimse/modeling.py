@@ -201,6 +201,7 @@ class ModalityLogits(nn.Module):
         self.margin = config.voice_margin
         self.cap = config.voice_cap
         self.wordless = config.voice_wordless
+        self.face_gate = config.face_gate
         heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
         self.neutral = tuple(h.index("neutral") for h in heads)
         emotional = torch.ones(width)
@@ -224,6 +225,15 @@ class ModalityLogits(nn.Module):
         if self.cap:
             pushed = pushed.clamp(max=self.cap)
         return pushed * self.emotional * present
+
+    def face(self, out: UniMSEOutput, visual: torch.Tensor) -> torch.Tensor:
+        """The face's logits; with ``face_gate = "neutral_words"`` times the heads' (detached)
+        MELD neutral probability, so the face speaks where the words say nothing."""
+        face = self.visual(visual.to(out.meld_logits.dtype))
+        if self.face_gate == "neutral_words":
+            meld = torch.softmax(out.meld_logits.detach(), dim=-1)
+            face = face * meld[..., self.neutral[1] : self.neutral[1] + 1]
+        return face
 
     def forward(
         self,
@@ -256,7 +266,7 @@ class ModalityLogits(nn.Module):
             else:
                 worded = words.to(voice.dtype).unsqueeze(-1)
                 voice = worded * hinged + (1.0 - worded) * voice
-        delta = voice + self.visual(visual.to(out.meld_logits.dtype))
+        delta = voice + self.face(out, visual)
         pol, meld, iem = torch.split(delta, list(self.sizes), dim=-1)
         score = out.score
         if self.acoustic_intensity is not None:  # a read of the vector, not a reason to reshape it

@@ -64,7 +64,6 @@ from speech_cv import (
 
 from train.audio_data import EMODB, RAVDESS, AudioSample
 from train.audio_datasets import (
-    AUDIO_SPEAKER,
     neutral_voices,
     select_split,
     speaker_key,
@@ -77,6 +76,7 @@ from unimse.config import FeatureSpec, UniMSEConfig
 from unimse.inference import outputs_to_predictions
 from unimse.inputs import ModelInput
 from unimse.modeling import ModalityLogits, UniMSEOutput
+from unimse.speakers import FIRST_SPEAKER
 
 logger = logging.getLogger("neutral_cv")
 
@@ -125,7 +125,7 @@ def voice_vectors(model: Any, processor: Any, acoustic: list[np.ndarray]) -> np.
         with torch.inference_mode():
             for start in range(0, len(acoustic), 64):
                 chunk = acoustic[start : start + 64]
-                inputs = [ModelInput(text="", speaker=AUDIO_SPEAKER, acoustic=a) for a in chunk]
+                inputs = [ModelInput(text="", speaker=FIRST_SPEAKER, acoustic=a) for a in chunk]
                 model(processor.encode(inputs))
     finally:
         handle.remove()
@@ -136,7 +136,7 @@ def text_logits(model: Any, processor: Any, texts: list[str]) -> np.ndarray:
     """The heads' logits of each text alone (no voice), polarity | MELD | IEMOCAP."""
     model.eval()
     with torch.inference_mode():
-        out = model(processor.encode([ModelInput(text=t, speaker=AUDIO_SPEAKER) for t in texts]))
+        out = model(processor.encode([ModelInput(text=t, speaker=FIRST_SPEAKER) for t in texts]))
     return torch.cat([out.polarity_logits, out.meld_logits, out.iemocap_logits], -1).numpy()
 
 
@@ -234,7 +234,7 @@ def check_composition(
     cfg = predictor.config
     pick = [i for i, s in enumerate(test) if transcript_of(s)][:32]
     inputs = [
-        ModelInput(text=transcript_of(test[i]) or "", speaker=AUDIO_SPEAKER, acoustic=clips[i])
+        ModelInput(text=transcript_of(test[i]) or "", speaker=FIRST_SPEAKER, acoustic=clips[i])
         for i in pick
     ]
     real = np.array(

@@ -27,11 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from realtime.speaker_names import ModelSpeakerNames
 from train.data import Sample, load_dataset
 from train.evaluate import evaluate
 from unimse.inference import EmotionPredictor
 from unimse.inputs import DialogueTurn
+from unimse.speakers import ModelSpeakerNames
 
 LABELLINGS = ("corpus", "none", "speaker", "numbered", "letters", "names")
 NAMES = ("Alex", "Sam", "Jordan", "Taylor", "Casey", "Riley", "Morgan", "Jamie")

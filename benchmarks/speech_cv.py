@@ -79,7 +79,6 @@ from torch import nn
 
 from train.audio_data import EMODB, RAVDESS, AudioSample
 from train.audio_datasets import (
-    AUDIO_SPEAKER,
     cached_features,
     corpus_folder,
     load_audio_corpus,
@@ -101,6 +100,7 @@ from unimse.inference import outputs_to_predictions
 from unimse.modeling import FusedLayer, UniMSEEncoderModel
 from unimse.prediction import Prediction, mean_prediction
 from unimse.processor import UniMSEProcessor
+from unimse.speakers import FIRST_SPEAKER
 from unimse.voice_baseline import normalise_corpus, prior_of
 
 logger = logging.getLogger("speech_cv")
@@ -269,7 +269,7 @@ class FoldRun:
         self.model, self.config, no_decay = build_run_model(init, spec, args)
         self.neutral_share = float(getattr(args, "voice_neutral_share", 0.0))
         self.processor = UniMSEProcessor(self.config, load_tokenizer(self.config))
-        cache_text_prefix(self.model, self.processor, sorted(set(texts)), AUDIO_SPEAKER)
+        cache_text_prefix(self.model, self.processor, sorted(set(texts)), FIRST_SPEAKER)
         params = [p for p in self.model.parameters() if p.requires_grad]
         decay = [p for p in params if all(p is not q for q in no_decay)]
         self.params = params

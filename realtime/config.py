@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from realtime.mqtt_options import MqttOptions
-from realtime.speaker_names import DEFAULT_SPEAKER_LABELS, SPEAKER_LABELS
 from unimse import typed_config
+from unimse.speakers import DEFAULT_SPEAKER_LABELS, SPEAKER_LABELS
 
 SINK_NAMES = ("dashboard", "jsonl", "mqtt")
 OVERFLOW_POLICIES = ("auto", "drop", "block")

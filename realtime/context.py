@@ -4,7 +4,7 @@ Live use sees only the past, so every :class:`unimse.inputs.ModelInput` carries 
 before the current utterance (oldest first), exactly as the model is trained. With diarisation, a
 :class:`~realtime.messages.SpeakerRevision` re-labels a turn still in the context, so the next
 utterances see the corrected speakers. Speakers are named as the model reads them
-(:class:`~realtime.speaker_names.ModelSpeakerNames`).
+(:class:`~unimse.speakers.ModelSpeakerNames`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections import deque
 from typing import Any
 
 from realtime.messages import PendingUtterance, SpeakerRevision, Transcript
-from realtime.speaker_names import ModelSpeakerNames
 from realtime.stage import Inbox, Stage
 from unimse.inputs import DialogueTurn, ModelInput
+from unimse.speakers import ModelSpeakerNames
 
 logger = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING
 from realtime.asr import Transcriber
 from realtime.inference import EmotionModel, InterimInput
 from realtime.messages import EndOfStream, OpenSpeech, PartialResult, Utterance
-from realtime.speaker_names import ModelSpeakerNames
 from realtime.stage import Inbox, Stage
 from unimse.prediction import Prediction
+from unimse.speakers import ModelSpeakerNames
 
 if TYPE_CHECKING:
     from realtime.speakers.stage import SpeakerStage

@@ -55,9 +55,9 @@ from realtime.partial import PartialStage
 from realtime.recorder import RecorderTapStage, SessionRecorder
 from realtime.sinks.base import Sink
 from realtime.sources.base import Source, SourceContext, SourceError
-from realtime.speaker_names import ModelSpeakerNames
 from realtime.stage import Inbox, Stage
 from realtime.vad import SegmentationStage, SpeechAnalyzer
+from unimse.speakers import ModelSpeakerNames
 
 if TYPE_CHECKING:
     from realtime.echo import EchoFilterStage

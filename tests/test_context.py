@@ -6,8 +6,8 @@ import pytest
 
 from realtime.config import ConfigError, ContextOptions
 from realtime.context import DialogueContext
-from realtime.speaker_names import ModelSpeakerNames
 from unimse.inputs import DialogueTurn
+from unimse.speakers import ModelSpeakerNames
 
 
 def as_heard(turns: int) -> DialogueContext:

@@ -55,13 +55,11 @@ from train.data import AUDIO_DATASETS, DataError, Sample
 from train.unification import DEFAULT_CACHE, UnifiedSample
 from unimse.config import FeatureSpec
 from unimse.labels import UniversalLabel
+from unimse.speakers import FIRST_SPEAKER
 
 logger = logging.getLogger(__name__)
 
 AUDIO_SPLITS: tuple[str, ...] = ("train", "dev", "test", "all")
-# The speaker name in the text input: live use names a session's first speaker "A"
-# (realtime/speaker_names.py); corpus speaker ids carry no meaning for the text model.
-AUDIO_SPEAKER = "A"
 
 EMODB_SPLITS: dict[str, tuple[str, ...]] = {
     "train": ("03", "08", "09", "10", "11"),
@@ -253,7 +251,7 @@ def to_sample(
         text = transcript_of(item) or ""
     uid = f"{item.dataset}/{item.id}" + ("+text" if text else "")
     return Sample.labelled(
-        uid, item.dataset, split, item.id, AUDIO_SPEAKER, text, item.label, acoustic=acoustic
+        uid, item.dataset, split, item.id, FIRST_SPEAKER, text, item.label, acoustic=acoustic
     )
 
 

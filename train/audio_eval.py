@@ -37,7 +37,6 @@ from train.audio_data import (
     emodb_class_of_prediction,
 )
 from train.audio_datasets import (
-    AUDIO_SPEAKER,
     corpus_features,
     corpus_folder,
     load_audio_corpus,
@@ -50,6 +49,7 @@ from unimse.inference import EmotionPredictor
 from unimse.inputs import ModelInput
 from unimse.labels import MELD_EMOTIONS
 from unimse.prediction import Prediction
+from unimse.speakers import FIRST_SPEAKER
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def audio_inputs(
         features = list(corpus_features(samples, spec, cache_dir, predictor.voice_prior))
     return [
         ModelInput(
-            text=texts[i] if texts is not None else "", speaker=AUDIO_SPEAKER, acoustic=feats
+            text=texts[i] if texts is not None else "", speaker=FIRST_SPEAKER, acoustic=feats
         )
         for i, feats in enumerate(features)
     ]

@@ -56,6 +56,7 @@ from unimse.config import FeatureSpec
 from unimse.features.fer_net import INPUT_SIZE
 from unimse.features.visual import VisualExtractor, to_gray
 from unimse.labels import MELD_EMOTIONS
+from unimse.speakers import FIRST_SPEAKER
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +256,6 @@ def face_feature(extractor: VisualExtractor, image: np.ndarray) -> np.ndarray:
 # The words beside a face: alone, the text model reads them as neutral, so what the model says
 # about a CK+ sample comes from the face.
 NEUTRAL_TEXT = "Okay."
-FACE_SPEAKER = "A"  # as live use names a session's first speaker (realtime/speaker_names.py)
 # A face is held (its row repeated) for 1..12 frames: 0.2-2.4 s at the live 5 frames/s.
 FACE_FRAMES = (1, 12)
 # CK+ labels: train.acted_labels (the values RAVDESS uses for the same emotions).
@@ -289,7 +289,7 @@ def face_samples(
         visual = held_face(row, eval_frames(i) if held else 1)
         samples.append(
             Sample.labelled(
-                uid, CKPLUS, split, face.sequence, FACE_SPEAKER, NEUTRAL_TEXT, label, visual=visual
+                uid, CKPLUS, split, face.sequence, FIRST_SPEAKER, NEUTRAL_TEXT, label, visual=visual
             )
         )
     return samples

@@ -30,7 +30,6 @@ import numpy as np
 from train.data import DataError
 from train.face_data import (
     FACE_CLASSES,
-    FACE_SPEAKER,
     NEUTRAL_TEXT,
     FaceSample,
     face_features,
@@ -42,6 +41,7 @@ from unimse.features.visual import VisualExtractor
 from unimse.inference import EmotionPredictor
 from unimse.inputs import ModelInput
 from unimse.labels import MELD_EMOTIONS
+from unimse.speakers import FIRST_SPEAKER
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def face_eval_metrics(
         inputs = [
             ModelInput(
                 text=NEUTRAL_TEXT,
-                speaker=FACE_SPEAKER,
+                speaker=FIRST_SPEAKER,
                 visual=np.repeat(probs[i : i + 1], steps, 0),
             )
             for i in range(len(samples))
@@ -120,7 +120,7 @@ def face_eval_metrics(
         predictions = predictor.predict(inputs, batch_size=batch_size, progress=progress)
         predicted = [p.emotion for p in predictions]
         result.update({f"{name}_{k}": v for k, v in face_metrics(truth, predicted).items()})
-    text_alone = predictor.predict([ModelInput(text=NEUTRAL_TEXT, speaker=FACE_SPEAKER)])[0]
+    text_alone = predictor.predict([ModelInput(text=NEUTRAL_TEXT, speaker=FIRST_SPEAKER)])[0]
     result["text_alone_emotion"] = text_alone.emotion
     return result
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 SPEAKER_LABELS = ("letters", "heard")
 DEFAULT_SPEAKER_LABELS = "letters"
+# The name a session's first speaker is read as: also what the acted corpora's and CK+'s single
+# speaker is read as in training and evaluation (train.audio_datasets, train.face_data).
+FIRST_SPEAKER = "A"
 
 
 class ModelSpeakerNames:
@@ -31,6 +34,6 @@ class ModelSpeakerNames:
             return speaker
         if speaker not in self._names:
             n = len(self._names)
-            letter = chr(ord("A") + n % 26)
+            letter = chr(ord(FIRST_SPEAKER) + n % 26)
             self._names[speaker] = letter if n < 26 else f"{letter}{n // 26}"
         return self._names[speaker]

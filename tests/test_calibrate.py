@@ -183,6 +183,10 @@ def test_audio_scale_is_folded_into_the_acoustic_projection(
         )
     with pytest.raises(CheckpointError, match="no acoustic branch"):
         calibrate_checkpoint(tiny_checkpoint, tmp_path / "y", shared_data, (), audio_scale=0.5)
+    with pytest.raises(CheckpointError, match="no face gate to sharpen"):
+        calibrate_checkpoint(
+            tiny_multimodal_checkpoint, tmp_path / "z", shared_data, (), face_gate_power=2.0
+        )
 
 
 def test_video_scale_criterion_and_folding(
@@ -362,3 +366,21 @@ def test_a_voice_neutral_share_goes_into_the_config_of_a_hinged_voice_only(
         calibrate_checkpoint(
             tiny_multimodal_checkpoint, tmp_path / "y", tmp_path, (), wordless_audio_scale=1.0
         )
+
+
+def test_a_face_gate_power_goes_into_the_config_of_a_gated_face(tmp_path: Path) -> None:
+    from conftest import tiny_unimse_config
+
+    from unimse.checkpoint import save_checkpoint
+    from unimse.config import UniMSEConfig
+    from unimse.factory import build_model
+
+    config = tiny_unimse_config(modality_logits=True, face_gate="neutral_words")
+    gated = save_checkpoint(build_model(config), tmp_path / "gated", half=False)
+    out = tmp_path / "sharper"
+    calibrate_checkpoint(gated, out, tmp_path, (), video_scale=0.5, face_gate_power=2.0)
+    assert UniMSEConfig.load(out / "config.json").face_gate_power == 2.0
+    assert json.loads((out / CALIBRATION).read_text())["face_gate_power"] == 2.0
+    assert EmotionPredictor.load(out, device="cpu").model.modality_logits.face_power == 2.0
+    with pytest.raises(ValueError, match="face_gate_power must be > 0"):
+        calibrate_checkpoint(gated, tmp_path / "bad", tmp_path, (), face_gate_power=0.0)

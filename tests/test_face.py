@@ -551,6 +551,8 @@ def test_the_face_gate_scales_the_face_by_how_neutral_the_words_read() -> None:
         UniMSEConfig(backbone="minilm", modality_logits=True, face_gate="sometimes")
     with pytest.raises(ValueError, match="face_gate needs modality_logits"):
         UniMSEConfig(backbone="minilm", face_gate="neutral_words")
+    with pytest.raises(ValueError, match="face_gate_power needs face_gate"):
+        UniMSEConfig(backbone="minilm", modality_logits=True, face_gate_power=2.0)
     torch.manual_seed(5)
     config = tiny_unimse_config(modality_logits=True)
     gated = ModalityLogits(tiny_unimse_config(modality_logits=True, face_gate="neutral_words"))
@@ -574,5 +576,7 @@ def test_the_face_gate_scales_the_face_by_how_neutral_the_words_read() -> None:
     p_neutral = torch.softmax(meld, -1)[:, neutral : neutral + 1]
     torch.testing.assert_close(weighed, full * p_neutral)
     assert p_neutral[0] > 0.99 and p_neutral[1] < 0.01  # the face decides the first, not the second
+    gated.face_power = 2.0  # a sharper gate: the neutral probability squared
+    torch.testing.assert_close(gated.face(out, face), full * p_neutral**2)
     # No face: nothing to add, gated or not.
     assert not gated.face(out, torch.zeros(3, config.modality_dim)).any()

@@ -57,6 +57,7 @@ from unimse.checkpoint import CONFIG, WEIGHTS, CheckpointError, resolve_checkpoi
 from unimse.fusion import ModalityEncoder, StatsEncoder
 from unimse.inference import EmotionPredictor
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS
+from unimse.modeling import ModalityLogits
 from unimse.prediction import Prediction
 
 logger = logging.getLogger(__name__)
@@ -482,6 +483,7 @@ def calibrate_checkpoint(
     voice_margin: float | None = None,
     voice_cap: float | None = None,
     wordless_audio_scale: float | None = None,
+    face_gate_power: float | None = None,
 ) -> tuple[list[HeadCalibration], list[ScaleChoice]]:
     """Write ``output``: ``source`` with dev-calibrated emotion-head biases (``datasets``) and,
     with ``audio_scale`` / ``video_scale`` (a factor, or "auto" to choose it on dev), a scaled
@@ -490,7 +492,8 @@ def calibrate_checkpoint(
     share of its unhinged logits on utterances with words), ``voice_share_by`` and
     ``voice_margin`` / ``voice_cap`` (where its hinge starts above neutral, the most it adds) go
     into the output's config; ``wordless_audio_scale`` is the voice's weight on utterances without
-    words (``voice_wordless`` = it / the audio scale)."""
+    words (``voice_wordless`` = it / the audio scale); ``face_gate_power`` sharpens a gated face
+    (``face_gate``), and the video scale is chosen with it in place."""
     folder = resolve_checkpoint(source)
     if output.resolve() == folder.resolve():
         raise CheckpointError("calibrate writes a new checkpoint: --output must differ")
@@ -527,7 +530,14 @@ def calibrate_checkpoint(
             raise CheckpointError(f"checkpoint {folder} has no voice logits to weigh alone")
         if wordless_audio_scale <= 0:
             raise ValueError("the wordless audio scale must be > 0")
+    gate = getattr(predictor.model, "modality_logits", None)
+    if face_gate_power is not None:
+        if predictor.config.face_gate == "off" or not isinstance(gate, ModalityLogits):
+            raise CheckpointError(f"checkpoint {folder} has no face gate to sharpen")
+        settings["face_gate_power"] = face_gate_power
     replace(predictor.config, **settings)  # validated before any dev data is read
+    if face_gate_power is not None and isinstance(gate, ModalityLogits):
+        gate.face_power = face_gate_power  # the video scale is chosen with the gate it ships with
     choices = [
         _scale_choice(predictor, modality, value, data_dir, progress)
         for modality, value in requested.items()

@@ -160,6 +160,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "instead of the audio scale (benchmarks/neutral_cv.py chooses it on 22 speakers)",
     )
     cal.add_argument(
+        "--face-gate-power",
+        type=_positive,
+        metavar="P",
+        help="a gated face (face_gate): its gate is the words' neutral probability to the power "
+        "P (> 1: sharper); the video scale is chosen with it",
+    )
+    cal.add_argument(
         "--voice-share-by",
         choices=VOICE_SHARES,
         help="with --voice-neutral-share: the same share everywhere (flat, the default), or "
@@ -332,6 +339,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             voice_margin=args.voice_margin,
             voice_cap=args.voice_cap,
             wordless_audio_scale=args.wordless_audio_scale,
+            face_gate_power=args.face_gate_power,
         )
     table = Table(title=f"dev-set calibration -> {args.output}")
     for column in ("head", "dev wf1 before", "dev wf1 after", "offsets"):

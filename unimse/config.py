@@ -127,6 +127,9 @@ class UniMSEConfig:
     # probability the heads give MELD's neutral (detached), so a face decides when the words say
     # nothing and barely moves words that read as an emotion. "off": the face's logits as they are.
     face_gate: str = "off"
+    # With face_gate: the neutral probability raised to this power (> 1: a sharper gate that shuts
+    # sooner as the words lean to an emotion; "A: Okay.", neutral 0.98, keeps almost all its face).
+    face_gate_power: float = 1.0
     modality_dim: int = 32  # utterance vector size a, v fed into PMF
     pmf_bottleneck: int = 64
     dropout: float = 0.1
@@ -187,6 +190,10 @@ class UniMSEConfig:
             raise ValueError(f"face_gate must be one of {FACE_GATES}, got {self.face_gate!r}")
         if self.face_gate != "off" and not self.modality_logits:
             raise ValueError("face_gate needs modality_logits")
+        if self.face_gate_power <= 0:
+            raise ValueError("face_gate_power must be > 0")
+        if self.face_gate_power != 1.0 and self.face_gate == "off":
+            raise ValueError("face_gate_power needs face_gate")
         if self.voice_share_by not in VOICE_SHARES:
             raise ValueError(f"voice_share_by must be one of {VOICE_SHARES}")
         if (self.polarities, self.meld_emotions, self.iemocap_emotions) != (

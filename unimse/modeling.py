@@ -202,6 +202,7 @@ class ModalityLogits(nn.Module):
         self.cap = config.voice_cap
         self.wordless = config.voice_wordless
         self.face_gate = config.face_gate
+        self.face_power = config.face_gate_power
         heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
         self.neutral = tuple(h.index("neutral") for h in heads)
         emotional = torch.ones(width)
@@ -228,11 +229,12 @@ class ModalityLogits(nn.Module):
 
     def face(self, out: UniMSEOutput, visual: torch.Tensor) -> torch.Tensor:
         """The face's logits; with ``face_gate = "neutral_words"`` times the heads' (detached)
-        MELD neutral probability, so the face speaks where the words say nothing."""
+        MELD neutral probability to the power ``face_gate_power``, so the face speaks where the
+        words say nothing."""
         face = self.visual(visual.to(out.meld_logits.dtype))
         if self.face_gate == "neutral_words":
             meld = torch.softmax(out.meld_logits.detach(), dim=-1)
-            face = face * meld[..., self.neutral[1] : self.neutral[1] + 1]
+            face = face * meld[..., self.neutral[1] : self.neutral[1] + 1] ** self.face_power
         return face
 
     def forward(

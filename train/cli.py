@@ -128,8 +128,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--video-scale",
         type=_branch_scale,
         metavar="auto|FACTOR",
-        help="scale the visual branch by FACTOR in [0, 1], or choose it on dev (auto: real CK+ "
-        "dev-subject faces beside a neutral sentence and beside MELD / IEMOCAP dev utterances)",
+        help="scale the visual branch by FACTOR in [0, 1], or choose it on dev (auto: the best "
+        "accuracy on real CK+ dev-subject faces beside a neutral sentence among the factors whose "
+        "unrelated face costs MELD / IEMOCAP dev words that read as an emotion <= 2 WF1)",
     )
     cal.add_argument(
         "--voice-neutral-share",

@@ -273,6 +273,8 @@ def test_eval_ckplus_cli_on_the_real_folder(capsys: pytest.CaptureFixture[str]) 
     assert 55.0 < result["fer_acc"] < 85.0 and result["fer_recall_joy"] > 95.0
     for row in ("fer", "fused", "fused_held"):
         assert 0.0 <= result[f"{row}_uar"] <= 100.0
+    # the shipped default's face decides words that say nothing, as live use names the speaker
+    assert result["fused_held_acc"] >= 80.0
     code = main(["eval", "--dataset", "ckplus", "--data-dir", str(CKPLUS_REAL / "nope")])
     assert code == 2 and "ckplus folder not found" in capsys.readouterr().err
 
@@ -580,3 +582,28 @@ def test_the_face_gate_scales_the_face_by_how_neutral_the_words_read() -> None:
     torch.testing.assert_close(gated.face(out, face), full * p_neutral**2)
     # No face: nothing to add, gated or not.
     assert not gated.face(out, torch.zeros(3, config.modality_dim)).any()
+
+
+@pytest.mark.slow
+def test_the_default_face_decides_neutral_words_and_leaves_emotional_ones(
+    _ckplus_data: Path,
+) -> None:
+    from train.face_data import held_face, load_face_dataset
+    from unimse.inference import EmotionPredictor
+    from unimse.inputs import ModelInput
+    from unimse.speakers import FIRST_SPEAKER
+
+    predictor = EmotionPredictor.load("default", device="cpu")
+    assert predictor.config.visual is not None
+    faces = load_face_dataset("dev", _ckplus_data, predictor.config.visual)
+    happy = [
+        held_face(s.visual[0], 8) for s in faces if s.meld_emotion == "joy" and s.visual is not None
+    ]
+    assert happy
+    said = {"Okay.": "joy", "I miss her every single day.": "sadness"}
+    for text, expected in said.items():
+        inputs = [ModelInput(text, speaker=FIRST_SPEAKER, visual=v) for v in happy]
+        labels = [p.emotion for p in predictor.predict(inputs)]
+        share = labels.count(expected) / len(labels)
+        # a smile beside "Okay." is joy; beside sad words the words keep their emotion
+        assert share >= 0.9, (text, labels)

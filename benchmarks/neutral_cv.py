@@ -45,6 +45,7 @@ import json
 import logging
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
@@ -271,13 +272,25 @@ def voice_head(fold: Any, config: UniMSEConfig, setting: Setting) -> ModalityLog
     return head.eval()
 
 
+# Per utterance with words, a factor on the voice given the words' own logits (None: 1 everywhere).
+Gain = Callable[[np.ndarray], np.ndarray] | None
+
+
 def with_voice(
-    head: ModalityLogits, text: np.ndarray, vectors: np.ndarray, scale: float, words: bool
+    head: ModalityLogits,
+    text: np.ndarray,
+    vectors: np.ndarray,
+    scale: float,
+    words: bool,
+    gain: Gain = None,
 ) -> UniMSEOutput:
     """What the model outputs for words whose own logits are ``text`` (polarity | MELD |
-    IEMOCAP) beside voices whose pooled vectors are ``vectors``, the audio weight ``scale``."""
+    IEMOCAP) beside voices whose pooled vectors are ``vectors``, the audio weight ``scale``
+    (times ``gain(text)`` per utterance where there are words)."""
     t = torch.from_numpy(text.astype(np.float32))
     out = UniMSEOutput(t[:, :3], t[:, 3:10], t[:, 10:], torch.zeros(len(t)))
+    if words and gain is not None:
+        vectors = vectors * gain(text)[:, None]
     acoustic = scale * torch.from_numpy(vectors.astype(np.float32))
     with torch.no_grad():
         return head(out, acoustic, torch.zeros_like(acoustic), torch.full((len(t),), float(words)))
@@ -324,6 +337,7 @@ def words_with_voice(
     voices: str,
     reweight: bool = False,
     harm_only: bool = False,
+    gain: Gain = None,
 ) -> dict[str, float]:
     """MELD / IEMOCAP dev WF1 with the fold's neutral voices (``voices``: "ravdess" or "both")
     beside the utterances (voice i mod n beside utterance i), minus text only; with
@@ -342,7 +356,8 @@ def words_with_voice(
             share = np.bincount(t["gold"], minlength=len(t["prior"])) / len(gold)
             weight = (t["prior"] / np.where(share > 0, share, 1.0))[t["gold"]]
         logits = np.concatenate([np.zeros((len(gold), 3)), t["meld"], t["iemocap"]], -1)
-        out = with_voice(head, logits, neutral[np.arange(len(gold)) % len(neutral)], scale, True)
+        paired = neutral[np.arange(len(gold)) % len(neutral)]
+        out = with_voice(head, logits, paired, scale, True, gain)
         own = t[dataset].argmax(-1).tolist()
         voiced = (out.meld_logits if dataset == "meld" else out.iemocap_logits).argmax(-1)
         if harm_only:  # no credit where the voice turns wrong words right
@@ -355,7 +370,7 @@ def words_with_voice(
 
 
 def clip_scores(
-    fold: Any, head: ModalityLogits, scale: float, config: UniMSEConfig
+    fold: Any, head: ModalityLogits, scale: float, config: UniMSEConfig, gain: Gain = None
 ) -> dict[str, float]:
     """RAVDESS audio / audio + sentence UA and EMO-DB audio UA of the fold's held-out clips."""
     texts = list(fold["texts"])
@@ -367,7 +382,7 @@ def clip_scores(
         fused = condition == "fused"
         words = fold["clip_text"][mask] if fused else [""] * int(mask.sum())
         text = fold["text_logits"][[texts.index(w) for w in words]]
-        out = with_voice(head, text, fold["clip_voice"][mask], scale, fused)
+        out = with_voice(head, text, fold["clip_voice"][mask], scale, fused, gain)
         preds = outputs_to_predictions(out, config, [("audio",)] * len(text))
         got = unweighted_accuracy(
             fold["clip_class"][mask].tolist(),
@@ -444,6 +459,51 @@ def analyse(args: argparse.Namespace) -> None:
         print(f"fold {i}: its neutral voices alone read as {dict(Counter(names).most_common())}")
 
 
+def neutral_words(args: argparse.Namespace) -> None:
+    """Probe (not a model setting yet): beside words, the voice weighs more where the words read
+    as neutral, from the weight beside words (``--scales``' first) up to the weight without words
+    (``--wordless-scales``' first) by the words' MELD neutral probability to the power K
+    (``--powers``), hinged with each ``--margins``; pessimistic MELD / IEMOCAP costs and RAVDESS +
+    sentence UA over the folds, as ``analyse``."""
+    folds = [np.load(p, allow_pickle=True) for p in sorted(args.out.glob("fold*.npz"))]
+    text = text_dev(args)
+    config = UniMSEConfig.load(resolve_checkpoint(args.init) / "config.json")
+    scale, alone = args.scales[0], args.wordless_scales[0]
+    neutral = config.meld_emotions.index("neutral")
+
+    def gain_of(power: float | None) -> Gain:
+        if power is None:
+            return None
+
+        def gain(logits: np.ndarray) -> np.ndarray:
+            meld = torch.softmax(torch.from_numpy(logits[:, 3:10].astype(np.float32)), -1)
+            return 1.0 + (alone / scale - 1.0) * meld[:, neutral].numpy() ** power
+
+        return gain
+
+    print(f"weight {scale} beside words, up to {alone} where the words read as neutral")
+    print("| power | margin | MELD cost | IEMOCAP cost | RAVDESS + sentence |")
+    print("|---|---|---|---|---|")
+    for power in [None, *args.powers]:
+        for margin in args.margins:
+            setting = Setting(scale, 0.0, "flat", margin, 0.0)
+            heads = [voice_head(f, config, setting) for f in folds]
+            gain = gain_of(power)
+            costs = [
+                words_with_voice(text, f, h, scale, args.voices, harm_only=True, gain=gain)
+                for f, h in zip(folds, heads, strict=True)
+            ]
+            clips = [
+                clip_scores(f, h, scale, config, gain) for f, h in zip(folds, heads, strict=True)
+            ]
+            print(
+                f"| {'off' if power is None else power} | {margin} "
+                f"| {np.mean([c['meld'] for c in costs]):+.2f} "
+                f"| {np.mean([c['iemocap'] for c in costs]):+.2f} "
+                f"| {np.mean([c['ravdess_fused_uar'] for c in clips]):.1f} |"
+            )
+
+
 def wordless_weight(folds: list[Any], config: UniMSEConfig, scales: list[float]) -> str:
     """The voice's weight on utterances without words (``--wordless-audio-scale``), chosen apart
     from the settings beside words: the best mean audio-only UA of RAVDESS and EMO-DB over the
@@ -481,7 +541,7 @@ def chosen(rows: list[dict[str, Any]], rank: str = "audio") -> dict[str, Any] | 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("stage-config", "dump", "analyse"))
+    parser.add_argument("command", choices=("stage-config", "dump", "analyse", "neutral-words"))
     parser.add_argument(
         "--out", type=Path, default=Path("runs/neutral_cv"), help="fold configs and dumps"
     )
@@ -532,6 +592,13 @@ def main(argv: list[str] | None = None) -> int:
         help="analyse: the held-out RAVDESS actors' neutral voices (4 per fold, as the test's "
         "benchmarks/fusion_ablation.py pairs them) or those and the EMO-DB speakers' interleaved",
     )
+    parser.add_argument(
+        "--powers",
+        nargs="*",
+        type=float,
+        default=[1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
+        help="neutral-words: powers of the words' neutral probability",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fold", type=int, help="stage-config / dump: the fold")
     parser.add_argument("--base", type=Path, default=Path("configs/train_voice_v8_refit.toml"))
@@ -543,7 +610,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.command} needs --fold")
     if args.command == "dump" and not args.checkpoint:
         parser.error("dump needs --checkpoint")
-    {"stage-config": stage_config, "dump": dump_stage, "analyse": analyse}[args.command](args)
+    commands = {
+        "stage-config": stage_config,
+        "dump": dump_stage,
+        "analyse": analyse,
+        "neutral-words": neutral_words,
+    }
+    commands[args.command](args)
     return 0
 
 

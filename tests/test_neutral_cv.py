@@ -31,3 +31,26 @@ def test_the_audio_rank_wants_the_sentence_no_worse_and_the_fused_rank_the_best_
     assert neutral_cv.chosen(rows, "fused")["scale"] == 0.35
     assert neutral_cv.chosen(rows[:2], "audio") == "none keeps the words on every fold"
     assert neutral_cv.chosen(rows[:1], "fused") == "none keeps the words"
+
+
+def test_a_gain_scales_the_voice_beside_words_only() -> None:
+    import numpy as np
+    import torch
+    from conftest import tiny_unimse_config
+
+    from unimse.modeling import ModalityLogits
+
+    head = ModalityLogits(tiny_unimse_config(modality_logits=True)).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        head.acoustic.weight.normal_()
+    rng = np.random.default_rng(0)
+    text = rng.normal(size=(4, 16))
+    voices = rng.normal(size=(4, 8))
+    rows = np.array([1.0, 2.0, 0.5, 3.0])
+    gained = neutral_cv.with_voice(head, text, voices, 0.5, True, lambda _t: rows)
+    scaled = neutral_cv.with_voice(head, text, voices * rows[:, None], 0.5, True)
+    torch.testing.assert_close(gained.meld_logits, scaled.meld_logits)
+    alone = neutral_cv.with_voice(head, text, voices, 0.5, False, lambda _t: rows)
+    plain = neutral_cv.with_voice(head, text, voices, 0.5, False)
+    torch.testing.assert_close(alone.meld_logits, plain.meld_logits)  # no words: no gain

@@ -338,9 +338,12 @@ def test_a_voice_neutral_share_goes_into_the_config_of_a_hinged_voice_only(
     assert json.loads((out / CALIBRATION).read_text())["voice_neutral_share"] == 0.25
     assert EmotionPredictor.load(out, device="cpu").model.modality_logits.neutral_share == 0.25
     margin = tmp_path / "margin"
-    calibrate_checkpoint(hinged, margin, tmp_path, (), voice_margin=1.5, voice_cap=2.0)
+    calibrate_checkpoint(
+        hinged, margin, tmp_path, (), voice_margin=1.5, voice_cap=2.0, voice_neutral_words=4.0
+    )
     written = UniMSEConfig.load(margin / "config.json")
     assert (written.voice_margin, written.voice_cap) == (1.5, 2.0)
+    assert written.voice_neutral_words == 4.0
     assert json.loads((margin / CALIBRATION).read_text())["voice_margin"] == 1.5
     predictor = EmotionPredictor.load(margin, device="cpu")
     assert predictor.model.modality_logits.margin == 1.5

@@ -318,3 +318,39 @@ def test_a_wordless_factor_weighs_the_voice_alone_and_leaves_words_as_they_were(
     torch.testing.assert_close(worded_after, worded)
     with pytest.raises(ValueError, match="voice_wordless"):
         tiny_unimse_config(modality_logits=True, voice_wordless=0.0)
+
+
+def test_words_that_read_as_neutral_hear_the_voice_up_to_its_weight_without_words() -> None:
+    from unimse.config import UniMSEConfig
+    from unimse.modeling import ModalityLogits, UniMSEOutput
+
+    with pytest.raises(ValueError, match="voice_neutral_words must be >= 0"):
+        UniMSEConfig(backbone="minilm", modality_logits=True, voice_neutral_words=-1.0)
+    with pytest.raises(ValueError, match="voice_neutral_words needs modality_logits"):
+        UniMSEConfig(backbone="minilm", voice_neutral_words=4.0)
+    settings = {"modality_logits": True, "voice_hinge": "relu", "voice_wordless": 3.0}
+    plain = ModalityLogits(tiny_unimse_config(**settings)).eval()
+    gated = ModalityLogits(tiny_unimse_config(**settings, voice_neutral_words=4.0)).eval()
+    torch.manual_seed(2)
+    with torch.no_grad():
+        plain.acoustic.weight.normal_()
+        gated.acoustic.weight.copy_(plain.acoustic.weight)
+    config = tiny_unimse_config()
+    meld = torch.zeros(3, len(config.meld_emotions))
+    meld[0, config.meld_emotions.index("neutral")] = 8.0  # words that say nothing
+    meld[1, config.meld_emotions.index("anger")] = 8.0  # angry words
+    out = UniMSEOutput(
+        torch.zeros(3, len(config.polarities)),
+        meld,
+        torch.zeros(3, len(config.iemocap_emotions)),
+        torch.zeros(3),
+    )
+    voice = torch.randn(3, config.modality_dim)
+    no_face = torch.zeros_like(voice)
+    words = torch.tensor([1.0, 1.0, 0.0])
+    p = torch.softmax(meld, -1)[:, config.meld_emotions.index("neutral")] ** 4
+    gain = 1.0 + 2.0 * p * words  # up to voice_wordless (3) where the words read as neutral
+    expected = plain(out, gain.unsqueeze(-1) * voice, no_face, words)
+    got = gated(out, voice, no_face, words)
+    torch.testing.assert_close(got.meld_logits, expected.meld_logits)
+    assert gain[0] > 2.9 and gain[1] < 1.01 and gain[2] == 1.0  # no words: voice_wordless alone

@@ -484,6 +484,7 @@ def calibrate_checkpoint(
     voice_cap: float | None = None,
     wordless_audio_scale: float | None = None,
     face_gate_power: float | None = None,
+    voice_neutral_words: float | None = None,
 ) -> tuple[list[HeadCalibration], list[ScaleChoice]]:
     """Write ``output``: ``source`` with dev-calibrated emotion-head biases (``datasets``) and,
     with ``audio_scale`` / ``video_scale`` (a factor, or "auto" to choose it on dev), a scaled
@@ -492,8 +493,9 @@ def calibrate_checkpoint(
     share of its unhinged logits on utterances with words), ``voice_share_by`` and
     ``voice_margin`` / ``voice_cap`` (where its hinge starts above neutral, the most it adds) go
     into the output's config; ``wordless_audio_scale`` is the voice's weight on utterances without
-    words (``voice_wordless`` = it / the audio scale); ``face_gate_power`` sharpens a gated face
-    (``face_gate``), and the video scale is chosen with it in place."""
+    words (``voice_wordless`` = it / the audio scale) and ``voice_neutral_words`` the power by
+    which words that read as neutral bring the voice up to that weight; ``face_gate_power``
+    sharpens a gated face (``face_gate``), and the video scale is chosen with it in place."""
     folder = resolve_checkpoint(source)
     if output.resolve() == folder.resolve():
         raise CheckpointError("calibrate writes a new checkpoint: --output must differ")
@@ -523,6 +525,8 @@ def calibrate_checkpoint(
         settings["voice_margin"] = voice_margin
     if voice_cap is not None:
         settings["voice_cap"] = voice_cap
+    if voice_neutral_words is not None:
+        settings["voice_neutral_words"] = voice_neutral_words
     if settings and predictor.config.voice_hinge == "off":
         raise CheckpointError(f"checkpoint {folder} has no voice hinge to share or set")
     if wordless_audio_scale is not None:

@@ -161,6 +161,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "instead of the audio scale (benchmarks/neutral_cv.py chooses it on 22 speakers)",
     )
     cal.add_argument(
+        "--voice-neutral-words",
+        type=_non_negative,
+        metavar="K",
+        help="a hinged voice: beside words that read as neutral it weighs up to its weight "
+        "without words, by the words' neutral probability to the power K (0: off; "
+        "benchmarks/neutral_cv.py neutral-words measures it on 22 speakers)",
+    )
+    cal.add_argument(
         "--face-gate-power",
         type=_positive,
         metavar="P",
@@ -341,6 +349,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             voice_cap=args.voice_cap,
             wordless_audio_scale=args.wordless_audio_scale,
             face_gate_power=args.face_gate_power,
+            voice_neutral_words=args.voice_neutral_words,
         )
     table = Table(title=f"dev-set calibration -> {args.output}")
     for column in ("head", "dev wf1 before", "dev wf1 after", "offsets"):

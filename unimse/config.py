@@ -123,6 +123,11 @@ class UniMSEConfig:
     # logits times this factor. The calibrated audio scale is set for a voice beside words, which it
     # must not spoil; alone, the voice may count more (emotrack calibrate --wordless-audio-scale).
     voice_wordless: float = 1.0
+    # On utterances with words: the voice weighs up to ``voice_wordless`` times as much where the
+    # words read as neutral, 1 + (voice_wordless - 1) * P(neutral) ** this power (0: off). Words
+    # that say nothing ("A: Kids are talking by the door.", neutral 0.98) hear the voice almost
+    # as if there were none; words that read as an emotion keep the weight beside words.
+    voice_neutral_words: float = 0.0
     # Face gate (with modality_logits): "neutral_words" multiplies the face's logits by the
     # probability the heads give MELD's neutral (detached), so a face decides when the words say
     # nothing and barely moves words that read as an emotion. "off": the face's logits as they are.
@@ -180,6 +185,10 @@ class UniMSEConfig:
             raise ValueError("voice_margin must be >= 0")
         if self.voice_margin and self.voice_hinge == "off":
             raise ValueError("voice_margin needs voice_hinge")
+        if self.voice_neutral_words < 0:
+            raise ValueError("voice_neutral_words must be >= 0 (0: off)")
+        if self.voice_neutral_words and not self.modality_logits:
+            raise ValueError("voice_neutral_words needs modality_logits")
         if self.voice_wordless <= 0:
             raise ValueError("voice_wordless must be > 0 (1: the same weight as beside words)")
         if self.voice_cap < 0:

@@ -202,6 +202,7 @@ class ModalityLogits(nn.Module):
         self.cap = config.voice_cap
         self.wordless = config.voice_wordless
         self.face_gate = config.face_gate
+        self.neutral_words = config.voice_neutral_words
         self.face_power = config.face_gate_power
         heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
         self.neutral = tuple(h.index("neutral") for h in heads)
@@ -249,11 +250,17 @@ class ModalityLogits(nn.Module):
         ``voice_neutral_share`` that share of the unhinged voice is added back on hinged rows
         (``voice_share_by = "unsure"``: times 1 - the words' top MELD probability); with
         ``voice_margin`` the hinge starts that far above neutral, with ``voice_cap`` no class
-        gains more than the cap; ``voice_wordless`` scales the voice on rows without words."""
+        gains more than the cap; ``voice_wordless`` scales the voice on rows without words, and
+        with ``voice_neutral_words`` up to it on rows whose words read as neutral."""
         voice = self.acoustic(acoustic.to(out.meld_logits.dtype))
         if words is not None and self.wordless != 1.0:
             alone = 1.0 - words.to(voice.dtype).unsqueeze(-1)
             voice = voice * (1.0 + (self.wordless - 1.0) * alone)
+        if words is not None and self.neutral_words:  # words that say nothing hear more voice
+            meld = torch.softmax(out.meld_logits.detach(), dim=-1)
+            blank = meld[..., self.neutral[1] : self.neutral[1] + 1] ** self.neutral_words
+            worded = words.to(voice.dtype).unsqueeze(-1)
+            voice = voice * (1.0 + (self.wordless - 1.0) * blank * worded)
         if self.hinge != "off":
             present = (acoustic != 0).any(dim=-1, keepdim=True).to(voice.dtype)
             hinged = self.hinged(voice, present)

@@ -65,3 +65,18 @@ def stats_factory(**overrides: Any) -> StatsSnapshot:
     }
     fields.update(overrides)
     return StatsSnapshot(**fields)
+
+
+def heads_output(meld_logits: Any) -> Any:
+    """A ``UniMSEOutput`` whose MELD logits are ``meld_logits`` (B, 7), every other head zero."""
+    import torch
+
+    from unimse.modeling import UniMSEOutput
+
+    n = len(meld_logits)
+    return UniMSEOutput(
+        torch.zeros(n, len(POLARITIES)),
+        meld_logits,
+        torch.zeros(n, len(IEMOCAP_EMOTIONS)),
+        torch.zeros(n),
+    )

@@ -545,9 +545,10 @@ def test_a_stage_without_speech_keeps_the_init_checkpoints_voice_prior(tmp_path:
 
 def test_the_face_gate_scales_the_face_by_how_neutral_the_words_read() -> None:
     from conftest import tiny_unimse_config
+    from factories import heads_output
 
     from unimse.config import UniMSEConfig
-    from unimse.modeling import ModalityLogits, UniMSEOutput
+    from unimse.modeling import ModalityLogits
 
     with pytest.raises(ValueError, match="face_gate must be one of"):
         UniMSEConfig(backbone="minilm", modality_logits=True, face_gate="sometimes")
@@ -566,12 +567,7 @@ def test_the_face_gate_scales_the_face_by_how_neutral_the_words_read() -> None:
     meld = torch.zeros(3, len(config.meld_emotions))
     meld[0, neutral] = 8.0  # words that read as surely neutral ("A: Okay.")
     meld[1, config.meld_emotions.index("joy")] = 8.0  # words that read as surely joyful
-    out = UniMSEOutput(
-        torch.zeros(3, len(config.polarities)),
-        meld,
-        torch.zeros(3, len(config.iemocap_emotions)),
-        torch.zeros(3),
-    )
+    out = heads_output(meld)
     face = torch.randn(3, config.modality_dim)
     full = plain.face(out, face)
     weighed = gated.face(out, face)

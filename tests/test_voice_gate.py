@@ -321,8 +321,10 @@ def test_a_wordless_factor_weighs_the_voice_alone_and_leaves_words_as_they_were(
 
 
 def test_words_that_read_as_neutral_hear_the_voice_up_to_its_weight_without_words() -> None:
+    from factories import heads_output
+
     from unimse.config import UniMSEConfig
-    from unimse.modeling import ModalityLogits, UniMSEOutput
+    from unimse.modeling import ModalityLogits
 
     with pytest.raises(ValueError, match="voice_neutral_words must be >= 0"):
         UniMSEConfig(backbone="minilm", modality_logits=True, voice_neutral_words=-1.0)
@@ -339,12 +341,7 @@ def test_words_that_read_as_neutral_hear_the_voice_up_to_its_weight_without_word
     meld = torch.zeros(3, len(config.meld_emotions))
     meld[0, config.meld_emotions.index("neutral")] = 8.0  # words that say nothing
     meld[1, config.meld_emotions.index("anger")] = 8.0  # angry words
-    out = UniMSEOutput(
-        torch.zeros(3, len(config.polarities)),
-        meld,
-        torch.zeros(3, len(config.iemocap_emotions)),
-        torch.zeros(3),
-    )
+    out = heads_output(meld)
     voice = torch.randn(3, config.modality_dim)
     no_face = torch.zeros_like(voice)
     words = torch.tensor([1.0, 1.0, 0.0])

@@ -183,6 +183,14 @@ def best_mean(scores: dict[str, dict[str, float]]) -> str:
     return max(sorted(scores, key=float, reverse=True), key=lambda k: scores[k]["mean"])
 
 
+def keeps_words(
+    scores: dict[str, float], reference: dict[str, float], suffix: str, tolerance: float
+) -> bool:
+    """Every score named ``*suffix`` (a WF1 of words beside a modality) within ``tolerance`` of
+    the same score at the reference scale (0: no audio / no face)."""
+    return all(v >= reference[k] - tolerance for k, v in scores.items() if k.endswith(suffix))
+
+
 # Corpora of emotional speech whose dev speakers the audio scale is chosen on (when present).
 AUDIO_DEV_CORPORA = ("ravdess", "emodb")
 
@@ -257,17 +265,15 @@ class AudioScaleDevData:
         if text_only is None:
             return best_mean(scores)
 
-        def keeps_words(s: dict[str, float]) -> bool:
-            return all(
-                s[k] >= text_only[k] - NEUTRAL_VOICE_TOLERANCE
-                for k in s
-                if k.endswith("_neutral_speech_wf1")
-            )
-
         def speech_uar(key: str) -> float:
             return float(np.mean([v for k, v in scores[key].items() if k.endswith("_audio_uar")]))
 
-        allowed = [k for k in scores if float(k) > 0 and keeps_words(scores[k])]
+        allowed = [
+            k
+            for k in scores
+            if float(k) > 0
+            and keeps_words(scores[k], text_only, "_neutral_speech_wf1", NEUTRAL_VOICE_TOLERANCE)
+        ]
         if not allowed:
             logger.warning(
                 "audio scale: every scale costs a neutral voice > %s WF1; best mean",
@@ -363,14 +369,12 @@ class VideoScaleDevData:
         if no_face is None:
             return best_mean(scores)
 
-        def keeps_words(s: dict[str, float]) -> bool:
-            return all(
-                s[k] >= no_face[k] - FACE_WORDS_TOLERANCE
-                for k in s
-                if k.endswith("_emotional_words_face_wf1")
-            )
-
-        allowed = [k for k in scores if float(k) > 0 and keeps_words(scores[k])]
+        allowed = [
+            k
+            for k in scores
+            if float(k) > 0
+            and keeps_words(scores[k], no_face, "_emotional_words_face_wf1", FACE_WORDS_TOLERANCE)
+        ]
         if not allowed:
             smallest = min((k for k in scores if float(k) > 0), key=float)
             logger.warning(
@@ -534,12 +538,12 @@ def calibrate_checkpoint(
             raise CheckpointError(f"checkpoint {folder} has no voice logits to weigh alone")
         if wordless_audio_scale <= 0:
             raise ValueError("the wordless audio scale must be > 0")
-    gate = getattr(predictor.model, "modality_logits", None)
+    if face_gate_power is not None and predictor.config.face_gate == "off":
+        raise CheckpointError(f"checkpoint {folder} has no face gate to sharpen")
     if face_gate_power is not None:
-        if predictor.config.face_gate == "off" or not isinstance(gate, ModalityLogits):
-            raise CheckpointError(f"checkpoint {folder} has no face gate to sharpen")
         settings["face_gate_power"] = face_gate_power
     replace(predictor.config, **settings)  # validated before any dev data is read
+    gate = getattr(predictor.model, "modality_logits", None)
     if face_gate_power is not None and isinstance(gate, ModalityLogits):
         gate.face_power = face_gate_power  # the video scale is chosen with the gate it ships with
     choices = [

@@ -228,14 +228,18 @@ class ModalityLogits(nn.Module):
             pushed = pushed.clamp(max=self.cap)
         return pushed * self.emotional * present
 
-    def face(self, out: UniMSEOutput, visual: torch.Tensor) -> torch.Tensor:
-        """The face's logits; with ``face_gate = "neutral_words"`` times the heads' (detached)
-        MELD neutral probability to the power ``face_gate_power``, so the face speaks where the
+    def words_neutral(self, out: UniMSEOutput, power: float) -> torch.Tensor:
+        """(B, 1): the heads' (detached) MELD neutral probability to ``power``: how surely the
         words say nothing."""
+        meld = torch.softmax(out.meld_logits.detach(), dim=-1)
+        return meld[..., self.neutral[1] : self.neutral[1] + 1] ** power
+
+    def face(self, out: UniMSEOutput, visual: torch.Tensor) -> torch.Tensor:
+        """The face's logits; with ``face_gate = "neutral_words"`` times :meth:`words_neutral` to
+        the power ``face_gate_power``, so the face speaks where the words say nothing."""
         face = self.visual(visual.to(out.meld_logits.dtype))
         if self.face_gate == "neutral_words":
-            meld = torch.softmax(out.meld_logits.detach(), dim=-1)
-            face = face * meld[..., self.neutral[1] : self.neutral[1] + 1] ** self.face_power
+            face = face * self.words_neutral(out, self.face_power)
         return face
 
     def forward(
@@ -257,8 +261,7 @@ class ModalityLogits(nn.Module):
             alone = 1.0 - words.to(voice.dtype).unsqueeze(-1)
             voice = voice * (1.0 + (self.wordless - 1.0) * alone)
         if words is not None and self.neutral_words:  # words that say nothing hear more voice
-            meld = torch.softmax(out.meld_logits.detach(), dim=-1)
-            blank = meld[..., self.neutral[1] : self.neutral[1] + 1] ** self.neutral_words
+            blank = self.words_neutral(out, self.neutral_words)
             worded = words.to(voice.dtype).unsqueeze(-1)
             voice = voice * (1.0 + (self.wordless - 1.0) * blank * worded)
         if self.hinge != "off":

@@ -32,7 +32,8 @@ folds). A setting keeps the words when every fold's cost stays within ``--tolera
 ``--mean-bounds MELD IEMOCAP`` when the mean cost over the folds stays within those; ``--harm-only``
 counts only the words the voice turns from right to wrong (the pessimistic cost that tracked
 test); ``--rank fused`` picks the best RAVDESS + sentence UA among them (the rule since
-2026-12-05: ``--harm-only --mean-bounds 1.25 0.65 --rank fused``; v9 was chosen with 0.85). The
+2026-12-05: ``--harm-only --mean-bounds 1.25 0.65 --rank fused``; v9 was chosen with 0.85; since
+its third session ``--hinges relu step --mean-bounds 0.65 0.65``: the step hinge competes). The
 voice's weight without words is chosen apart, as the best mean audio-only UA of
 ``--wordless-scales``.
 """
@@ -93,6 +94,7 @@ class Setting:
     share_by: str = "flat"
     margin: float = 0.0
     cap: float = 0.0
+    hinge: str = "relu"
 
     @classmethod
     def of(cls, config: UniMSEConfig) -> Setting:
@@ -103,6 +105,7 @@ class Setting:
             config.voice_share_by,
             config.voice_margin,
             config.voice_cap,
+            config.voice_hinge,
         )
 
 
@@ -255,11 +258,11 @@ def check_composition(
 
 
 def voice_head(fold: Any, config: UniMSEConfig, setting: Setting) -> ModalityLogits:
-    """The fold's acoustic modality logits with ``setting``'s share, margin and cap."""
+    """The fold's acoustic modality logits with ``setting``'s hinge, share, margin and cap."""
     head = ModalityLogits(
         replace(
             config,
-            voice_hinge="relu",
+            voice_hinge=setting.hinge,
             voice_neutral_share=setting.share,
             voice_share_by=setting.share_by,
             voice_margin=setting.margin,
@@ -400,9 +403,9 @@ def analyse(args: argparse.Namespace) -> None:
     text = text_dev(args)
     config = UniMSEConfig.load(resolve_checkpoint(args.init) / "config.json")
     grid = [
-        Setting(s, a, by, m, c)
-        for s, a, m, c, by in itertools.product(
-            args.scales, args.shares, args.margins, args.caps, ("flat", "unsure")
+        Setting(s, a, by, m, c, h)
+        for h, s, a, m, c, by in itertools.product(
+            args.hinges, args.scales, args.shares, args.margins, args.caps, ("flat", "unsure")
         )
         if not (a == 0 and by == "unsure")
     ]
@@ -435,13 +438,15 @@ def analyse(args: argparse.Namespace) -> None:
         rows.append(row)
     (args.out / "grid.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(
-        "| scale | share | by | margin | cap | MELD cost mean (worst) | IEMOCAP cost mean (worst) "
-        "| RAVDESS audio | RAVDESS + sentence | EMO-DB audio | keeps words |"
+        "| hinge | scale | share | by | margin | cap | MELD cost mean (worst) "
+        "| IEMOCAP cost mean (worst) | RAVDESS audio | RAVDESS + sentence | EMO-DB audio "
+        "| keeps words |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['scale']} | {r['share']} | {r['share_by']} | {r['margin']} | {r['cap']} "
+            f"| {r['hinge']} | {r['scale']} | {r['share']} | {r['share_by']} | {r['margin']} "
+            f"| {r['cap']} "
             f"| {r['meld_mean']:+.2f} ({r['meld_worst']:+.2f}) "
             f"| {r['iemocap_mean']:+.2f} ({r['iemocap_worst']:+.2f}) "
             f"| {r.get('ravdess_audio_uar', float('nan')):.1f} "
@@ -482,26 +487,23 @@ def neutral_words(args: argparse.Namespace) -> None:
         return gain
 
     print(f"weight {scale} beside words, up to {alone} where the words read as neutral")
-    print("| power | margin | MELD cost | IEMOCAP cost | RAVDESS + sentence |")
-    print("|---|---|---|---|---|")
-    for power in [None, *args.powers]:
-        for margin in args.margins:
-            setting = Setting(scale, 0.0, "flat", margin, 0.0)
-            heads = [voice_head(f, config, setting) for f in folds]
-            gain = gain_of(power)
-            costs = [
-                words_with_voice(text, f, h, scale, args.voices, harm_only=True, gain=gain)
-                for f, h in zip(folds, heads, strict=True)
-            ]
-            clips = [
-                clip_scores(f, h, scale, config, gain) for f, h in zip(folds, heads, strict=True)
-            ]
-            print(
-                f"| {'off' if power is None else power} | {margin} "
-                f"| {np.mean([c['meld'] for c in costs]):+.2f} "
-                f"| {np.mean([c['iemocap'] for c in costs]):+.2f} "
-                f"| {np.mean([c['ravdess_fused_uar'] for c in clips]):.1f} |"
-            )
+    print("| hinge | power | margin | MELD cost | IEMOCAP cost | RAVDESS + sentence |")
+    print("|---|---|---|---|---|---|")
+    for hinge, power, margin in itertools.product(args.hinges, [None, *args.powers], args.margins):
+        setting = Setting(scale, 0.0, "flat", margin, 0.0, hinge)
+        heads = [voice_head(f, config, setting) for f in folds]
+        gain = gain_of(power)
+        costs = [
+            words_with_voice(text, f, h, scale, args.voices, harm_only=True, gain=gain)
+            for f, h in zip(folds, heads, strict=True)
+        ]
+        clips = [clip_scores(f, h, scale, config, gain) for f, h in zip(folds, heads, strict=True)]
+        print(
+            f"| {hinge} | {'off' if power is None else power} | {margin} "
+            f"| {np.mean([c['meld'] for c in costs]):+.2f} "
+            f"| {np.mean([c['iemocap'] for c in costs]):+.2f} "
+            f"| {np.mean([c['ravdess_fused_uar'] for c in clips]):.1f} |"
+        )
 
 
 def wordless_weight(folds: list[Any], config: UniMSEConfig, scales: list[float]) -> str:
@@ -553,6 +555,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shares", nargs="*", type=float, default=[0.0, 0.25, 0.5])
     parser.add_argument("--margins", nargs="*", type=float, default=[0.0, 0.5, 1.0, 2.0])
     parser.add_argument("--caps", nargs="*", type=float, default=[0.0, 1.0, 2.0, 3.0])
+    parser.add_argument(
+        "--hinges",
+        nargs="*",
+        choices=("relu", "step"),
+        default=["relu"],
+        help="the hinge shapes beside words (UniMSEConfig.voice_hinge; step: a class gains its "
+        "whole lead over neutral where the lead exceeds the margin)",
+    )
     parser.add_argument(
         "--wordless-scales", nargs="*", type=float, default=[0.35, 0.5, 0.75, 1.0, 1.5, 2.0]
     )

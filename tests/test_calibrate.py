@@ -343,6 +343,13 @@ def test_a_voice_neutral_share_goes_into_the_config_of_a_hinged_voice_only(
     )
     written = UniMSEConfig.load(margin / "config.json")
     assert (written.voice_margin, written.voice_cap) == (1.5, 2.0)
+    assert written.voice_hinge == "relu"  # the shape stays unless asked
+    step = tmp_path / "step"
+    calibrate_checkpoint(hinged, step, tmp_path, (), voice_margin=4.0, voice_hinge="step")
+    assert UniMSEConfig.load(step / "config.json").voice_hinge == "step"
+    assert EmotionPredictor.load(step, device="cpu").model.modality_logits.hinge == "step"
+    with pytest.raises(ValueError, match="cannot turn it off"):
+        calibrate_checkpoint(hinged, tmp_path / "off", tmp_path, (), voice_hinge="off")
     assert written.voice_neutral_words == 4.0
     assert json.loads((margin / CALIBRATION).read_text())["voice_margin"] == 1.5
     predictor = EmotionPredictor.load(margin, device="cpu")

@@ -301,6 +301,31 @@ def test_a_voice_margin_and_cap_bound_what_a_hinged_voice_adds_to_words() -> Non
         tiny_unimse_config(modality_logits=True, voice_cap=1.0)
 
 
+def test_a_step_hinge_adds_a_whole_lead_past_the_margin_and_nothing_below_it() -> None:
+    model, logits, batch, words = worded_case(7)
+    text = words[0]
+    neutral = model.config.meld_emotions.index("neutral")
+    with torch.no_grad():
+        batch.words = torch.zeros(1)
+        raw = model(batch).meld_logits[0] - text
+        alone = model(batch).meld_logits[0]
+        batch.words = torch.ones(1)
+        logits.hinge = "step"
+        lead = raw - raw[neutral]
+        margin = float(lead.max()) / 2  # one class or more passes it, neutral never does
+        logits.margin = margin
+        stepped = model(batch).meld_logits[0] - text
+        logits.margin = 0.0
+        at_zero = model(batch).meld_logits[0] - text
+        batch.words = torch.zeros(1)
+        alone_stepped = model(batch).meld_logits[0]
+    torch.testing.assert_close(stepped, torch.where(lead > margin, lead, torch.zeros_like(lead)))
+    assert bool((stepped > margin).any()) and float(stepped[neutral]) == 0.0
+    torch.testing.assert_close(at_zero, lead.clamp(min=0.0))  # margin 0: relu's push
+    torch.testing.assert_close(alone_stepped, alone)  # without words the voice is unhinged
+    assert tiny_unimse_config(modality_logits=True, voice_hinge="step").voice_hinge == "step"
+
+
 def test_a_wordless_factor_weighs_the_voice_alone_and_leaves_words_as_they_were() -> None:
     model, logits, batch, words = worded_case(8)
     text = words[0]

@@ -489,14 +489,16 @@ def calibrate_checkpoint(
     wordless_audio_scale: float | None = None,
     face_gate_power: float | None = None,
     voice_neutral_words: float | None = None,
+    voice_hinge: str | None = None,
 ) -> tuple[list[HeadCalibration], list[ScaleChoice]]:
     """Write ``output``: ``source`` with dev-calibrated emotion-head biases (``datasets``) and,
     with ``audio_scale`` / ``video_scale`` (a factor, or "auto" to choose it on dev), a scaled
     acoustic / visual branch. Each scale is chosen on ``source`` with the other modality absent,
     so the two choices do not depend on each other. ``voice_neutral_share`` (a hinged voice's
     share of its unhinged logits on utterances with words), ``voice_share_by`` and
-    ``voice_margin`` / ``voice_cap`` (where its hinge starts above neutral, the most it adds) go
-    into the output's config; ``wordless_audio_scale`` is the voice's weight on utterances without
+    ``voice_margin`` / ``voice_cap`` (where its hinge starts above neutral, the most it adds) and
+    ``voice_hinge`` (the hinge's shape, for a checkpoint trained with one) go into the output's
+    config; ``wordless_audio_scale`` is the voice's weight on utterances without
     words (``voice_wordless`` = it / the audio scale) and ``voice_neutral_words`` the power by
     which words that read as neutral bring the voice up to that weight; ``face_gate_power``
     sharpens a gated face (``face_gate``), and the video scale is chosen with it in place."""
@@ -531,6 +533,10 @@ def calibrate_checkpoint(
         settings["voice_cap"] = voice_cap
     if voice_neutral_words is not None:
         settings["voice_neutral_words"] = voice_neutral_words
+    if voice_hinge is not None:
+        if voice_hinge == "off":
+            raise ValueError("calibrate changes a voice hinge's shape; it cannot turn it off")
+        settings["voice_hinge"] = voice_hinge
     if settings and predictor.config.voice_hinge == "off":
         raise CheckpointError(f"checkpoint {folder} has no voice hinge to share or set")
     if wordless_audio_scale is not None:

@@ -147,6 +147,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "exceeds neutral by more than M (benchmarks/neutral_cv.py chooses it on 22 speakers)",
     )
     cal.add_argument(
+        "--voice-hinge",
+        choices=("relu", "softplus", "step"),
+        help="a hinged voice: the hinge's shape beside words (step: a class gains its whole lead "
+        "over neutral where the lead exceeds the margin; relu: the lead less the margin)",
+    )
+    cal.add_argument(
         "--voice-cap",
         type=_non_negative,
         metavar="C",
@@ -350,6 +356,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             wordless_audio_scale=args.wordless_audio_scale,
             face_gate_power=args.face_gate_power,
             voice_neutral_words=args.voice_neutral_words,
+            voice_hinge=args.voice_hinge,
         )
     table = Table(title=f"dev-set calibration -> {args.output}")
     for column in ("head", "dev wf1 before", "dev wf1 after", "offsets"):

@@ -77,7 +77,7 @@ class LossWeights:
             raise ValueError("temperature must be > 0")
 
 
-VOICE_HINGES = ("off", "relu", "softplus")
+VOICE_HINGES = ("off", "relu", "softplus", "step")
 VOICE_SHARES = ("flat", "unsure")
 FACE_GATES = ("off", "neutral_words")
 
@@ -102,7 +102,9 @@ class UniMSEConfig:
     # Voice hinge (with modality_logits): the voice's logits count relative to each head's neutral
     # class and only above it, "relu" max(0, a_k - a_neutral) or "softplus" (smooth: no unit dies
     # in training); the voice can argue for an emotion (or a polarity), never for neutrality, so a
-    # neutral voice leaves the words' label (about) as it is. "off": the logits as they are.
+    # neutral voice leaves the words' label (about) as it is. "step" (with voice_margin): a class
+    # gains its whole a_k - a_neutral where that exceeds the margin, nothing below it (relu takes
+    # the margin off every class that passes it). "off": the logits as they are.
     voice_hinge: str = "off"
     # With voice_hinge, on utterances with words: this share of the unhinged voice is added back
     # (hinged + share * (raw - hinged)): a weaker neutral push, for words the text model misreads.

@@ -214,16 +214,20 @@ class ModalityLogits(nn.Module):
             nn.init.normal_(self.acoustic.weight, std=1e-3)
 
     def hinged(self, voice: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """Per head, relu or softplus of (logit - neutral logit - ``voice_margin``), at most
-        ``voice_cap`` (0: no cap), times ``present`` (1 where the voice is there): 0 for neutral,
-        0 (relu) or near 0 (softplus) for every class the voice ranks below neutral + the margin,
-        0 for a missing voice."""
+        """Per head, relu or softplus of (logit - neutral logit - ``voice_margin``), or with
+        "step" (logit - neutral logit) where that exceeds the margin, at most ``voice_cap`` (0: no
+        cap), times ``present`` (1 where the voice is there): 0 for neutral, 0 (relu, step) or
+        near 0 (softplus) for every class the voice ranks below neutral + the margin, 0 for a
+        missing voice."""
         parts = torch.split(voice, list(self.sizes), dim=-1)
-        above = torch.cat(
-            [p - p[..., n : n + 1] - self.margin for p, n in zip(parts, self.neutral, strict=True)],
-            dim=-1,
+        lead = torch.cat(
+            [p - p[..., n : n + 1] for p, n in zip(parts, self.neutral, strict=True)], dim=-1
         )
-        pushed = above.clamp(min=0.0) if self.hinge == "relu" else F.softplus(above)
+        above = lead - self.margin
+        if self.hinge == "step":
+            pushed = lead * (above > 0).to(lead.dtype)
+        else:
+            pushed = above.clamp(min=0.0) if self.hinge == "relu" else F.softplus(above)
         if self.cap:
             pushed = pushed.clamp(max=self.cap)
         return pushed * self.emotional * present

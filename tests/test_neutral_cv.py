@@ -54,3 +54,42 @@ def test_a_gain_scales_the_voice_beside_words_only() -> None:
     alone = neutral_cv.with_voice(head, text, voices, 0.5, False, lambda _t: rows)
     plain = neutral_cv.with_voice(head, text, voices, 0.5, False)
     torch.testing.assert_close(alone.meld_logits, plain.meld_logits)  # no words: no gain
+
+
+def test_a_step_hinge_setting_reaches_the_fold_head() -> None:
+    import numpy as np
+    from conftest import tiny_unimse_config
+
+    config = tiny_unimse_config(modality_logits=True, voice_hinge="relu", visual=None)
+    width = len(config.polarities) + len(config.meld_emotions) + len(config.iemocap_emotions)
+    fold = {"acoustic_weight": np.eye(width, config.modality_dim, dtype=np.float32)}
+    step = neutral_cv.voice_head(fold, config, neutral_cv.Setting(margin=2.0, hinge="step"))
+    assert (step.hinge, step.margin) == ("step", 2.0)
+    assert neutral_cv.Setting.of(config).hinge == "relu"
+
+
+def test_the_convex_readout_learns_separable_voices_through_the_joint_emodb_decision() -> None:
+    import argparse
+
+    import torch
+    import voice_readout
+    from conftest import tiny_unimse_config
+
+    from unimse.labels import EMODB_LABELS
+
+    config = tiny_unimse_config(modality_logits=True, visual=None)
+    names = list(voice_readout.EMODB_JOINT_CLASSES)
+    torch.manual_seed(0)
+    centres = 4.0 * torch.randn(len(names), 6)
+    which = torch.arange(len(names)).repeat(8)
+    x = centres[which] + 0.1 * torch.randn(len(which), 6)
+    labels = [EMODB_LABELS[names[k]] for k in which.tolist()]
+    width = len(config.polarities) + len(config.meld_emotions) + len(config.iemocap_emotions)
+    args = argparse.Namespace(losses="all", emodb_weight=2.0, l2=1e-4)
+    emodb = torch.ones(len(which), dtype=torch.bool)
+    w, b = voice_readout.fit_readout(x, labels, emodb, torch.zeros(width), config, args)
+    sizes = [len(config.polarities), len(config.meld_emotions), len(config.iemocap_emotions)]
+    pol, emo = (h.log_softmax(-1) for h in torch.split(x @ w.T + b, sizes, -1)[:2])
+    polarity_of, emotion_of = voice_readout.emodb_joint_indices()
+    picks = (pol[:, list(polarity_of)] + emo[:, list(emotion_of)]).argmax(-1)
+    assert torch.equal(picks, which)  # boredom and neutral told apart by polarity alone

@@ -66,7 +66,9 @@ def sample_mix(path: Path) -> list[tuple[str, float, float]]:
     return [(t.speaker, t.start / RATE, t.end / RATE) for t in conversation.turns]
 
 
-def score(lines: Sequence[dict[str, Any]], turns: Sequence[tuple[str, float, float]]) -> dict:  # type: ignore[type-arg]
+def score(
+    lines: Sequence[dict[str, Any]], turns: Sequence[tuple[str, float, float]]
+) -> dict[str, Any]:
     """Accuracy as emitted and after revisions, speakers found, revisions, results."""
     results = [line for line in lines if line.get("kind") != "speaker_revised"]
     revisions = [line for line in lines if line.get("kind") == "speaker_revised"]

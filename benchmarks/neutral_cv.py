@@ -328,7 +328,8 @@ def text_dev(args: argparse.Namespace) -> dict[str, dict[str, np.ndarray]]:
             "iemocap": np.log([[p.iemocap_probs[c] for c in cfg.iemocap_emotions] for p in preds]),
             "gold": np.array([classes.index(g or "") for g in gold]),
         }
-    np.savez(cache, **{f"{d}_{k}": v for d, r in result.items() for k, v in r.items()})
+    arrays: dict[str, Any] = {f"{d}_{k}": v for d, r in result.items() for k, v in r.items()}
+    np.savez(cache, **arrays)
     return result
 
 
@@ -364,7 +365,8 @@ def words_with_voice(
         own = t[dataset].argmax(-1).tolist()
         voiced = (out.meld_logits if dataset == "meld" else out.iemocap_logits).argmax(-1)
         if harm_only:  # no credit where the voice turns wrong words right
-            voiced = torch.where(torch.tensor(own) == t["gold"], voiced, torch.tensor(own))
+            right = torch.tensor(own) == torch.from_numpy(t["gold"])
+            voiced = torch.where(right, voiced, torch.tensor(own))
         deltas[dataset] = 100.0 * (
             f1_score(gold, voiced.tolist(), average="weighted", sample_weight=weight)
             - f1_score(gold, own, average="weighted", sample_weight=weight)

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from realtime.config import VadOptions  # noqa: E402
 from realtime.messages import SAMPLE_RATE  # noqa: E402
-from realtime.vad import VadSegmenter, WebRtcVadAnalyzer  # noqa: E402
+from realtime.vad import SpeechSegment, VadSegmenter, WebRtcVadAnalyzer  # noqa: E402
 
 SAMPLE = ROOT / "realtime" / "samples" / "conversation.flac"
 RSS_GROWTH_TARGET_MB = 50.0
@@ -122,10 +122,10 @@ def soak_vad(copies: int, renewal: bool) -> Soak:
         for offset in range(0, len(mono), SAMPLE_RATE):
             t = (copy * len(mono) + offset) / SAMPLE_RATE
             closed = segmenter.push(mono[offset : offset + SAMPLE_RATE], t, arrived=t)
-            times += [(s.start, s.end) for s in closed]
+            times += [(s.start, s.end) for s in closed if isinstance(s, SpeechSegment)]
         if copy == 0:
             rss_warm = rss_mb()
-    times += [(s.start, s.end) for s in segmenter.flush()]
+    times += [(s.start, s.end) for s in segmenter.flush() if isinstance(s, SpeechSegment)]
     wall = time.perf_counter() - started
     last = (copies - 1) * copy_s
     return Soak(

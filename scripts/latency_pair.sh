@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Interleaved latency of two checkpoints (before, after), three turns each, so both see the same
+# load: `emotrack bench latency --no-speculative --json` per run into runs/lat_TAG_{before,after}_N.json,
+# then the median over the turns of the p95 end to end minus hangover.
+# Usage: bash scripts/latency_pair.sh BEFORE AFTER TAG   (about 6 min on the 2-core CPU)
+# (The docs' `runs/bench_latN.sh` runs are this script.)
+set -u
+if [ $# -ne 3 ]; then
+  echo "usage: bash scripts/latency_pair.sh BEFORE AFTER TAG" >&2
+  exit 2
+fi
+mkdir -p runs
+for i in 1 2 3; do
+  for side in before after; do
+    ckpt=$1; [ $side = after ] && ckpt=$2
+    .venv/bin/emotrack bench latency --no-speculative --checkpoint "$ckpt" --json 2>/dev/null \
+      | tail -1 > "runs/lat_$3_${side}_$i.json"
+  done
+done
+.venv/bin/python - "$3" <<'PY'
+import json, statistics, sys
+tag = sys.argv[1]
+for side in ("before", "after"):
+    p95 = []
+    for i in (1, 2, 3):
+        run = json.load(open(f"runs/lat_{tag}_{side}_{i}.json"))
+        p95.append(run["latency"]["end_to_end_minus_hangover"]["p95"])
+        passes = run["stats"].get("asr_encoder_passes")
+    print(f"{side}: p95 end to end minus hangover {[round(v, 3) for v in p95]}, "
+          f"median {statistics.median(p95):.3f} s; encoder passes (last run) {passes}")
+PY

@@ -43,6 +43,7 @@ from train.audio_datasets import corpus_features, neutral_voices, select_split
 from train.metrics import unweighted_accuracy
 from unimse.config import FeatureSpec, UniMSEConfig
 from unimse.labels import EMODB_JOINT_CLASSES, UniversalLabel, emodb_joint_indices
+from unimse.losses import joint_class_cross_entropy, joint_class_scores
 from unimse.voice_baseline import prior_of
 
 NEUTRAL = UniversalLabel("neutral", 0.0, "neutral", "neutral")
@@ -52,16 +53,23 @@ def pooled_rows(items: list[AudioSample], spec: FeatureSpec, prior: np.ndarray) 
     return np.stack([pooled(f) for f in corpus_features(items, spec, prior=prior)])
 
 
+def head_sizes(config: UniMSEConfig) -> list[int]:
+    return [len(config.polarities), len(config.meld_emotions), len(config.iemocap_emotions)]
+
+
 def fit_readout(
     x: torch.Tensor,
     labels: list[UniversalLabel],
     emodb: torch.Tensor,
     empty: torch.Tensor,
     config: UniMSEConfig,
-    args: argparse.Namespace,
+    losses: str,
+    l2: float,
+    emodb_weight: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W, b): the heads' logits of row i are ``empty + W x_i + b``."""
-    sizes = [len(config.polarities), len(config.meld_emotions), len(config.iemocap_emotions)]
+    """(W, b): the heads' logits of row i are ``empty + W x_i + b``; ``losses`` "all" or
+    "joint" (EMO-DB rows through the joint class loss only)."""
+    sizes = head_sizes(config)
     targets = [
         torch.tensor([config.polarities.index(lab.polarity) for lab in labels]),
         torch.tensor([config.meld_emotions.index(lab.meld_emotion) for lab in labels]),
@@ -70,29 +78,26 @@ def fit_readout(
     classes = list(EMODB_JOINT_CLASSES)
     joint = torch.tensor(
         [
-            classes.index(emodb_class_of(lab))
+            classes.index(emodb_class_of(lab)) if e else -1
             for lab, e in zip(labels, emodb.tolist(), strict=True)
-            if e
         ]
     )
-    polarity_of, emotion_of = (torch.tensor(i) for i in emodb_joint_indices())
-    weight = torch.where(emodb, args.emodb_weight, 1.0)
+    weight = torch.where(emodb, emodb_weight, 1.0)
+    emodb_mass = emodb_weight * float(emodb.sum())  # the joint loss is a mean over EMO-DB rows
     w = torch.zeros(sum(sizes), x.shape[1], requires_grad=True)
     b = torch.zeros(sum(sizes), requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=500, history_size=20, line_search_fn="strong_wolfe")
-    heads_on = ~emodb if args.losses == "joint" else torch.ones_like(emodb)
+    heads_on = ~emodb if losses == "joint" else torch.ones_like(emodb)
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
         heads = torch.split(empty + x @ w.T + b, sizes, dim=-1)
         loss = sum(
             (F.cross_entropy(h[heads_on], t[heads_on], reduction="none") * weight[heads_on]).sum()
-            for h, t in zip(heads[: 2 if args.losses == "joint" else 3], targets, strict=False)
+            for h, t in zip(heads[: 2 if losses == "joint" else 3], targets, strict=False)
         )
-        pol, emo = (F.log_softmax(h[emodb], -1) for h in heads[:2])
-        scores = pol[:, polarity_of] + emo[:, emotion_of]
-        loss = loss + (F.cross_entropy(scores, joint, reduction="none") * weight[emodb]).sum()
-        loss = loss / weight.sum() + args.l2 * (w**2).sum()
+        joint_loss = joint_class_cross_entropy(heads[0], heads[1], joint, emodb_joint_indices())
+        loss = (loss + emodb_mass * joint_loss) / weight.sum() + l2 * (w**2).sum()
         loss.backward()
         return loss
 
@@ -127,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ravdess = [*select_split(corpus, RAVDESS, "train"), *select_split(corpus, RAVDESS, "dev")]
     emodb = load_corpus(EMODB, args.data_dir)
     classes = list(EMODB_JOINT_CLASSES)
-    polarity_of, emotion_of = emodb_joint_indices()
-    sizes = [len(config.polarities), len(config.meld_emotions), len(config.iemocap_emotions)]
+    sizes = head_sizes(config)
     speakers = sorted({s.speaker for s in emodb})
     table: dict[str, list[float]] = {name: [] for name in args.losses}
     for speaker in track(speakers, description="EMO-DB speakers", transient=True):
@@ -147,12 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         test = torch.from_numpy(((pooled_rows(held, spec, prior) - mean) / std).astype(np.float32))
         truth = [emodb_class_of(s.label) for s in held]
         for losses in args.losses:
-            fit_args = argparse.Namespace(**{**vars(args), "losses": losses})
-            w, b = fit_readout(rows, labels, is_emodb, empty, config, fit_args)
+            w, b = fit_readout(
+                rows, labels, is_emodb, empty, config, losses, args.l2, args.emodb_weight
+            )
             heads = torch.split(empty + args.weight * (test @ w.T + b), sizes, dim=-1)
-            pol, emo = (F.log_softmax(h, -1) for h in heads[:2])
-            picks = (pol[:, list(polarity_of)] + emo[:, list(emotion_of)]).argmax(-1).tolist()
-            got = unweighted_accuracy(truth, [classes[k] for k in picks], tuple(classes))
+            picks = joint_class_scores(heads[0], heads[1], emodb_joint_indices()).argmax(-1)
+            got = unweighted_accuracy(truth, [classes[k] for k in picks.tolist()], tuple(classes))
             table[losses].append(got["uar"])
     print(f"| losses | {' | '.join(speakers)} | mean UA |")
     print(f"|---|{'---|' * len(speakers)}---|")

@@ -2,7 +2,7 @@
 # Interleaved latency of two checkpoints (before, after), three turns each, so both see the same
 # load: `emotrack bench latency --no-speculative --json` per run into runs/lat_TAG_{before,after}_N.json,
 # then the median over the turns of the p95 end to end minus hangover.
-# Usage: bash scripts/latency_pair.sh BEFORE AFTER TAG   (about 6 min on the 2-core CPU)
+# Usage: bash scripts/latency_pair.sh BEFORE AFTER TAG   (about 5 min on the 2-core CPU)
 # (The docs' `runs/bench_latN.sh` runs are this script.)
 set -u
 if [ $# -ne 3 ]; then

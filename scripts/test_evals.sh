@@ -2,7 +2,7 @@
 # The test-split evaluations of a checkpoint (read once per candidate): RAVDESS actors 17-20,
 # EMO-DB speaker 13, speech_av, CK+ (their own splits), CMU-MOSI, and MELD / IEMOCAP with the
 # RAVDESS test actors' neutral voices. Each JSON goes to runs/test_TAG/; the last lines print.
-# Usage: bash scripts/test_evals.sh CHECKPOINT TAG   (about 8 min on the 2-core CPU)
+# Usage: bash scripts/test_evals.sh CHECKPOINT TAG   (3.6 min for the default on the 2-core CPU)
 # (The docs' `runs/test_evals_v.sh` runs are this script.)
 set -u
 if [ $# -ne 2 ]; then

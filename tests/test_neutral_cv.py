@@ -69,8 +69,6 @@ def test_a_step_hinge_setting_reaches_the_fold_head() -> None:
 
 
 def test_the_convex_readout_learns_separable_voices_through_the_joint_emodb_decision() -> None:
-    import argparse
-
     import torch
     import voice_readout
     from conftest import tiny_unimse_config
@@ -84,12 +82,12 @@ def test_the_convex_readout_learns_separable_voices_through_the_joint_emodb_deci
     which = torch.arange(len(names)).repeat(8)
     x = centres[which] + 0.1 * torch.randn(len(which), 6)
     labels = [EMODB_LABELS[names[k]] for k in which.tolist()]
-    width = len(config.polarities) + len(config.meld_emotions) + len(config.iemocap_emotions)
-    args = argparse.Namespace(losses="all", emodb_weight=2.0, l2=1e-4)
+    sizes = voice_readout.head_sizes(config)
     emodb = torch.ones(len(which), dtype=torch.bool)
-    w, b = voice_readout.fit_readout(x, labels, emodb, torch.zeros(width), config, args)
-    sizes = [len(config.polarities), len(config.meld_emotions), len(config.iemocap_emotions)]
-    pol, emo = (h.log_softmax(-1) for h in torch.split(x @ w.T + b, sizes, -1)[:2])
-    polarity_of, emotion_of = voice_readout.emodb_joint_indices()
-    picks = (pol[:, list(polarity_of)] + emo[:, list(emotion_of)]).argmax(-1)
+    w, b = voice_readout.fit_readout(
+        x, labels, emodb, torch.zeros(sum(sizes)), config, "all", l2=1e-4, emodb_weight=2.0
+    )
+    pol, emo, _ = torch.split(x @ w.T + b, sizes, -1)
+    picks = voice_readout.joint_class_scores(pol, emo, voice_readout.emodb_joint_indices())
+    picks = picks.argmax(-1)
     assert torch.equal(picks, which)  # boredom and neutral told apart by polarity alone

@@ -501,7 +501,8 @@ def calibrate_checkpoint(
     config; ``wordless_audio_scale`` is the voice's weight on utterances without
     words (``voice_wordless`` = it / the audio scale) and ``voice_neutral_words`` the power by
     which words that read as neutral bring the voice up to that weight; ``face_gate_power``
-    sharpens a gated face (``face_gate``), and the video scale is chosen with it in place."""
+    sharpens a gated face (``face_gate``). The scales are chosen with these settings in place
+    (the weight without words, set relative to the audio scale, excepted)."""
     folder = resolve_checkpoint(source)
     if output.resolve() == folder.resolve():
         raise CheckpointError("calibrate writes a new checkpoint: --output must differ")
@@ -548,10 +549,10 @@ def calibrate_checkpoint(
         raise CheckpointError(f"checkpoint {folder} has no face gate to sharpen")
     if face_gate_power is not None:
         settings["face_gate_power"] = face_gate_power
-    replace(predictor.config, **settings)  # validated before any dev data is read
-    gate = getattr(predictor.model, "modality_logits", None)
-    if face_gate_power is not None and isinstance(gate, ModalityLogits):
-        gate.face_power = face_gate_power  # the video scale is chosen with the gate it ships with
+    settled = replace(predictor.config, **settings)  # validated before any dev data is read
+    logits = getattr(predictor.model, "modality_logits", None)
+    if isinstance(logits, ModalityLogits):
+        logits.configure(settled)  # the scales are chosen with the settings they ship with
     choices = [
         _scale_choice(predictor, modality, value, data_dir, progress)
         for modality, value in requested.items()

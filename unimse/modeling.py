@@ -195,6 +195,19 @@ class ModalityLogits(nn.Module):
         for layer in (self.acoustic, self.visual, self.acoustic_intensity):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
+        self.configure(config)
+        heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
+        self.neutral = tuple(h.index("neutral") for h in heads)
+        emotional = torch.ones(width)
+        for start, n in zip((0, *itertools.accumulate(self.sizes[:-1])), self.neutral, strict=True):
+            emotional[start + n] = 0.0
+        self.register_buffer("emotional", emotional, persistent=False)
+        if self.hinge == "relu":
+            nn.init.normal_(self.acoustic.weight, std=1e-3)
+
+    def configure(self, config: UniMSEConfig) -> None:
+        """Take ``config``'s voice and face settings (hinge, share, margin, cap, weights, gate);
+        the weights stay. ``emotrack calibrate`` chooses scales with the settings it will ship."""
         self.hinge = config.voice_hinge
         self.neutral_share = config.voice_neutral_share
         self.share_by = config.voice_share_by
@@ -204,14 +217,6 @@ class ModalityLogits(nn.Module):
         self.face_gate = config.face_gate
         self.neutral_words = config.voice_neutral_words
         self.face_power = config.face_gate_power
-        heads = (config.polarities, config.meld_emotions, config.iemocap_emotions)
-        self.neutral = tuple(h.index("neutral") for h in heads)
-        emotional = torch.ones(width)
-        for start, n in zip((0, *itertools.accumulate(self.sizes[:-1])), self.neutral, strict=True):
-            emotional[start + n] = 0.0
-        self.register_buffer("emotional", emotional, persistent=False)
-        if self.hinge == "relu":
-            nn.init.normal_(self.acoustic.weight, std=1e-3)
 
     def hinged(self, voice: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """Per head, relu or softplus of (logit - neutral logit - ``voice_margin``), or with

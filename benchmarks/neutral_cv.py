@@ -4,6 +4,7 @@
     emotrack train --config runs/neutral_cv/stage_foldK.toml
     python benchmarks/neutral_cv.py dump --fold K --checkpoint runs/neutral_cv/stage_foldK/best
     python benchmarks/neutral_cv.py analyse                                 (the grid, seconds)
+    python benchmarks/neutral_cv.py readout --out DIR [--readout-l2 ...]    (instead of training)
 
 The audio weight and the hinged voice's settings (neutral share, margin) were chosen on three dev
 speakers (RAVDESS 15-16, EMO-DB 12), and five times those three predicted a neutral voice's cost
@@ -20,6 +21,11 @@ trains exactly as the shipped candidate does (consistency term and replayed text
 weight 1), their speakers' neutral voices as a conversation gives them (:func:`neutral_voices`,
 with the fold model's own baseline prior), its acoustic modality-logit weights and the text-only
 logits of "" and the sentences.
+
+``readout``: instead of a trained stage per fold, a convex voice readout (``emotrack fit-voice``,
+:mod:`train.voice_readout`) fitted on the fold's training speakers, one per setting of
+``--readout-losses`` x ``--readout-l2`` x ``--readout-emodb-weights``, dumped as ``dump`` does to
+``--out``/SETTING/ (the model's voice path carries a readout exactly, so ``analyse`` scores it).
 
 ``analyse``: with PMF's audio columns off a voice only adds logits to the words' own, so every
 setting is scored from those dumps and the MELD / IEMOCAP dev words' text-only log-probabilities
@@ -228,6 +234,62 @@ def dump_stage(args: argparse.Namespace) -> None:
     n = dump_fold(target, predictor.model, predictor.processor, test, list(clips), spec, prior)
     check_composition(np.load(target, allow_pickle=True), predictor, test, list(clips))
     print(f"{target}: {len(test)} clips, {n} neutral voices")
+
+
+def readout_folds(args: argparse.Namespace) -> None:
+    """Per fold (``--fold``, default all 4) and per readout setting (the product of
+    ``--readout-losses``, ``--readout-l2`` and ``--readout-emodb-weights``): a convex voice readout
+    (:mod:`train.voice_readout`) fitted on the fold's training speakers, installed into
+    ``--init``'s model, dumped like a stage's fold to ``--out``/SETTING/foldK.npz (with
+    ``--out``'s MELD / IEMOCAP dev text cache beside it, for ``analyse``)."""
+    import shutil
+
+    from train.audio_datasets import corpus_features
+    from train.voice_readout import (
+        ReadoutSettings,
+        empty_logits,
+        fit_readout,
+        install_readout,
+        readout_rows,
+        training_voices,
+    )
+    from unimse.inference import EmotionPredictor
+    from unimse.voice_baseline import prior_of
+
+    ravdess, emodb = non_test_corpora(args.data_dir)
+    folds = folds_of(ravdess, emodb)
+    predictor = EmotionPredictor.load(args.init, device="cpu")
+    spec = predictor.config.acoustic
+    assert spec is not None
+    if args.readout_baseline is not None:  # the speaker baseline's prior weight
+        spec = replace(spec, baseline=args.readout_baseline)
+    empty = empty_logits(predictor.model, predictor.processor)
+    settings = [
+        ReadoutSettings(l2, weight, losses)
+        for losses, l2, weight in itertools.product(
+            args.readout_losses, args.readout_l2, args.readout_emodb_weights
+        )
+    ]
+    for k in [args.fold] if args.fold is not None else range(len(folds)):
+        held = folds[k]
+        train = training_voices(args.data_dir, held)
+        prior = prior_of(corpus_features(train, replace(spec, baseline=0.0)))
+        rows = readout_rows(train, spec, prior)
+        test = [s for s in [*ravdess, *emodb] if speaker_key(s) in held]
+        clips = list(corpus_features(test, spec, prior=prior))
+        for setting in settings:
+            readout = fit_readout(rows, empty, predictor.config, setting)
+            install_readout(predictor.model, readout, prior)
+            out = args.out / f"{setting.losses}_l2{setting.l2:g}_e{setting.emodb_weight:g}"
+            if args.readout_baseline is not None:
+                out = out.with_name(f"{out.name}_b{spec.baseline:g}")
+            out.mkdir(parents=True, exist_ok=True)
+            if (args.out / "text_dev.npz").exists():
+                shutil.copy2(args.out / "text_dev.npz", out / "text_dev.npz")
+            target = out / f"fold{k}.npz"
+            dump_fold(target, predictor.model, predictor.processor, test, clips, spec, prior)
+            check_composition(np.load(target, allow_pickle=True), predictor, test, clips)
+            print(f"{target}: {len(test)} clips, {len(rows.labels)} training voices")
 
 
 def check_composition(
@@ -545,7 +607,9 @@ def chosen(rows: list[dict[str, Any]], rank: str = "audio") -> dict[str, Any] | 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("stage-config", "dump", "analyse", "neutral-words"))
+    parser.add_argument(
+        "command", choices=("stage-config", "dump", "analyse", "neutral-words", "readout")
+    )
     parser.add_argument(
         "--out", type=Path, default=Path("runs/neutral_cv"), help="fold configs and dumps"
     )
@@ -611,6 +675,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
         help="neutral-words: powers of the words' neutral probability",
     )
+    parser.add_argument("--readout-losses", nargs="*", default=["all"], choices=("all", "joint"))
+    parser.add_argument("--readout-l2", nargs="*", type=float, default=[0.01])
+    parser.add_argument("--readout-emodb-weights", nargs="*", type=float, default=[2.0])
+    parser.add_argument(
+        "--readout-baseline", type=float, help="readout: another speaker-baseline prior weight"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fold", type=int, help="stage-config / dump: the fold")
     parser.add_argument("--base", type=Path, default=Path("configs/train_voice_v8_refit.toml"))
@@ -627,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
         "dump": dump_stage,
         "analyse": analyse,
         "neutral-words": neutral_words,
+        "readout": readout_folds,
     }
     commands[args.command](args)
     return 0

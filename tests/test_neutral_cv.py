@@ -66,28 +66,3 @@ def test_a_step_hinge_setting_reaches_the_fold_head() -> None:
     step = neutral_cv.voice_head(fold, config, neutral_cv.Setting(margin=2.0, hinge="step"))
     assert (step.hinge, step.margin) == ("step", 2.0)
     assert neutral_cv.Setting.of(config).hinge == "relu"
-
-
-def test_the_convex_readout_learns_separable_voices_through_the_joint_emodb_decision() -> None:
-    import torch
-    import voice_readout
-    from conftest import tiny_unimse_config
-
-    from unimse.labels import EMODB_LABELS
-
-    config = tiny_unimse_config(modality_logits=True, visual=None)
-    names = list(voice_readout.EMODB_JOINT_CLASSES)
-    torch.manual_seed(0)
-    centres = 4.0 * torch.randn(len(names), 6)
-    which = torch.arange(len(names)).repeat(8)
-    x = centres[which] + 0.1 * torch.randn(len(which), 6)
-    labels = [EMODB_LABELS[names[k]] for k in which.tolist()]
-    sizes = voice_readout.head_sizes(config)
-    emodb = torch.ones(len(which), dtype=torch.bool)
-    w, b = voice_readout.fit_readout(
-        x, labels, emodb, torch.zeros(sum(sizes)), config, "all", l2=1e-4, emodb_weight=2.0
-    )
-    pol, emo, _ = torch.split(x @ w.T + b, sizes, -1)
-    picks = voice_readout.joint_class_scores(pol, emo, voice_readout.emodb_joint_indices())
-    picks = picks.argmax(-1)
-    assert torch.equal(picks, which)  # boredom and neutral told apart by polarity alone

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from train.config import READOUT_LOSSES, ReadoutSettings
 from unimse.config import VOICE_SHARES
 
 logger = logging.getLogger(__name__)
@@ -108,8 +109,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "factor (auto: chosen on dev, see train/calibrate.py). Test splits are never read. "
         "What was done goes into calibration.json of the output.",
     )
-    cal.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'default'")
-    cal.add_argument("--output", required=True, type=Path, help="folder for the new checkpoint")
+    _source_and_output(cal)
     cal.add_argument(
         "--datasets",
         nargs="+",
@@ -192,6 +192,58 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     cal.add_argument("--json", action="store_true", help="end with one JSON line of the result")
     cal.set_defaults(handler=run_calibrate, user_errors=user_errors)
+
+    fit = subparsers.add_parser(
+        "fit-voice",
+        help="fit a checkpoint's voice path as a convex readout of its Whisper states",
+        description="Write a copy of a checkpoint whose voice path (pooled speaker-baselined "
+        "Whisper states -> modality logits, linear when PMF's audio columns are off) is fitted by "
+        "L-BFGS on RAVDESS's and EMO-DB's training and dev speakers and their neutral voices, "
+        "instead of a voice stage's SGD (see train/voice_readout.py). Test speakers are never "
+        "read. Like a voice stage the result has weight 1 with and without words: run "
+        "`emotrack calibrate` on it to set the weights, hinge and margin.",
+    )
+    _source_and_output(fit)
+    fit.add_argument(
+        "--l2", type=_non_negative, default=ReadoutSettings.l2, help="L2 penalty per weight"
+    )
+    fit.add_argument(
+        "--emodb-weight",
+        type=_positive,
+        default=ReadoutSettings.emodb_weight,
+        help="weight of EMO-DB's clips against RAVDESS's and the neutral voices",
+    )
+    fit.add_argument(
+        "--losses",
+        choices=READOUT_LOSSES,
+        default=ReadoutSettings.losses,
+        help="all: the three heads on every clip and EMO-DB's joint class loss; joint: EMO-DB's "
+        "clips through the joint class loss only",
+    )
+    fit.add_argument(
+        "--speaker-baseline",
+        type=_positive,
+        metavar="W",
+        help="the speaker baseline's prior weight, in utterances (default: the checkpoint's)",
+    )
+    fit.add_argument(
+        "--held-out-speakers",
+        nargs="*",
+        default=[],
+        metavar="CORPUS/SPEAKER",
+        help="speakers to leave out of the fit (e.g. emodb/03 ravdess/09), for cross-validation",
+    )
+    fit.add_argument(
+        "--data-dir", type=Path, help="folder laid out like ../shared/data (default: that)"
+    )
+    fit.add_argument("--json", action="store_true", help="end with one JSON line of the result")
+    fit.set_defaults(handler=run_fit_voice, user_errors=user_errors)
+
+
+def _source_and_output(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint and --output of a command that writes a new checkpoint from another."""
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder, or 'default'")
+    parser.add_argument("--output", required=True, type=Path, help="folder for the new checkpoint")
 
 
 def _branch_scale(value: str) -> str | float:
@@ -379,6 +431,31 @@ def run_calibrate(args: argparse.Namespace) -> int:
             **{f"{scale.modality}_scale": asdict(scale) for scale in scales},
         }
         sys.stdout.write(json.dumps(payload) + "\n")
+    return 0
+
+
+def run_fit_voice(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from train.voice_readout import fit_voice
+
+    err = Console(stderr=True)
+    with err.status("fit-voice") as status:
+        record = fit_voice(
+            args.checkpoint,
+            args.output,
+            args.data_dir or DEFAULT_DATA_DIR,
+            ReadoutSettings(args.l2, args.emodb_weight, args.losses),
+            held_out=args.held_out_speakers,
+            baseline=args.speaker_baseline,
+            progress=lambda message: status.update(f"fit-voice: {message}"),
+        )
+    print(
+        f"voice readout -> {args.output} ({record['clips']} clips, {record['voices']} voices; "
+        f"now run emotrack calibrate on it)"
+    )
+    if args.json:
+        sys.stdout.write(json.dumps(record) + "\n")
     return 0
 
 

@@ -269,3 +269,21 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         return typed_config.load(cls(), path, error=TrainConfigError)
+
+
+READOUT_LOSSES = ("all", "joint")
+
+
+@dataclass(frozen=True)
+class ReadoutSettings:
+    """How ``emotrack fit-voice`` (:func:`train.voice_readout.fit_readout`) weighs its terms."""
+
+    l2: float = 0.01  # per weight, on the mean loss
+    emodb_weight: float = 2.0  # EMO-DB's rows against RAVDESS's and the neutral voices'
+    losses: str = "all"  # "joint": EMO-DB's rows through the joint class loss only
+
+    def __post_init__(self) -> None:
+        if self.l2 < 0 or self.emodb_weight <= 0:
+            raise ValueError("the readout needs l2 >= 0 and an EMO-DB weight > 0")
+        if self.losses not in READOUT_LOSSES:
+            raise ValueError(f"readout losses {self.losses!r}: choose from {READOUT_LOSSES}")

@@ -1,0 +1,152 @@
+"""The convex voice readout (train/voice_readout.py): its fit, and a model carrying it exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_unimse_config
+
+from train.config import ReadoutSettings
+from train.staged import reset_pmf_inputs
+from train.voice_readout import (
+    ReadoutRows,
+    VoiceReadout,
+    empty_logits,
+    fit_readout,
+    install_readout,
+    pooled_statistics,
+)
+from unimse.backbones import load_tokenizer
+from unimse.checkpoint import CheckpointError
+from unimse.config import FeatureSpec
+from unimse.factory import build_model
+from unimse.inputs import ModelInput
+from unimse.labels import EMODB_JOINT_CLASSES, EMODB_LABELS, UniversalLabel, emodb_joint_indices
+from unimse.losses import joint_class_scores
+from unimse.processor import UniMSEProcessor
+from unimse.speakers import FIRST_SPEAKER
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+NEUTRAL = UniversalLabel("neutral", 0.0, "neutral", "neutral")
+ANGER = UniversalLabel("negative", -2.0, "anger", "angry")
+JOY = UniversalLabel("positive", 2.0, "joy", "happy")
+
+
+def voice_model(**overrides: object):  # type: ignore[no-untyped-def]
+    """A tiny model whose voice is a stats encoder with a speaker baseline and no path into the
+    backbone (PMF's audio columns off), as the shipped voice stages have it."""
+    torch.manual_seed(0)
+    config = tiny_unimse_config(
+        acoustic=FeatureSpec("test-acoustic", 8, "stats", baseline=5.0),
+        modality_dim=24,
+        modality_logits=True,
+        voice_intensity=True,
+        voice_hinge="off",
+        **overrides,
+    )
+    model = build_model(config)
+    reset_pmf_inputs(model, ["audio"])
+    with torch.no_grad():  # a trained intensity read, so that keeping it is tested
+        model.modality_logits.acoustic_intensity.weight.normal_()
+        model.fusion.acoustic.norm.running_mean.normal_()
+        model.fusion.acoustic.norm.running_var.uniform_(0.5, 2.0)
+    return model.eval(), UniMSEProcessor(config, load_tokenizer(config))
+
+
+def test_readout_settings_refuse_bad_values() -> None:
+    with pytest.raises(ValueError, match="losses"):
+        ReadoutSettings(losses="some")
+    with pytest.raises(ValueError, match="l2"):
+        ReadoutSettings(l2=-1.0)
+    with pytest.raises(ValueError, match="EMO-DB weight"):
+        ReadoutSettings(emodb_weight=0.0)
+
+
+def test_the_fitted_readout_reads_separable_voices() -> None:
+    rng = np.random.default_rng(0)
+    centres = {NEUTRAL: 0.0, ANGER: 3.0, JOY: -3.0}
+    labels = [lab for lab in centres for _ in range(40)]
+    pooled = np.stack([rng.normal(centres[lab], 1.0, 16) for lab in labels]).astype(np.float32)
+    rows = ReadoutRows(pooled, labels, np.zeros(len(labels), dtype=bool))
+    _, processor = voice_model()
+    config = processor.config
+    readout = fit_readout(rows, np.zeros(16), config, ReadoutSettings(l2=0.001))
+    test = np.stack([rng.normal(centres[lab], 1.0, 16) for lab in centres]).astype(np.float32)
+    meld = readout.logits(test)[:, 3:10].argmax(-1)
+    assert [config.meld_emotions[k] for k in meld] == ["neutral", "anger", "joy"]
+
+
+def test_the_readout_learns_emodb_classes_through_the_joint_decision() -> None:
+    config = tiny_unimse_config(modality_logits=True, visual=None)
+    names = list(EMODB_JOINT_CLASSES)
+    rng = np.random.default_rng(0)
+    centres = 4.0 * rng.normal(size=(len(names), 6))
+    which = np.tile(np.arange(len(names)), 8)
+    pooled = (centres[which] + 0.1 * rng.normal(size=(len(which), 6))).astype(np.float32)
+    labels = [EMODB_LABELS[names[k]] for k in which.tolist()]
+    rows = ReadoutRows(pooled, labels, np.ones(len(which), dtype=bool))
+    readout = fit_readout(rows, np.zeros(16), config, ReadoutSettings(l2=1e-4))
+    pol, emo, _ = torch.split(torch.from_numpy(readout.logits(pooled)), [3, 7, 6], -1)
+    picks = joint_class_scores(pol, emo, emodb_joint_indices()).argmax(-1)
+    assert picks.tolist() == which.tolist()  # boredom and neutral told apart by polarity alone
+
+
+def test_a_model_carries_the_installed_readout_exactly() -> None:
+    model, processor = voice_model()
+    rng = np.random.default_rng(1)
+    voices = [rng.normal(0.0, 1.0, (n, 8)).astype(np.float32) for n in (5, 9, 14)]
+    inputs = [ModelInput(text="", speaker=FIRST_SPEAKER, acoustic=v) for v in voices]
+    with torch.inference_mode():
+        before = model(processor.encode(inputs)).score
+    pooled = pooled_statistics(voices)
+    readout = VoiceReadout(
+        pooled.mean(0) + 0.1,
+        pooled.var(0) + 0.5,
+        rng.normal(0.0, 1.0, (16, 16)).astype(np.float32),
+        rng.normal(0.0, 1.0, 16).astype(np.float32),
+    )
+    prior = rng.normal(0.0, 1.0, 8).astype(np.float32)
+    install_readout(model, readout, prior)
+    with torch.inference_mode():
+        out = model(processor.encode(inputs))
+    got = torch.cat([out.polarity_logits, out.meld_logits, out.iemocap_logits], -1).numpy()
+    empty = empty_logits(model, processor)
+    np.testing.assert_allclose(got, empty + readout.logits(pooled), atol=1e-4)
+    np.testing.assert_allclose(out.score.numpy(), before.numpy(), atol=1e-4)  # intensity kept
+    np.testing.assert_array_equal(model.fusion.acoustic.baseline_prior.numpy(), prior)
+
+
+def test_a_readout_refuses_a_voice_that_reaches_the_backbone() -> None:
+    model, _ = voice_model()
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "columns"):
+                module.down.weight[:, module.columns("audio")] = 1.0
+    readout = VoiceReadout(np.zeros(16), np.ones(16), np.zeros((16, 16)), np.zeros(16))
+    with pytest.raises(CheckpointError, match="PMF"):
+        install_readout(model, readout, np.zeros(8, dtype=np.float32))
+
+
+def test_fit_voice_refuses_a_checkpoint_without_a_baselined_voice(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    from train.voice_readout import fit_voice
+
+    with pytest.raises(CheckpointError, match="speaker-baselined voice"):
+        fit_voice(tiny_checkpoint, tmp_path / "out", tmp_path, ReadoutSettings())
+    assert not (tmp_path / "out").exists()
+
+
+def test_fit_voice_on_the_cli_gives_a_one_line_error(
+    tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from realtime.cli import main
+
+    code = main(["fit-voice", "--checkpoint", str(tiny_checkpoint), "--output", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert len(err) == 1 and "speaker-baselined voice" in err[0]

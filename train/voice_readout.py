@@ -1,0 +1,344 @@
+"""A convex voice readout: the voice stage's linear path fitted by L-BFGS instead of SGD.
+
+With PMF's audio columns off (the shipped voice stages since v7), a voice reaches the output
+through a linear path only: pooled, speaker-baselined Whisper states -> batch norm -> projection
+-> modality logits, added to the heads' logits of the words (of the empty transcript when there
+are none). A linear map from the standardised pooled states to the polarity, MELD and IEMOCAP
+logits is therefore one the model carries exactly, and fitting it is convex:
+:func:`fit_readout` minimises, by L-BFGS with an L2 penalty per weight,
+
+- the three heads' cross-entropy on every acted clip and on every neutral voice as a
+  conversation gives it (label neutral, the speaker's baseline taken over its neutral clips:
+  ``[data] neutral_conversations`` of the voice stage), EMO-DB's rows weighted ``emodb_weight``;
+- EMO-DB's joint class loss (its 7 classes read from polarity + emotion, as ``emotrack eval
+  --dataset emodb`` reads them); with ``losses = "joint"`` EMO-DB's rows train through it only.
+
+:func:`install_readout` writes the map into a model (batch norm = the standardisation, the first
+rows of the projection = the map, the acoustic modality logits = the identity on them) and keeps
+the stage's intensity read of the voice as it was; :func:`fit_voice` does it for a checkpoint
+(``emotrack fit-voice``). Like a voice stage, the result has weight 1 with and without words:
+``emotrack calibrate`` sets the weights, hinge and margin afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from train.audio_data import EMODB, RAVDESS, AudioSample, emodb_class_of
+from train.audio_datasets import (
+    DEFAULT_CACHE,
+    corpus_features,
+    corpus_folder,
+    load_audio_corpus,
+    neutral_voices,
+    select_split,
+    speaker_key,
+)
+from train.calibrate import CALIBRATION
+from train.config import ReadoutSettings
+from train.data import DataError
+from unimse.checkpoint import CONFIG, LABELS, WEIGHTS, CheckpointError, resolve_checkpoint
+from unimse.config import FeatureSpec, UniMSEConfig
+from unimse.fusion import PMF, StatsEncoder
+from unimse.labels import EMODB_JOINT_CLASSES, UniversalLabel, emodb_joint_indices
+from unimse.losses import joint_class_cross_entropy
+from unimse.voice_baseline import prior_of
+
+logger = logging.getLogger(__name__)
+
+NEUTRAL = UniversalLabel("neutral", 0.0, "neutral", "neutral")
+# The voice tensors a readout rewrites (with the prior buffer); every other tensor is kept.
+VOICE_TENSOR_PREFIXES = ("fusion.acoustic.", "modality_logits.acoustic")
+
+
+@dataclass(frozen=True)
+class ReadoutRows:
+    """What a readout is fitted on: pooled voice statistics (N, 2 x state dim), their labels and
+    which rows are EMO-DB clips."""
+
+    pooled: np.ndarray
+    labels: list[UniversalLabel]
+    emodb: np.ndarray
+
+
+@dataclass(frozen=True)
+class VoiceReadout:
+    """heads' logits = ``weight @ z + bias`` with z = (pooled - ``mean``) / sqrt(``var`` + eps):
+    polarity | MELD | IEMOCAP, at the voice's weight 1."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray
+    eps: float = 1e-5  # BatchNorm1d's
+
+    def standardise(self, pooled: np.ndarray) -> np.ndarray:
+        return ((pooled - self.mean) / np.sqrt(self.var + self.eps)).astype(np.float32)
+
+    def logits(self, pooled: np.ndarray) -> np.ndarray:
+        return self.standardise(pooled) @ self.weight.T + self.bias
+
+
+def pooled_statistics(features: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean and standard deviation over the frames of each utterance, as
+    :class:`unimse.fusion.StatsEncoder` pools them."""
+    return np.stack(
+        [np.concatenate([f.mean(0), np.sqrt(np.maximum(f.var(0), 1e-8))]) for f in features]
+    ).astype(np.float32)
+
+
+def readout_rows(
+    clips: Sequence[AudioSample],
+    spec: FeatureSpec,
+    prior: np.ndarray,
+    cache_dir: Path | None = DEFAULT_CACHE,
+) -> ReadoutRows:
+    """Every clip of ``clips`` (RAVDESS and EMO-DB) and, per corpus, its speakers' neutral voices
+    as a conversation gives them (label neutral)."""
+    calm = [
+        voice
+        for corpus in (RAVDESS, EMODB)
+        for voice in neutral_voices([c for c in clips if c.dataset == corpus], spec, prior)
+    ]
+    features = [*corpus_features(clips, spec, cache_dir, prior), *calm]
+    return ReadoutRows(
+        pooled_statistics(features),
+        [c.label for c in clips] + [NEUTRAL] * len(calm),
+        np.array([c.dataset == EMODB for c in clips] + [False] * len(calm)),
+    )
+
+
+def head_sizes(config: UniMSEConfig) -> list[int]:
+    return [len(config.polarities), len(config.meld_emotions), len(config.iemocap_emotions)]
+
+
+def fit_readout(
+    rows: ReadoutRows,
+    empty: np.ndarray,
+    config: UniMSEConfig,
+    settings: ReadoutSettings,
+    max_iter: int = 500,
+) -> VoiceReadout:
+    """The convex fit of the module docstring; ``empty``: the heads' logits of the empty
+    transcript (polarity | MELD | IEMOCAP), to which the voice's logits add."""
+    if not len(rows.labels):
+        raise DataError("no voices to fit a readout on")
+    mean = rows.pooled.mean(0)
+    var = rows.pooled.var(0)
+    readout = VoiceReadout(mean, var, np.zeros(0), np.zeros(0))
+    x = torch.from_numpy(readout.standardise(rows.pooled))
+    sizes = head_sizes(config)
+    targets = [
+        torch.tensor([config.polarities.index(lab.polarity) for lab in rows.labels]),
+        torch.tensor([config.meld_emotions.index(lab.meld_emotion) for lab in rows.labels]),
+        torch.tensor([config.iemocap_emotions.index(lab.iemocap_emotion) for lab in rows.labels]),
+    ]
+    emodb = torch.from_numpy(rows.emodb)
+    classes = list(EMODB_JOINT_CLASSES)
+    joint = torch.tensor(
+        [
+            classes.index(emodb_class_of(lab)) if e else -1
+            for lab, e in zip(rows.labels, rows.emodb.tolist(), strict=True)
+        ]
+    )
+    weight = torch.where(emodb, settings.emodb_weight, 1.0)
+    emodb_mass = settings.emodb_weight * float(emodb.sum())  # the joint loss is a mean
+    heads_on = ~emodb if settings.losses == "joint" else torch.ones_like(emodb)
+    n_heads = 2 if settings.losses == "joint" else 3  # joint: IEMOCAP reads no EMO-DB row
+    base = torch.from_numpy(empty.astype(np.float32))
+    w = torch.zeros(sum(sizes), x.shape[1], requires_grad=True)
+    b = torch.zeros(sum(sizes), requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [w, b], max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        heads = torch.split(base + x @ w.T + b, sizes, dim=-1)
+        loss = sum(
+            (F.cross_entropy(h[heads_on], t[heads_on], reduction="none") * weight[heads_on]).sum()
+            for h, t in zip(heads[:n_heads], targets, strict=False)
+        )
+        joint_loss = joint_class_cross_entropy(heads[0], heads[1], joint, emodb_joint_indices())
+        total = (loss + emodb_mass * joint_loss) / weight.sum() + settings.l2 * (w**2).sum()
+        total.backward()
+        return total
+
+    opt.step(closure)
+    return replace(readout, weight=w.detach().numpy(), bias=b.detach().numpy())
+
+
+def empty_logits(model: nn.Module, processor: Any) -> np.ndarray:
+    """The heads' logits of the empty transcript without voice or face (polarity | MELD |
+    IEMOCAP)."""
+    from unimse.inputs import ModelInput
+    from unimse.speakers import FIRST_SPEAKER
+
+    model.eval()
+    with torch.inference_mode():
+        out = model(processor.encode([ModelInput(text="", speaker=FIRST_SPEAKER)]))
+    return torch.cat([out.polarity_logits, out.meld_logits, out.iemocap_logits], -1)[0].numpy()
+
+
+def _voice_modules(model: nn.Module) -> tuple[StatsEncoder, Any]:
+    """The model's stats voice encoder and modality logits, if a readout can stand for them."""
+    encoder = getattr(getattr(model, "fusion", None), "acoustic", None)
+    logits = getattr(model, "modality_logits", None)
+    if not isinstance(encoder, StatsEncoder) or logits is None:
+        raise CheckpointError("a voice readout needs a stats voice encoder and modality logits")
+    if encoder.gate is not None:
+        raise CheckpointError("a voice readout cannot stand for a gated voice")
+    for module in model.modules():
+        if isinstance(module, PMF):
+            cols = module.columns("audio")
+            if module.down.weight[:, cols].any() or module.out.weight[:, cols].any():
+                raise CheckpointError(
+                    "the voice reaches the backbone through PMF: a readout cannot stand for it"
+                )
+    return encoder, logits
+
+
+def install_readout(model: nn.Module, readout: VoiceReadout, prior: np.ndarray) -> None:
+    """Write ``readout`` into ``model``'s voice path, with the speaker-baseline ``prior`` its
+    rows were pooled with. The intensity read of the voice stays the function of the pooled
+    states it was (rewritten over the new standardisation)."""
+    encoder, logits = _voice_modules(model)
+    heads, dim = readout.weight.shape
+    width = encoder.proj.out_features
+    if heads + 1 > width or logits.acoustic.weight.shape[0] != heads:
+        raise CheckpointError(f"a {heads}-logit readout needs a voice vector wider than {heads}")
+    if dim != encoder.norm.num_features:
+        raise CheckpointError(f"a readout over {dim} statistics; the voice pools {width}")
+    with torch.no_grad():
+        norm = encoder.norm
+        running_mean, running_var = norm.running_mean, norm.running_var
+        assert running_mean is not None and running_var is not None  # BatchNorm1d tracks them
+        scale = torch.from_numpy(np.sqrt(readout.var + readout.eps).astype(np.float32))
+        mean = torch.from_numpy(readout.mean.astype(np.float32))
+        intensity_w = intensity_b = None
+        if logits.acoustic_intensity is not None:  # the old read, over raw pooled states
+            gain = norm.weight / torch.sqrt(running_var + norm.eps)
+            read = logits.acoustic_intensity.weight[0] @ encoder.proj.weight  # (dim,)
+            raw_w = read * gain
+            raw_b = logits.acoustic_intensity.weight[0] @ encoder.proj.bias + read @ (
+                norm.bias - gain * running_mean
+            )
+            intensity_w = raw_w * scale  # over z = (pooled - mean) / scale
+            intensity_b = raw_b + raw_w @ mean
+        running_mean.copy_(mean)
+        running_var.copy_(torch.from_numpy(readout.var.astype(np.float32)))
+        norm.eps = readout.eps
+        norm.weight.fill_(1.0)
+        norm.bias.zero_()
+        encoder.proj.weight.zero_()
+        encoder.proj.bias.zero_()
+        encoder.proj.weight[:heads].copy_(torch.from_numpy(readout.weight))
+        encoder.proj.bias[:heads].copy_(torch.from_numpy(readout.bias))
+        logits.acoustic.weight.zero_()
+        logits.acoustic.weight[:, :heads].copy_(torch.eye(heads))
+        if intensity_w is not None and intensity_b is not None:
+            encoder.proj.weight[heads].copy_(intensity_w)
+            encoder.proj.bias[heads] = intensity_b
+            logits.acoustic_intensity.weight.zero_()
+            logits.acoustic_intensity.weight[0, heads] = 1.0
+        if encoder.baseline_weight:
+            buffer = encoder.get_buffer("baseline_prior")
+            buffer.copy_(torch.from_numpy(prior.astype(np.float32)))
+
+
+def training_voices(data_dir: Path, held_out: Collection[str] = ()) -> list[AudioSample]:
+    """RAVDESS's and EMO-DB's training and dev speakers (never their test speakers), less the
+    speakers in ``held_out`` (``corpus/speaker``, as ``[data] held_out_speakers``)."""
+    clips: list[AudioSample] = []
+    for corpus in (RAVDESS, EMODB):
+        folder = corpus_folder(corpus, data_dir)
+        if not folder.is_dir():
+            raise DataError(f"{corpus} not found under {data_dir}: a readout needs it")
+        samples = load_audio_corpus(corpus, folder)
+        for split in ("train", "dev"):
+            clips += select_split(samples, corpus, split)
+    unknown = set(held_out) - {speaker_key(c) for c in clips}
+    if unknown:
+        raise DataError(f"held-out speakers not among the training speakers: {sorted(unknown)}")
+    return [c for c in clips if speaker_key(c) not in held_out]
+
+
+def fit_voice(
+    source: str | Path,
+    output: Path,
+    data_dir: Path,
+    settings: ReadoutSettings,
+    held_out: Collection[str] = (),
+    baseline: float | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Write ``output``: ``source`` with its voice path a readout fitted on RAVDESS's and EMO-DB's
+    non-test speakers (less ``held_out``), at weight 1 with and without words; ``baseline``: a
+    new speaker-baseline prior weight (``FeatureSpec.baseline``; None: the source's). Returns
+    the record also written to ``output``/voice_readout.json."""
+    from unimse.inference import EmotionPredictor
+
+    folder = resolve_checkpoint(source)
+    if output.resolve() == folder.resolve():
+        raise CheckpointError("fit-voice writes a new checkpoint: --output must differ")
+    predictor = EmotionPredictor.load(folder, device="cpu")
+    config, model = predictor.config, predictor.model
+    spec = config.acoustic
+    if spec is None or not spec.baseline:
+        raise CheckpointError(f"{folder}: a readout needs a speaker-baselined voice")
+    if baseline is not None:
+        spec = replace(spec, baseline=baseline)  # validated by FeatureSpec
+        config = replace(config, acoustic=spec)
+    _voice_modules(model)  # fail before any audio is read
+    tell = progress or (lambda _msg: None)
+    tell("loading the training voices")
+    clips = training_voices(data_dir, held_out)
+    tell(f"features of {len(clips)} clips (cached after the first run)")
+    prior = prior_of(corpus_features(clips, replace(spec, baseline=0.0), cache_dir))
+    rows = readout_rows(clips, spec, prior, cache_dir)
+    tell(f"fitting the readout on {len(rows.labels)} voices")
+    readout = fit_readout(rows, empty_logits(model, predictor.processor), config, settings)
+    install_readout(model, readout, prior)
+    with safe_open(str(folder / WEIGHTS), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    state = model.state_dict()
+    for name in tensors:
+        if name.startswith(VOICE_TENSOR_PREFIXES):
+            tensors[name] = state[name].detach().to(tensors[name].dtype).contiguous()
+    output.mkdir(parents=True, exist_ok=True)
+    for item in folder.iterdir():
+        if item.is_file() and item.name not in (WEIGHTS, CALIBRATION):  # not the source's record
+            shutil.copy2(item, output / item.name)
+    save_file(tensors, str(output / WEIGHTS), metadata=metadata)
+    replace(config, voice_wordless=1.0).save(output / CONFIG)  # calibrate sets the weights
+    labels_file = output / LABELS
+    if labels_file.exists():  # the feature spec it lists, baseline included
+        labels = json.loads(labels_file.read_text(encoding="utf-8"))
+        labels["acoustic"] = vars(spec)
+        labels_file.write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
+    record = {
+        "source": str(source),
+        "method": "convex voice readout (train/voice_readout.py)",
+        "settings": asdict(settings),
+        "held_out_speakers": sorted(held_out),
+        "speaker_baseline": spec.baseline,
+        "voices": len(rows.labels),
+        "clips": len(clips),
+    }
+    (output / "voice_readout.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record

@@ -71,6 +71,7 @@ def score(args: argparse.Namespace) -> None:
         "clips": [[s.id, t, h] for s, t, h in zip(samples, truth, heard, strict=True)],
     }
     target = fold_dir(args).with_suffix(".json")
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(f"{target}: audio UA {metrics['uar']:.2f}, {len(samples)} clips")
 

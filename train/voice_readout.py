@@ -331,7 +331,7 @@ def fit_voice(
         labels = json.loads(labels_file.read_text(encoding="utf-8"))
         labels["acoustic"] = vars(spec)
         labels_file.write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
-    record = {
+    record: dict[str, Any] = {
         "source": str(source),
         "method": "convex voice readout (train/voice_readout.py)",
         "settings": asdict(settings),
@@ -340,5 +340,8 @@ def fit_voice(
         "voices": len(rows.labels),
         "clips": len(clips),
     }
+    previous = folder / CALIBRATION  # what the source's other branches were calibrated with
+    if previous.exists():
+        record["source_calibration"] = json.loads(previous.read_text(encoding="utf-8"))
     (output / "voice_readout.json").write_text(json.dumps(record, indent=2) + "\n")
     return record

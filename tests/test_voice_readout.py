@@ -150,3 +150,44 @@ def test_fit_voice_on_the_cli_gives_a_one_line_error(
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0
     assert len(err) == 1 and "speaker-baselined voice" in err[0]
+
+
+@pytest.mark.slow
+def test_fit_voice_on_real_speakers_writes_a_checkpoint_that_reads_them(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """The shipped checkpoint refitted on 2 RAVDESS actors and 1 EMO-DB speaker (the others held
+    out, to stay quick): a loadable checkpoint at weight 1, its record, the new baseline, and a
+    voice that tells the fitted speakers' anger from their neutral voice."""
+    from train.audio_data import RAVDESS
+    from train.audio_datasets import corpus_features
+    from train.voice_readout import fit_voice, training_voices
+    from unimse.inference import EmotionPredictor
+
+    kept = {"ravdess/01", "ravdess/02", "emodb/03"}
+    every = {f"ravdess/{a:02d}" for a in range(1, 17)}
+    every |= {f"emodb/{s}" for s in ("03", "08", "09", "10", "11", "12")}
+    out = tmp_path / "fitted"
+    record = fit_voice(
+        "default",
+        out,
+        shared_data,
+        ReadoutSettings(l2=0.01),
+        held_out=every - kept,
+        baseline=0.5,
+    )
+    assert record["clips"] == 60 + 60 + 49 and record["voices"] > record["clips"]
+    assert record["speaker_baseline"] == 0.5 and "source_calibration" in record
+    predictor = EmotionPredictor.load(out, device="cpu")
+    assert predictor.config.acoustic is not None and predictor.config.acoustic.baseline == 0.5
+    assert predictor.config.voice_wordless == 1.0
+    clips = [c for c in training_voices(shared_data, every - kept) if c.dataset == RAVDESS]
+    chosen = [c for c in clips if c.label.meld_emotion in ("anger", "neutral")][:40]
+    prior = predictor.voice_prior
+    assert prior is not None
+    features = corpus_features(chosen, predictor.config.acoustic, prior=prior)
+    preds = predictor.predict(
+        [ModelInput(text="", speaker=FIRST_SPEAKER, acoustic=f) for f in features]
+    )
+    right = sum(p.emotion == c.label.meld_emotion for p, c in zip(preds, chosen, strict=True))
+    assert right >= 0.8 * len(chosen), f"{right}/{len(chosen)} fitted clips read right"

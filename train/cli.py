@@ -436,11 +436,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def run_fit_voice(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.progress import Progress, TaskID
 
     from train.voice_readout import fit_voice
 
-    err = Console(stderr=True)
-    with err.status("fit-voice") as status:
+    tasks: dict[str, TaskID] = {}
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+
+        def tick(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = progress.add_task(step, total=total or None)
+            progress.update(tasks[step], completed=done)
+
         record = fit_voice(
             args.checkpoint,
             args.output,
@@ -448,7 +455,7 @@ def run_fit_voice(args: argparse.Namespace) -> int:
             ReadoutSettings(args.l2, args.emodb_weight, args.losses),
             held_out=args.held_out_speakers,
             baseline=args.speaker_baseline,
-            progress=lambda message: status.update(f"fit-voice: {message}"),
+            progress=tick,
         )
     print(
         f"voice readout -> {args.output} ({record['clips']} clips, {record['voices']} voices; "

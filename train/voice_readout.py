@@ -40,6 +40,7 @@ from torch import nn
 from train.audio_data import EMODB, RAVDESS, AudioSample, emodb_class_of
 from train.audio_datasets import (
     DEFAULT_CACHE,
+    cached_features,
     corpus_features,
     corpus_folder,
     load_audio_corpus,
@@ -52,6 +53,7 @@ from train.config import ReadoutSettings
 from train.data import DataError
 from unimse.checkpoint import CONFIG, LABELS, WEIGHTS, CheckpointError, resolve_checkpoint
 from unimse.config import FeatureSpec, UniMSEConfig
+from unimse.features import acoustic_extractor
 from unimse.fusion import PMF, StatsEncoder
 from unimse.labels import EMODB_JOINT_CLASSES, UniversalLabel, emodb_joint_indices
 from unimse.losses import joint_class_cross_entropy
@@ -284,12 +286,13 @@ def fit_voice(
     held_out: Collection[str] = (),
     baseline: float | None = None,
     cache_dir: Path | None = DEFAULT_CACHE,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``output``: ``source`` with its voice path a readout fitted on RAVDESS's and EMO-DB's
     non-test speakers (less ``held_out``), at weight 1 with and without words; ``baseline``: a
     new speaker-baseline prior weight (``FeatureSpec.baseline``; None: the source's). Returns
-    the record also written to ``output``/voice_readout.json."""
+    the record also written to ``output``/voice_readout.json. ``progress(step, done, total)``
+    hears each step (total 0: a step without a count)."""
     from unimse.inference import EmotionPredictor
 
     folder = resolve_checkpoint(source)
@@ -304,13 +307,16 @@ def fit_voice(
         spec = replace(spec, baseline=baseline)  # validated by FeatureSpec
         config = replace(config, acoustic=spec)
     _voice_modules(model)  # fail before any audio is read
-    tell = progress or (lambda _msg: None)
-    tell("loading the training voices")
+    tell = progress or (lambda _step, _done, _total: None)
+    tell("loading the training voices", 0, 0)
     clips = training_voices(data_dir, held_out)
-    tell(f"features of {len(clips)} clips (cached after the first run)")
+    extract = acoustic_extractor(spec)
+    for done, clip in enumerate(clips, 1):  # into the cache once, so the steps below only read
+        cached_features(clip.audio, spec, extract, cache_dir)
+        tell("Whisper states of the clips (cached)", done, len(clips))
     prior = prior_of(corpus_features(clips, replace(spec, baseline=0.0), cache_dir))
     rows = readout_rows(clips, spec, prior, cache_dir)
-    tell(f"fitting the readout on {len(rows.labels)} voices")
+    tell(f"fitting the readout on {len(rows.labels)} voices", 0, 0)
     readout = fit_readout(rows, empty_logits(model, predictor.processor), config, settings)
     install_readout(model, readout, prior)
     with safe_open(str(folder / WEIGHTS), framework="pt") as f:

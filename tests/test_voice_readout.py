@@ -191,3 +191,16 @@ def test_fit_voice_on_real_speakers_writes_a_checkpoint_that_reads_them(
     )
     right = sum(p.emotion == c.label.meld_emotion for p, c in zip(preds, chosen, strict=True))
     assert right >= 0.8 * len(chosen), f"{right}/{len(chosen)} fitted clips read right"
+
+
+def test_fit_voice_without_the_corpora_gives_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from realtime.cli import main
+
+    args = ["--output", str(tmp_path / "out"), "--data-dir", str(tmp_path / "nothing")]
+    code = main(["fit-voice", "--checkpoint", "default", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert len(err) == 1 and "ravdess folder not found" in err[0]
+    assert not (tmp_path / "out").exists()

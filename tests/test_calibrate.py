@@ -214,6 +214,9 @@ def test_video_scale_criterion_and_folding(
             assert any(np.array_equal(s.visual[0], row) for row in dev_rows)
     assert data.size == len(data.faces) + sum(len(v) for v in data.unrelated_face.values())
     scores = scale_scores(predictor, "video", data, 0.0)
+    # the zero scale as select_scale takes it, from the text-only pass of load: the same scores
+    reference = data.reference_scores(predictor)
+    assert reference == pytest.approx({k: v for k, v in scores.items() if k != "mean"})
     assert set(scores) == {
         "ckplus_face_acc",
         "meld_emotional_words_face_wf1",

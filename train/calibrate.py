@@ -177,6 +177,11 @@ class ScaleCriterion(Protocol):
         """The chosen grid key, given every candidate's scores."""
         ...
 
+    def reference_scores(self, predictor: EmotionPredictor) -> dict[str, float] | None:
+        """The scores at scale 0 (no such modality) if known without a pass over the dev data
+        with the branch zeroed, else None."""
+        ...
+
 
 def best_mean(scores: dict[str, dict[str, float]]) -> str:
     """The candidate with the best mean score; ties go to the larger scale."""
@@ -282,6 +287,9 @@ class AudioScaleDevData:
             return best_mean(scores)
         return max(sorted(allowed, key=float, reverse=True), key=speech_uar)
 
+    def reference_scores(self, predictor: EmotionPredictor) -> dict[str, float] | None:
+        return None  # its text-only pass is the zero scale's own
+
 
 @dataclass(frozen=True)
 class VideoScaleDevData:
@@ -308,6 +316,7 @@ class VideoScaleDevData:
     faces: list[Sample]  # CK+ dev faces, neutral sentence
     unrelated_face: dict[str, list[Sample]]  # meld / iemocap dev, a random CK+ dev face each
     emotional_words: dict[str, list[bool]]  # per utterance: its words alone read as an emotion
+    text_only: dict[str, list[Prediction]]  # meld / iemocap dev, the words alone
 
     @classmethod
     def load(cls, predictor: EmotionPredictor, data_dir: Path, seed: int = 0) -> VideoScaleDevData:
@@ -325,11 +334,11 @@ class VideoScaleDevData:
         low, high = FACE_FRAMES
         unrelated: dict[str, list[Sample]] = {}
         emotional: dict[str, list[bool]] = {}
+        text_only: dict[str, list[Prediction]] = {}
         for dataset in ("meld", "iemocap"):
             dev = load_dataset(dataset, "dev", data_dir)
-            emotional[dataset] = [
-                _label(dataset, p) != "neutral" for p in predict_samples(predictor, dev)
-            ]
+            text_only[dataset] = predict_samples(predictor, dev)
+            emotional[dataset] = [_label(dataset, p) != "neutral" for p in text_only[dataset]]
             unrelated[dataset] = [
                 replace(
                     s,
@@ -339,7 +348,7 @@ class VideoScaleDevData:
                 )
                 for s in dev
             ]
-        return cls(faces, unrelated, emotional)
+        return cls(faces, unrelated, emotional, text_only)
 
     @property
     def size(self) -> int:
@@ -348,20 +357,31 @@ class VideoScaleDevData:
     def scores(
         self, predictor: EmotionPredictor, progress: Callable[[int], None] | None = None
     ) -> dict[str, float]:
-        scores = {
-            "ckplus_face_acc": evaluate(predictor, "ckplus", self.faces, progress=progress)["acc"]
+        faces = evaluate(predictor, "ckplus", self.faces, progress=progress)["acc"]
+        preds = {
+            dataset: predict_samples(predictor, samples, progress=progress)
+            for dataset, samples in self.unrelated_face.items()
         }
+        return self._scores(faces, preds)
+
+    def reference_scores(self, predictor: EmotionPredictor) -> dict[str, float]:
+        """No face: the CK+ sentence alone and the words' own predictions from :meth:`load`
+        (a face scaled by 0 adds nothing, so the zero scale needs no pass with faces)."""
+        blank = [replace(s, visual=None) for s in self.faces]
+        return self._scores(evaluate(predictor, "ckplus", blank)["acc"], self.text_only)
+
+    def _scores(self, faces_acc: float, preds: dict[str, list[Prediction]]) -> dict[str, float]:
+        scores = {"ckplus_face_acc": faces_acc}
         for dataset, samples in self.unrelated_face.items():
-            preds = predict_samples(predictor, samples, progress=progress)
             keep = self.emotional_words[dataset]
             scores[f"{dataset}_emotional_words_face_wf1"] = dataset_metrics(
                 dataset,
                 [s for s, k in zip(samples, keep, strict=True) if k],
-                [p for p, k in zip(preds, keep, strict=True) if k],
+                [p for p, k in zip(preds[dataset], keep, strict=True) if k],
             )["wf1"]
-            scores[f"{dataset}_unrelated_face_wf1"] = dataset_metrics(dataset, samples, preds)[
-                "wf1"
-            ]
+            scores[f"{dataset}_unrelated_face_wf1"] = dataset_metrics(
+                dataset, samples, preds[dataset]
+            )["wf1"]
         return scores
 
     def pick(self, scores: dict[str, dict[str, float]]) -> str:
@@ -453,7 +473,13 @@ def select_scale(
     tick = None if progress is None else (lambda k: progress(k, total))
     scores = {}
     for scale in grid:
-        scores[str(scale)] = scale_scores(predictor, modality, criterion, scale, tick)
+        known = criterion.reference_scores(predictor) if scale == 0.0 else None
+        if known is None:
+            scores[str(scale)] = scale_scores(predictor, modality, criterion, scale, tick)
+        else:  # the zero scale from what the criterion already read
+            scores[str(scale)] = {**known, "mean": float(np.mean(list(known.values())))}
+            if tick is not None:
+                tick(criterion.size)
         logger.info("%s scale %s: %s", modality, scale, scores[str(scale)])
     return ScaleChoice(modality, float(criterion.pick(scores)), scores)
 

@@ -1,4 +1,4 @@
-"""`emotrack train`, `eval` and `calibrate` (entry-point group ``emotrack.commands``)."""
+"""`emotrack train`, `eval`, `calibrate` and `fit-voice` (entry-point group ``emotrack.commands``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ DEFAULT_DATA_DIR = Path("../shared/data")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors of `train`/`eval`/`calibrate` that mean bad input: the CLI prints them as one line."""
+    """Errors of these commands that mean bad input: the CLI prints them as one line."""
     from train.data import DataError
     from unimse.errors import user_errors as model_errors
 

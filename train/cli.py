@@ -1,4 +1,4 @@
-"""`emotrack train`, `eval`, `calibrate` and `fit-voice` (entry-point group ``emotrack.commands``)."""
+"""`emotrack train`, `eval`, `calibrate` and `fit-voice` (entry points ``emotrack.commands``)."""
 
 from __future__ import annotations
 

@@ -80,6 +80,23 @@ def test_the_fitted_readout_reads_separable_voices() -> None:
     assert [config.meld_emotions[k] for k in meld] == ["neutral", "anger", "joy"]
 
 
+def test_joint_losses_keep_every_head_for_the_other_corpora() -> None:
+    """``losses = "joint"`` takes EMO-DB's rows out of the heads' cross-entropy only: RAVDESS's
+    and the neutral voices still train all three heads, the IEMOCAP head included."""
+    rng = np.random.default_rng(2)
+    labels = [NEUTRAL, ANGER, JOY] * 20
+    centres = {NEUTRAL: 0.0, ANGER: 3.0, JOY: -3.0}
+    pooled = np.stack([rng.normal(centres[lab], 1.0, 16) for lab in labels]).astype(np.float32)
+    emodb = np.zeros(len(labels), dtype=bool)
+    emodb[:6] = True  # a few EMO-DB rows (neutral / anger / joy have EMO-DB classes)
+    rows = ReadoutRows(pooled, labels, emodb)
+    config = tiny_unimse_config(modality_logits=True, visual=None)
+    readout = fit_readout(rows, np.zeros(16), config, ReadoutSettings(l2=0.001, losses="joint"))
+    iemocap = readout.logits(pooled[6:])[:, 10:].argmax(-1)
+    truth = [config.iemocap_emotions.index(lab.iemocap_emotion) for lab in labels[6:]]
+    assert np.mean(iemocap == np.array(truth)) > 0.9
+
+
 def test_the_readout_learns_emodb_classes_through_the_joint_decision() -> None:
     config = tiny_unimse_config(modality_logits=True, visual=None)
     names = list(EMODB_JOINT_CLASSES)

@@ -159,7 +159,6 @@ def fit_readout(
     weight = torch.where(emodb, settings.emodb_weight, 1.0)
     emodb_mass = settings.emodb_weight * float(emodb.sum())  # the joint loss is a mean
     heads_on = ~emodb if settings.losses == "joint" else torch.ones_like(emodb)
-    n_heads = 2 if settings.losses == "joint" else 3  # joint: IEMOCAP reads no EMO-DB row
     base = torch.from_numpy(empty.astype(np.float32))
     w = torch.zeros(sum(sizes), x.shape[1], requires_grad=True)
     b = torch.zeros(sum(sizes), requires_grad=True)
@@ -172,7 +171,7 @@ def fit_readout(
         heads = torch.split(base + x @ w.T + b, sizes, dim=-1)
         loss = sum(
             (F.cross_entropy(h[heads_on], t[heads_on], reduction="none") * weight[heads_on]).sum()
-            for h, t in zip(heads[:n_heads], targets, strict=False)
+            for h, t in zip(heads, targets, strict=True)
         )
         joint_loss = joint_class_cross_entropy(heads[0], heads[1], joint, emodb_joint_indices())
         total = (loss + emodb_mass * joint_loss) / weight.sum() + settings.l2 * (w**2).sum()

@@ -25,7 +25,8 @@ logits of "" and the sentences.
 ``readout``: instead of a trained stage per fold, a convex voice readout (``emotrack fit-voice``,
 :mod:`train.voice_readout`) fitted on the fold's training speakers, one per setting of
 ``--readout-losses`` x ``--readout-l2`` x ``--readout-emodb-weights``, dumped as ``dump`` does to
-``--out``/SETTING/ (the model's voice path carries a readout exactly, so ``analyse`` scores it).
+``--out``/SETTING/, named by losses, L2, EMO-DB weight and baseline weight (the model's voice
+path carries a readout exactly, so ``analyse`` scores it).
 
 ``analyse``: with PMF's audio columns off a voice only adds logits to the words' own, so every
 setting is scored from those dumps and the MELD / IEMOCAP dev words' text-only log-probabilities
@@ -280,9 +281,9 @@ def readout_folds(args: argparse.Namespace) -> None:
         for setting in settings:
             readout = fit_readout(rows, empty, predictor.config, setting)
             install_readout(predictor.model, readout, prior)
-            out = args.out / f"{setting.losses}_l2{setting.l2:g}_e{setting.emodb_weight:g}"
-            if args.readout_baseline is not None:
-                out = out.with_name(f"{out.name}_b{spec.baseline:g}")
+            # the baseline always named: the default's own weight changes when the default does
+            name = f"{setting.losses}_l2{setting.l2:g}_e{setting.emodb_weight:g}_b{spec.baseline:g}"
+            out = args.out / name
             out.mkdir(parents=True, exist_ok=True)
             if (args.out / "text_dev.npz").exists():
                 shutil.copy2(args.out / "text_dev.npz", out / "text_dev.npz")

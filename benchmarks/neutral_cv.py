@@ -66,20 +66,13 @@ from sklearn.metrics import f1_score
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from speech_cv import (
-    class_names,
-    load_corpus,
-)
+from speech_cv import class_names
 
 from train.audio_data import EMODB, RAVDESS, AudioSample
-from train.audio_datasets import (
-    neutral_voices,
-    select_split,
-    speaker_key,
-    transcript_of,
-)
+from train.audio_datasets import neutral_voices, speaker_key, transcript_of
 from train.audio_eval import predicted_class, true_class
 from train.metrics import unweighted_accuracy
+from train.voice_readout import text_logits, training_voices
 from unimse.checkpoint import resolve_checkpoint
 from unimse.config import FeatureSpec, UniMSEConfig
 from unimse.inference import outputs_to_predictions
@@ -143,14 +136,6 @@ def voice_vectors(model: Any, processor: Any, acoustic: list[np.ndarray]) -> np.
     return torch.cat(captured).float().numpy()
 
 
-def text_logits(model: Any, processor: Any, texts: list[str]) -> np.ndarray:
-    """The heads' logits of each text alone (no voice), polarity | MELD | IEMOCAP."""
-    model.eval()
-    with torch.inference_mode():
-        out = model(processor.encode([ModelInput(text=t, speaker=FIRST_SPEAKER) for t in texts]))
-    return torch.cat([out.polarity_logits, out.meld_logits, out.iemocap_logits], -1).numpy()
-
-
 def dump_fold(
     target: Path,
     model: Any,
@@ -188,12 +173,8 @@ def dump_fold(
 
 def non_test_corpora(data_dir: Path) -> tuple[list[AudioSample], list[AudioSample]]:
     """RAVDESS and EMO-DB without their test speakers (their train and dev splits)."""
-    corpora = {name: load_corpus(name, data_dir) for name in (RAVDESS, EMODB)}
-    ravdess, emodb = (
-        [*select_split(c, name, "train"), *select_split(c, name, "dev")]
-        for name, c in corpora.items()
-    )
-    return ravdess, emodb
+    clips = training_voices(data_dir)
+    return [c for c in clips if c.dataset == RAVDESS], [c for c in clips if c.dataset == EMODB]
 
 
 def write_held_out_config(base: Path, held: list[str], output: Path) -> Path:
@@ -252,10 +233,8 @@ def readout_folds(args: argparse.Namespace) -> None:
         fit_readout,
         install_readout,
         readout_rows,
-        training_voices,
     )
     from unimse.inference import EmotionPredictor
-    from unimse.voice_baseline import prior_of
 
     ravdess, emodb = non_test_corpora(args.data_dir)
     folds = folds_of(ravdess, emodb)
@@ -274,13 +253,12 @@ def readout_folds(args: argparse.Namespace) -> None:
     for k in [args.fold] if args.fold is not None else range(len(folds)):
         held = folds[k]
         train = training_voices(args.data_dir, held)
-        prior = prior_of(corpus_features(train, replace(spec, baseline=0.0)))
-        rows = readout_rows(train, spec, prior)
+        rows = readout_rows(train, spec)
         test = [s for s in [*ravdess, *emodb] if speaker_key(s) in held]
-        clips = list(corpus_features(test, spec, prior=prior))
+        clips = list(corpus_features(test, spec, prior=rows.prior))
         for setting in settings:
             readout = fit_readout(rows, empty, predictor.config, setting)
-            install_readout(predictor.model, readout, prior)
+            install_readout(predictor.model, readout, rows.prior)
             # the baseline always named: the default's own weight changes when the default does
             name = f"{setting.losses}_l2{setting.l2:g}_e{setting.emodb_weight:g}_b{spec.baseline:g}"
             out = args.out / name
@@ -288,7 +266,7 @@ def readout_folds(args: argparse.Namespace) -> None:
             if (args.out / "text_dev.npz").exists():
                 shutil.copy2(args.out / "text_dev.npz", out / "text_dev.npz")
             target = out / f"fold{k}.npz"
-            dump_fold(target, predictor.model, predictor.processor, test, clips, spec, prior)
+            dump_fold(target, predictor.model, predictor.processor, test, clips, spec, rows.prior)
             check_composition(np.load(target, allow_pickle=True), predictor, test, clips)
             print(f"{target}: {len(test)} clips, {len(rows.labels)} training voices")
 

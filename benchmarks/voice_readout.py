@@ -47,7 +47,6 @@ from train.voice_readout import (
 )
 from unimse.labels import EMODB_JOINT_CLASSES, emodb_joint_indices
 from unimse.losses import joint_class_scores
-from unimse.voice_baseline import prior_of
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,9 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         # the test speaker (13) is in no fit, as in the shipped model: its fold leaves out none
         test_speaker = speaker in EMODB_SPLITS["test"]
         train = training_voices(args.data_dir, () if test_speaker else {speaker_key(held[0])})
-        prior = prior_of(corpus_features(train, replace(spec, baseline=0.0)))
-        rows = readout_rows(train, spec, prior)
-        test = pooled_statistics(corpus_features(held, spec, prior=prior))
+        rows = readout_rows(train, spec)
+        test = pooled_statistics(corpus_features(held, spec, prior=rows.prior))
         truth = [emodb_class_of(s.label) for s in held]
         for losses in args.losses:
             settings = ReadoutSettings(args.l2, args.emodb_weight, losses)

@@ -71,7 +71,7 @@ def test_the_fitted_readout_reads_separable_voices() -> None:
     centres = {NEUTRAL: 0.0, ANGER: 3.0, JOY: -3.0}
     labels = [lab for lab in centres for _ in range(40)]
     pooled = np.stack([rng.normal(centres[lab], 1.0, 16) for lab in labels]).astype(np.float32)
-    rows = ReadoutRows(pooled, labels, np.zeros(len(labels), dtype=bool))
+    rows = ReadoutRows(pooled, labels, np.zeros(len(labels), dtype=bool), np.zeros(8))
     _, processor = voice_model()
     config = processor.config
     readout = fit_readout(rows, np.zeros(16), config, ReadoutSettings(l2=0.001))
@@ -89,7 +89,7 @@ def test_joint_losses_keep_every_head_for_the_other_corpora() -> None:
     pooled = np.stack([rng.normal(centres[lab], 1.0, 16) for lab in labels]).astype(np.float32)
     emodb = np.zeros(len(labels), dtype=bool)
     emodb[:6] = True  # a few EMO-DB rows (neutral / anger / joy have EMO-DB classes)
-    rows = ReadoutRows(pooled, labels, emodb)
+    rows = ReadoutRows(pooled, labels, emodb, np.zeros(8))
     config = tiny_unimse_config(modality_logits=True, visual=None)
     readout = fit_readout(rows, np.zeros(16), config, ReadoutSettings(l2=0.001, losses="joint"))
     iemocap = readout.logits(pooled[6:])[:, 10:].argmax(-1)
@@ -105,7 +105,7 @@ def test_the_readout_learns_emodb_classes_through_the_joint_decision() -> None:
     which = np.tile(np.arange(len(names)), 8)
     pooled = (centres[which] + 0.1 * rng.normal(size=(len(which), 6))).astype(np.float32)
     labels = [EMODB_LABELS[names[k]] for k in which.tolist()]
-    rows = ReadoutRows(pooled, labels, np.ones(len(which), dtype=bool))
+    rows = ReadoutRows(pooled, labels, np.ones(len(which), dtype=bool), np.zeros(3))
     readout = fit_readout(rows, np.zeros(16), config, ReadoutSettings(l2=1e-4))
     pol, emo, _ = torch.split(torch.from_numpy(readout.logits(pooled)), [3, 7, 6], -1)
     picks = joint_class_scores(pol, emo, emodb_joint_indices()).argmax(-1)

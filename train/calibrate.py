@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -38,8 +37,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from train.audio_data import AudioSample
 from train.audio_datasets import (
@@ -53,7 +50,13 @@ from train.data import DataError, Sample, load_dataset
 from train.evaluate import dataset_metrics, evaluate, predict_samples
 from train.face_data import FACE_FRAMES, held_face, load_face_dataset
 from train.metrics import classification_metrics
-from unimse.checkpoint import CONFIG, WEIGHTS, CheckpointError, resolve_checkpoint
+from unimse.checkpoint import (
+    CONFIG,
+    CheckpointError,
+    read_stored,
+    resolve_checkpoint,
+    write_derived,
+)
 from unimse.fusion import ModalityEncoder, StatsEncoder
 from unimse.inference import EmotionPredictor
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS
@@ -450,9 +453,12 @@ def scale_scores(
 ) -> dict[str, float]:
     """``criterion``'s dev scores with ``modality`` scaled by ``scale``, and their mean."""
     with scaled_branch(predictor, modality, scale):
-        scores = criterion.scores(predictor, progress)
-    scores["mean"] = float(np.mean(list(scores.values())))
-    return scores
+        return with_mean(criterion.scores(predictor, progress))
+
+
+def with_mean(scores: dict[str, float]) -> dict[str, float]:
+    """``scores`` and their mean (``"mean"``)."""
+    return {**scores, "mean": float(np.mean(list(scores.values())))}
 
 
 def select_scale(
@@ -477,7 +483,7 @@ def select_scale(
         if known is None:
             scores[str(scale)] = scale_scores(predictor, modality, criterion, scale, tick)
         else:  # the zero scale from what the criterion already read
-            scores[str(scale)] = {**known, "mean": float(np.mean(list(known.values())))}
+            scores[str(scale)] = with_mean(known)
             if tick is not None:
                 tick(criterion.size)
         logger.info("%s scale %s: %s", modality, scale, scores[str(scale)])
@@ -535,9 +541,7 @@ def calibrate_checkpoint(
     unknown = [d for d in datasets if d not in HEADS]
     if unknown:
         raise ValueError(f"no emotion head to calibrate for {unknown}; choose from {list(HEADS)}")
-    with safe_open(str(folder / WEIGHTS), framework="pt") as f:
-        metadata = f.metadata()
-        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    tensors, metadata = read_stored(folder)
     missing = [HEADS[d][0] for d in datasets if HEADS[d][0] not in tensors]
     if missing:
         raise CheckpointError(
@@ -609,11 +613,7 @@ def calibrate_checkpoint(
         logger.info(
             "%s dev wf1 %.2f -> %.2f, offsets %s", dataset, before["wf1"], after["wf1"], offs
         )
-    output.mkdir(parents=True, exist_ok=True)
-    for item in folder.iterdir():
-        if item.is_file() and item.name not in (WEIGHTS, CALIBRATION):
-            shutil.copy2(item, output / item.name)
-    save_file(tensors, str(output / WEIGHTS), metadata=metadata)
+    write_derived(folder, output, tensors, metadata, skip=(CALIBRATION,))
     if settings:
         replace(predictor.config, **settings).save(output / CONFIG)
     record: dict[str, object] = {

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,10 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
+from train.acted_labels import ACTED_LABELS
 from train.audio_data import EMODB, RAVDESS, AudioSample, emodb_class_of
 from train.audio_datasets import (
     DEFAULT_CACHE,
@@ -51,7 +49,14 @@ from train.audio_datasets import (
 from train.calibrate import CALIBRATION
 from train.config import ReadoutSettings
 from train.data import DataError
-from unimse.checkpoint import CONFIG, LABELS, WEIGHTS, CheckpointError, resolve_checkpoint
+from unimse.checkpoint import (
+    CONFIG,
+    CheckpointError,
+    read_stored,
+    resolve_checkpoint,
+    write_derived,
+    write_labels,
+)
 from unimse.config import FeatureSpec, UniMSEConfig
 from unimse.features import acoustic_extractor
 from unimse.fusion import PMF, StatsEncoder
@@ -61,19 +66,20 @@ from unimse.voice_baseline import prior_of
 
 logger = logging.getLogger(__name__)
 
-NEUTRAL = UniversalLabel("neutral", 0.0, "neutral", "neutral")
+NEUTRAL = ACTED_LABELS["neutral"]
 # The voice tensors a readout rewrites (with the prior buffer); every other tensor is kept.
 VOICE_TENSOR_PREFIXES = ("fusion.acoustic.", "modality_logits.acoustic")
 
 
 @dataclass(frozen=True)
 class ReadoutRows:
-    """What a readout is fitted on: pooled voice statistics (N, 2 x state dim), their labels and
-    which rows are EMO-DB clips."""
+    """What a readout is fitted on: pooled voice statistics (N, 2 x state dim), their labels,
+    which rows are EMO-DB clips, and the speaker-baseline prior they were pooled with."""
 
     pooled: np.ndarray
     labels: list[UniversalLabel]
     emodb: np.ndarray
+    prior: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -103,23 +109,25 @@ def pooled_statistics(features: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def readout_rows(
-    clips: Sequence[AudioSample],
-    spec: FeatureSpec,
-    prior: np.ndarray,
-    cache_dir: Path | None = DEFAULT_CACHE,
+    clips: Sequence[AudioSample], spec: FeatureSpec, cache_dir: Path | None = DEFAULT_CACHE
 ) -> ReadoutRows:
     """Every clip of ``clips`` (RAVDESS and EMO-DB) and, per corpus, its speakers' neutral voices
-    as a conversation gives them (label neutral)."""
+    as a conversation gives them (label neutral), relative to speaker baselines whose prior is the
+    mean voice of ``clips``."""
+    prior = prior_of(corpus_features(clips, replace(spec, baseline=0.0), cache_dir))
     calm = [
         voice
         for corpus in (RAVDESS, EMODB)
-        for voice in neutral_voices([c for c in clips if c.dataset == corpus], spec, prior)
+        for voice in neutral_voices(
+            [c for c in clips if c.dataset == corpus], spec, prior, cache_dir
+        )
     ]
     features = [*corpus_features(clips, spec, cache_dir, prior), *calm]
     return ReadoutRows(
         pooled_statistics(features),
         [c.label for c in clips] + [NEUTRAL] * len(calm),
         np.array([c.dataset == EMODB for c in clips] + [False] * len(calm)),
+        prior,
     )
 
 
@@ -182,16 +190,21 @@ def fit_readout(
     return replace(readout, weight=w.detach().numpy(), bias=b.detach().numpy())
 
 
-def empty_logits(model: nn.Module, processor: Any) -> np.ndarray:
-    """The heads' logits of the empty transcript without voice or face (polarity | MELD |
-    IEMOCAP)."""
+def text_logits(model: nn.Module, processor: Any, texts: Sequence[str]) -> np.ndarray:
+    """The heads' logits of each text alone, without voice or face (polarity | MELD | IEMOCAP),
+    spoken by the speaker label live use gives."""
     from unimse.inputs import ModelInput
     from unimse.speakers import FIRST_SPEAKER
 
     model.eval()
     with torch.inference_mode():
-        out = model(processor.encode([ModelInput(text="", speaker=FIRST_SPEAKER)]))
-    return torch.cat([out.polarity_logits, out.meld_logits, out.iemocap_logits], -1)[0].numpy()
+        out = model(processor.encode([ModelInput(text=t, speaker=FIRST_SPEAKER) for t in texts]))
+    return torch.cat([out.polarity_logits, out.meld_logits, out.iemocap_logits], -1).numpy()
+
+
+def empty_logits(model: nn.Module, processor: Any) -> np.ndarray:
+    """The heads' logits of the empty transcript (:func:`text_logits` of "")."""
+    return text_logits(model, processor, [""])[0]
 
 
 def _voice_modules(model: nn.Module) -> tuple[StatsEncoder, Any]:
@@ -222,7 +235,9 @@ def install_readout(model: nn.Module, readout: VoiceReadout, prior: np.ndarray) 
     if heads + 1 > width or logits.acoustic.weight.shape[0] != heads:
         raise CheckpointError(f"a {heads}-logit readout needs a voice vector wider than {heads}")
     if dim != encoder.norm.num_features:
-        raise CheckpointError(f"a readout over {dim} statistics; the voice pools {width}")
+        raise CheckpointError(
+            f"a readout over {dim} statistics; the voice pools {encoder.norm.num_features}"
+        )
     with torch.no_grad():
         norm = encoder.norm
         running_mean, running_var = norm.running_mean, norm.running_var
@@ -310,29 +325,20 @@ def fit_voice(
     for done, clip in enumerate(clips, 1):  # into the cache once, so the steps below only read
         cached_features(clip.audio, spec, extract, cache_dir)
         tell("Whisper states of the clips (cached)", done, len(clips))
-    prior = prior_of(corpus_features(clips, replace(spec, baseline=0.0), cache_dir))
-    rows = readout_rows(clips, spec, prior, cache_dir)
+    rows = readout_rows(clips, spec, cache_dir)
     tell(f"fitting the readout on {len(rows.labels)} voices", 0, 0)
     readout = fit_readout(rows, empty_logits(model, predictor.processor), config, settings)
-    install_readout(model, readout, prior)
-    with safe_open(str(folder / WEIGHTS), framework="pt") as f:
-        metadata = f.metadata()
-        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    install_readout(model, readout, rows.prior)
+    logger.info("voice readout %s on %d voices -> %s", settings, len(rows.labels), output)
+    tensors, metadata = read_stored(folder)
     state = model.state_dict()
     for name in tensors:
         if name.startswith(VOICE_TENSOR_PREFIXES):
             tensors[name] = state[name].detach().to(tensors[name].dtype).contiguous()
-    output.mkdir(parents=True, exist_ok=True)
-    for item in folder.iterdir():
-        if item.is_file() and item.name not in (WEIGHTS, CALIBRATION):  # not the source's record
-            shutil.copy2(item, output / item.name)
-    save_file(tensors, str(output / WEIGHTS), metadata=metadata)
-    replace(config, voice_wordless=1.0).save(output / CONFIG)  # calibrate sets the weights
-    labels_file = output / LABELS
-    if labels_file.exists():  # the feature spec it lists, baseline included
-        labels = json.loads(labels_file.read_text(encoding="utf-8"))
-        labels["acoustic"] = vars(spec)
-        labels_file.write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
+    write_derived(folder, output, tensors, metadata, skip=(CALIBRATION,))  # not the source's record
+    written = replace(config, voice_wordless=1.0)  # calibrate sets the weights
+    written.save(output / CONFIG)
+    write_labels(written, output)  # its feature spec, the baseline weight included
     record: dict[str, Any] = {
         "source": str(source),
         "method": "convex voice readout (train/voice_readout.py)",

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -93,6 +95,15 @@ def save_checkpoint(
     }
     save_file(stored, str(out / WEIGHTS), metadata={"format": "pt", "emotrack": "unimse"})
     config.save(out / CONFIG)
+    write_labels(config, out)
+    if metrics is not None or extra is not None:
+        payload = {"metrics": metrics or {}, **(extra or {})}
+        (out / METRICS).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def write_labels(config: UniMSEConfig, folder: Path) -> None:
+    """The checkpoint's label map and feature specs (``labels.json``), as ``config`` has them."""
     labels = {
         "polarities": list(config.polarities),
         "meld_emotions": list(config.meld_emotions),
@@ -100,11 +111,32 @@ def save_checkpoint(
         "acoustic": None if config.acoustic is None else vars(config.acoustic),
         "visual": None if config.visual is None else vars(config.visual),
     }
-    (out / LABELS).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
-    if metrics is not None or extra is not None:
-        payload = {"metrics": metrics or {}, **(extra or {})}
-        (out / METRICS).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    return out
+    (folder / LABELS).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
+
+
+def read_stored(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors a checkpoint folder stores, as stored (dtype included), and their metadata."""
+    with safe_open(str(folder / WEIGHTS), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    return tensors, metadata
+
+
+def write_derived(
+    source: Path,
+    output: Path,
+    tensors: dict[str, torch.Tensor],
+    metadata: dict[str, str],
+    skip: Collection[str] = (),
+) -> None:
+    """``output``: a copy of checkpoint ``source``'s files (less ``skip``) with ``tensors`` as its
+    weights; the commands that derive one checkpoint from another (calibrate, fit-voice) write
+    theirs so."""
+    output.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.is_file() and item.name != WEIGHTS and item.name not in skip:
+            shutil.copy2(item, output / item.name)
+    save_file(tensors, str(output / WEIGHTS), metadata=metadata)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:

@@ -24,8 +24,9 @@ logits of "" and the sentences.
 
 ``readout``: instead of a trained stage per fold, a convex voice readout (``emotrack fit-voice``,
 :mod:`train.voice_readout`) fitted on the fold's training speakers, one per setting of
-``--readout-losses`` x ``--readout-l2`` x ``--readout-emodb-weights``, dumped as ``dump`` does to
-``--out``/SETTING/, named by losses, L2, EMO-DB weight and baseline weight (the model's voice
+``--readout-losses`` x ``--readout-l2`` x ``--readout-emodb-weights`` x
+``--readout-neutral-weights``, dumped as ``dump`` does to ``--out``/SETTING/, named by losses, L2,
+EMO-DB weight, baseline weight and (other than 1) the neutral voices' weight (the model's voice
 path carries a readout exactly, so ``analyse`` scores it).
 
 ``analyse``: with PMF's audio columns off a voice only adds logits to the words' own, so every
@@ -220,7 +221,8 @@ def dump_stage(args: argparse.Namespace) -> None:
 
 def readout_folds(args: argparse.Namespace) -> None:
     """Per fold (``--fold``, default all 4) and per readout setting (the product of
-    ``--readout-losses``, ``--readout-l2`` and ``--readout-emodb-weights``): a convex voice readout
+    ``--readout-losses``, ``--readout-l2``, ``--readout-emodb-weights`` and
+    ``--readout-neutral-weights``): a convex voice readout
     (:mod:`train.voice_readout`) fitted on the fold's training speakers, installed into
     ``--init``'s model, dumped like a stage's fold to ``--out``/SETTING/foldK.npz (with
     ``--out``'s MELD / IEMOCAP dev text cache beside it, for ``analyse``)."""
@@ -245,9 +247,12 @@ def readout_folds(args: argparse.Namespace) -> None:
         spec = replace(spec, baseline=args.readout_baseline)
     empty = empty_logits(predictor.model, predictor.processor)
     settings = [
-        ReadoutSettings(l2, weight, losses)
-        for losses, l2, weight in itertools.product(
-            args.readout_losses, args.readout_l2, args.readout_emodb_weights
+        ReadoutSettings(l2, weight, losses, neutral)
+        for losses, l2, weight, neutral in itertools.product(
+            args.readout_losses,
+            args.readout_l2,
+            args.readout_emodb_weights,
+            args.readout_neutral_weights,
         )
     ]
     for k in [args.fold] if args.fold is not None else range(len(folds)):
@@ -261,6 +266,8 @@ def readout_folds(args: argparse.Namespace) -> None:
             install_readout(predictor.model, readout, rows.prior)
             # the baseline always named: the default's own weight changes when the default does
             name = f"{setting.losses}_l2{setting.l2:g}_e{setting.emodb_weight:g}_b{spec.baseline:g}"
+            if setting.neutral_weight != 1.0:
+                name += f"_n{setting.neutral_weight:g}"
             out = args.out / name
             out.mkdir(parents=True, exist_ok=True)
             if (args.out / "text_dev.npz").exists():
@@ -659,6 +666,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readout-emodb-weights", nargs="*", type=float, default=[2.0])
     parser.add_argument(
         "--readout-baseline", type=float, help="readout: another speaker-baseline prior weight"
+    )
+    parser.add_argument(
+        "--readout-neutral-weights",
+        nargs="*",
+        type=float,
+        default=[1.0],
+        help="readout: weights of the neutral voices' rows (folders of weights other than 1 end "
+        "in _nW)",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fold", type=int, help="stage-config / dump: the fold")

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--losses", nargs="*", choices=("all", "joint"), default=["all", "joint"])
     parser.add_argument("--l2", type=float, default=0.01)
     parser.add_argument("--emodb-weight", type=float, default=2.0)
+    parser.add_argument("--neutral-weight", type=float, default=1.0, help="the neutral voices'")
     parser.add_argument("--weight", type=float, default=2.0, help="the voice's weight, no words")
     parser.add_argument(
         "--baseline", type=float, help="another speaker-baseline prior weight (fit-voice's)"
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         test = pooled_statistics(corpus_features(held, spec, prior=rows.prior))
         truth = [emodb_class_of(s.label) for s in held]
         for losses in args.losses:
-            settings = ReadoutSettings(args.l2, args.emodb_weight, losses)
+            settings = ReadoutSettings(args.l2, args.emodb_weight, losses, args.neutral_weight)
             readout = fit_readout(rows, empty, config, settings)
             logits = torch.from_numpy(empty + args.weight * readout.logits(test))
             heads = torch.split(logits, sizes, dim=-1)
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         cells = " | ".join(f"{u:.1f}" for u in scores)
         print(f"| {losses} | {cells} | **{np.mean(scores):.1f}** |")
     print(
-        f"l2 {args.l2}, EMO-DB weight {args.emodb_weight}, voice weight {args.weight}, "
+        f"l2 {args.l2}, EMO-DB weight {args.emodb_weight}, neutral voices' weight "
+        f"{args.neutral_weight}, voice weight {args.weight}, "
         f"speaker baseline {spec.baseline}"
     )
     return 0

@@ -62,8 +62,37 @@ def test_readout_settings_refuse_bad_values() -> None:
         ReadoutSettings(losses="some")
     with pytest.raises(ValueError, match="l2"):
         ReadoutSettings(l2=-1.0)
-    with pytest.raises(ValueError, match="EMO-DB weight"):
+    with pytest.raises(ValueError, match="EMO-DB and neutral weights"):
         ReadoutSettings(emodb_weight=0.0)
+    with pytest.raises(ValueError, match="neutral weights"):
+        ReadoutSettings(neutral_weight=-1.0)
+
+
+def test_weighted_neutral_voices_pull_the_readout_towards_neutral() -> None:
+    """Voices that overlap anger's: the more the neutral voices weigh, the more of the overlap the
+    readout reads as neutral (a voice that leans less readily from neutral)."""
+    rng = np.random.default_rng(1)
+    acted = [ANGER] * 60
+    calm = [NEUTRAL] * 60
+    pooled = np.concatenate([rng.normal(1.0, 1.0, (60, 4)), rng.normal(0.0, 1.0, (60, 4))]).astype(
+        np.float32
+    )
+    rows = ReadoutRows(
+        pooled, acted + calm, np.zeros(120, dtype=bool), np.zeros(2), np.arange(120) >= 60
+    )
+    config = tiny_unimse_config(modality_logits=True, visual=None)
+    probe = rng.normal(0.5, 1.0, (200, 4)).astype(np.float32)
+    meld = slice(3, 10)
+    anger, neutral = config.meld_emotions.index("anger"), config.meld_emotions.index("neutral")
+
+    def lead(weight: float) -> float:
+        readout = fit_readout(
+            rows, np.zeros(16), config, ReadoutSettings(0.01, neutral_weight=weight)
+        )
+        logits = readout.logits(probe)[:, meld]
+        return float(np.mean(logits[:, anger] - logits[:, neutral]))
+
+    assert lead(4.0) < lead(1.0) - 0.5
 
 
 def test_the_fitted_readout_reads_separable_voices() -> None:

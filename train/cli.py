@@ -214,6 +214,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="weight of EMO-DB's clips against RAVDESS's and the neutral voices",
     )
     fit.add_argument(
+        "--neutral-weight",
+        type=_positive,
+        default=ReadoutSettings.neutral_weight,
+        help="weight of the neutral voices (each speaker's neutral clips as a conversation gives "
+        "them) against the acted clips",
+    )
+    fit.add_argument(
         "--losses",
         choices=READOUT_LOSSES,
         default=ReadoutSettings.losses,
@@ -452,7 +459,7 @@ def run_fit_voice(args: argparse.Namespace) -> int:
             args.checkpoint,
             args.output,
             args.data_dir or DEFAULT_DATA_DIR,
-            ReadoutSettings(args.l2, args.emodb_weight, args.losses),
+            ReadoutSettings(args.l2, args.emodb_weight, args.losses, args.neutral_weight),
             held_out=args.held_out_speakers,
             baseline=args.speaker_baseline,
             progress=tick,

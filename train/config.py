@@ -281,9 +281,12 @@ class ReadoutSettings:
     l2: float = 0.01  # per weight, on the mean loss
     emodb_weight: float = 2.0  # EMO-DB's rows against RAVDESS's and the neutral voices'
     losses: str = "all"  # "joint": EMO-DB's rows through the joint class loss only
+    # the neutral voices' rows (each speaker's neutral clips as a conversation gives them, label
+    # neutral) against the acted clips': more weight, a voice that leans less from neutral
+    neutral_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.l2 < 0 or self.emodb_weight <= 0:
-            raise ValueError("the readout needs l2 >= 0 and an EMO-DB weight > 0")
+        if self.l2 < 0 or self.emodb_weight <= 0 or self.neutral_weight <= 0:
+            raise ValueError("the readout needs l2 >= 0 and EMO-DB and neutral weights > 0")
         if self.losses not in READOUT_LOSSES:
             raise ValueError(f"readout losses {self.losses!r}: choose from {READOUT_LOSSES}")

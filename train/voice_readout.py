@@ -9,7 +9,8 @@ logits is therefore one the model carries exactly, and fitting it is convex:
 
 - the three heads' cross-entropy on every acted clip and on every neutral voice as a
   conversation gives it (label neutral, the speaker's baseline taken over its neutral clips:
-  ``[data] neutral_conversations`` of the voice stage), EMO-DB's rows weighted ``emodb_weight``;
+  ``[data] neutral_conversations`` of the voice stage), EMO-DB's rows weighted ``emodb_weight``,
+  the neutral voices' ``neutral_weight``;
 - EMO-DB's joint class loss (its 7 classes read from polarity + emotion, as ``emotrack eval
   --dataset emodb`` reads them); with ``losses = "joint"`` EMO-DB's rows train through it only.
 
@@ -74,12 +75,14 @@ VOICE_TENSOR_PREFIXES = ("fusion.acoustic.", "modality_logits.acoustic")
 @dataclass(frozen=True)
 class ReadoutRows:
     """What a readout is fitted on: pooled voice statistics (N, 2 x state dim), their labels,
-    which rows are EMO-DB clips, and the speaker-baseline prior they were pooled with."""
+    which rows are EMO-DB clips, the speaker-baseline prior they were pooled with, and which rows
+    are neutral voices as a conversation gives them (None: none)."""
 
     pooled: np.ndarray
     labels: list[UniversalLabel]
     emodb: np.ndarray
     prior: np.ndarray
+    neutral_voice: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ def readout_rows(
         [c.label for c in clips] + [NEUTRAL] * len(calm),
         np.array([c.dataset == EMODB for c in clips] + [False] * len(calm)),
         prior,
+        np.array([False] * len(clips) + [True] * len(calm)),
     )
 
 
@@ -164,7 +168,14 @@ def fit_readout(
             for lab, e in zip(rows.labels, rows.emodb.tolist(), strict=True)
         ]
     )
-    weight = torch.where(emodb, settings.emodb_weight, 1.0)
+    calm = (
+        torch.zeros_like(emodb)
+        if rows.neutral_voice is None
+        else torch.from_numpy(rows.neutral_voice)
+    )
+    weight = torch.where(
+        emodb, settings.emodb_weight, torch.where(calm, settings.neutral_weight, 1.0)
+    )
     emodb_mass = settings.emodb_weight * float(emodb.sum())  # the joint loss is a mean
     heads_on = ~emodb if settings.losses == "joint" else torch.ones_like(emodb)
     base = torch.from_numpy(empty.astype(np.float32))

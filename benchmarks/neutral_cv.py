@@ -5,6 +5,7 @@
     python benchmarks/neutral_cv.py dump --fold K --checkpoint runs/neutral_cv/stage_foldK/best
     python benchmarks/neutral_cv.py analyse                                 (the grid, seconds)
     python benchmarks/neutral_cv.py readout --out DIR [--readout-l2 ...]    (instead of training)
+    python benchmarks/neutral_cv.py rank --outs DIR/* [analyse's options]   (readouts by score)
 
 The audio weight and the hinged voice's settings (neutral share, margin) were chosen on three dev
 speakers (RAVDESS 15-16, EMO-DB 12), and five times those three predicted a neutral voice's cost
@@ -446,7 +447,9 @@ def clip_scores(
     return scores
 
 
-def analyse(args: argparse.Namespace) -> None:
+def analyse(args: argparse.Namespace) -> tuple[dict[str, Any] | str, WordlessPick]:
+    """The grid over ``--out``'s fold dumps (printed, and written to grid.json); returns the
+    setting beside words that the rule chooses (or why none) and the weight without words."""
     folds = [np.load(p, allow_pickle=True) for p in sorted(args.out.glob("fold*.npz"))]
     if not folds:
         raise SystemExit(f"no fold dumps in {args.out}: run `dump` first")
@@ -503,8 +506,10 @@ def analyse(args: argparse.Namespace) -> None:
             f"| {r.get('ravdess_fused_uar', float('nan')):.1f} "
             f"| {r.get('emodb_audio_uar', float('nan')):.1f} | {r['keeps_words']} |"
         )
-    print(f"{len(folds)} folds; chosen: {chosen(rows, args.rank)}")
-    print(wordless_weight(folds, config, args.wordless_scales))
+    pick = chosen(rows, args.rank)
+    print(f"{len(folds)} folds; chosen: {pick}")
+    alone = wordless_weight(folds, config, args.wordless_scales)
+    print(alone.table)
     for i, fold in enumerate(folds):  # what the fold model alone makes of the neutral voices
         head = voice_head(fold, config, Setting())
         voices = fold[f"neutral_{args.voices}"]
@@ -512,6 +517,39 @@ def analyse(args: argparse.Namespace) -> None:
         read = with_voice(head, blank, voices, 1.0, False).meld_logits.argmax(-1)
         names = [config.meld_emotions[k] for k in read.tolist()]
         print(f"fold {i}: its neutral voices alone read as {dict(Counter(names).most_common())}")
+    return pick, alone
+
+
+def rank(args: argparse.Namespace) -> None:
+    """``analyse`` for each setting folder in ``--outs`` (its output kept in the folder's
+    analyse.txt), then the folders by the readout rule's score: the mean of RAVDESS + sentence
+    UA at the setting beside words chosen, and RAVDESS and EMO-DB audio UA at the weight without
+    words chosen."""
+    import contextlib
+    import io
+
+    scored = []
+    for out in args.outs:
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            pick, alone = analyse(argparse.Namespace(**{**vars(args), "out": out}))
+        (out / "analyse.txt").write_text(printed.getvalue())
+        if isinstance(pick, str):
+            scored.append((float("-inf"), out.name, pick))
+            continue
+        score = (pick["ravdess_fused_uar"] + alone.ravdess + alone.emodb) / 3
+        scored.append(
+            (
+                score,
+                out.name,
+                f"{pick['hinge']} {pick['scale']} margin {pick['margin']:g}, cost MELD "
+                f"{pick['meld_mean']:+.2f} IEMOCAP {pick['iemocap_mean']:+.2f}, RAVDESS + "
+                f"sentence {pick['ravdess_fused_uar']:.1f} | without words {alone.scale:g}: "
+                f"RAVDESS {alone.ravdess:.1f}, EMO-DB {alone.emodb:.1f}",
+            )
+        )
+    for score, name, text in sorted(scored, reverse=True):
+        print(f"{score:6.2f}  {name:32s} {text}")
 
 
 def neutral_words(args: argparse.Namespace) -> None:
@@ -556,12 +594,23 @@ def neutral_words(args: argparse.Namespace) -> None:
         )
 
 
-def wordless_weight(folds: list[Any], config: UniMSEConfig, scales: list[float]) -> str:
+@dataclass(frozen=True)
+class WordlessPick:
+    """The voice's weight without words that ``wordless_weight`` chose, its mean audio-only UAs,
+    and the table it chose from."""
+
+    scale: float
+    ravdess: float
+    emodb: float
+    table: str
+
+
+def wordless_weight(folds: list[Any], config: UniMSEConfig, scales: list[float]) -> WordlessPick:
     """The voice's weight on utterances without words (``--wordless-audio-scale``), chosen apart
     from the settings beside words: the best mean audio-only UA of RAVDESS and EMO-DB over the
     folds (no words to spoil)."""
     lines = ["| weight without words | RAVDESS audio | EMO-DB audio |", "|---|---|---|"]
-    best: tuple[float, float] = (-1.0, 0.0)
+    best: tuple[float, float, float, float] = (-1.0, 0.0, 0.0, 0.0)
     for scale in scales:
         clips = [clip_scores(f, voice_head(f, config, Setting()), scale, config) for f in folds]
         ravdess, emodb = (
@@ -569,8 +618,9 @@ def wordless_weight(folds: list[Any], config: UniMSEConfig, scales: list[float])
             for k in ("ravdess_audio_uar", "emodb_audio_uar")
         )
         lines.append(f"| {scale} | {ravdess:.1f} | {emodb:.1f} |")
-        best = max(best, ((ravdess + emodb) / 2, scale))
-    return "\n".join([*lines, f"chosen weight without words: {best[1]}"])
+        best = max(best, ((ravdess + emodb) / 2, scale, ravdess, emodb))
+    table = "\n".join([*lines, f"chosen weight without words: {best[1]}"])
+    return WordlessPick(best[1], best[2], best[3], table)
 
 
 def chosen(rows: list[dict[str, Any]], rank: str = "audio") -> dict[str, Any] | str:
@@ -594,10 +644,14 @@ def chosen(rows: list[dict[str, Any]], rank: str = "audio") -> dict[str, Any] | 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "command", choices=("stage-config", "dump", "analyse", "neutral-words", "readout")
+        "command",
+        choices=("stage-config", "dump", "analyse", "neutral-words", "readout", "rank"),
     )
     parser.add_argument(
         "--out", type=Path, default=Path("runs/neutral_cv"), help="fold configs and dumps"
+    )
+    parser.add_argument(
+        "--outs", nargs="*", type=Path, default=[], help="rank: the setting folders to score"
     )
     parser.add_argument("--init", default="default", help="text checkpoint (default: shipped)")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
@@ -692,6 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         "analyse": analyse,
         "neutral-words": neutral_words,
         "readout": readout_folds,
+        "rank": rank,
     }
     commands[args.command](args)
     return 0

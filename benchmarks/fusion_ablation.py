@@ -74,6 +74,41 @@ def with_audio(
     return [replace(s, acoustic=f) for s, f in zip(samples, spoken, strict=True)]
 
 
+def hinge_report(predictor: EmotionPredictor, clips: list[np.ndarray]) -> str:
+    """Which neutral clips the voice's hinge lets through beside words: per head, the clips
+    whose lead of some class over neutral passes the margin (so they can move the words' label),
+    with that lead. With no hinge every clip moves the logits: nothing to report."""
+    import torch
+
+    from unimse.inputs import ModelInput
+    from unimse.speakers import FIRST_SPEAKER
+
+    model, heads = predictor.model, predictor.model.modality_logits
+    if heads is None or heads.hinge == "off":
+        return "the voice is not hinged beside words: every clip moves the logits"
+    batch = predictor.processor.encode(
+        [ModelInput(text="", speaker=FIRST_SPEAKER, acoustic=c) for c in clips]
+    )
+    with torch.inference_mode():
+        a, _, _ = model.fusion.encode(
+            batch.size, torch.device("cpu"), batch.acoustic, batch.acoustic_lengths, None, None
+        )
+        voice = heads.acoustic(a)
+        passed = heads.hinged(voice, torch.ones_like(voice[:, :1]))
+    lines = [f"neutral clips {len(clips)}, step margin {heads.margin:g} (hinge {heads.hinge})"]
+    names = ("polarity", "MELD", "IEMOCAP")
+    for name, part in zip(names, torch.split(passed, list(heads.sizes), -1), strict=True):
+        through = [
+            f"clip {i} (lead {float(part[i].max()):.2f})"
+            for i in range(len(clips))
+            if float(part[i].max()) > 0
+        ]
+        lines.append(
+            f"{name}: {len(through)} pass" + (": " + ", ".join(through) if through else "")
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="default")
@@ -88,11 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument(
+        "--hinge-report",
+        action="store_true",
+        help="also say which neutral clips pass the voice's hinge beside words, per head",
+    )
     args = parser.parse_args(argv)
     predictor = EmotionPredictor.load(args.checkpoint, device="cpu")
     if predictor.config.acoustic is None:
         raise SystemExit(f"{args.checkpoint} has no acoustic branch: nothing to compare")
     clips = neutral_clips(predictor, args.data_dir, args.split, args.neutral_corpus)
+    if args.hinge_report:
+        print(hinge_report(predictor, clips))
     results: dict[str, dict[str, dict[str, float]]] = {}
     for dataset in args.datasets:
         samples = load_dataset(dataset, args.split, args.data_dir)

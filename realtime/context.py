@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 from realtime.messages import PendingUtterance, SpeakerRevision, Transcript
@@ -100,4 +101,5 @@ class ContextStage(Stage):
         else:
             utterance = item.utterance
             model_input = self.context.next_input(utterance.speaker, item.text, utterance.seq)
+            model_input = replace(model_input, language=item.language)  # picks the voice map
             await self.push(PendingUtterance(item, model_input))

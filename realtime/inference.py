@@ -80,6 +80,7 @@ class InterimInput:
     states: np.ndarray | None = None
     text: str = ""
     speaker: str = ""
+    language: str = ""  # the transcript's language ("": not known), which picks the voice map
 
 
 @dataclass
@@ -249,7 +250,9 @@ class EmotionModel:
         if self.acoustic is not None:
             states = item.states if item.states is not None else self.acoustic(item.audio)
             acoustic = self.voice(states, item.session, item.voice_key, update=False)
-        return ModelInput(text=item.text, speaker=item.speaker, acoustic=acoustic)
+        return ModelInput(
+            text=item.text, speaker=item.speaker, acoustic=acoustic, language=item.language
+        )
 
     def classify(self, batch: Sequence[PendingUtterance | InterimInput]) -> list[Prediction]:
         """Features, then one forward pass for the whole batch, closed utterances and interim

@@ -156,6 +156,7 @@ class PartialStage(Stage):
             states,
             text=words,
             speaker=speaker if words else "",
+            language=self.transcriber.language or "",
         )
         return model.classify([interim])[0], words
 

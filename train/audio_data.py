@@ -61,6 +61,8 @@ _TINY = 1e-12  # floor under a probability before its log
 EMODB = "emodb"
 SPEECH_AV = "speech_av"
 RAVDESS = "ravdess"
+# The language each speech corpus is spoken in (what a live transcript would say of it).
+CORPUS_LANGUAGES: dict[str, str] = {EMODB: "de", RAVDESS: "en", SPEECH_AV: "en"}
 EMODB_CODES: dict[str, str] = {
     "W": "anger",
     "L": "boredom",

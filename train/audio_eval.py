@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from train.audio_data import (
+    CORPUS_LANGUAGES,
     EMODB,
     EMODB_CLASSES,
     RAVDESS,
@@ -79,9 +80,12 @@ def audio_inputs(
         features = list(corpus_features(samples, spec, cache_dir, predictor.voice_prior))
     return [
         ModelInput(
-            text=texts[i] if texts is not None else "", speaker=FIRST_SPEAKER, acoustic=feats
+            text=texts[i] if texts is not None else "",
+            speaker=FIRST_SPEAKER,
+            acoustic=feats,
+            language=CORPUS_LANGUAGES.get(sample.dataset, "en"),
         )
-        for i, feats in enumerate(features)
+        for i, (sample, feats) in enumerate(zip(samples, features, strict=True))
     ]
 
 

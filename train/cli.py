@@ -228,6 +228,25 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "clips through the joint class loss only",
     )
     fit.add_argument(
+        "--german-readout",
+        action="store_true",
+        help="also fit a readout of German voices (language de) on EMO-DB's clips alone; an "
+        "utterance whose transcript is German reads its voice through it",
+    )
+    fit.add_argument(
+        "--german-l2",
+        type=_non_negative,
+        default=ReadoutSettings.l2,
+        help="with --german-readout: its L2 penalty per weight",
+    )
+    fit.add_argument(
+        "--german-losses",
+        choices=READOUT_LOSSES,
+        default="joint",
+        help="with --german-readout: its losses (joint: EMO-DB's clips through the joint class "
+        "loss only)",
+    )
+    fit.add_argument(
         "--speaker-baseline",
         type=_positive,
         metavar="W",
@@ -463,6 +482,9 @@ def run_fit_voice(args: argparse.Namespace) -> int:
             held_out=args.held_out_speakers,
             baseline=args.speaker_baseline,
             progress=tick,
+            german=ReadoutSettings(args.german_l2, 1.0, args.german_losses)
+            if args.german_readout
+            else None,
         )
     print(
         f"voice readout -> {args.output} ({record['clips']} clips, {record['voices']} voices; "

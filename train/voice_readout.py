@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.acted_labels import ACTED_LABELS
-from train.audio_data import EMODB, RAVDESS, AudioSample, emodb_class_of
+from train.audio_data import CORPUS_LANGUAGES, EMODB, RAVDESS, AudioSample, emodb_class_of
 from train.audio_datasets import (
     DEFAULT_CACHE,
     cached_features,
@@ -83,6 +83,7 @@ class ReadoutRows:
     emodb: np.ndarray
     prior: np.ndarray
     neutral_voice: np.ndarray | None = None
+    corpus: np.ndarray | None = None  # each row's corpus (a clip's, or its speaker's)
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,12 @@ def readout_rows(
     as a conversation gives them (label neutral), relative to speaker baselines whose prior is the
     mean voice of ``clips``."""
     prior = prior_of(corpus_features(clips, replace(spec, baseline=0.0), cache_dir))
-    calm = [
-        voice
-        for corpus in (RAVDESS, EMODB)
-        for voice in neutral_voices(
-            [c for c in clips if c.dataset == corpus], spec, prior, cache_dir
-        )
-    ]
+    calm: list[np.ndarray] = []
+    calm_corpus: list[str] = []
+    for corpus in (RAVDESS, EMODB):
+        voices = neutral_voices([c for c in clips if c.dataset == corpus], spec, prior, cache_dir)
+        calm += voices
+        calm_corpus += [corpus] * len(voices)
     features = [*corpus_features(clips, spec, cache_dir, prior), *calm]
     return ReadoutRows(
         pooled_statistics(features),
@@ -132,6 +132,7 @@ def readout_rows(
         np.array([c.dataset == EMODB for c in clips] + [False] * len(calm)),
         prior,
         np.array([False] * len(clips) + [True] * len(calm)),
+        np.array([c.dataset for c in clips] + calm_corpus),
     )
 
 
@@ -145,13 +146,14 @@ def fit_readout(
     config: UniMSEConfig,
     settings: ReadoutSettings,
     max_iter: int = 500,
+    standardisation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> VoiceReadout:
     """The convex fit of the module docstring; ``empty``: the heads' logits of the empty
-    transcript (polarity | MELD | IEMOCAP), to which the voice's logits add."""
+    transcript (polarity | MELD | IEMOCAP), to which the voice's logits add;
+    ``standardisation``: the (mean, var) to standardise with (default: the rows' own)."""
     if not len(rows.labels):
         raise DataError("no voices to fit a readout on")
-    mean = rows.pooled.mean(0)
-    var = rows.pooled.var(0)
+    mean, var = standardisation or (rows.pooled.mean(0), rows.pooled.var(0))
     readout = VoiceReadout(mean, var, np.zeros(0), np.zeros(0))
     x = torch.from_numpy(readout.standardise(rows.pooled))
     sizes = head_sizes(config)
@@ -286,6 +288,56 @@ def install_readout(model: nn.Module, readout: VoiceReadout, prior: np.ndarray) 
             buffer.copy_(torch.from_numpy(prior.astype(np.float32)))
 
 
+def language_rows(rows: ReadoutRows, corpus: str) -> ReadoutRows:
+    """The rows of ``corpus``'s clips and its speakers' neutral voices (the prior kept)."""
+    if rows.corpus is None:
+        raise DataError("these readout rows do not say their corpora")
+    keep = np.asarray(rows.corpus == corpus)
+    return ReadoutRows(
+        rows.pooled[keep],
+        [lab for lab, k in zip(rows.labels, keep.tolist(), strict=True) if k],
+        rows.emodb[keep],
+        rows.prior,
+        None if rows.neutral_voice is None else rows.neutral_voice[keep],
+        rows.corpus[keep],
+    )
+
+
+def install_language_readout(model: nn.Module, readout: VoiceReadout, language: str) -> None:
+    """Write ``readout``'s polarity and MELD logits into ``model``'s voice map for ``language``
+    (``config.voice_languages``), after :func:`install_readout` of the shared readout, whose
+    standardisation ``readout`` must share: its rows go to free rows of the projection, past the
+    shared readout's logits and intensity read; the language's IEMOCAP logits are the shared
+    map's."""
+    encoder, logits = _voice_modules(model)
+    languages = tuple(logits.languages)
+    if language not in languages:
+        raise CheckpointError(f"the model has no voice map for language {language!r}")
+    shared = logits.acoustic.weight.shape[0]  # the shared readout's logits
+    first = shared + (1 if logits.acoustic_intensity is not None else 0)
+    own = sum(logits.sizes[:2])  # polarity and MELD
+    if first + own > encoder.proj.out_features:
+        raise CheckpointError(
+            f"a {language!r} readout needs {first + own} rows of the voice vector; it has "
+            f"{encoder.proj.out_features}"
+        )
+    norm = encoder.norm
+    assert norm.running_mean is not None and norm.running_var is not None
+    if not np.allclose(norm.running_mean.numpy(), readout.mean, atol=1e-5) or not np.allclose(
+        norm.running_var.numpy(), readout.var, rtol=1e-5
+    ):
+        raise CheckpointError("a language readout must share the installed standardisation")
+    with torch.no_grad():
+        encoder.proj.weight[first : first + own].copy_(torch.from_numpy(readout.weight[:own]))
+        encoder.proj.bias[first : first + own].copy_(torch.from_numpy(readout.bias[:own]))
+        layer = logits.acoustic_by_language[languages.index(language)]
+        layer.weight.zero_()
+        for i in range(own):
+            layer.weight[i, first + i] = 1.0
+        for i in range(own, shared):  # IEMOCAP: the shared readout's rows
+            layer.weight[i, i] = 1.0
+
+
 def training_voices(data_dir: Path, held_out: Collection[str] = ()) -> list[AudioSample]:
     """RAVDESS's and EMO-DB's training and dev speakers (never their test speakers), less the
     speakers in ``held_out`` (``corpus/speaker``, as ``[data] held_out_speakers``)."""
@@ -309,12 +361,16 @@ def fit_voice(
     baseline: float | None = None,
     cache_dir: Path | None = DEFAULT_CACHE,
     progress: Callable[[str, int, int], None] | None = None,
+    german: ReadoutSettings | None = None,
 ) -> dict[str, Any]:
     """Write ``output``: ``source`` with its voice path a readout fitted on RAVDESS's and EMO-DB's
     non-test speakers (less ``held_out``), at weight 1 with and without words; ``baseline``: a
-    new speaker-baseline prior weight (``FeatureSpec.baseline``; None: the source's). Returns
-    the record also written to ``output``/voice_readout.json. ``progress(step, done, total)``
-    hears each step (total 0: a step without a count)."""
+    new speaker-baseline prior weight (``FeatureSpec.baseline``; None: the source's);
+    ``german``: also a readout of German voices (language "de") fitted with these settings on
+    EMO-DB's rows alone (:func:`install_language_readout`). Returns the record also written to
+    ``output``/voice_readout.json. ``progress(step, done, total)`` hears each step (total 0: a
+    step without a count)."""
+    from unimse.factory import build_model
     from unimse.inference import EmotionPredictor
 
     folder = resolve_checkpoint(source)
@@ -328,6 +384,13 @@ def fit_voice(
     if baseline is not None:
         spec = replace(spec, baseline=baseline)  # validated by FeatureSpec
         config = replace(config, acoustic=spec)
+    if german is not None and CORPUS_LANGUAGES[EMODB] not in config.voice_languages:
+        config = replace(config, voice_languages=(*config.voice_languages, CORPUS_LANGUAGES[EMODB]))
+        wider = build_model(config).eval()  # the source's weights and a map for the language
+        missing, unexpected = wider.load_state_dict(model.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("modality_logits.acoustic_by_") for k in missing):
+            raise CheckpointError(f"{folder}: cannot add a language voice map to this model")
+        model = wider
     _voice_modules(model)  # fail before any audio is read
     tell = progress or (lambda _step, _done, _total: None)
     tell("loading the training voices", 0, 0)
@@ -338,14 +401,23 @@ def fit_voice(
         tell("Whisper states of the clips (cached)", done, len(clips))
     rows = readout_rows(clips, spec, cache_dir)
     tell(f"fitting the readout on {len(rows.labels)} voices", 0, 0)
-    readout = fit_readout(rows, empty_logits(model, predictor.processor), config, settings)
+    empty = empty_logits(model, predictor.processor)
+    readout = fit_readout(rows, empty, config, settings)
     install_readout(model, readout, rows.prior)
     logger.info("voice readout %s on %d voices -> %s", settings, len(rows.labels), output)
+    if german is not None:
+        own = language_rows(rows, EMODB)
+        tell(f"fitting the German readout on {len(own.labels)} voices", 0, 0)
+        standard = (readout.mean, readout.var)
+        fitted = fit_readout(own, empty, config, german, standardisation=standard)
+        install_language_readout(model, fitted, CORPUS_LANGUAGES[EMODB])
     tensors, metadata = read_stored(folder)
     state = model.state_dict()
-    for name in tensors:
-        if name.startswith(VOICE_TENSOR_PREFIXES):
-            tensors[name] = state[name].detach().to(tensors[name].dtype).contiguous()
+    dtype = tensors["modality_logits.acoustic.weight"].dtype
+    for name, value in state.items():
+        if name.startswith(VOICE_TENSOR_PREFIXES) and (name in tensors or german is not None):
+            stored = tensors[name].dtype if name in tensors else dtype
+            tensors[name] = value.detach().to(stored).contiguous()
     write_derived(folder, output, tensors, metadata, skip=(CALIBRATION,))  # not the source's record
     written = replace(config, voice_wordless=1.0)  # calibrate sets the weights
     written.save(output / CONFIG)
@@ -356,6 +428,7 @@ def fit_voice(
         "settings": asdict(settings),
         "held_out_speakers": sorted(held_out),
         "speaker_baseline": spec.baseline,
+        "german_readout": None if german is None else asdict(german),
         "voices": len(rows.labels),
         "clips": len(clips),
     }

@@ -137,6 +137,11 @@ class UniMSEConfig:
     # With face_gate: the neutral probability raised to this power (> 1: a sharper gate that shuts
     # sooner as the words lean to an emotion; "A: Okay.", neutral 0.98, keeps almost all its face).
     face_gate_power: float = 1.0
+    # Languages with a voice map of their own (with modality_logits): an utterance whose language
+    # (ModelInput.language, its transcript's) is listed reads its voice through that language's
+    # map, any other through the shared one (``emotrack fit-voice --german-readout``: German
+    # voices read by a map fitted on German speech alone). Empty: one map for every language.
+    voice_languages: tuple[str, ...] = ()
     modality_dim: int = 32  # utterance vector size a, v fed into PMF
     pmf_bottleneck: int = 64
     dropout: float = 0.1
@@ -205,6 +210,12 @@ class UniMSEConfig:
             raise ValueError("face_gate_power must be > 0")
         if self.face_gate_power != 1.0 and self.face_gate == "off":
             raise ValueError("face_gate_power needs face_gate")
+        if self.voice_languages and not self.modality_logits:
+            raise ValueError("voice_languages needs modality_logits")
+        if len(set(self.voice_languages)) != len(self.voice_languages) or not all(
+            self.voice_languages
+        ):
+            raise ValueError("voice_languages must be distinct, non-empty language codes")
         if self.voice_share_by not in VOICE_SHARES:
             raise ValueError(f"voice_share_by must be one of {VOICE_SHARES}")
         if (self.polarities, self.meld_emotions, self.iemocap_emotions) != (
@@ -225,7 +236,7 @@ class UniMSEConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("polarities", "meld_emotions", "iemocap_emotions"):
+        for key in ("polarities", "meld_emotions", "iemocap_emotions", "voice_languages"):
             data[key] = list(data[key])
         return data
 
@@ -241,7 +252,7 @@ class UniMSEConfig:
                 data[key] = FeatureSpec(**data[key])
         if "losses" in data:
             data["losses"] = LossWeights(**data["losses"])
-        for key in ("polarities", "meld_emotions", "iemocap_emotions"):
+        for key in ("polarities", "meld_emotions", "iemocap_emotions", "voice_languages"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)

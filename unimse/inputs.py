@@ -29,6 +29,7 @@ class ModelInput:
     context: tuple[DialogueTurn, ...] = ()
     acoustic: np.ndarray | None = field(default=None, compare=False)
     visual: np.ndarray | None = field(default=None, compare=False)
+    language: str = ""  # the transcript's language code ("en", "de"); "": not known
 
     @property
     def has_words(self) -> bool:

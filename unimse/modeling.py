@@ -192,6 +192,12 @@ class ModalityLogits(nn.Module):
         self.acoustic_intensity = (
             nn.Linear(config.modality_dim, 1, bias=False) if config.voice_intensity else None
         )
+        # one voice map per language of config.voice_languages (batch.language k: map k - 1)
+        self.languages = config.voice_languages
+        language_maps = [nn.Linear(config.modality_dim, width, bias=False) for _ in self.languages]
+        for language_map in language_maps:
+            nn.init.zeros_(language_map.weight)
+        self.acoustic_by_language = nn.ModuleList(language_maps)
         for layer in (self.acoustic, self.visual, self.acoustic_intensity):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
@@ -251,12 +257,22 @@ class ModalityLogits(nn.Module):
             face = face * self.words_neutral(out, self.face_power)
         return face
 
+    def voice(self, acoustic: torch.Tensor, language: torch.Tensor | None) -> torch.Tensor:
+        """The voice's logits at weight 1: the shared map, or on rows whose ``language`` (B,)
+        is k > 0, the map of ``config.voice_languages[k - 1]``."""
+        voice = self.acoustic(acoustic)
+        if language is not None:
+            for k, layer in enumerate(self.acoustic_by_language, 1):
+                voice = torch.where((language == k).unsqueeze(-1), layer(acoustic), voice)
+        return voice
+
     def forward(
         self,
         out: UniMSEOutput,
         acoustic: torch.Tensor,
         visual: torch.Tensor,
         words: torch.Tensor | None = None,
+        language: torch.Tensor | None = None,
     ) -> UniMSEOutput:
         """``words``: (B,) 1 where the utterance has words; the hinge applies to those rows only
         (without words the voice is all there is, and may say neutral). None: every row. With
@@ -264,8 +280,9 @@ class ModalityLogits(nn.Module):
         (``voice_share_by = "unsure"``: times 1 - the words' top MELD probability); with
         ``voice_margin`` the hinge starts that far above neutral, with ``voice_cap`` no class
         gains more than the cap; ``voice_wordless`` scales the voice on rows without words, and
-        with ``voice_neutral_words`` up to it on rows whose words read as neutral."""
-        voice = self.acoustic(acoustic.to(out.meld_logits.dtype))
+        with ``voice_neutral_words`` up to it on rows whose words read as neutral; ``language``
+        picks the voice map per row (:meth:`voice`)."""
+        voice = self.voice(acoustic.to(out.meld_logits.dtype), language)
         if words is not None and self.wordless != 1.0:
             alone = 1.0 - words.to(voice.dtype).unsqueeze(-1)
             voice = voice * (1.0 + (self.wordless - 1.0) * alone)
@@ -356,7 +373,7 @@ class UniMSEEncoderModel(nn.Module):
         pooled = torch.cat([hidden[:, 0], masked_mean(hidden, batch.utterance_mask)], dim=-1)
         shared, out = self.heads(pooled)
         if self.modality_logits is not None:
-            out = self.modality_logits(out, a, v, batch.words)
+            out = self.modality_logits(out, a, v, batch.words, batch.language)
         if batch.weights is None:
             return out
         losses = task_losses(out, batch, self.config)

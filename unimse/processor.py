@@ -47,6 +47,8 @@ class ModelBatch:
     visual: torch.Tensor | None = None
     visual_lengths: torch.Tensor | None = None
     words: torch.Tensor | None = None  # (B,) 1.0 where ModelInput.has_words
+    # (B,) 1 + the index of ModelInput.language in config.voice_languages, 0 where not listed
+    language: torch.Tensor | None = None
     # Targets (training only)
     polarity: torch.Tensor | None = None
     score: torch.Tensor | None = None
@@ -155,6 +157,11 @@ class UniMSEProcessor:
             utterance_mask=utterance,
             words=torch.tensor([float(x.has_words) for x in inputs]),
         )
+        if self.config.voice_languages:
+            listed = self.config.voice_languages
+            batch.language = torch.tensor(
+                [1 + listed.index(x.language) if x.language in listed else 0 for x in inputs]
+            )
         if self.config.acoustic is not None:
             batch.acoustic, batch.acoustic_lengths = _pad_features(
                 [x.acoustic for x in inputs], self.config.acoustic, self.max_feature_steps

@@ -275,6 +275,16 @@ async def test_context_takes_the_revised_speaker() -> None:
     assert last.model_input.speaker == "A"
 
 
+async def test_context_gives_the_model_the_transcript_language() -> None:
+    """The transcript's language picks the voice map (UniMSEConfig.voice_languages)."""
+    stage = ContextStage(DialogueContext("s", 2), needs_words=True)
+    utterance = Utterance("s", 0, 0.0, np.zeros(0, np.float32), speaker="speaker 1")
+    items = [Transcript("s", 0, 0.0, utterance, "Hallo", language="de")]
+    out = await run_stages([stage], feed(items))
+    pending = [m for m in out if isinstance(m, PendingUtterance)]
+    assert [p.model_input.language for p in pending] == ["de"]
+
+
 # --- a replay of real voices -------------------------------------------------------------------
 
 # RAVDESS dev actors 01 and 03 (male), 02 and 04 (female); 17-20 are the test actors: never here.

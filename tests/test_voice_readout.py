@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from train.voice_readout import (
     VoiceReadout,
     empty_logits,
     fit_readout,
+    install_language_readout,
     install_readout,
     pooled_statistics,
 )
@@ -40,13 +42,13 @@ def voice_model(**overrides: object):  # type: ignore[no-untyped-def]
     """A tiny model whose voice is a stats encoder with a speaker baseline and no path into the
     backbone (PMF's audio columns off), as the shipped voice stages have it."""
     torch.manual_seed(0)
+    settings: dict[str, object] = {"modality_dim": 24, **overrides}
     config = tiny_unimse_config(
         acoustic=FeatureSpec("test-acoustic", 8, "stats", baseline=5.0),
-        modality_dim=24,
         modality_logits=True,
         voice_intensity=True,
         voice_hinge="off",
-        **overrides,
+        **settings,
     )
     model = build_model(config)
     reset_pmf_inputs(model, ["audio"])
@@ -166,6 +168,42 @@ def test_a_model_carries_the_installed_readout_exactly() -> None:
     np.testing.assert_array_equal(model.fusion.acoustic.baseline_prior.numpy(), prior)
 
 
+def test_a_language_readout_reads_its_language_and_leaves_the_others() -> None:
+    """German rows: polarity and MELD from the German readout, IEMOCAP from the shared one;
+    English and unknown-language rows: the shared readout, as without a language map."""
+    model, processor = voice_model(voice_languages=("de",), modality_dim=32)
+    rng = np.random.default_rng(3)
+    voices = [rng.normal(0.0, 1.0, (n, 8)).astype(np.float32) for n in (5, 9, 14)]
+    pooled = pooled_statistics(voices)
+    mean, var = pooled.mean(0) + 0.1, pooled.var(0) + 0.5
+
+    def readout(seed: int) -> VoiceReadout:
+        g = np.random.default_rng(seed)
+        weight, bias = g.normal(0.0, 1.0, (16, 16)), g.normal(0.0, 1.0, 16)
+        return VoiceReadout(mean, var, weight.astype(np.float32), bias.astype(np.float32))
+
+    shared, german = readout(4), readout(5)
+    install_readout(model, shared, np.zeros(8, dtype=np.float32))
+    install_language_readout(model, german, "de")
+    empty = empty_logits(model, processor)
+    for language in ("", "en", "de"):
+        inputs = [
+            ModelInput(text="", speaker=FIRST_SPEAKER, acoustic=v, language=language)
+            for v in voices
+        ]
+        with torch.inference_mode():
+            out = model(processor.encode(inputs))
+        got = torch.cat([out.polarity_logits, out.meld_logits, out.iemocap_logits], -1).numpy()
+        want = shared.logits(pooled)
+        if language == "de":
+            want[:, :10] = german.logits(pooled)[:, :10]
+        np.testing.assert_allclose(got, empty + want, atol=1e-4)
+    with pytest.raises(CheckpointError, match="no voice map"):
+        install_language_readout(model, german, "fr")
+    with pytest.raises(CheckpointError, match="standardisation"):
+        install_language_readout(model, replace(german, mean=mean + 1.0), "de")
+
+
 def test_a_readout_refuses_a_voice_that_reaches_the_backbone() -> None:
     model, _ = voice_model()
     with torch.no_grad():
@@ -221,12 +259,15 @@ def test_fit_voice_on_real_speakers_writes_a_checkpoint_that_reads_them(
         ReadoutSettings(l2=0.01),
         held_out=every - kept,
         baseline=0.5,
+        german=ReadoutSettings(l2=0.01, emodb_weight=1.0, losses="joint"),
     )
     assert record["clips"] == 60 + 60 + 49 and record["voices"] > record["clips"]
+    assert record["german_readout"]["losses"] == "joint"
     assert record["speaker_baseline"] == 0.5 and "source_calibration" in record
     predictor = EmotionPredictor.load(out, device="cpu")
     assert predictor.config.acoustic is not None and predictor.config.acoustic.baseline == 0.5
     assert predictor.config.voice_wordless == 1.0
+    assert predictor.config.voice_languages == ("de",)
     clips = [c for c in training_voices(shared_data, every - kept) if c.dataset == RAVDESS]
     chosen = [c for c in clips if c.label.meld_emotion in ("anger", "neutral")][:40]
     prior = predictor.voice_prior

@@ -70,6 +70,7 @@ logger = logging.getLogger(__name__)
 NEUTRAL = ACTED_LABELS["neutral"]
 # The voice tensors a readout rewrites (with the prior buffer); every other tensor is kept.
 VOICE_TENSOR_PREFIXES = ("fusion.acoustic.", "modality_logits.acoustic")
+LANGUAGE_MAPS = "modality_logits.acoustic_by_language."  # one voice map per listed language
 
 
 @dataclass(frozen=True)
@@ -384,13 +385,14 @@ def fit_voice(
     if baseline is not None:
         spec = replace(spec, baseline=baseline)  # validated by FeatureSpec
         config = replace(config, acoustic=spec)
-    if german is not None and CORPUS_LANGUAGES[EMODB] not in config.voice_languages:
-        config = replace(config, voice_languages=(*config.voice_languages, CORPUS_LANGUAGES[EMODB]))
-        wider = build_model(config).eval()  # the source's weights and a map for the language
-        missing, unexpected = wider.load_state_dict(model.state_dict(), strict=False)
-        if unexpected or any(not k.startswith("modality_logits.acoustic_by_") for k in missing):
-            raise CheckpointError(f"{folder}: cannot add a language voice map to this model")
-        model = wider
+    languages = (CORPUS_LANGUAGES[EMODB],) if german is not None else ()
+    if config.voice_languages != languages:  # the source's weights, the language maps asked for
+        config = replace(config, voice_languages=languages)
+        rebuilt = build_model(config).eval()
+        missing, unexpected = rebuilt.load_state_dict(model.state_dict(), strict=False)
+        if any(not k.startswith(LANGUAGE_MAPS) for k in [*missing, *unexpected]):
+            raise CheckpointError(f"{folder}: cannot change this model's language voice maps")
+        model = rebuilt
     _voice_modules(model)  # fail before any audio is read
     tell = progress or (lambda _step, _done, _total: None)
     tell("loading the training voices", 0, 0)
@@ -414,10 +416,13 @@ def fit_voice(
     tensors, metadata = read_stored(folder)
     state = model.state_dict()
     dtype = tensors["modality_logits.acoustic.weight"].dtype
+    for name in [n for n in tensors if n.startswith(LANGUAGE_MAPS) and n not in state]:
+        del tensors[name]  # a language map the source had and the output does not
     for name, value in state.items():
-        if name.startswith(VOICE_TENSOR_PREFIXES) and (name in tensors or german is not None):
-            stored = tensors[name].dtype if name in tensors else dtype
-            tensors[name] = value.detach().to(stored).contiguous()
+        if name in tensors and name.startswith(VOICE_TENSOR_PREFIXES):
+            tensors[name] = value.detach().to(tensors[name].dtype).contiguous()
+        elif name.startswith(LANGUAGE_MAPS):  # new: stored as the shared map is
+            tensors[name] = value.detach().to(dtype).contiguous()
     write_derived(folder, output, tensors, metadata, skip=(CALIBRATION,))  # not the source's record
     written = replace(config, voice_wordless=1.0)  # calibrate sets the weights
     written.save(output / CONFIG)

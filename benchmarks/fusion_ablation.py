@@ -28,6 +28,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,8 @@ def hinge_report(predictor: EmotionPredictor, clips: list[np.ndarray]) -> str:
     from unimse.inputs import ModelInput
     from unimse.speakers import FIRST_SPEAKER
 
-    model, heads = predictor.model, predictor.model.modality_logits
+    model: Any = predictor.model
+    heads: Any = model.modality_logits
     if heads is None or heads.hinge == "off":
         return "the voice is not hinged beside words: every clip moves the logits"
     batch = predictor.processor.encode(
@@ -93,7 +95,7 @@ def hinge_report(predictor: EmotionPredictor, clips: list[np.ndarray]) -> str:
         a, _, _ = model.fusion.encode(
             batch.size, torch.device("cpu"), batch.acoustic, batch.acoustic_lengths, None, None
         )
-        voice = heads.acoustic(a)
+        voice = heads.voice(a, None)  # the shared map: these are English voices
         passed = heads.hinged(voice, torch.ones_like(voice[:, :1]))
     lines = [f"neutral clips {len(clips)}, step margin {heads.margin:g} (hinge {heads.hinge})"]
     names = ("polarity", "MELD", "IEMOCAP")

@@ -29,7 +29,7 @@ from test_vad import EnergyAnalyzer, pcm
 
 from realtime.channels import Channel, Policy
 from realtime.config import VadOptions
-from realtime.inference import EmotionModel
+from realtime.inference import EmotionModel, InterimInput
 from realtime.messages import (
     AudioChunk,
     EndOfStream,
@@ -89,6 +89,7 @@ class SlowEncoder:
         self.delay = delay
         self.options = type("Options", (), {"model": "tiny.en"})()
         self.states_key = "tiny.en"  # the encoder states it gives (unimse.whisper.states_key)
+        self.language: str | None = "en"  # the configured language (None: detected)
         self.calls = 0
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
@@ -131,6 +132,15 @@ async def test_partial_stage_emits_interim_results_and_never_after_the_final() -
     assert (stage.results, stage.skipped, stage.stale) == (1, 1, 1)
     assert isinstance(out[-1], EndOfStream) and out.index(partials[0]) < out.index(closed)
     assert encoder.calls == 2  # the ASR's encoder states, once per computed interim result
+
+
+def test_an_interim_input_reads_the_voice_in_the_asr_language() -> None:
+    """The configured ASR language picks the voice map for interim results as for final ones."""
+    predictor = FakePredictor()
+    model = EmotionModel(predictor, acoustic=lambda audio: np.zeros((4, 8), np.float32))
+    interim = InterimInput("s", "you", np.zeros(16_000, np.float32), language="de")
+    model.classify([interim])
+    assert [item.language for item in predictor.batches[-1]] == ["de"]
 
 
 def partial_result(seq: int, end: float) -> PartialResult:

@@ -17,9 +17,9 @@ a clip (the joint polarity + emotion decision) at the voice's weight without wor
 says, against each class's MELD emotion (boredom's: neutral). The speaker-baseline prior is
 each fold's own (its training clips').
 ``--standard``: the other folds train on speaker 13 too (six speakers each, as leave one speaker
-out is usually defined); 13's fold stays the shipped readout. ``--german-readout LOSSES:L2 ...``:
-EMO-DB read through a German readout (``emotrack fit-voice --german-readout``) fitted on the
-fold's EMO-DB rows alone; ``--dev-only``: without 13's fold.
+out is usually defined); 13's fold stays the shipped readout. ``--german-readout
+LOSSES:L2[:HEADS] ...``: EMO-DB read through a German readout (``emotrack fit-voice
+--german-readout``) fitted on the fold's EMO-DB rows alone; ``--dev-only``: without 13's fold.
 """
 
 from __future__ import annotations
@@ -78,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--german-readout",
         nargs="*",
-        metavar="LOSSES:L2",
+        metavar="LOSSES:L2[:HEADS]",
         help="score EMO-DB through a German readout instead (emotrack fit-voice "
         "--german-readout): fitted on the fold's EMO-DB rows alone, standardised as the shared "
-        "readout is; one table row per LOSSES:L2, e.g. joint:0.003",
+        "readout is; one table row per LOSSES:L2[:HEADS], e.g. joint:0.003 or all:0.001:0.25 "
+        "(HEADS: EMO-DB's share of the heads' loss, emotrack fit-voice --german-heads)",
     )
     parser.add_argument(
         "--dev-only",
@@ -118,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     language = args.german_readout is not None
     if language:
         settings = {}
-        for item in args.german_readout:
-            name, _, l2 = item.partition(":")
-            settings[f"German {item}"] = ReadoutSettings(float(l2), 1.0, name)
+        for item in args.german_readout:  # LOSSES:L2[:HEADS]
+            name, l2, *heads = item.split(":")
+            share = float(heads[0]) if heads else 1.0
+            settings[f"German {item}"] = ReadoutSettings(float(l2), 1.0, name, emodb_heads=share)
     table: dict[str, list[float]] = {name: [] for name in settings}
     field: dict[str, list[float]] = {name: [] for name in settings}  # the MELD head's own argmax
     for speaker in track(speakers, description="EMO-DB speakers", transient=True):

@@ -128,6 +128,28 @@ def test_joint_losses_keep_every_head_for_the_other_corpora() -> None:
     assert np.mean(iemocap == np.array(truth)) > 0.9
 
 
+def test_a_zero_heads_share_is_the_joint_readout_and_a_share_between_moves_it() -> None:
+    """``emodb_heads`` weighs EMO-DB's rows in the heads' loss: 0 is ``losses = "joint"``."""
+    rng = np.random.default_rng(4)
+    labels = [NEUTRAL, ANGER, JOY] * 20
+    centres = {NEUTRAL: 0.0, ANGER: 3.0, JOY: -3.0}
+    pooled = np.stack([rng.normal(centres[lab], 1.0, 16) for lab in labels]).astype(np.float32)
+    emodb = np.arange(len(labels)) < 30
+    rows = ReadoutRows(pooled, labels, emodb, np.zeros(8))
+    config = tiny_unimse_config(modality_logits=True, visual=None)
+
+    def fit(losses: str, share: float) -> np.ndarray:
+        settings = ReadoutSettings(l2=0.01, losses=losses, emodb_heads=share)
+        return fit_readout(rows, np.zeros(16), config, settings).weight
+
+    np.testing.assert_allclose(fit("all", 0.0), fit("joint", 1.0), atol=1e-4)
+    half = fit("all", 0.5)
+    assert not np.allclose(half, fit("all", 0.0), atol=1e-3)
+    assert not np.allclose(half, fit("all", 1.0), atol=1e-3)
+    with pytest.raises(ValueError, match="share"):
+        ReadoutSettings(emodb_heads=1.5)
+
+
 def test_the_readout_learns_emodb_classes_through_the_joint_decision() -> None:
     config = tiny_unimse_config(modality_logits=True, visual=None)
     names = list(EMODB_JOINT_CLASSES)

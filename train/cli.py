@@ -240,6 +240,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="with --german-readout: its L2 penalty per weight",
     )
     fit.add_argument(
+        "--german-heads",
+        type=float,
+        default=ReadoutSettings.emodb_heads,
+        metavar="SHARE",
+        help="with --german-readout and --german-losses all: EMO-DB's clips in the heads' "
+        "cross-entropy at this share of their weight (0-1), beside the joint class loss",
+    )
+    fit.add_argument(
         "--german-losses",
         choices=READOUT_LOSSES,
         default="joint",
@@ -482,7 +490,9 @@ def run_fit_voice(args: argparse.Namespace) -> int:
             held_out=args.held_out_speakers,
             baseline=args.speaker_baseline,
             progress=tick,
-            german=ReadoutSettings(args.german_l2, 1.0, args.german_losses)
+            german=ReadoutSettings(
+                args.german_l2, 1.0, args.german_losses, emodb_heads=args.german_heads
+            )
             if args.german_readout
             else None,
         )

@@ -284,9 +284,14 @@ class ReadoutSettings:
     # the neutral voices' rows (each speaker's neutral clips as a conversation gives them, label
     # neutral) against the acted clips': more weight, a voice that leans less from neutral
     neutral_weight: float = 1.0
+    # with losses "all": EMO-DB's rows in the heads' cross-entropy at this share of their weight
+    # (1: as every row; 0: as "joint"), beside the joint class loss
+    emodb_heads: float = 1.0
 
     def __post_init__(self) -> None:
         if self.l2 < 0 or self.emodb_weight <= 0 or self.neutral_weight <= 0:
             raise ValueError("the readout needs l2 >= 0 and EMO-DB and neutral weights > 0")
+        if not 0.0 <= self.emodb_heads <= 1.0:
+            raise ValueError("the EMO-DB rows' share of the heads' loss must be in [0, 1]")
         if self.losses not in READOUT_LOSSES:
             raise ValueError(f"readout losses {self.losses!r}: choose from {READOUT_LOSSES}")

@@ -181,6 +181,9 @@ def fit_readout(
     )
     emodb_mass = settings.emodb_weight * float(emodb.sum())  # the joint loss is a mean
     heads_on = ~emodb if settings.losses == "joint" else torch.ones_like(emodb)
+    head_weight = weight
+    if settings.emodb_heads != 1.0:  # EMO-DB's rows in the heads' loss at a share of their weight
+        head_weight = weight * torch.where(emodb, settings.emodb_heads, 1.0)
     base = torch.from_numpy(empty.astype(np.float32))
     w = torch.zeros(sum(sizes), x.shape[1], requires_grad=True)
     b = torch.zeros(sum(sizes), requires_grad=True)
@@ -192,7 +195,9 @@ def fit_readout(
         opt.zero_grad()
         heads = torch.split(base + x @ w.T + b, sizes, dim=-1)
         loss = sum(
-            (F.cross_entropy(h[heads_on], t[heads_on], reduction="none") * weight[heads_on]).sum()
+            (
+                F.cross_entropy(h[heads_on], t[heads_on], reduction="none") * head_weight[heads_on]
+            ).sum()
             for h, t in zip(heads, targets, strict=True)
         )
         joint_loss = joint_class_cross_entropy(heads[0], heads[1], joint, emodb_joint_indices())

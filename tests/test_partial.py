@@ -35,7 +35,9 @@ from realtime.messages import (
     EndOfStream,
     OpenSpeech,
     PartialResult,
+    PendingUtterance,
     StatsSnapshot,
+    Transcript,
     Utterance,
 )
 from realtime.partial import PartialStage
@@ -43,6 +45,7 @@ from realtime.report.load import load_session
 from realtime.serialize import SchemaValidationError, is_partial, partial_to_dict, validate
 from realtime.sinks.jsonl import JsonlSink
 from realtime.vad import SegmentationStage
+from unimse.inputs import ModelInput
 
 STATS = StatsSnapshot(0.0, 0, 0, {}, {}, {})
 
@@ -139,8 +142,11 @@ def test_an_interim_input_reads_the_voice_in_the_asr_language() -> None:
     predictor = FakePredictor()
     model = EmotionModel(predictor, acoustic=lambda audio: np.zeros((4, 8), np.float32))
     interim = InterimInput("s", "you", np.zeros(16_000, np.float32), language="de")
-    model.classify([interim])
-    assert [item.language for item in predictor.batches[-1]] == ["de"]
+    utterance = Utterance("s", 1, 0.0, np.zeros(16_000, np.float32), start=0.0, end=1.0)
+    transcript = Transcript("s", 1, 0.0, utterance, "Hallo", language="de")
+    closed = PendingUtterance(transcript, ModelInput(text="Hallo", language="de"))
+    model.classify([interim, closed])
+    assert [item.language for item in predictor.batches[-1]] == ["de", "de"]
 
 
 def partial_result(seq: int, end: float) -> PartialResult:

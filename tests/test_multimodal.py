@@ -605,6 +605,7 @@ def test_emodb_eval_cli_on_a_folder_of_wavs(
     )
     assert result["n"] == 7 and result["n_fused"] == 7 and result["split"] == "all"
     assert result["acoustic"] == "emotrack-acoustic-v1"
+    assert result["language"] == "de"  # EMO-DB is German: what picks a voice map
     for key in ("audio_uar", "audio_wa", "fused_uar", "fused_wa"):
         assert 0.0 <= result[key] <= 100.0
     assert {f"audio_recall_{c}" for c in ("anger", "boredom", "neutral")} <= set(result)

@@ -510,6 +510,7 @@ def run_audio_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
+    from train.audio_data import CORPUS_LANGUAGES
     from train.audio_eval import audio_metrics, load_eval_corpus, progress_total
     from unimse.inference import EmotionPredictor
 
@@ -541,6 +542,7 @@ def run_audio_eval(args: argparse.Namespace) -> int:
             split,
             predictor,
             acoustic=None if acoustic is None else acoustic.name,
+            language=CORPUS_LANGUAGES.get(args.dataset, "en"),  # what picks the voice map
             **(metrics | counts),
         )
     return 0

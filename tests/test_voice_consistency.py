@@ -3,6 +3,8 @@ words' label alone; only the rows that got a neutral clip count."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -58,6 +60,8 @@ def test_inputs_of_picks_rows_and_drops_targets_and_text_only_masks_the_audio() 
     assert picked.acoustic_lengths is not None and int(picked.acoustic_lengths.min()) > 0
     masked = text_only(picked).acoustic_lengths
     assert masked is not None and int(masked.sum()) == 0
+    languages = inputs_of(replace(batch, language=torch.tensor([0, 1, 0, 1])), rows).language
+    assert languages is not None and languages.tolist() == [1, 1]  # the voice map each row reads
 
 
 def test_no_paired_row_costs_nothing_and_the_mode_is_kept() -> None:

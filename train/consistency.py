@@ -38,6 +38,7 @@ def inputs_of(batch: ModelBatch, rows: torch.Tensor) -> ModelBatch:
         visual=pick(batch.visual),
         visual_lengths=pick(batch.visual_lengths),
         words=pick(batch.words),
+        language=pick(batch.language),
     )
 
 

@@ -73,6 +73,12 @@ def _acted(dataset: str, emotion: str) -> Sample:
     return to_sample(clip, "train", None)
 
 
+def test_acted_clips_carry_the_language_of_their_corpus_to_the_model() -> None:
+    """EMO-DB's clips are German (a German voice map reads them), RAVDESS's English."""
+    assert _acted("emodb", "anger").to_input().language == "de"
+    assert _acted("ravdess", "angry").to_input().language == "en"
+
+
 @pytest.mark.parametrize(
     ("dataset", "emotion", "expected"),
     [

@@ -40,6 +40,7 @@ import numpy as np
 from train.acted_labels import ACTED_DERIVED
 from train.array_cache import save_array
 from train.audio_data import (
+    CORPUS_LANGUAGES,
     EMODB,
     RAVDESS,
     SAMPLE_RATE,
@@ -251,7 +252,15 @@ def to_sample(
         text = transcript_of(item) or ""
     uid = f"{item.dataset}/{item.id}" + ("+text" if text else "")
     return Sample.labelled(
-        uid, item.dataset, split, item.id, FIRST_SPEAKER, text, item.label, acoustic=acoustic
+        uid,
+        item.dataset,
+        split,
+        item.id,
+        FIRST_SPEAKER,
+        text,
+        item.label,
+        acoustic=acoustic,
+        language=CORPUS_LANGUAGES.get(item.dataset, ""),
     )
 
 

@@ -53,9 +53,12 @@ class Sample:
     iemocap_emotion: str | None = None
     acoustic: np.ndarray | None = field(default=None, compare=False, repr=False)
     visual: np.ndarray | None = field(default=None, compare=False, repr=False)
+    language: str = ""  # the language it is spoken in ("": not known), which picks the voice map
 
     def to_input(self) -> ModelInput:
-        return ModelInput(self.text, self.speaker, self.context, self.acoustic, self.visual)
+        return ModelInput(
+            self.text, self.speaker, self.context, self.acoustic, self.visual, self.language
+        )
 
     @classmethod
     def labelled(
@@ -70,6 +73,7 @@ class Sample:
         *,
         acoustic: np.ndarray | None = None,
         visual: np.ndarray | None = None,
+        language: str = "",
     ) -> Sample:
         """A sample whose four label fields are those of ``label`` (the audio and face corpora)."""
         return cls(
@@ -85,6 +89,7 @@ class Sample:
             iemocap_emotion=label.iemocap_emotion,
             acoustic=acoustic,
             visual=visual,
+            language=language,
         )
 
 

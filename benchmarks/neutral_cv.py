@@ -524,7 +524,7 @@ def rank(args: argparse.Namespace) -> None:
     """``analyse`` for each setting folder in ``--outs`` (its output kept in the folder's
     analyse.txt), then the folders by the readout rule's score: the mean of RAVDESS + sentence
     UA at the setting beside words chosen, and RAVDESS and EMO-DB audio UA at the weight without
-    words chosen."""
+    words chosen (``--without-emodb``: RAVDESS's two alone)."""
     import contextlib
     import io
 
@@ -537,7 +537,10 @@ def rank(args: argparse.Namespace) -> None:
         if isinstance(pick, str):
             scored.append((float("-inf"), out.name, pick))
             continue
-        score = (pick["ravdess_fused_uar"] + alone.ravdess + alone.emodb) / 3
+        parts = [pick["ravdess_fused_uar"], alone.ravdess]
+        if not args.without_emodb:  # EMO-DB read by the shared voice (no German map)
+            parts.append(alone.emodb)
+        score = float(np.mean(parts))
         scored.append(
             (
                 score,
@@ -652,6 +655,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--outs", nargs="*", type=Path, default=[], help="rank: the setting folders to score"
+    )
+    parser.add_argument(
+        "--without-emodb",
+        action="store_true",
+        help="rank: leave EMO-DB out of the score (a German voice map reads it, not these)",
     )
     parser.add_argument("--init", default="default", help="text checkpoint (default: shipped)")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))

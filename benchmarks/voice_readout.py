@@ -41,7 +41,7 @@ from speech_cv import load_corpus
 
 from train.audio_data import EMODB, emodb_class_of
 from train.audio_datasets import EMODB_SPLITS, corpus_features, select_split, speaker_key
-from train.config import ReadoutSettings
+from train.config import ReadoutSettings, language_readout
 from train.metrics import unweighted_accuracy
 from train.voice_readout import (
     empty_logits,
@@ -112,17 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     speakers = sorted({s.speaker for s in emodb})
     if args.dev_only:
         speakers = [s for s in speakers if s not in EMODB_SPLITS["test"]]
+    language = args.german_readout is not None
     settings = {
         name: ReadoutSettings(args.l2, args.emodb_weight, name, args.neutral_weight)
-        for name in args.losses
+        for name in ([] if language else args.losses)
     }
-    language = args.german_readout is not None
     if language:
-        settings = {}
         for item in args.german_readout:  # LOSSES:L2[:HEADS]
             name, l2, *heads = item.split(":")
             share = float(heads[0]) if heads else 1.0
-            settings[f"German {item}"] = ReadoutSettings(float(l2), 1.0, name, emodb_heads=share)
+            settings[f"German {item}"] = language_readout(float(l2), name, share)
     table: dict[str, list[float]] = {name: [] for name in settings}
     field: dict[str, list[float]] = {name: [] for name in settings}  # the MELD head's own argmax
     for speaker in track(speakers, description="EMO-DB speakers", transient=True):

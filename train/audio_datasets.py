@@ -260,7 +260,7 @@ def to_sample(
         text,
         item.label,
         acoustic=acoustic,
-        language=CORPUS_LANGUAGES.get(item.dataset, ""),
+        language=CORPUS_LANGUAGES[item.dataset],
     )
 
 

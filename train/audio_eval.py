@@ -83,7 +83,7 @@ def audio_inputs(
             text=texts[i] if texts is not None else "",
             speaker=FIRST_SPEAKER,
             acoustic=feats,
-            language=CORPUS_LANGUAGES.get(sample.dataset, "en"),
+            language=CORPUS_LANGUAGES[sample.dataset],
         )
         for i, (sample, feats) in enumerate(zip(samples, features, strict=True))
     ]

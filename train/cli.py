@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from train.config import READOUT_LOSSES, ReadoutSettings
+from train.config import READOUT_LOSSES, ReadoutSettings, language_readout
 from unimse.config import VOICE_SHARES
 
 logger = logging.getLogger(__name__)
@@ -204,9 +204,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "`emotrack calibrate` on it to set the weights, hinge and margin.",
     )
     _source_and_output(fit)
-    fit.add_argument(
-        "--l2", type=_non_negative, default=ReadoutSettings.l2, help="L2 penalty per weight"
-    )
+    _readout_terms(fit)
     fit.add_argument(
         "--emodb-weight",
         type=_positive,
@@ -221,38 +219,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "them) against the acted clips",
     )
     fit.add_argument(
-        "--losses",
-        choices=READOUT_LOSSES,
-        default=ReadoutSettings.losses,
-        help="all: the three heads on every clip and EMO-DB's joint class loss; joint: EMO-DB's "
-        "clips through the joint class loss only",
-    )
-    fit.add_argument(
         "--german-readout",
         action="store_true",
         help="also fit a readout of German voices (language de) on EMO-DB's clips alone; an "
         "utterance whose transcript is German reads its voice through it",
     )
-    fit.add_argument(
-        "--german-l2",
-        type=_non_negative,
-        default=ReadoutSettings.l2,
-        help="with --german-readout: its L2 penalty per weight",
-    )
+    _readout_terms(fit, "german-", "joint", "with --german-readout, its ")
     fit.add_argument(
         "--german-heads",
-        type=float,
+        type=_unit_interval,
         default=ReadoutSettings.emodb_heads,
         metavar="SHARE",
         help="with --german-readout and --german-losses all: EMO-DB's clips in the heads' "
         "cross-entropy at this share of their weight (0-1), beside the joint class loss",
-    )
-    fit.add_argument(
-        "--german-losses",
-        choices=READOUT_LOSSES,
-        default="joint",
-        help="with --german-readout: its losses (joint: EMO-DB's clips through the joint class "
-        "loss only)",
     )
     fit.add_argument(
         "--speaker-baseline",
@@ -272,6 +251,28 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     fit.add_argument("--json", action="store_true", help="end with one JSON line of the result")
     fit.set_defaults(handler=run_fit_voice, user_errors=user_errors)
+
+
+def _readout_terms(
+    parser: argparse.ArgumentParser,
+    prefix: str = "",
+    losses: str = ReadoutSettings.losses,
+    scope: str = "",
+) -> None:
+    """``fit-voice``'s L2 penalty and losses of a readout (``prefix``: whose, e.g. "german-")."""
+    parser.add_argument(
+        f"--{prefix}l2",
+        type=_non_negative,
+        default=ReadoutSettings.l2,
+        help=f"{scope}L2 penalty per weight",
+    )
+    parser.add_argument(
+        f"--{prefix}losses",
+        choices=READOUT_LOSSES,
+        default=losses,
+        help=f"{scope}losses: all: the three heads on every clip and EMO-DB's joint class loss; "
+        "joint: EMO-DB's clips through the joint class loss only",
+    )
 
 
 def _source_and_output(parser: argparse.ArgumentParser) -> None:
@@ -490,9 +491,7 @@ def run_fit_voice(args: argparse.Namespace) -> int:
             held_out=args.held_out_speakers,
             baseline=args.speaker_baseline,
             progress=tick,
-            german=ReadoutSettings(
-                args.german_l2, 1.0, args.german_losses, emodb_heads=args.german_heads
-            )
+            german=language_readout(args.german_l2, args.german_losses, args.german_heads)
             if args.german_readout
             else None,
         )
@@ -542,7 +541,7 @@ def run_audio_eval(args: argparse.Namespace) -> int:
             split,
             predictor,
             acoustic=None if acoustic is None else acoustic.name,
-            language=CORPUS_LANGUAGES.get(args.dataset, "en"),  # what picks the voice map
+            language=CORPUS_LANGUAGES[args.dataset],  # what picks the voice map
             **(metrics | counts),
         )
     return 0

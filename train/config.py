@@ -295,3 +295,9 @@ class ReadoutSettings:
             raise ValueError("the EMO-DB rows' share of the heads' loss must be in [0, 1]")
         if self.losses not in READOUT_LOSSES:
             raise ValueError(f"readout losses {self.losses!r}: choose from {READOUT_LOSSES}")
+
+
+def language_readout(l2: float, losses: str, emodb_heads: float = 1.0) -> ReadoutSettings:
+    """A language readout's settings (``emotrack fit-voice --german-readout``): fitted on its
+    corpus alone, whose clips weigh as its neutral voices do."""
+    return ReadoutSettings(l2, 1.0, losses, emodb_heads=emodb_heads)

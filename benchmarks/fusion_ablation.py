@@ -35,12 +35,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from train.audio_datasets import neutral_voice_clips  # noqa: E402
+from train.audio_datasets import (  # noqa: E402
+    neutral_voice_clips,
+    neutral_voice_items,
+    speaker_key,
+)
+from train.audio_eval import with_voice_histories  # noqa: E402
 from train.data import Sample, load_dataset  # noqa: E402
 from train.evaluate import evaluate  # noqa: E402
 from train.tts_audio import tts_features  # noqa: E402
 from unimse.features import acoustic_extractor  # noqa: E402
 from unimse.inference import EmotionPredictor  # noqa: E402
+from unimse.inputs import ModelInput  # noqa: E402
+from unimse.speakers import FIRST_SPEAKER  # noqa: E402
 
 CONDITIONS = ("text", "text+neutral speech", "text+synthetic speech", "synthetic speech only")
 COLUMNS = {"meld": ("wf1", "acc"), "iemocap": ("wf1", "acc"), "mosi": ("acc2_non0", "mae")}
@@ -48,24 +55,34 @@ COLUMNS = {"meld": ("wf1", "acc"), "iemocap": ("wf1", "acc"), "mosi": ("acc2_non
 
 def neutral_clips(
     predictor: EmotionPredictor, data: Path, split: str, corpus: str = "ravdess"
-) -> list[np.ndarray]:
-    """Acoustic features of the neutral clips of ``corpus``'s held-out speakers of ``split``, as
-    a conversation in a neutral voice gives them (EMO-DB boredom is negative, not neutral: left
-    out)."""
+) -> list[ModelInput]:
+    """The neutral clips of ``corpus``'s held-out speakers of ``split`` (their acoustic features
+    and, with ``voice_trust``, voice histories), as a conversation in a neutral voice gives them
+    (EMO-DB boredom is negative, not neutral: left out)."""
     assert predictor.config.acoustic is not None
-    return neutral_voice_clips(
+    clips = neutral_voice_clips(
         corpus, split, data, predictor.config.acoustic, predictor.voice_prior
     )
+    speakers = [speaker_key(i) for i in neutral_voice_items(corpus, split, data)]
+    voices = [ModelInput(text="", speaker=FIRST_SPEAKER, acoustic=c) for c in clips]
+    return with_voice_histories(predictor, voices, speakers)
 
 
 def with_audio(
-    samples: list[Sample], condition: str, predictor: EmotionPredictor, clips: list[np.ndarray]
+    samples: list[Sample], condition: str, predictor: EmotionPredictor, clips: list[ModelInput]
 ) -> list[Sample]:
     spec = predictor.config.acoustic
     if condition == "text" or spec is None:
         return samples
     if condition == "text+neutral speech":
-        return [replace(s, acoustic=clips[i % len(clips)]) for i, s in enumerate(samples)]
+        return [
+            replace(
+                s,
+                acoustic=clips[i % len(clips)].acoustic,
+                voice_history=clips[i % len(clips)].voice_history,
+            )
+            for i, s in enumerate(samples)
+        ]
     spoken = tts_features([s.text for s in samples], spec, acoustic_extractor(spec))
     if condition == "synthetic speech only":
         return [
@@ -136,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.checkpoint} has no acoustic branch: nothing to compare")
     clips = neutral_clips(predictor, args.data_dir, args.split, args.neutral_corpus)
     if args.hinge_report:
-        print(hinge_report(predictor, clips))
+        print(hinge_report(predictor, [c.acoustic for c in clips if c.acoustic is not None]))
     results: dict[str, dict[str, dict[str, float]]] = {}
     for dataset in args.datasets:
         samples = load_dataset(dataset, args.split, args.data_dir)

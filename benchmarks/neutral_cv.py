@@ -81,6 +81,7 @@ from unimse.inference import outputs_to_predictions
 from unimse.inputs import ModelInput
 from unimse.modeling import ModalityLogits, UniMSEOutput
 from unimse.speakers import FIRST_SPEAKER
+from unimse.voice_trust import corpus_histories
 
 logger = logging.getLogger("neutral_cv")
 
@@ -306,8 +307,11 @@ def check_composition(
 # --- analyse -------------------------------------------------------------------------------
 
 
-def voice_head(fold: Any, config: UniMSEConfig, setting: Setting) -> ModalityLogits:
-    """The fold's acoustic modality logits with ``setting``'s hinge, share, margin and cap."""
+def voice_head(
+    fold: Any, config: UniMSEConfig, setting: Setting, **overrides: Any
+) -> ModalityLogits:
+    """The fold's acoustic modality logits with ``setting``'s hinge, share, margin and cap (and
+    ``overrides`` of other config fields)."""
     head = ModalityLogits(
         replace(
             config,
@@ -316,7 +320,8 @@ def voice_head(fold: Any, config: UniMSEConfig, setting: Setting) -> ModalityLog
             voice_share_by=setting.share_by,
             voice_margin=setting.margin,
             voice_cap=setting.cap,
-            voice_wordless=1.0,  # the weight is the setting's (``with_voice``), with words or not
+            # the weight is the setting's (``with_voice``), with words or not
+            **({"voice_wordless": 1.0} | overrides),
         )
     )
     with torch.no_grad():
@@ -335,17 +340,26 @@ def with_voice(
     scale: float,
     words: bool,
     gain: Gain = None,
+    history: np.ndarray | None = None,
 ) -> UniMSEOutput:
     """What the model outputs for words whose own logits are ``text`` (polarity | MELD |
     IEMOCAP) beside voices whose pooled vectors are ``vectors``, the audio weight ``scale``
-    (times ``gain(text)`` per utterance where there are words)."""
+    (times ``gain(text)`` per utterance where there are words); ``history``: (N, 2) the voices'
+    speaker histories (a head with ``voice_trust``)."""
     t = torch.from_numpy(text.astype(np.float32))
     out = UniMSEOutput(t[:, :3], t[:, 3:10], t[:, 10:], torch.zeros(len(t)))
     if words and gain is not None:
         vectors = vectors * gain(text)[:, None]
     acoustic = scale * torch.from_numpy(vectors.astype(np.float32))
+    past = None if history is None else torch.from_numpy(history.astype(np.float32))
     with torch.no_grad():
-        return head(out, acoustic, torch.zeros_like(acoustic), torch.full((len(t),), float(words)))
+        return head(
+            out,
+            acoustic,
+            torch.zeros_like(acoustic),
+            torch.full((len(t),), float(words)),
+            history=past,
+        )
 
 
 def text_dev(args: argparse.Namespace) -> dict[str, dict[str, np.ndarray]]:
@@ -391,6 +405,7 @@ def words_with_voice(
     reweight: bool = False,
     harm_only: bool = False,
     gain: Gain = None,
+    histories: np.ndarray | None = None,
 ) -> dict[str, float]:
     """MELD / IEMOCAP dev WF1 with the fold's neutral voices (``voices``: "ravdess" or "both")
     beside the utterances (voice i mod n beside utterance i), minus text only; with
@@ -409,8 +424,9 @@ def words_with_voice(
             share = np.bincount(t["gold"], minlength=len(t["prior"])) / len(gold)
             weight = (t["prior"] / np.where(share > 0, share, 1.0))[t["gold"]]
         logits = np.concatenate([np.zeros((len(gold), 3)), t["meld"], t["iemocap"]], -1)
-        paired = neutral[np.arange(len(gold)) % len(neutral)]
-        out = with_voice(head, logits, paired, scale, True, gain)
+        pick = np.arange(len(gold)) % len(neutral)
+        past = None if histories is None else histories[pick]
+        out = with_voice(head, logits, neutral[pick], scale, True, gain, past)
         own = t[dataset].argmax(-1).tolist()
         voiced = (out.meld_logits if dataset == "meld" else out.iemocap_logits).argmax(-1)
         if harm_only:  # no credit where the voice turns wrong words right
@@ -424,9 +440,15 @@ def words_with_voice(
 
 
 def clip_scores(
-    fold: Any, head: ModalityLogits, scale: float, config: UniMSEConfig, gain: Gain = None
+    fold: Any,
+    head: ModalityLogits,
+    scale: float,
+    config: UniMSEConfig,
+    gain: Gain = None,
+    histories: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """RAVDESS audio / audio + sentence UA and EMO-DB audio UA of the fold's held-out clips."""
+    """RAVDESS audio / audio + sentence UA and EMO-DB audio UA of the fold's held-out clips
+    (``histories``: their speaker histories, for a head with ``voice_trust``)."""
     texts = list(fold["texts"])
     scores: dict[str, float] = {}
     for corpus, condition in ((RAVDESS, "audio"), (RAVDESS, "fused"), (EMODB, "audio")):
@@ -436,7 +458,8 @@ def clip_scores(
         fused = condition == "fused"
         words = fold["clip_text"][mask] if fused else [""] * int(mask.sum())
         text = fold["text_logits"][[texts.index(w) for w in words]]
-        out = with_voice(head, text, fold["clip_voice"][mask], scale, fused, gain)
+        past = None if histories is None else histories[mask]
+        out = with_voice(head, text, fold["clip_voice"][mask], scale, fused, gain, past)
         preds = outputs_to_predictions(out, config, [("audio",)] * len(text))
         got = unweighted_accuracy(
             fold["clip_class"][mask].tolist(),
@@ -598,6 +621,159 @@ def neutral_words(args: argparse.Namespace) -> None:
 
 
 @dataclass(frozen=True)
+class Trust:
+    """One voice-trust candidate (UniMSEConfig.voice_trust and companions)."""
+
+    threshold: float
+    width: float
+    prior: float
+    words: float
+
+
+def speaker_histories(
+    head: ModalityLogits, vectors: np.ndarray, scale: float, speakers: list[str]
+) -> np.ndarray:
+    """(N, 2): each voice's speaker history (earlier leads' sum and count) as a conversation in
+    :func:`corpus_histories`' order gives it, the leads read by ``head`` at weight ``scale``."""
+    acoustic = scale * torch.from_numpy(vectors.astype(np.float32))
+    with torch.no_grad():
+        present = (acoustic != 0).any(dim=-1).float()
+        leads = (head.lead(head.voice(acoustic, None)) * present).tolist()
+    return np.array([[h.total, h.count] for h in corpus_histories(leads, speakers)])
+
+
+def neutral_speakers(fold: Any, corpus: str) -> list[str]:
+    """The speakers of the fold's ``corpus`` neutral voices, in the dump's order."""
+    return [
+        f"{d}/{s}"
+        for d, s, c in zip(
+            fold["clip_dataset"], fold["clip_speaker"], fold["clip_class"], strict=True
+        )
+        if d == corpus and c == "neutral"
+    ]
+
+
+def neutral_histories(fold: Any, head: ModalityLogits, scale: float, voices: str) -> np.ndarray:
+    """Histories of the fold's neutral voices ``voices`` ("ravdess", or "both" interleaved as
+    :func:`dump_fold` interleaves them), each corpus's voices one conversation per speaker."""
+    speakers = {c: neutral_speakers(fold, c) for c in (RAVDESS, EMODB)}
+    ravdess = fold["neutral_ravdess"]
+    if len(speakers[RAVDESS]) != len(ravdess):
+        raise SystemExit("the dump's neutral voices do not match its neutral clips")
+    own = {RAVDESS: speaker_histories(head, ravdess, scale, speakers[RAVDESS])}
+    if voices == "ravdess":
+        return own[RAVDESS]
+    both = fold["neutral_both"]
+    slots = [  # (corpus, index in that corpus's voices), as zip_longest interleaved them
+        (c, i)
+        for pair in zip_longest(range(len(speakers[RAVDESS])), range(len(speakers[EMODB])))
+        for c, i in zip((RAVDESS, EMODB), pair, strict=True)
+        if i is not None
+    ]
+    emodb = np.array([both[k] for k, (c, _) in enumerate(slots) if c == EMODB])
+    if len(emodb):
+        own[EMODB] = speaker_histories(head, emodb, scale, speakers[EMODB])
+    return np.array([own[c][i] for c, i in slots])
+
+
+def trust_grid(args: argparse.Namespace) -> None:
+    """The voice trust beside words (``voice_trust``) on the fold dumps: per candidate of
+    ``--trust-thresholds`` x ``--trust-widths`` x ``--trust-priors`` x ``--trust-words``, on
+    top of the step hinge at ``--scales``' first weight and ``--margins``' first margin, the
+    voice alone at ``--wordless-scales``' first weight: pessimistic MELD / IEMOCAP dev costs
+    with the held-out RAVDESS actors' neutral voices and with those and the EMO-DB speakers',
+    RAVDESS audio and audio + sentence UA (means over the folds). The rule (fixed before any
+    test read): among the candidates whose costs, with either set of voices, are no worse than
+    without trust by more than 0.05, the best RAVDESS + sentence UA, then the highest
+    threshold."""
+    folds = [np.load(p, allow_pickle=True) for p in sorted(args.out.glob("fold*.npz"))]
+    if not folds:
+        raise SystemExit(f"no fold dumps in {args.out}: run `readout` first")
+    text = text_dev(args)
+    config = UniMSEConfig.load(resolve_checkpoint(args.init) / "config.json")
+    scale, alone = args.scales[0], args.wordless_scales[0]
+    setting = Setting(scale, 0.0, "flat", args.margins[0], 0.0, "step")
+    candidates = [None] + [
+        Trust(*values)
+        for values in itertools.product(
+            args.trust_thresholds, args.trust_widths, args.trust_priors, args.trust_words
+        )
+    ]
+    rows: list[dict[str, Any]] = []
+    for trust in candidates:
+        per_fold = []
+        for fold in folds:
+            overrides: dict[str, Any] = {"voice_wordless": alone / scale}
+            if trust is not None:
+                texts = list(fold["texts"])
+                overrides |= {
+                    "voice_trust": trust.threshold,
+                    "voice_trust_width": trust.width,
+                    "voice_trust_prior": trust.prior,
+                    "voice_trust_words": trust.words,
+                    "voice_trust_blank": tuple(fold["text_logits"][texts.index("")].tolist()),
+                }
+            head = voice_head(fold, config, setting, **overrides)
+            keys = [
+                f"{d}/{s}" for d, s in zip(fold["clip_dataset"], fold["clip_speaker"], strict=True)
+            ]
+            clips = speaker_histories(head, fold["clip_voice"], scale, keys)
+            costs = {
+                voices: words_with_voice(
+                    text,
+                    fold,
+                    head,
+                    scale,
+                    voices,
+                    harm_only=True,
+                    histories=neutral_histories(fold, head, scale, voices),
+                )
+                for voices in ("ravdess", "both")
+            }
+            scores = clip_scores(fold, head, scale, config, histories=clips)
+            audio = clip_scores(fold, voice_head(fold, config, Setting()), alone, config)
+            per_fold.append((costs, scores["ravdess_fused_uar"], audio["ravdess_audio_uar"]))
+        row: dict[str, Any] = {"trust": None if trust is None else asdict(trust)}
+        for voices in ("ravdess", "both"):
+            for dataset in ("meld", "iemocap"):
+                row[f"{dataset}_{voices}"] = float(
+                    np.mean([c[voices][dataset] for c, _, _ in per_fold])
+                )
+        row["ravdess_fused_uar"] = float(np.mean([f for _, f, _ in per_fold]))
+        row["ravdess_audio_uar"] = float(np.mean([a for _, _, a in per_fold]))
+        rows.append(row)
+    base = rows[0]
+    cost_keys = [f"{d}_{v}" for v in ("ravdess", "both") for d in ("meld", "iemocap")]
+    for row in rows:
+        row["keeps_words"] = all(row[k] >= base[k] - 0.05 for k in cost_keys)
+    (args.out / "trust.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(
+        "| trust (threshold, width, prior, words) | MELD / IEMOCAP cost, RAVDESS voices "
+        "| with EMO-DB's | RAVDESS audio | RAVDESS + sentence | keeps words |"
+    )
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        t = row["trust"]
+        name = (
+            "off"
+            if t is None
+            else f"{t['threshold']:g}, {t['width']:g}, {t['prior']:g}, {t['words']:g}"
+        )
+        print(
+            f"| {name} | {row['meld_ravdess']:+.2f} / {row['iemocap_ravdess']:+.2f} "
+            f"| {row['meld_both']:+.2f} / {row['iemocap_both']:+.2f} "
+            f"| {row['ravdess_audio_uar']:.2f} | {row['ravdess_fused_uar']:.2f} "
+            f"| {row['keeps_words']} |"
+        )
+    allowed = [r for r in rows[1:] if r["keeps_words"]]
+    if not allowed:
+        print(f"{len(folds)} folds; chosen: none keeps the words")
+        return
+    pick = max(allowed, key=lambda r: (round(r["ravdess_fused_uar"], 6), r["trust"]["threshold"]))
+    print(f"{len(folds)} folds; chosen: {pick['trust']}")
+
+
+@dataclass(frozen=True)
 class WordlessPick:
     """The voice's weight without words that ``wordless_weight`` chose, its mean audio-only UAs,
     and the table it chose from."""
@@ -648,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "command",
-        choices=("stage-config", "dump", "analyse", "neutral-words", "readout", "rank"),
+        choices=("stage-config", "dump", "analyse", "neutral-words", "readout", "rank", "trust"),
     )
     parser.add_argument(
         "--out", type=Path, default=Path("runs/neutral_cv"), help="fold configs and dumps"
@@ -737,6 +913,12 @@ def main(argv: list[str] | None = None) -> int:
         help="readout: weights of the neutral voices' rows (folders of weights other than 1 end "
         "in _nW)",
     )
+    parser.add_argument(
+        "--trust-thresholds", nargs="*", type=float, default=[2.0, 2.5, 3.0, 3.5, 4.0]
+    )
+    parser.add_argument("--trust-widths", nargs="*", type=float, default=[0.5, 1.0, 2.0])
+    parser.add_argument("--trust-priors", nargs="*", type=float, default=[1.0, 3.0])
+    parser.add_argument("--trust-words", nargs="*", type=float, default=[0.5, 1.0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fold", type=int, help="stage-config / dump: the fold")
     parser.add_argument("--base", type=Path, default=Path("configs/train_voice_v8_refit.toml"))
@@ -755,6 +937,7 @@ def main(argv: list[str] | None = None) -> int:
         "neutral-words": neutral_words,
         "readout": readout_folds,
         "rank": rank,
+        "trust": trust_grid,
     }
     commands[args.command](args)
     return 0

@@ -34,6 +34,7 @@ from unimse.config import UniMSEConfig
 from unimse.inputs import ModelInput
 from unimse.prediction import Prediction
 from unimse.voice_baseline import SpeakerBaselines
+from unimse.voice_trust import SpeakerExpressiveness
 
 if TYPE_CHECKING:
     from realtime.asr import Transcriber
@@ -53,6 +54,10 @@ class Predictor(Protocol):
     def predict(self, inputs: Sequence[ModelInput]) -> list[Prediction]: ...
 
     def voice_baselines(self) -> SpeakerBaselines | None: ...
+
+    def voice_expressiveness(self) -> SpeakerExpressiveness | None: ...
+
+    def voice_leads(self, inputs: Sequence[ModelInput]) -> list[float]: ...
 
 
 def load_model(options: InferenceOptions) -> EmotionModel:
@@ -100,6 +105,8 @@ class EmotionModel:
     baselines: SpeakerBaselines | None = None
     shared_states: int = 0  # utterances whose acoustic input came from the ASR encoder pass
     extracted: int = 0  # utterances whose acoustic input was computed here
+    # Each speaker's voice history, when the checkpoint trusts an expressive voice (voice_trust)
+    expressiveness: SpeakerExpressiveness | None = None
 
     @classmethod
     def for_predictor(cls, predictor: Predictor, *, audio: bool = True) -> EmotionModel:
@@ -119,11 +126,21 @@ class EmotionModel:
 
             visual = visual_extractor(config.visual)
         baselines = predictor.voice_baselines() if acoustic is not None else None
+        voices = predictor.voice_expressiveness() if acoustic is not None else None
         feature = whisper_feature_of(config.acoustic)
         if feature is None:
-            return cls(predictor, acoustic, visual, baselines=baselines)
+            return cls(predictor, acoustic, visual, baselines=baselines, expressiveness=voices)
         key = states_key(feature.model, feature.layers)
-        return cls(predictor, acoustic, visual, key, feature.layers, feature.model, baselines)
+        return cls(
+            predictor,
+            acoustic,
+            visual,
+            key,
+            feature.layers,
+            feature.model,
+            baselines,
+            expressiveness=voices,
+        )
 
     def share_encoder(self, transcriber: Transcriber) -> None:
         """Let the ASR's encoder pass also give the inner-layer states this checkpoint reads, when
@@ -194,11 +211,29 @@ class EmotionModel:
             self.baselines.move(revision.utterance_seq, old, new)
 
     def end_session(self, session: str) -> None:
-        """Forget the session's speaker baselines (a server's model outlives its sessions)."""
-        if self.baselines is not None:
-            for key in self.baselines.speakers:
-                if key.startswith(f"{session}/"):
-                    self.baselines.forget(key)
+        """Forget the session's speaker baselines and voice histories (a server's model outlives
+        its sessions)."""
+        for kept in (self.baselines, self.expressiveness):
+            if kept is not None:
+                for key in kept.speakers:
+                    if key.startswith(f"{session}/"):
+                        kept.forget(key)
+
+    def with_history(
+        self, model_input: ModelInput, session: str, speaker: str, *, update: bool
+    ) -> ModelInput:
+        """``model_input`` with its speaker's voice history, when the checkpoint reads one
+        (``update``: count this utterance's voice in; False for an utterance still going on or a
+        revision of one already counted)."""
+        if self.expressiveness is None or model_input.acoustic is None:
+            return model_input
+        key = f"{session}/{speaker}"
+        if update:
+            lead = self.predictor.voice_leads([model_input])[0]
+            history = self.expressiveness.add(key, lead)
+        else:
+            history = self.expressiveness.history(key)
+        return replace(model_input, voice_history=history)
 
     def acoustic_features(self, transcript: Transcript) -> np.ndarray | None:
         """The checkpoint's acoustic input (relative to the speaker's voice, see :meth:`voice`)."""
@@ -240,7 +275,9 @@ class EmotionModel:
         visual = None
         if self.visual is not None and utterance.frames:
             visual = self.visual([frame.image for frame in utterance.frames])
-        return replace(item.model_input, acoustic=acoustic, visual=visual)
+        first = utterance.revision == 0  # a revision's voice is already counted in
+        model_input = replace(item.model_input, acoustic=acoustic, visual=visual)
+        return self.with_history(model_input, utterance.session, utterance.speaker, update=first)
 
     def input_of(self, item: PendingUtterance | InterimInput) -> ModelInput:
         """What the predictor reads of a closed utterance (:meth:`features`) or an interim one."""
@@ -250,9 +287,10 @@ class EmotionModel:
         if self.acoustic is not None:
             states = item.states if item.states is not None else self.acoustic(item.audio)
             acoustic = self.voice(states, item.session, item.voice_key, update=False)
-        return ModelInput(
+        model_input = ModelInput(
             text=item.text, speaker=item.speaker, acoustic=acoustic, language=item.language
         )
+        return self.with_history(model_input, item.session, item.voice_key, update=False)
 
     def classify(self, batch: Sequence[PendingUtterance | InterimInput]) -> list[Prediction]:
         """Features, then one forward pass for the whole batch, closed utterances and interim

@@ -59,6 +59,12 @@ class FakePredictor:
         self.batches: list[list[ModelInput]] = []
         self.gate = gate  # when set, predict() waits for it (to build up a backlog)
 
+    def voice_expressiveness(self) -> None:
+        return None
+
+    def voice_leads(self, inputs: Sequence[ModelInput]) -> list[float]:
+        return [0.0] * len(inputs)
+
     def voice_baselines(self) -> None:
         return None
 

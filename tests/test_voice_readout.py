@@ -142,10 +142,12 @@ def test_a_zero_heads_share_is_the_joint_readout_and_a_share_between_moves_it() 
         settings = ReadoutSettings(l2=0.01, losses=losses, emodb_heads=share)
         return fit_readout(rows, np.zeros(16), config, settings).weight
 
-    np.testing.assert_allclose(fit("all", 0.0), fit("joint", 1.0), atol=1e-4)
+    # the same objective summed in another order: L-BFGS stops within its tolerance of the
+    # optimum, here 4e-4 apart (2026-12-05, a fresh venv), while the shares move it by 0.07-0.13
+    np.testing.assert_allclose(fit("all", 0.0), fit("joint", 1.0), atol=2e-3)
     half = fit("all", 0.5)
-    assert not np.allclose(half, fit("all", 0.0), atol=1e-3)
-    assert not np.allclose(half, fit("all", 1.0), atol=1e-3)
+    assert not np.allclose(half, fit("all", 0.0), atol=2e-2)
+    assert not np.allclose(half, fit("all", 1.0), atol=2e-2)
     with pytest.raises(ValueError, match="share"):
         ReadoutSettings(emodb_heads=1.5)
 

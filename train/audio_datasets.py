@@ -333,9 +333,21 @@ def neutral_voice_clips(
     neutral clips only (what live use sees when someone speaks without emotion throughout).
     ``shifts``: also each speaker's clips pitch-shifted by so many semitones
     (:func:`pitch_shifted`)."""
-    folder = corpus_folder(dataset, Path(data_dir))
-    chosen = select_split(load_audio_corpus(dataset, folder), dataset, split, exclude)
+    chosen = neutral_voice_items(dataset, split, data_dir, exclude)
     return neutral_voices(chosen, spec, prior, cache_dir, shifts)
+
+
+def neutral_voice_items(
+    dataset: str, split: str, data_dir: str | Path, exclude: Collection[str] = ()
+) -> list[AudioSample]:
+    """The neutral clips of ``split``'s speakers (less ``exclude``), in the order
+    :func:`neutral_voice_clips` gives their features (no pitch shifts)."""
+    folder = corpus_folder(dataset, Path(data_dir))
+    return [
+        i
+        for i in select_split(load_audio_corpus(dataset, folder), dataset, split, exclude)
+        if is_neutral(i)
+    ]
 
 
 def neutral_voices(

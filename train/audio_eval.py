@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from train.audio_datasets import (
     corpus_folder,
     load_audio_corpus,
     select_split,
+    speaker_key,
     transcript_of,
 )
 from train.metrics import pearson, unweighted_accuracy
@@ -51,6 +53,7 @@ from unimse.inputs import ModelInput
 from unimse.labels import MELD_EMOTIONS
 from unimse.prediction import Prediction
 from unimse.speakers import FIRST_SPEAKER
+from unimse.voice_trust import corpus_histories
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ def audio_inputs(
     features: list[np.ndarray | None] = [None] * len(samples)
     if spec is not None:
         features = list(corpus_features(samples, spec, cache_dir, predictor.voice_prior))
-    return [
+    inputs = [
         ModelInput(
             text=texts[i] if texts is not None else "",
             speaker=FIRST_SPEAKER,
@@ -87,6 +90,19 @@ def audio_inputs(
         )
         for i, (sample, feats) in enumerate(zip(samples, features, strict=True))
     ]
+    return with_voice_histories(predictor, inputs, [speaker_key(s) for s in samples])
+
+
+def with_voice_histories(
+    predictor: EmotionPredictor, inputs: Sequence[ModelInput], speakers: Sequence[str]
+) -> list[ModelInput]:
+    """``inputs`` (one corpus's utterances, in the order their features were normalised) with
+    each speaker's voice history as a conversation in :func:`corpus_histories`' order gives it,
+    when the checkpoint trusts an expressive voice (``voice_trust``); else as they are."""
+    if not predictor.config.voice_trust:
+        return list(inputs)
+    histories = corpus_histories(predictor.voice_leads(inputs), speakers)
+    return [replace(x, voice_history=h) for x, h in zip(inputs, histories, strict=True)]
 
 
 def true_class(sample: AudioSample) -> str:

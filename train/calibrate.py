@@ -57,11 +57,14 @@ from unimse.checkpoint import (
     resolve_checkpoint,
     write_derived,
 )
+from unimse.config import UniMSEConfig
 from unimse.fusion import ModalityEncoder, StatsEncoder
 from unimse.inference import EmotionPredictor
+from unimse.inputs import ModelInput
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS
 from unimse.modeling import ModalityLogits
 from unimse.prediction import Prediction
+from unimse.speakers import FIRST_SPEAKER
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,15 @@ NEUTRAL_VOICE_TOLERANCE = 0.5
 FACE_WORDS_TOLERANCE = 2.0
 # modality -> the fusion encoder whose output projection a scale multiplies
 BRANCHES = {"audio": "acoustic", "video": "visual"}
+
+
+def head_slice(config: UniMSEConfig, dataset: str) -> slice:
+    """Where ``dataset``'s head sits in the concatenated (polarity, MELD, IEMOCAP) logits."""
+    start = len(config.polarities)
+    if dataset == "meld":
+        return slice(start, start + len(config.meld_emotions))
+    start += len(config.meld_emotions)
+    return slice(start, start + len(config.iemocap_emotions))
 
 
 def projection(modality: str) -> tuple[str, str]:
@@ -506,6 +518,36 @@ def _scale_choice(
     return ScaleChoice(modality, factor, {})
 
 
+@dataclass(frozen=True)
+class VoiceTrust:
+    """The voice trust's settings (``UniMSEConfig.voice_trust`` and its companions); None
+    fields keep the checkpoint's."""
+
+    threshold: float
+    width: float | None = None
+    prior: float | None = None
+    words: float | None = None
+
+    def settings(self) -> dict[str, float]:
+        named = {
+            "voice_trust": self.threshold,
+            "voice_trust_width": self.width,
+            "voice_trust_prior": self.prior,
+            "voice_trust_words": self.words,
+        }
+        return {k: v for k, v in named.items() if v is not None}
+
+
+def blank_logits(predictor: EmotionPredictor) -> torch.Tensor:
+    """The heads' logits (polarity, MELD, IEMOCAP) for an utterance without words, context or
+    voice: what the voice alone is added to (``voice_trust_blank``)."""
+    batch = predictor.processor.encode([ModelInput(text="", speaker=FIRST_SPEAKER)])
+    with torch.inference_mode():
+        out = predictor.model(batch.to(predictor.device))
+    parts = (out.polarity_logits, out.meld_logits, out.iemocap_logits)
+    return torch.cat([p.float().cpu() for p in parts], dim=-1)[0]
+
+
 def calibrate_checkpoint(
     source: str | Path,
     output: Path,
@@ -522,6 +564,7 @@ def calibrate_checkpoint(
     face_gate_power: float | None = None,
     voice_neutral_words: float | None = None,
     voice_hinge: str | None = None,
+    voice_trust: VoiceTrust | None = None,
 ) -> tuple[list[HeadCalibration], list[ScaleChoice]]:
     """Write ``output``: ``source`` with dev-calibrated emotion-head biases (``datasets``) and,
     with ``audio_scale`` / ``video_scale`` (a factor, or "auto" to choose it on dev), a scaled
@@ -533,8 +576,10 @@ def calibrate_checkpoint(
     config; ``wordless_audio_scale`` is the voice's weight on utterances without
     words (``voice_wordless`` = it / the audio scale) and ``voice_neutral_words`` the power by
     which words that read as neutral bring the voice up to that weight; ``face_gate_power``
-    sharpens a gated face (``face_gate``). The scales are chosen with these settings in place
-    (the weight without words, set relative to the audio scale, excepted)."""
+    sharpens a gated face (``face_gate``); ``voice_trust`` lets an expressive speaker's voice be
+    heard beside neutral words (its blank logits computed here, after the heads' offsets). The
+    scales are chosen with these settings in place (the weight without words, set relative to
+    the audio scale, and the voice trust, which needs a speaker's history, excepted)."""
     folder = resolve_checkpoint(source)
     if output.resolve() == folder.resolve():
         raise CheckpointError("calibrate writes a new checkpoint: --output must differ")
@@ -579,6 +624,10 @@ def calibrate_checkpoint(
         raise CheckpointError(f"checkpoint {folder} has no face gate to sharpen")
     if face_gate_power is not None:
         settings["face_gate_power"] = face_gate_power
+    blank = None
+    if voice_trust is not None:
+        blank = blank_logits(predictor)
+        settings |= voice_trust.settings() | {"voice_trust_blank": tuple(blank.tolist())}
     settled = replace(predictor.config, **settings)  # validated before any dev data is read
     logits = getattr(predictor.model, "modality_logits", None)
     if isinstance(logits, ModalityLogits):
@@ -610,9 +659,13 @@ def calibrate_checkpoint(
         )
         offs = {c: float(o) for c, o in zip(classes, offsets, strict=True)}
         results.append(HeadCalibration(dataset, offs, before, after))
+        if blank is not None:  # the blank utterance's logits move with the head's bias
+            blank[head_slice(predictor.config, dataset)] += torch.tensor(offsets).float()
         logger.info(
             "%s dev wf1 %.2f -> %.2f, offsets %s", dataset, before["wf1"], after["wf1"], offs
         )
+    if blank is not None:
+        settings["voice_trust_blank"] = tuple(blank.tolist())
     write_derived(folder, output, tensors, metadata, skip=(CALIBRATION,))
     if settings:
         replace(predictor.config, **settings).save(output / CONFIG)

@@ -175,6 +175,33 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "benchmarks/neutral_cv.py neutral-words measures it on 22 speakers)",
     )
     cal.add_argument(
+        "--voice-trust",
+        type=_positive,
+        metavar="E",
+        help="a hinged voice: beside words that read as neutral, move toward what the voice alone "
+        "gives as far as the speaker's running mean voice lead over neutral passes E "
+        "(benchmarks/neutral_cv.py trust chooses it on 22 speakers)",
+    )
+    cal.add_argument(
+        "--voice-trust-width",
+        type=_positive,
+        metavar="W",
+        help="with --voice-trust: the lead above E over which the trust rises from 0 to 1",
+    )
+    cal.add_argument(
+        "--voice-trust-prior",
+        type=_positive,
+        metavar="P",
+        help="with --voice-trust: how many utterances of lead 0 a new speaker starts with",
+    )
+    cal.add_argument(
+        "--voice-trust-words",
+        type=_unit_interval,
+        metavar="Q",
+        help="with --voice-trust: the words' MELD neutral probability from which they count as "
+        "saying nothing (below it the trust shrinks in proportion)",
+    )
+    cal.add_argument(
         "--face-gate-power",
         type=_positive,
         metavar="P",
@@ -413,12 +440,19 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from rich.progress import Progress, TaskID
     from rich.table import Table
 
-    from train.calibrate import calibrate_checkpoint
+    from train.calibrate import VoiceTrust, calibrate_checkpoint
 
     if args.voice_share_by and args.voice_neutral_share is None:
         from train.data import DataError
 
         raise DataError("--voice-share-by needs --voice-neutral-share")
+
+    companions = (args.voice_trust_width, args.voice_trust_prior, args.voice_trust_words)
+    if args.voice_trust is None and any(v is not None for v in companions):
+        raise DataError("--voice-trust-width/-prior/-words need --voice-trust")
+    trust = None
+    if args.voice_trust is not None:
+        trust = VoiceTrust(args.voice_trust, *companions)
 
     tasks: dict[str, TaskID] = {}
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -444,6 +478,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             face_gate_power=args.face_gate_power,
             voice_neutral_words=args.voice_neutral_words,
             voice_hinge=args.voice_hinge,
+            voice_trust=trust,
         )
     table = Table(title=f"dev-set calibration -> {args.output}")
     for column in ("head", "dev wf1 before", "dev wf1 after", "offsets"):

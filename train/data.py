@@ -23,6 +23,7 @@ from unimse.labels import (
     UniversalLabel,
     polarity_of_score,
 )
+from unimse.voice_trust import VoiceHistory
 
 DATASETS = ("meld", "iemocap", "mosi")
 # Emotional speech corpora (train.audio_datasets): audio-only samples with acoustic features.
@@ -54,10 +55,18 @@ class Sample:
     acoustic: np.ndarray | None = field(default=None, compare=False, repr=False)
     visual: np.ndarray | None = field(default=None, compare=False, repr=False)
     language: str = ""  # the language it is spoken in ("": not known), which picks the voice map
+    # its speaker's earlier utterances as the voice trust reads them (UniMSEConfig.voice_trust)
+    voice_history: VoiceHistory = field(default_factory=VoiceHistory)
 
     def to_input(self) -> ModelInput:
         return ModelInput(
-            self.text, self.speaker, self.context, self.acoustic, self.visual, self.language
+            self.text,
+            self.speaker,
+            self.context,
+            self.acoustic,
+            self.visual,
+            self.language,
+            self.voice_history,
         )
 
     @classmethod

@@ -77,6 +77,14 @@ class LossWeights:
             raise ValueError("temperature must be > 0")
 
 
+# UniMSEConfig's tuple fields (lists in JSON)
+TUPLE_FIELDS = (
+    "polarities",
+    "meld_emotions",
+    "iemocap_emotions",
+    "voice_languages",
+    "voice_trust_blank",
+)
 VOICE_HINGES = ("off", "relu", "softplus", "step")
 VOICE_SHARES = ("flat", "unsure")
 FACE_GATES = ("off", "neutral_words")
@@ -130,6 +138,21 @@ class UniMSEConfig:
     # that say nothing ("A: Kids are talking by the door.", neutral 0.98) hear the voice almost
     # as if there were none; words that read as an emotion keep the weight beside words.
     voice_neutral_words: float = 0.0
+    # Voice trust (with voice_hinge; :mod:`unimse.voice_trust`): on utterances with words, the
+    # output moves toward what the voice alone would give (``voice_trust_blank`` + the voice at
+    # the weight without words) by t = clip((E - voice_trust) / voice_trust_width, 0, 1) times
+    # clip(P(neutral of the words) / voice_trust_words, 0, 1), where E is the speaker's running
+    # mean of the voice's lead of its strongest emotion over neutral (0 where none), this
+    # utterance counted in, from a prior of 0 worth voice_trust_prior utterances. A speaker whose
+    # voice keeps carrying emotion is heard beside words that say nothing; a neutral speaker keeps
+    # the margin. 0: off.
+    voice_trust: float = 0.0
+    voice_trust_width: float = 1.0
+    voice_trust_prior: float = 1.0
+    voice_trust_words: float = 0.5
+    # The heads' logits (polarity, MELD, IEMOCAP) for an utterance without words and context:
+    # what the voice alone is added to (emotrack calibrate --voice-trust computes them)
+    voice_trust_blank: tuple[float, ...] = ()
     # Face gate (with modality_logits): "neutral_words" multiplies the face's logits by the
     # probability the heads give MELD's neutral (detached), so a face decides when the words say
     # nothing and barely moves words that read as an emotion. "off": the face's logits as they are.
@@ -202,6 +225,17 @@ class UniMSEConfig:
             raise ValueError("voice_cap must be >= 0 (0: no cap)")
         if self.voice_cap and self.voice_hinge == "off":
             raise ValueError("voice_cap needs voice_hinge")
+        if self.voice_trust < 0:
+            raise ValueError("voice_trust must be >= 0 (0: off)")
+        if self.voice_trust_width <= 0 or self.voice_trust_prior <= 0:
+            raise ValueError("voice_trust_width and voice_trust_prior must be > 0")
+        if not 0.0 < self.voice_trust_words <= 1.0:
+            raise ValueError("voice_trust_words must be in (0, 1]")
+        if self.voice_trust and self.voice_hinge == "off":
+            raise ValueError("voice_trust needs voice_hinge")
+        width = len(self.polarities) + len(self.meld_emotions) + len(self.iemocap_emotions)
+        if self.voice_trust and len(self.voice_trust_blank) != width:
+            raise ValueError(f"voice_trust needs voice_trust_blank: {width} logits")
         if self.face_gate not in FACE_GATES:
             raise ValueError(f"face_gate must be one of {FACE_GATES}, got {self.face_gate!r}")
         if self.face_gate != "off" and not self.modality_logits:
@@ -236,7 +270,7 @@ class UniMSEConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("polarities", "meld_emotions", "iemocap_emotions", "voice_languages"):
+        for key in TUPLE_FIELDS:
             data[key] = list(data[key])
         return data
 
@@ -252,7 +286,7 @@ class UniMSEConfig:
                 data[key] = FeatureSpec(**data[key])
         if "losses" in data:
             data["losses"] = LossWeights(**data["losses"])
-        for key in ("polarities", "meld_emotions", "iemocap_emotions", "voice_languages"):
+        for key in TUPLE_FIELDS:
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)

@@ -20,6 +20,7 @@ from unimse.modeling import UniMSEOutput
 from unimse.prediction import Prediction
 from unimse.processor import UniMSEProcessor
 from unimse.voice_baseline import SpeakerBaselines
+from unimse.voice_trust import SpeakerExpressiveness
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,33 @@ class EmotionPredictor:
         if spec is None or prior is None:
             return None
         return SpeakerBaselines(prior, spec.baseline)
+
+    def voice_expressiveness(self) -> SpeakerExpressiveness | None:
+        """Fresh per-speaker voice histories for one conversation when the checkpoint trusts an
+        expressive speaker's voice beside neutral words (``voice_trust``), else None."""
+        return SpeakerExpressiveness() if self.config.voice_trust else None
+
+    @torch.inference_mode()
+    def voice_leads(self, inputs: Sequence[ModelInput]) -> list[float]:
+        """Per input, how far its voice's strongest MELD emotion leads neutral at the weight
+        beside words (``ModalityLogits.lead``; 0 without a voice or voice logits): what a
+        speaker's voice history counts."""
+        heads = getattr(self.model, "modality_logits", None)
+        fusion = getattr(self.model, "fusion", None)
+        if heads is None or fusion is None or self.config.acoustic is None:
+            return [0.0] * len(inputs)
+        leads: list[float] = []
+        for start in range(0, len(inputs), self.max_batch):
+            batch = self.processor.encode(inputs[start : start + self.max_batch]).to(self.device)
+            if self.half and batch.acoustic is not None:
+                batch.acoustic = batch.acoustic.half()
+            a, _, _ = fusion.encode(
+                batch.size, self.device, batch.acoustic, batch.acoustic_lengths, None, None
+            )
+            present = (a != 0).any(dim=-1).to(torch.float32)
+            lead = heads.lead(heads.voice(a.float(), batch.language)) * present
+            leads.extend(float(x) for x in lead.cpu())
+        return leads
 
     @property
     def voice_prior(self) -> np.ndarray | None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from unimse.voice_trust import VoiceHistory
+
 
 @dataclass(frozen=True)
 class DialogueTurn:
@@ -30,6 +32,8 @@ class ModelInput:
     acoustic: np.ndarray | None = field(default=None, compare=False)
     visual: np.ndarray | None = field(default=None, compare=False)
     language: str = ""  # the transcript's language code ("en", "de"); "": not known
+    # the speaker's earlier utterances as the voice trust reads them (config.voice_trust)
+    voice_history: VoiceHistory = field(default_factory=VoiceHistory)
 
     @property
     def has_words(self) -> bool:

@@ -223,6 +223,11 @@ class ModalityLogits(nn.Module):
         self.face_gate = config.face_gate
         self.neutral_words = config.voice_neutral_words
         self.face_power = config.face_gate_power
+        self.trust = config.voice_trust
+        self.trust_width = config.voice_trust_width
+        self.trust_prior = config.voice_trust_prior
+        self.trust_words = config.voice_trust_words
+        self.trust_blank = torch.tensor(config.voice_trust_blank, dtype=torch.float32)
 
     def hinged(self, voice: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """Per head, relu or softplus of (logit - neutral logit - ``voice_margin``), or with
@@ -266,6 +271,26 @@ class ModalityLogits(nn.Module):
                 voice = torch.where((language == k).unsqueeze(-1), layer(acoustic), voice)
         return voice
 
+    def lead(self, voice: torch.Tensor) -> torch.Tensor:
+        """(B,): how far the voice's strongest MELD emotion leads its neutral (``voice``: the
+        voice's logits at weight 1, :meth:`voice`)."""
+        meld = torch.split(voice, list(self.sizes), dim=-1)[1]
+        n = self.neutral[1]
+        emotional = torch.cat([meld[..., :n], meld[..., n + 1 :]], dim=-1)
+        return emotional.amax(-1) - meld[..., n]
+
+    def trusted(
+        self, out: UniMSEOutput, voice: torch.Tensor, present: torch.Tensor, history: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, 1): how far an utterance with words moves to the voice alone (``voice_trust``):
+        the speaker's expressiveness (``history``: (B, 2) earlier leads' sum and count, this
+        utterance counted in) past the threshold, times how surely the words say nothing."""
+        lead = self.lead(voice).clamp(min=0.0) * present.squeeze(-1)
+        heard = (history[:, 0] + lead) / (self.trust_prior + history[:, 1] + 1.0)
+        speaker = ((heard - self.trust) / self.trust_width).clamp(0.0, 1.0).unsqueeze(-1)
+        blank = (self.words_neutral(out, 1.0) / self.trust_words).clamp(max=1.0)
+        return speaker * blank * present
+
     def forward(
         self,
         out: UniMSEOutput,
@@ -273,6 +298,7 @@ class ModalityLogits(nn.Module):
         visual: torch.Tensor,
         words: torch.Tensor | None = None,
         language: torch.Tensor | None = None,
+        history: torch.Tensor | None = None,
     ) -> UniMSEOutput:
         """``words``: (B,) 1 where the utterance has words; the hinge applies to those rows only
         (without words the voice is all there is, and may say neutral). None: every row. With
@@ -281,8 +307,10 @@ class ModalityLogits(nn.Module):
         ``voice_margin`` the hinge starts that far above neutral, with ``voice_cap`` no class
         gains more than the cap; ``voice_wordless`` scales the voice on rows without words, and
         with ``voice_neutral_words`` up to it on rows whose words read as neutral; ``language``
-        picks the voice map per row (:meth:`voice`)."""
-        voice = self.voice(acoustic.to(out.meld_logits.dtype), language)
+        picks the voice map per row (:meth:`voice`); with ``voice_trust`` and ``history`` (B, 2)
+        rows with words move toward the voice alone by :meth:`trusted`."""
+        voice = raw = self.voice(acoustic.to(out.meld_logits.dtype), language)
+        present = (acoustic != 0).any(dim=-1, keepdim=True).to(voice.dtype)
         if words is not None and self.wordless != 1.0:
             alone = 1.0 - words.to(voice.dtype).unsqueeze(-1)
             voice = voice * (1.0 + (self.wordless - 1.0) * alone)
@@ -291,7 +319,6 @@ class ModalityLogits(nn.Module):
             worded = words.to(voice.dtype).unsqueeze(-1)
             voice = voice * (1.0 + (self.wordless - 1.0) * blank * worded)
         if self.hinge != "off":
-            present = (acoustic != 0).any(dim=-1, keepdim=True).to(voice.dtype)
             hinged = self.hinged(voice, present)
             if self.neutral_share:
                 share = torch.full_like(voice[..., :1], self.neutral_share)
@@ -304,15 +331,20 @@ class ModalityLogits(nn.Module):
             else:
                 worded = words.to(voice.dtype).unsqueeze(-1)
                 voice = worded * hinged + (1.0 - worded) * voice
-        delta = voice + self.face(out, visual)
-        pol, meld, iem = torch.split(delta, list(self.sizes), dim=-1)
+        face = self.face(out, visual)
+        heads = torch.cat([out.polarity_logits, out.meld_logits, out.iemocap_logits], dim=-1)
+        logits = heads + (voice + face)  # the sum as before voice_trust, bit for bit
+        if self.trust and history is not None and words is not None:
+            alone = self.trust_blank.to(raw) + self.wordless * raw + face
+            worded = words.to(raw.dtype).unsqueeze(-1)
+            t = self.trusted(out, raw, present, history.to(raw.dtype)) * worded
+            logits = logits + t * (alone - logits)
+        pol, meld, iem = torch.split(logits, list(self.sizes), dim=-1)
         score = out.score
         if self.acoustic_intensity is not None:  # a read of the vector, not a reason to reshape it
             shift = self.acoustic_intensity(acoustic.detach().to(score.dtype)).squeeze(-1)
             score = (score + shift).clamp(-SCORE_LIMIT, SCORE_LIMIT)
-        return UniMSEOutput(
-            out.polarity_logits + pol, out.meld_logits + meld, out.iemocap_logits + iem, score
-        )
+        return UniMSEOutput(pol, meld, iem, score)
 
 
 class UniMSEEncoderModel(nn.Module):
@@ -373,7 +405,7 @@ class UniMSEEncoderModel(nn.Module):
         pooled = torch.cat([hidden[:, 0], masked_mean(hidden, batch.utterance_mask)], dim=-1)
         shared, out = self.heads(pooled)
         if self.modality_logits is not None:
-            out = self.modality_logits(out, a, v, batch.words, batch.language)
+            out = self.modality_logits(out, a, v, batch.words, batch.language, batch.voice_history)
         if batch.weights is None:
             return out
         losses = task_losses(out, batch, self.config)

@@ -49,6 +49,8 @@ class ModelBatch:
     words: torch.Tensor | None = None  # (B,) 1.0 where ModelInput.has_words
     # (B,) 1 + the index of ModelInput.language in config.voice_languages, 0 where not listed
     language: torch.Tensor | None = None
+    # (B, 2) ModelInput.voice_history's total and count (with config.voice_trust)
+    voice_history: torch.Tensor | None = None
     # Targets (training only)
     polarity: torch.Tensor | None = None
     score: torch.Tensor | None = None
@@ -161,6 +163,10 @@ class UniMSEProcessor:
             listed = self.config.voice_languages
             batch.language = torch.tensor(
                 [1 + listed.index(x.language) if x.language in listed else 0 for x in inputs]
+            )
+        if self.config.voice_trust:
+            batch.voice_history = torch.tensor(
+                [[x.voice_history.total, float(x.voice_history.count)] for x in inputs]
             )
         if self.config.acoustic is not None:
             batch.acoustic, batch.acoustic_lengths = _pad_features(

@@ -116,6 +116,12 @@ def prior_of(utterances: Iterable[np.ndarray]) -> np.ndarray:
     return np.mean(means, axis=0).astype(np.float32)
 
 
+def conversation_order(n: int, seed: int = 0) -> list[int]:
+    """The order in which offline evaluation hears a corpus's ``n`` utterances (seeded random:
+    each speaker's utterances as one conversation)."""
+    return [int(i) for i in np.random.default_rng(seed).permutation(n)]
+
+
 def normalise_corpus(
     features: Sequence[np.ndarray],
     speakers: Sequence[str],
@@ -129,8 +135,7 @@ def normalise_corpus(
     if len(features) != len(speakers):
         raise ValueError("one speaker per utterance")
     baselines = SpeakerBaselines(prior, prior_weight)
-    order = np.random.default_rng(seed).permutation(len(features))
     out: list[np.ndarray] = [np.empty(0)] * len(features)
-    for index in order.tolist():
+    for index in conversation_order(len(features), seed):
         out[index] = baselines.normalise(speakers[index], features[index])
     return out

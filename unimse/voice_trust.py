@@ -1,0 +1,80 @@
+"""How far a speaker's voice has shown emotion so far: the voice's trust beside neutral words.
+
+A neutral voice of an unseen speaker often leans a little to some emotion, so beside words the
+voice counts only past a margin (``UniMSEConfig.voice_margin``). An actor whose voice has kept
+carrying emotion loses, under that margin, the mildly acted lines that the voice alone reads
+right. :class:`SpeakerExpressiveness` keeps, per speaker, the running mean of how far the voice's
+strongest emotion led neutral (``ModalityLogits.lead``, 0 where it did not), from a prior of 0
+worth ``voice_trust_prior`` utterances; the model reads it with the current utterance counted in
+(``ModalityLogits.trusted``). Online and causal, like :mod:`unimse.voice_baseline`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from unimse.voice_baseline import conversation_order
+
+
+@dataclass(frozen=True)
+class VoiceHistory:
+    """A speaker's earlier utterances as the trust reads them: their summed non-negative leads
+    and how many there were."""
+
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        if self.total < 0 or self.count < 0:
+            raise ValueError("a voice history counts non-negative leads")
+
+    def then(self, lead: float) -> VoiceHistory:
+        """This history with one more utterance whose lead was ``lead``."""
+        return VoiceHistory(self.total + max(lead, 0.0), self.count + 1)
+
+
+@dataclass
+class SpeakerExpressiveness:
+    """Each speaker's :class:`VoiceHistory` (one per conversation, or keyed by session;
+    thread-safe)."""
+
+    _histories: dict[str, VoiceHistory] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def history(self, speaker: str) -> VoiceHistory:
+        """The speaker's utterances so far (an empty history for a new speaker)."""
+        with self._lock:
+            return self._histories.get(speaker, VoiceHistory())
+
+    def add(self, speaker: str, lead: float) -> VoiceHistory:
+        """Count an utterance whose voice led neutral by ``lead`` in; returns the history before
+        it (what the model reads beside that utterance)."""
+        with self._lock:
+            before = self._histories.get(speaker, VoiceHistory())
+            self._histories[speaker] = before.then(lead)
+            return before
+
+    @property
+    def speakers(self) -> list[str]:
+        return list(self._histories)
+
+    def forget(self, speaker: str) -> None:
+        with self._lock:
+            self._histories.pop(speaker, None)
+
+
+def corpus_histories(
+    leads: Sequence[float], speakers: Sequence[str], *, seed: int = 0
+) -> list[VoiceHistory]:
+    """Each utterance's speaker history as live use would have it, the utterances taken in the
+    order :func:`unimse.voice_baseline.normalise_corpus` takes them (the same seed: the same
+    conversation)."""
+    if len(leads) != len(speakers):
+        raise ValueError("one speaker per lead")
+    tracker = SpeakerExpressiveness()
+    out = [VoiceHistory()] * len(leads)
+    for index in conversation_order(len(leads), seed):
+        out[index] = tracker.add(speakers[index], leads[index])
+    return out

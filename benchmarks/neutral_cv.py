@@ -635,22 +635,28 @@ def speaker_histories(
 ) -> np.ndarray:
     """(N, 2): each voice's speaker history (earlier leads' sum and count) as a conversation in
     :func:`corpus_histories`' order gives it, the leads read by ``head`` at weight ``scale``."""
+    leads = lead_of(head, vectors, scale)
+    return np.array([[h.total, h.count] for h in corpus_histories(leads, speakers)])
+
+
+def lead_of(head: ModalityLogits, vectors: np.ndarray, scale: float) -> list[float]:
+    """Each voice's lead of its strongest MELD emotion over neutral at weight ``scale``
+    (``ModalityLogits.lead``; 0 for a missing voice)."""
     acoustic = scale * torch.from_numpy(vectors.astype(np.float32))
     with torch.no_grad():
         present = (acoustic != 0).any(dim=-1).float()
-        leads = (head.lead(head.voice(acoustic, None)) * present).tolist()
-    return np.array([[h.total, h.count] for h in corpus_histories(leads, speakers)])
+        return [float(x) for x in head.lead(head.voice(acoustic, None)) * present]
 
 
 def neutral_speakers(fold: Any, corpus: str) -> list[str]:
     """The speakers of the fold's ``corpus`` neutral voices, in the dump's order."""
-    return [
-        f"{d}/{s}"
-        for d, s, c in zip(
-            fold["clip_dataset"], fold["clip_speaker"], fold["clip_class"], strict=True
-        )
-        if d == corpus and c == "neutral"
-    ]
+    keys = zip(clip_speakers(fold), fold["clip_dataset"], fold["clip_class"], strict=True)
+    return [key for key, d, c in keys if d == corpus and c == "neutral"]
+
+
+def clip_speakers(fold: Any) -> list[str]:
+    """Each held-out clip's speaker (``corpus/speaker``, as :func:`speaker_key` names it)."""
+    return [f"{d}/{s}" for d, s in zip(fold["clip_dataset"], fold["clip_speaker"], strict=True)]
 
 
 def neutral_histories(fold: Any, head: ModalityLogits, scale: float, voices: str) -> np.ndarray:
@@ -674,6 +680,34 @@ def neutral_histories(fold: Any, head: ModalityLogits, scale: float, voices: str
     if len(emodb):
         own[EMODB] = speaker_histories(head, emodb, scale, speakers[EMODB])
     return np.array([own[c][i] for c, i in slots])
+
+
+def speaker_leads(folds: list[Any], config: UniMSEConfig, setting: Setting) -> str:
+    """Per held-out speaker, the mean of what the trust counts (the voice's lead over neutral at
+    ``setting``'s weight, 0 where below) over their acted clips and over their neutral voices
+    (RAVDESS actors)."""
+    lines = ["| fold | speaker | acted clips: mean lead | neutral voices: mean lead |"]
+    lines.append("|---|---|---|---|")
+    for k, fold in enumerate(folds):
+        head = voice_head(fold, config, setting)
+        heard = (
+            (clip_speakers(fold), lead_of(head, fold["clip_voice"], setting.scale)),
+            (
+                neutral_speakers(fold, RAVDESS),
+                lead_of(head, fold["neutral_ravdess"], setting.scale),
+            ),
+        )
+        for speaker in sorted(set(clip_speakers(fold))):
+            cells = []
+            for owners, leads in heard:
+                mine = [
+                    max(lead, 0.0)
+                    for key, lead in zip(owners, leads, strict=True)
+                    if key == speaker
+                ]
+                cells.append(f"{np.mean(mine):.2f}" if mine else "-")
+            lines.append(f"| {k} | {speaker} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
 
 
 def trust_grid(args: argparse.Namespace) -> None:
@@ -714,10 +748,7 @@ def trust_grid(args: argparse.Namespace) -> None:
                     "voice_trust_blank": tuple(fold["text_logits"][texts.index("")].tolist()),
                 }
             head = voice_head(fold, config, setting, **overrides)
-            keys = [
-                f"{d}/{s}" for d, s in zip(fold["clip_dataset"], fold["clip_speaker"], strict=True)
-            ]
-            clips = speaker_histories(head, fold["clip_voice"], scale, keys)
+            clips = speaker_histories(head, fold["clip_voice"], scale, clip_speakers(fold))
             costs = {
                 voices: words_with_voice(
                     text,
@@ -765,6 +796,7 @@ def trust_grid(args: argparse.Namespace) -> None:
             f"| {row['ravdess_audio_uar']:.2f} | {row['ravdess_fused_uar']:.2f} "
             f"| {row['keeps_words']} |"
         )
+    print(speaker_leads(folds, config, setting))
     allowed = [r for r in rows[1:] if r["keeps_words"]]
     if not allowed:
         print(f"{len(folds)} folds; chosen: none keeps the words")

@@ -204,11 +204,13 @@ class EmotionModel:
 
     def revise_speaker(self, revision: SpeakerRevision) -> None:
         """Diarisation re-labelled an utterance: its voice now counts in the new speaker's
-        baseline, no longer in the old one's (utterances no longer kept stay where they are)."""
-        if self.baselines is not None:
-            session = revision.session
-            old, new = f"{session}/{revision.old}", f"{session}/{revision.new}"
-            self.baselines.move(revision.utterance_seq, old, new)
+        baseline and voice history, no longer in the old one's (utterances no longer kept stay
+        where they are)."""
+        session = revision.session
+        old, new = f"{session}/{revision.old}", f"{session}/{revision.new}"
+        for kept in (self.baselines, self.expressiveness):
+            if kept is not None:
+                kept.move(revision.utterance_seq, old, new)
 
     def end_session(self, session: str) -> None:
         """Forget the session's speaker baselines and voice histories (a server's model outlives
@@ -220,17 +222,24 @@ class EmotionModel:
                         kept.forget(key)
 
     def with_history(
-        self, model_input: ModelInput, session: str, speaker: str, *, update: bool
+        self,
+        model_input: ModelInput,
+        session: str,
+        speaker: str,
+        *,
+        update: bool,
+        utterance: int | None = None,
     ) -> ModelInput:
         """``model_input`` with its speaker's voice history, when the checkpoint reads one
-        (``update``: count this utterance's voice in; False for an utterance still going on or a
-        revision of one already counted)."""
+        (``update``: count this utterance's voice in, as ``utterance`` so that diarisation can
+        re-label it; False for an utterance still going on or a revision of one already
+        counted)."""
         if self.expressiveness is None or model_input.acoustic is None:
             return model_input
         key = f"{session}/{speaker}"
         if update:
             lead = self.predictor.voice_leads([model_input])[0]
-            history = self.expressiveness.add(key, lead)
+            history = self.expressiveness.add(key, lead, utterance)
         else:
             history = self.expressiveness.history(key)
         return replace(model_input, voice_history=history)
@@ -277,7 +286,9 @@ class EmotionModel:
             visual = self.visual([frame.image for frame in utterance.frames])
         first = utterance.revision == 0  # a revision's voice is already counted in
         model_input = replace(item.model_input, acoustic=acoustic, visual=visual)
-        return self.with_history(model_input, utterance.session, utterance.speaker, update=first)
+        return self.with_history(
+            model_input, utterance.session, utterance.speaker, update=first, utterance=utterance.seq
+        )
 
     def input_of(self, item: PendingUtterance | InterimInput) -> ModelInput:
         """What the predictor reads of a closed utterance (:meth:`features`) or an interim one."""

@@ -266,3 +266,43 @@ def test_live_use_counts_each_closed_utterance_once_and_reads_interim_ones_again
     assert model.expressiveness is not None and model.expressiveness.speakers == ["s2/A"]
     plain = EmotionModel(LeadingPredictor())  # a checkpoint without voice_trust
     assert plain.with_history(voiced, "s1", "A", update=True) is voiced
+
+
+def test_a_relabelled_utterance_moves_its_lead_to_the_new_speakers_history() -> None:
+    tracker = SpeakerExpressiveness()
+    tracker.add("s/1", 5.0, utterance=0)
+    tracker.add("s/1", -2.0, utterance=1)
+    tracker.add("s/1", 3.0, utterance=2)
+    tracker.move(2, "s/1", "s/2")
+    assert tracker.history("s/1") == VoiceHistory(5.0, 2)
+    assert tracker.history("s/2") == VoiceHistory(3.0, 1)
+    tracker.move(2, "s/1", "s/2")  # no longer the old speaker's: nothing moves
+    tracker.move(9, "s/1", "s/2")  # never heard: nothing moves
+    assert tracker.history("s/2") == VoiceHistory(3.0, 1)
+    tracker.move(0, "s/1", "s/3")
+    tracker.move(1, "s/1", "s/3")  # the old speaker's last utterance: the speaker is gone
+    assert tracker.speakers == ["s/2", "s/3"]
+    assert tracker.history("s/3") == VoiceHistory(5.0, 2)
+    tracker.move(2, "s/2", "s/3")  # moved once, it can move again
+    assert tracker.history("s/3") == VoiceHistory(8.0, 3)
+
+
+def test_live_diarisation_moves_the_voice_history_with_the_baseline() -> None:
+    from rt_support import FakePredictor
+
+    from realtime.inference import EmotionModel
+    from realtime.messages import SpeakerRevision
+    from unimse.inputs import ModelInput
+
+    class LeadingPredictor(FakePredictor):
+        def voice_leads(self, inputs: Sequence[ModelInput]) -> list[float]:
+            return [4.0] * len(inputs)
+
+    model = EmotionModel(LeadingPredictor(), expressiveness=SpeakerExpressiveness())
+    voiced = ModelInput(text="okay", acoustic=np.zeros((3, 8), np.float32))
+    model.with_history(voiced, "s", "speaker 1", update=True, utterance=0)
+    model.with_history(voiced, "s", "speaker 1", update=True, utterance=1)
+    model.revise_speaker(SpeakerRevision("s", 0, 0.0, utterance_seq=1, old="speaker 1", new="B"))
+    assert model.expressiveness is not None
+    assert model.expressiveness.history("s/speaker 1") == VoiceHistory(4.0, 1)
+    assert model.expressiveness.history("s/B") == VoiceHistory(4.0, 1)

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from unimse.voice_baseline import conversation_order
+from unimse.voice_baseline import HEARD_KEPT, conversation_order
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class SpeakerExpressiveness:
     thread-safe)."""
 
     _histories: dict[str, VoiceHistory] = field(default_factory=dict, repr=False)
+    # speaker -> utterance -> its lead (the last HEARD_KEPT of each, for move)
+    _heard: dict[str, dict[int, float]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def history(self, speaker: str) -> VoiceHistory:
@@ -48,13 +50,36 @@ class SpeakerExpressiveness:
         with self._lock:
             return self._histories.get(speaker, VoiceHistory())
 
-    def add(self, speaker: str, lead: float) -> VoiceHistory:
-        """Count an utterance whose voice led neutral by ``lead`` in; returns the history before
+    def add(self, speaker: str, lead: float, utterance: int | None = None) -> VoiceHistory:
+        """Count an utterance whose voice led neutral by ``lead`` in, remembered as
+        ``utterance`` (if given) so that :meth:`move` can re-label it; returns the history before
         it (what the model reads beside that utterance)."""
         with self._lock:
             before = self._histories.get(speaker, VoiceHistory())
             self._histories[speaker] = before.then(lead)
+            if utterance is not None:
+                heard = self._heard.setdefault(speaker, {})
+                heard[utterance] = lead
+                if len(heard) > HEARD_KEPT:
+                    heard.pop(next(iter(heard)))
             return before
+
+    def move(self, utterance: int, old: str, new: str) -> None:
+        """Count ``utterance`` as ``new``'s instead of ``old``'s (diarisation re-labelled it);
+        nothing when ``old`` no longer remembers it."""
+        with self._lock:
+            lead = self._heard.get(old, {}).pop(utterance, None)
+            if lead is None:
+                return
+            was = self._histories[old]
+            left = VoiceHistory(max(was.total - max(lead, 0.0), 0.0), was.count - 1)
+            if left.count:
+                self._histories[old] = left
+            else:
+                self._histories.pop(old)
+                self._heard.pop(old, None)
+            self._histories[new] = self._histories.get(new, VoiceHistory()).then(lead)
+            self._heard.setdefault(new, {})[utterance] = lead
 
     @property
     def speakers(self) -> list[str]:
@@ -63,6 +88,7 @@ class SpeakerExpressiveness:
     def forget(self, speaker: str) -> None:
         with self._lock:
             self._histories.pop(speaker, None)
+            self._heard.pop(speaker, None)
 
 
 def corpus_histories(

@@ -11,8 +11,10 @@ import pytest
 import torch
 from conftest import tiny_unimse_config
 from factories import heads_output
+from rt_support import FakePredictor
 
 from unimse.config import UniMSEConfig
+from unimse.inputs import ModelInput
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS, POLARITIES
 from unimse.modeling import ModalityLogits
 from unimse.voice_baseline import conversation_order, normalise_corpus
@@ -72,6 +74,13 @@ def read(
             past,
         )
     return torch.cat([out.polarity_logits, out.meld_logits, out.iemocap_logits], -1)
+
+
+class LeadingPredictor(FakePredictor):
+    """A fake predictor whose every voice leads neutral by 4."""
+
+    def voice_leads(self, inputs: Sequence[ModelInput]) -> list[float]:
+        return [4.0] * len(inputs)
 
 
 def test_a_history_counts_only_how_far_a_voice_led_to_an_emotion() -> None:
@@ -242,14 +251,8 @@ def test_calibrate_writes_a_trust_with_the_blank_utterances_logits(tmp_path: Pat
 
 
 def test_live_use_counts_each_closed_utterance_once_and_reads_interim_ones_against_it() -> None:
-    from rt_support import FakePredictor
-
     from realtime.inference import EmotionModel
     from unimse.inputs import ModelInput
-
-    class LeadingPredictor(FakePredictor):
-        def voice_leads(self, inputs: Sequence[ModelInput]) -> list[float]:
-            return [4.0] * len(inputs)
 
     model = EmotionModel(LeadingPredictor(), expressiveness=SpeakerExpressiveness())
     voiced = ModelInput(text="okay", acoustic=np.zeros((3, 8), np.float32))
@@ -288,15 +291,9 @@ def test_a_relabelled_utterance_moves_its_lead_to_the_new_speakers_history() -> 
 
 
 def test_live_diarisation_moves_the_voice_history_with_the_baseline() -> None:
-    from rt_support import FakePredictor
-
     from realtime.inference import EmotionModel
     from realtime.messages import SpeakerRevision
     from unimse.inputs import ModelInput
-
-    class LeadingPredictor(FakePredictor):
-        def voice_leads(self, inputs: Sequence[ModelInput]) -> list[float]:
-            return [4.0] * len(inputs)
 
     model = EmotionModel(LeadingPredictor(), expressiveness=SpeakerExpressiveness())
     voiced = ModelInput(text="okay", acoustic=np.zeros((3, 8), np.float32))

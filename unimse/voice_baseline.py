@@ -17,10 +17,35 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 
+T = TypeVar("T")
 HEARD_KEPT = 256  # utterances per speaker whose voice diarisation may still move to another
+
+
+@dataclass
+class HeardUtterances(Generic[T]):
+    """What each speaker's last :data:`HEARD_KEPT` utterances counted in (a speaker's running
+    statistic), so that diarisation can move one to another speaker. Not locked: its owner's
+    lock guards it."""
+
+    _heard: dict[str, dict[int, T]] = field(default_factory=dict, repr=False)
+
+    def remember(self, speaker: str, utterance: int, value: T) -> None:
+        heard = self._heard.setdefault(speaker, {})
+        heard[utterance] = value
+        if len(heard) > HEARD_KEPT:
+            heard.pop(next(iter(heard)))
+
+    def take(self, speaker: str, utterance: int) -> T | None:
+        """What ``utterance`` counted in for ``speaker``, no longer remembered there (None when
+        it is not remembered)."""
+        return self._heard.get(speaker, {}).pop(utterance, None)
+
+    def forget(self, speaker: str) -> None:
+        self._heard.pop(speaker, None)
 
 
 @dataclass
@@ -31,8 +56,8 @@ class SpeakerBaselines:
     prior_weight: float  # how many utterances the prior is worth
     _sums: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
-    # speaker -> utterance -> the mean state counted in (the last HEARD_KEPT of each, for move)
-    _heard: dict[str, dict[int, np.ndarray]] = field(default_factory=dict, repr=False)
+    # the mean state each utterance counted in (for move)
+    _heard: HeardUtterances[np.ndarray] = field(default_factory=HeardUtterances, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -78,7 +103,7 @@ class SpeakerBaselines:
         """Count ``utterance`` as ``new``'s instead of ``old``'s (diarisation re-labelled it);
         nothing when ``old`` no longer remembers it."""
         with self._lock:
-            mean = self._heard.get(old, {}).pop(utterance, None)
+            mean = self._heard.take(old, utterance)
             if mean is None:
                 return
             self._add(old, -mean, -1)
@@ -92,10 +117,7 @@ class SpeakerBaselines:
         if not self._counts[speaker]:
             self.forget(speaker)
         elif utterance is not None:
-            heard = self._heard.setdefault(speaker, {})
-            heard[utterance] = mean
-            if len(heard) > HEARD_KEPT:
-                heard.pop(next(iter(heard)))
+            self._heard.remember(speaker, utterance, mean)
 
     @property
     def speakers(self) -> list[str]:
@@ -105,7 +127,7 @@ class SpeakerBaselines:
     def forget(self, speaker: str) -> None:
         self._sums.pop(speaker, None)
         self._counts.pop(speaker, None)
-        self._heard.pop(speaker, None)
+        self._heard.forget(speaker)
 
 
 def prior_of(utterances: Iterable[np.ndarray]) -> np.ndarray:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from unimse.voice_baseline import HEARD_KEPT, conversation_order
+from unimse.voice_baseline import HeardUtterances, conversation_order
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,7 @@ class SpeakerExpressiveness:
     thread-safe)."""
 
     _histories: dict[str, VoiceHistory] = field(default_factory=dict, repr=False)
-    # speaker -> utterance -> its lead (the last HEARD_KEPT of each, for move)
-    _heard: dict[str, dict[int, float]] = field(default_factory=dict, repr=False)
+    _heard: HeardUtterances[float] = field(default_factory=HeardUtterances, repr=False)  # leads
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def history(self, speaker: str) -> VoiceHistory:
@@ -58,28 +57,26 @@ class SpeakerExpressiveness:
             before = self._histories.get(speaker, VoiceHistory())
             self._histories[speaker] = before.then(lead)
             if utterance is not None:
-                heard = self._heard.setdefault(speaker, {})
-                heard[utterance] = lead
-                if len(heard) > HEARD_KEPT:
-                    heard.pop(next(iter(heard)))
+                self._heard.remember(speaker, utterance, lead)
             return before
 
     def move(self, utterance: int, old: str, new: str) -> None:
         """Count ``utterance`` as ``new``'s instead of ``old``'s (diarisation re-labelled it);
         nothing when ``old`` no longer remembers it."""
         with self._lock:
-            lead = self._heard.get(old, {}).pop(utterance, None)
+            lead = self._heard.take(old, utterance)
             if lead is None:
                 return
             was = self._histories[old]
-            left = VoiceHistory(max(was.total - max(lead, 0.0), 0.0), was.count - 1)
-            if left.count:
-                self._histories[old] = left
+            if was.count > 1:
+                self._histories[old] = VoiceHistory(
+                    max(was.total - max(lead, 0.0), 0.0), was.count - 1
+                )
             else:
                 self._histories.pop(old)
-                self._heard.pop(old, None)
+                self._heard.forget(old)
             self._histories[new] = self._histories.get(new, VoiceHistory()).then(lead)
-            self._heard.setdefault(new, {})[utterance] = lead
+            self._heard.remember(new, utterance, lead)
 
     @property
     def speakers(self) -> list[str]:
@@ -88,7 +85,7 @@ class SpeakerExpressiveness:
     def forget(self, speaker: str) -> None:
         with self._lock:
             self._histories.pop(speaker, None)
-            self._heard.pop(speaker, None)
+            self._heard.forget(speaker)
 
 
 def corpus_histories(

@@ -30,8 +30,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -92,27 +90,19 @@ def with_audio(
     return [replace(s, acoustic=f) for s, f in zip(samples, spoken, strict=True)]
 
 
-def hinge_report(predictor: EmotionPredictor, clips: list[np.ndarray]) -> str:
+def hinge_report(predictor: EmotionPredictor, clips: list[ModelInput]) -> str:
     """Which neutral clips the voice's hinge lets through beside words: per head, the clips
     whose lead of some class over neutral passes the margin (so they can move the words' label),
     with that lead. With no hinge every clip moves the logits: nothing to report."""
     import torch
 
-    from unimse.inputs import ModelInput
-    from unimse.speakers import FIRST_SPEAKER
-
     model: Any = predictor.model
     heads: Any = model.modality_logits
     if heads is None or heads.hinge == "off":
         return "the voice is not hinged beside words: every clip moves the logits"
-    batch = predictor.processor.encode(
-        [ModelInput(text="", speaker=FIRST_SPEAKER, acoustic=c) for c in clips]
-    )
+    voice = predictor.voice_logits(clips)  # the shared map: these are English voices
+    assert voice is not None
     with torch.inference_mode():
-        a, _, _ = model.fusion.encode(
-            batch.size, torch.device("cpu"), batch.acoustic, batch.acoustic_lengths, None, None
-        )
-        voice = heads.voice(a, None)  # the shared map: these are English voices
         passed = heads.hinged(voice, torch.ones_like(voice[:, :1]))
     lines = [f"neutral clips {len(clips)}, step margin {heads.margin:g} (hinge {heads.hinge})"]
     names = ("polarity", "MELD", "IEMOCAP")
@@ -153,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.checkpoint} has no acoustic branch: nothing to compare")
     clips = neutral_clips(predictor, args.data_dir, args.split, args.neutral_corpus)
     if args.hinge_report:
-        print(hinge_report(predictor, [c.acoustic for c in clips if c.acoustic is not None]))
+        print(hinge_report(predictor, clips))
     results: dict[str, dict[str, dict[str, float]]] = {}
     for dataset in args.datasets:
         samples = load_dataset(dataset, args.split, args.data_dir)

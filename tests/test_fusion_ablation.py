@@ -40,7 +40,8 @@ def test_the_report_names_the_clips_that_move_the_words() -> None:
     predictor = EmotionPredictor(model, torch.device("cpu"), "test")
     rng = np.random.default_rng(0)
     clips = [rng.normal(scale=s, size=(6, 8)).astype(np.float32) for s in np.geomspace(0.1, 30, 8)]
-    report = fusion_ablation.hinge_report(predictor, clips)
+    voices = [ModelInput(text="", speaker=FIRST_SPEAKER, acoustic=c) for c in clips]
+    report = fusion_ablation.hinge_report(predictor, voices)
 
     def meld(acoustic: np.ndarray | None) -> dict[str, float]:
         item = ModelInput(text="fine.", speaker=FIRST_SPEAKER, acoustic=acoustic)

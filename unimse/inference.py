@@ -103,16 +103,26 @@ class EmotionPredictor:
         expressive speaker's voice beside neutral words (``voice_trust``), else None."""
         return SpeakerExpressiveness() if self.config.voice_trust else None
 
-    @torch.inference_mode()
     def voice_leads(self, inputs: Sequence[ModelInput]) -> list[float]:
         """Per input, how far its voice's strongest MELD emotion leads neutral at the weight
         beside words (``ModalityLogits.lead``; 0 without a voice or voice logits): what a
         speaker's voice history counts."""
         heads = getattr(self.model, "modality_logits", None)
+        logits = self.voice_logits(inputs)
+        if heads is None or logits is None:
+            return [0.0] * len(inputs)
+        return [float(x) for x in heads.lead(logits)]
+
+    @torch.inference_mode()
+    def voice_logits(self, inputs: Sequence[ModelInput]) -> torch.Tensor | None:
+        """(N, polarity + MELD + IEMOCAP): the voice's own logits per input at the weight beside
+        words, through the map of its language (``ModalityLogits.voice``; zero without a
+        voice), on the CPU; None for a checkpoint without voice logits."""
+        heads = getattr(self.model, "modality_logits", None)
         fusion = getattr(self.model, "fusion", None)
         if heads is None or fusion is None or self.config.acoustic is None:
-            return [0.0] * len(inputs)
-        leads: list[float] = []
+            return None
+        parts: list[torch.Tensor] = []
         for start in range(0, len(inputs), self.max_batch):
             batch = self.processor.encode(inputs[start : start + self.max_batch]).to(self.device)
             if self.half and batch.acoustic is not None:
@@ -120,10 +130,9 @@ class EmotionPredictor:
             a, _, _ = fusion.encode(
                 batch.size, self.device, batch.acoustic, batch.acoustic_lengths, None, None
             )
-            present = (a != 0).any(dim=-1).to(torch.float32)
-            lead = heads.lead(heads.voice(a.float(), batch.language)) * present
-            leads.extend(float(x) for x in lead.cpu())
-        return leads
+            present = (a != 0).any(dim=-1, keepdim=True).to(torch.float32)
+            parts.append((heads.voice(a.float(), batch.language) * present).cpu())
+        return torch.cat(parts) if parts else torch.zeros(0, heads.acoustic.out_features)
 
     @property
     def voice_prior(self) -> np.ndarray | None:

@@ -235,13 +235,16 @@ def readout_folds(args: argparse.Namespace) -> None:
         ReadoutSettings,
         empty_logits,
         fit_readout,
+        human_standard,
         install_readout,
         readout_rows,
+        synthetic_sentences,
     )
     from unimse.inference import EmotionPredictor
 
     ravdess, emodb = non_test_corpora(args.data_dir)
     folds = folds_of(ravdess, emodb)
+    synthetic = synthetic_sentences(args.data_dir, args.readout_synthetic)
     predictor = EmotionPredictor.load(args.init, device="cpu")
     spec = predictor.config.acoustic
     assert spec is not None
@@ -260,16 +263,19 @@ def readout_folds(args: argparse.Namespace) -> None:
     for k in [args.fold] if args.fold is not None else range(len(folds)):
         held = folds[k]
         train = training_voices(args.data_dir, held)
-        rows = readout_rows(train, spec)
+        rows = readout_rows(train, spec, synthetic=synthetic)
         test = [s for s in [*ravdess, *emodb] if speaker_key(s) in held]
         clips = list(corpus_features(test, spec, prior=rows.prior))
         for setting in settings:
-            readout = fit_readout(rows, empty, predictor.config, setting)
+            standard = human_standard(rows)
+            readout = fit_readout(rows, empty, predictor.config, setting, standardisation=standard)
             install_readout(predictor.model, readout, rows.prior)
             # the baseline always named: the default's own weight changes when the default does
             name = f"{setting.losses}_l2{setting.l2:g}_e{setting.emodb_weight:g}_b{spec.baseline:g}"
             if setting.neutral_weight != 1.0:
                 name += f"_n{setting.neutral_weight:g}"
+            if synthetic:
+                name += f"_s{len(synthetic)}"
             out = args.out / name
             out.mkdir(parents=True, exist_ok=True)
             if (args.out / "text_dev.npz").exists():
@@ -737,7 +743,12 @@ def trust_grid(args: argparse.Namespace) -> None:
     for trust in candidates:
         per_fold = []
         for fold in folds:
-            overrides: dict[str, Any] = {"voice_wordless": alone / scale}
+            # off: no trust, whatever --init's config holds
+            overrides: dict[str, Any] = {
+                "voice_wordless": alone / scale,
+                "voice_trust": 0.0,
+                "voice_trust_blank": (),
+            }
             if trust is not None:
                 texts = list(fold["texts"])
                 overrides |= {
@@ -951,6 +962,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trust-widths", nargs="*", type=float, default=[0.5, 1.0, 2.0])
     parser.add_argument("--trust-priors", nargs="*", type=float, default=[1.0, 3.0])
     parser.add_argument("--trust-words", nargs="*", type=float, default=[0.5, 1.0])
+    parser.add_argument(
+        "--readout-synthetic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="readout: also N MELD training sentences spoken by espeak-ng as neutral voices "
+        "(folders end in _sN)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fold", type=int, help="stage-config / dump: the fold")
     parser.add_argument("--base", type=Path, default=Path("configs/train_voice_v8_refit.toml"))

@@ -315,3 +315,38 @@ def test_fit_voice_without_the_corpora_gives_a_one_line_error(
     assert code != 0
     assert len(err) == 1 and "ravdess folder not found" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_synthetic_voices_join_the_fit_but_not_its_standardisation() -> None:
+    """espeak-ng's rows are read in the human voices' standardisation, so a language readout
+    fitted in it (EMO-DB's rows alone) does not move when synthetic voices join the shared fit."""
+    from train.audio_data import EMODB, RAVDESS
+    from train.voice_readout import SYNTHETIC, human_standard, language_rows
+
+    rng = np.random.default_rng(5)
+    human = rng.normal(size=(12, 4)).astype(np.float32)
+    synthetic = rng.normal(50.0, 9.0, size=(5, 4)).astype(np.float32)
+    corpora = np.array([RAVDESS] * 6 + [EMODB] * 6 + [SYNTHETIC] * 5)
+    rows = ReadoutRows(
+        np.concatenate([human, synthetic]),
+        [NEUTRAL] * 17,
+        corpora == EMODB,
+        np.zeros(2),
+        corpora == SYNTHETIC,
+        corpora,
+    )
+    mean, var = human_standard(rows)
+    np.testing.assert_allclose(mean, human.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(var, human.var(0), rtol=1e-5)
+    assert len(language_rows(rows, EMODB).labels) == 6
+    assert len(language_rows(rows, RAVDESS, EMODB).labels) == 12
+
+
+def test_synthetic_sentences_are_meld_training_lines_evenly_spaced(shared_data: Path) -> None:
+    from train.voice_readout import synthetic_sentences
+
+    picked = synthetic_sentences(shared_data, 50)
+    assert len(picked) == 50 and len(set(picked)) > 45
+    assert all(len(text.split()) >= 4 for text in picked)
+    assert synthetic_sentences(shared_data, 50) == picked  # the same lines every time
+    assert synthetic_sentences(shared_data, 0) == []

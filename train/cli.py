@@ -261,6 +261,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "cross-entropy at this share of their weight (0-1), beside the joint class loss",
     )
     fit.add_argument(
+        "--synthetic-voices",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="also hear N sentences of MELD's training dialogues spoken by espeak-ng as neutral "
+        "voices (each espeak voice a speaker; 0: none), so a synthetic voice reads as no emotion",
+    )
+    fit.add_argument(
         "--speaker-baseline",
         type=_positive,
         metavar="W",
@@ -319,6 +327,17 @@ def _non_negative(value: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
     if not number >= 0.0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
+    return number
+
+
+def _count(value: str) -> int:
+    """``value`` as a whole number >= 0 (how many)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}") from None
+    if number < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
     return number
 
@@ -508,8 +527,10 @@ def run_fit_voice(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
-    from train.voice_readout import fit_voice
+    from train.voice_readout import fit_voice, synthetic_sentences
 
+    data_dir = args.data_dir or DEFAULT_DATA_DIR
+    synthetic = synthetic_sentences(data_dir, args.synthetic_voices)
     tasks: dict[str, TaskID] = {}
     with Progress(console=Console(stderr=True), transient=True) as progress:
 
@@ -521,7 +542,7 @@ def run_fit_voice(args: argparse.Namespace) -> int:
         record = fit_voice(
             args.checkpoint,
             args.output,
-            args.data_dir or DEFAULT_DATA_DIR,
+            data_dir,
             ReadoutSettings(args.l2, args.emodb_weight, args.losses, args.neutral_weight),
             held_out=args.held_out_speakers,
             baseline=args.speaker_baseline,
@@ -529,6 +550,7 @@ def run_fit_voice(args: argparse.Namespace) -> int:
             german=language_readout(args.german_l2, args.german_losses, args.german_heads)
             if args.german_readout
             else None,
+            synthetic=synthetic,
         )
     print(
         f"voice readout -> {args.output} ({record['clips']} clips, {record['voices']} voices; "

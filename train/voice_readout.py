@@ -114,11 +114,15 @@ def pooled_statistics(features: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def readout_rows(
-    clips: Sequence[AudioSample], spec: FeatureSpec, cache_dir: Path | None = DEFAULT_CACHE
+    clips: Sequence[AudioSample],
+    spec: FeatureSpec,
+    cache_dir: Path | None = DEFAULT_CACHE,
+    synthetic: Sequence[str] = (),
 ) -> ReadoutRows:
     """Every clip of ``clips`` (RAVDESS and EMO-DB) and, per corpus, its speakers' neutral voices
     as a conversation gives them (label neutral), relative to speaker baselines whose prior is the
-    mean voice of ``clips``."""
+    mean voice of ``clips``; with ``synthetic``, also those sentences spoken by espeak-ng
+    (:func:`synthetic_voices`, corpus :data:`SYNTHETIC`), neutral voices too."""
     prior = prior_of(corpus_features(clips, replace(spec, baseline=0.0), cache_dir))
     calm: list[np.ndarray] = []
     calm_corpus: list[str] = []
@@ -126,6 +130,10 @@ def readout_rows(
         voices = neutral_voices([c for c in clips if c.dataset == corpus], spec, prior, cache_dir)
         calm += voices
         calm_corpus += [corpus] * len(voices)
+    if synthetic:
+        voices = synthetic_voices(synthetic, spec, prior, cache_dir)
+        calm += voices
+        calm_corpus += [SYNTHETIC] * len(voices)
     features = [*corpus_features(clips, spec, cache_dir, prior), *calm]
     return ReadoutRows(
         pooled_statistics(features),
@@ -135,6 +143,44 @@ def readout_rows(
         np.array([False] * len(clips) + [True] * len(calm)),
         np.array([c.dataset for c in clips] + calm_corpus),
     )
+
+
+SYNTHETIC = "synthetic"  # ReadoutRows.corpus of espeak-ng's voices
+
+
+def synthetic_voices(
+    texts: Sequence[str],
+    spec: FeatureSpec,
+    prior: np.ndarray,
+    cache_dir: Path | None = DEFAULT_CACHE,
+) -> list[np.ndarray]:
+    """``texts`` spoken by espeak-ng (voice and rate by text: :mod:`train.tts_audio`), each voice
+    a speaker whose utterances are one conversation, relative to its running mean voice from
+    ``prior`` on: emotionless speech of a kind no corpus holds."""
+    from train.tts_audio import tts_features, voice_and_rate
+    from unimse.voice_baseline import normalise_corpus
+
+    raw = replace(spec, baseline=0.0)
+    spoken = tts_features(texts, raw, acoustic_extractor(raw), cache_dir)
+    heard = [(f, voice_and_rate(t)[0]) for f, t in zip(spoken, texts, strict=True) if f is not None]
+    features = [f for f, _ in heard]
+    if not spec.baseline:
+        return features
+    return normalise_corpus(features, [voice for _, voice in heard], prior, spec.baseline)
+
+
+def synthetic_sentences(data_dir: Path, count: int) -> list[str]:
+    """``count`` sentences of MELD's training dialogues (4 words or more, evenly spaced) for
+    :func:`synthetic_voices`."""
+    from train.data import load_dataset
+
+    if count <= 0:
+        return []
+    texts = [s.text for s in load_dataset("meld", "train", data_dir) if len(s.text.split()) >= 4]
+    if not texts:
+        raise DataError(f"no MELD training sentences under {data_dir}")
+    step = max(1, len(texts) // count)
+    return texts[::step][:count]
 
 
 def head_sizes(config: UniMSEConfig) -> list[int]:
@@ -294,11 +340,18 @@ def install_readout(model: nn.Module, readout: VoiceReadout, prior: np.ndarray) 
             buffer.copy_(torch.from_numpy(prior.astype(np.float32)))
 
 
-def language_rows(rows: ReadoutRows, corpus: str) -> ReadoutRows:
-    """The rows of ``corpus``'s clips and its speakers' neutral voices (the prior kept)."""
+def human_standard(rows: ReadoutRows) -> tuple[np.ndarray, np.ndarray]:
+    """The (mean, var) of the rows of human speech (RAVDESS and EMO-DB, their neutral voices
+    included): what a readout standardises with, whatever synthetic voices it also hears."""
+    human = language_rows(rows, RAVDESS, EMODB)
+    return human.pooled.mean(0), human.pooled.var(0)
+
+
+def language_rows(rows: ReadoutRows, *corpora: str) -> ReadoutRows:
+    """The rows of ``corpora``'s clips and their speakers' neutral voices (the prior kept)."""
     if rows.corpus is None:
         raise DataError("these readout rows do not say their corpora")
-    keep = np.asarray(rows.corpus == corpus)
+    keep = np.isin(rows.corpus, corpora)
     return ReadoutRows(
         rows.pooled[keep],
         [lab for lab, k in zip(rows.labels, keep.tolist(), strict=True) if k],
@@ -368,9 +421,12 @@ def fit_voice(
     cache_dir: Path | None = DEFAULT_CACHE,
     progress: Callable[[str, int, int], None] | None = None,
     german: ReadoutSettings | None = None,
+    synthetic: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write ``output``: ``source`` with its voice path a readout fitted on RAVDESS's and EMO-DB's
-    non-test speakers (less ``held_out``), at weight 1 with and without words; ``baseline``: a
+    non-test speakers (less ``held_out``) and, with ``synthetic``, those sentences spoken by
+    espeak-ng as neutral voices (read in the human voices' standardisation, so the German
+    readout does not move), at weight 1 with and without words; ``baseline``: a
     new speaker-baseline prior weight (``FeatureSpec.baseline``; None: the source's);
     ``german``: also a readout of German voices (language "de") fitted with these settings on
     EMO-DB's rows alone (:func:`install_language_readout`). Returns the record also written to
@@ -406,10 +462,12 @@ def fit_voice(
     for done, clip in enumerate(clips, 1):  # into the cache once, so the steps below only read
         cached_features(clip.audio, spec, extract, cache_dir)
         tell("Whisper states of the clips (cached)", done, len(clips))
-    rows = readout_rows(clips, spec, cache_dir)
+    if synthetic:
+        tell(f"speaking {len(synthetic)} sentences with espeak-ng (cached)", 0, 0)
+    rows = readout_rows(clips, spec, cache_dir, synthetic)
     tell(f"fitting the readout on {len(rows.labels)} voices", 0, 0)
     empty = empty_logits(model, predictor.processor)
-    readout = fit_readout(rows, empty, config, settings)
+    readout = fit_readout(rows, empty, config, settings, standardisation=human_standard(rows))
     install_readout(model, readout, rows.prior)
     logger.info("voice readout %s on %d voices -> %s", settings, len(rows.labels), output)
     if german is not None:
@@ -441,6 +499,7 @@ def fit_voice(
         "german_readout": None if german is None else asdict(german),
         "voices": len(rows.labels),
         "clips": len(clips),
+        "synthetic_sentences": len(synthetic),
     }
     previous = folder / CALIBRATION  # what the source's other branches were calibrated with
     if previous.exists():

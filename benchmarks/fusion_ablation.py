@@ -41,8 +41,8 @@ from train.audio_datasets import (  # noqa: E402
 from train.audio_eval import with_voice_histories  # noqa: E402
 from train.data import Sample, load_dataset  # noqa: E402
 from train.evaluate import evaluate  # noqa: E402
-from train.tts_audio import tts_features  # noqa: E402
-from unimse.features import acoustic_extractor  # noqa: E402
+from train.tts_audio import voice_and_rate  # noqa: E402
+from train.voice_readout import synthetic_voices  # noqa: E402
 from unimse.inference import EmotionPredictor  # noqa: E402
 from unimse.inputs import ModelInput  # noqa: E402
 from unimse.speakers import FIRST_SPEAKER  # noqa: E402
@@ -81,13 +81,32 @@ def with_audio(
             )
             for i, s in enumerate(samples)
         ]
-    spoken = tts_features([s.text for s in samples], spec, acoustic_extractor(spec))
+    spoken = synthetic_speech(samples, predictor)
     if condition == "synthetic speech only":
         return [
-            replace(s, text="", context=(), acoustic=f)
-            for s, f in zip(samples, spoken, strict=True)
+            replace(s, text="", context=(), acoustic=v.acoustic, voice_history=v.voice_history)
+            for s, v in zip(samples, spoken, strict=True)
         ]
-    return [replace(s, acoustic=f) for s, f in zip(samples, spoken, strict=True)]
+    return [
+        replace(s, acoustic=v.acoustic, voice_history=v.voice_history)
+        for s, v in zip(samples, spoken, strict=True)
+    ]
+
+
+def synthetic_speech(samples: list[Sample], predictor: EmotionPredictor) -> list[ModelInput]:
+    """Each sample's words spoken by espeak-ng (no acoustic input where nothing is audible), as
+    live use hears them: each espeak voice a speaker, relative to its running mean voice, with
+    its voice history."""
+    assert predictor.config.acoustic is not None
+    texts = [s.text for s in samples]
+    spoken = synthetic_voices(texts, predictor.config.acoustic, predictor.voice_prior)
+    audible = [i for i, f in enumerate(spoken) if f is not None]
+    voices = [ModelInput(text="", speaker=FIRST_SPEAKER, acoustic=spoken[i]) for i in audible]
+    speakers = [voice_and_rate(texts[i])[0] for i in audible]
+    out = [ModelInput(text="", speaker=FIRST_SPEAKER)] * len(samples)
+    for i, voice in zip(audible, with_voice_histories(predictor, voices, speakers), strict=True):
+        out[i] = voice
+    return out
 
 
 def hinge_report(predictor: EmotionPredictor, clips: list[ModelInput]) -> str:

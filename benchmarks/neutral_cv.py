@@ -174,6 +174,16 @@ def dump_fold(
     return len(both)
 
 
+def without_trust(predictor: Any) -> Any:
+    """``predictor`` with its voice trust off: a dump holds the voice beside words as the margin
+    reads it (``analyse``'s sum, checked against the model), the trust scored apart (``trust``)."""
+    config = replace(predictor.config, voice_trust=0.0, voice_trust_blank=())
+    predictor.model.modality_logits.configure(config)
+    predictor.config = predictor.model.config = config
+    predictor.processor.config = config
+    return predictor
+
+
 def non_test_corpora(data_dir: Path) -> tuple[list[AudioSample], list[AudioSample]]:
     """RAVDESS and EMO-DB without their test speakers (their train and dev splits)."""
     clips = training_voices(data_dir)
@@ -210,7 +220,7 @@ def dump_stage(args: argparse.Namespace) -> None:
     ravdess, emodb = non_test_corpora(args.data_dir)  # read once
     held = folds_of(ravdess, emodb)[args.fold]
     test = [s for s in [*ravdess, *emodb] if speaker_key(s) in held]
-    predictor = EmotionPredictor.load(args.checkpoint, device="cpu")
+    predictor = without_trust(EmotionPredictor.load(args.checkpoint, device="cpu"))
     spec, prior = predictor.config.acoustic, predictor.voice_prior
     assert spec is not None and prior is not None
     clips = corpus_features(test, spec, prior=prior)
@@ -245,7 +255,7 @@ def readout_folds(args: argparse.Namespace) -> None:
     ravdess, emodb = non_test_corpora(args.data_dir)
     folds = folds_of(ravdess, emodb)
     synthetic = synthetic_sentences(args.data_dir, args.readout_synthetic)
-    predictor = EmotionPredictor.load(args.init, device="cpu")
+    predictor = without_trust(EmotionPredictor.load(args.init, device="cpu"))
     spec = predictor.config.acoustic
     assert spec is not None
     if args.readout_baseline is not None:  # the speaker baseline's prior weight

@@ -131,7 +131,7 @@ def readout_rows(
         calm += voices
         calm_corpus += [corpus] * len(voices)
     if synthetic:
-        voices = synthetic_voices(synthetic, spec, prior, cache_dir)
+        voices = [v for v in synthetic_voices(synthetic, spec, prior, cache_dir) if v is not None]
         calm += voices
         calm_corpus += [SYNTHETIC] * len(voices)
     features = [*corpus_features(clips, spec, cache_dir, prior), *calm]
@@ -151,22 +151,29 @@ SYNTHETIC = "synthetic"  # ReadoutRows.corpus of espeak-ng's voices
 def synthetic_voices(
     texts: Sequence[str],
     spec: FeatureSpec,
-    prior: np.ndarray,
+    prior: np.ndarray | None,
     cache_dir: Path | None = DEFAULT_CACHE,
-) -> list[np.ndarray]:
-    """``texts`` spoken by espeak-ng (voice and rate by text: :mod:`train.tts_audio`), each voice
-    a speaker whose utterances are one conversation, relative to its running mean voice from
-    ``prior`` on: emotionless speech of a kind no corpus holds."""
+) -> list[np.ndarray | None]:
+    """``texts`` spoken by espeak-ng (voice and rate by text: :mod:`train.tts_audio`; None where
+    nothing is audible), each voice a speaker whose utterances are one conversation, relative to
+    its running mean voice from ``prior`` on (a spec with a speaker baseline): emotionless speech
+    of a kind no corpus holds."""
     from train.tts_audio import tts_features, voice_and_rate
     from unimse.voice_baseline import normalise_corpus
 
     raw = replace(spec, baseline=0.0)
     spoken = tts_features(texts, raw, acoustic_extractor(raw), cache_dir)
-    heard = [(f, voice_and_rate(t)[0]) for f, t in zip(spoken, texts, strict=True) if f is not None]
-    features = [f for f, _ in heard]
     if not spec.baseline:
-        return features
-    return normalise_corpus(features, [voice for _, voice in heard], prior, spec.baseline)
+        return spoken
+    if prior is None:
+        raise ValueError(f"{spec.name}: a speaker baseline needs its prior")
+    audible = [(i, f) for i, f in enumerate(spoken) if f is not None]
+    voices = [voice_and_rate(texts[i])[0] for i, _ in audible]
+    heard = normalise_corpus([f for _, f in audible], voices, prior, spec.baseline)
+    out: list[np.ndarray | None] = [None] * len(texts)
+    for (i, _), features in zip(audible, heard, strict=True):
+        out[i] = features
+    return out
 
 
 def synthetic_sentences(data_dir: Path, count: int) -> list[str]:

@@ -350,3 +350,37 @@ def test_synthetic_sentences_are_meld_training_lines_evenly_spaced(shared_data: 
     assert all(len(text.split()) >= 4 for text in picked)
     assert synthetic_sentences(shared_data, 50) == picked  # the same lines every time
     assert synthetic_sentences(shared_data, 0) == []
+
+
+def test_synthetic_voices_are_each_voices_conversation_and_keep_their_places(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import train.tts_audio as tts
+    import train.voice_readout as readout
+    from train.tts_audio import voice_and_rate
+    from unimse.voice_baseline import normalise_corpus
+
+    texts = ["one two three four", "...", "five six seven eight", "nine ten eleven twelve"]
+    raw = {t: np.full((3, 2), float(i + 1), np.float32) for i, t in enumerate(texts)}
+    raw["..."] = None  # nothing audible
+
+    def spoken(got: list[str], spec: FeatureSpec, extract: object, cache: object) -> list:
+        assert spec.baseline == 0.0  # raw states: the baseline is taken per voice afterwards
+        return [raw[t] for t in got]
+
+    monkeypatch.setattr(tts, "tts_features", spoken)
+    monkeypatch.setattr(readout, "acoustic_extractor", lambda spec: None)
+    spec = FeatureSpec("test-acoustic", 2, "stats", baseline=1.0)
+    prior = np.zeros(2, np.float32)
+    out = readout.synthetic_voices(texts, spec, prior, None)
+    assert out[1] is None and all(out[i] is not None for i in (0, 2, 3))
+    audible = [0, 2, 3]
+    expected = normalise_corpus(
+        [raw[texts[i]] for i in audible], [voice_and_rate(texts[i])[0] for i in audible], prior, 1.0
+    )
+    for i, want in zip(audible, expected, strict=True):
+        np.testing.assert_allclose(out[i], want)
+    unbaselined = readout.synthetic_voices(texts, replace(spec, baseline=0.0), None, None)
+    np.testing.assert_array_equal(unbaselined[2], raw[texts[2]])
+    with pytest.raises(ValueError, match="prior"):
+        readout.synthetic_voices(texts, spec, None, None)

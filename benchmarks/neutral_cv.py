@@ -73,6 +73,7 @@ from speech_cv import class_names
 from train.audio_data import EMODB, RAVDESS, AudioSample
 from train.audio_datasets import neutral_voices, speaker_key, transcript_of
 from train.audio_eval import predicted_class, true_class
+from train.config import ReadoutSettings
 from train.metrics import unweighted_accuracy
 from train.voice_readout import text_logits, training_voices
 from unimse.checkpoint import resolve_checkpoint
@@ -242,7 +243,6 @@ def readout_folds(args: argparse.Namespace) -> None:
 
     from train.audio_datasets import corpus_features
     from train.voice_readout import (
-        ReadoutSettings,
         empty_logits,
         fit_readout,
         human_standard,
@@ -262,12 +262,13 @@ def readout_folds(args: argparse.Namespace) -> None:
         spec = replace(spec, baseline=args.readout_baseline)
     empty = empty_logits(predictor.model, predictor.processor)
     settings = [
-        ReadoutSettings(l2, weight, losses, neutral)
-        for losses, l2, weight, neutral in itertools.product(
+        ReadoutSettings(l2, weight, losses, neutral, synthetic_weight=spoken)
+        for losses, l2, weight, neutral, spoken in itertools.product(
             args.readout_losses,
             args.readout_l2,
             args.readout_emodb_weights,
             args.readout_neutral_weights,
+            args.readout_synthetic_weights,
         )
     ]
     for k in [args.fold] if args.fold is not None else range(len(folds)):
@@ -286,6 +287,8 @@ def readout_folds(args: argparse.Namespace) -> None:
                 name += f"_n{setting.neutral_weight:g}"
             if synthetic:
                 name += f"_s{len(synthetic)}"
+                if setting.synthetic_weight != ReadoutSettings.synthetic_weight:
+                    name += f"w{setting.synthetic_weight:g}"
             out = args.out / name
             out.mkdir(parents=True, exist_ok=True)
             if (args.out / "text_dev.npz").exists():
@@ -979,6 +982,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="readout: also N MELD training sentences spoken by espeak-ng as neutral voices "
         "(folders end in _sN)",
+    )
+    parser.add_argument(
+        "--readout-synthetic-weights",
+        nargs="*",
+        type=float,
+        default=[ReadoutSettings.synthetic_weight],
+        help="readout: weights of the synthetic voices' rows (folders of weights other than "
+        "the default end in _sNwW)",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fold", type=int, help="stage-config / dump: the fold")

@@ -384,3 +384,33 @@ def test_synthetic_voices_are_each_voices_conversation_and_keep_their_places(
     np.testing.assert_array_equal(unbaselined[2], raw[texts[2]])
     with pytest.raises(ValueError, match="prior"):
         readout.synthetic_voices(texts, spec, None, None)
+
+
+def test_synthetic_rows_weigh_as_asked() -> None:
+    """Weighing espeak-ng's rows up pulls the readout to read their voice as neutral."""
+    from train.audio_data import RAVDESS
+    from train.voice_readout import SYNTHETIC
+
+    rng = np.random.default_rng(6)
+    acted = np.stack([rng.normal(3.0, 1.0, 8) for _ in range(30)]).astype(np.float32)
+    spoken = np.stack([rng.normal(2.0, 1.0, 8) for _ in range(10)]).astype(np.float32)
+    corpora = np.array([RAVDESS] * 30 + [SYNTHETIC] * 10)
+    rows = ReadoutRows(
+        np.concatenate([acted, spoken]),
+        [ANGER] * 30 + [NEUTRAL] * 10,
+        np.zeros(40, dtype=bool),
+        np.zeros(4),
+        corpora == SYNTHETIC,
+        corpora,
+    )
+    config = tiny_unimse_config(modality_logits=True, visual=None)
+
+    def neutral_share(weight: float) -> float:
+        settings = ReadoutSettings(l2=0.01, synthetic_weight=weight)
+        logits = fit_readout(rows, np.zeros(16), config, settings).logits(spoken)[:, 3:10]
+        return float(np.mean(logits.argmax(-1) == config.meld_emotions.index("neutral")))
+
+    assert neutral_share(0.05) < 0.5  # barely weighed: read as the acted anger around them
+    assert neutral_share(8.0) == 1.0
+    with pytest.raises(ValueError, match="synthetic"):
+        ReadoutSettings(synthetic_weight=0.0)

@@ -269,6 +269,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "voices (each espeak voice a speaker; 0: none), so a synthetic voice reads as no emotion",
     )
     fit.add_argument(
+        "--synthetic-weight",
+        type=_positive,
+        default=ReadoutSettings.synthetic_weight,
+        help="with --synthetic-voices: the weight of their rows against the acted clips",
+    )
+    fit.add_argument(
         "--speaker-baseline",
         type=_positive,
         metavar="W",
@@ -543,7 +549,13 @@ def run_fit_voice(args: argparse.Namespace) -> int:
             args.checkpoint,
             args.output,
             data_dir,
-            ReadoutSettings(args.l2, args.emodb_weight, args.losses, args.neutral_weight),
+            ReadoutSettings(
+                args.l2,
+                args.emodb_weight,
+                args.losses,
+                args.neutral_weight,
+                synthetic_weight=args.synthetic_weight,
+            ),
             held_out=args.held_out_speakers,
             baseline=args.speaker_baseline,
             progress=tick,

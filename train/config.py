@@ -287,10 +287,14 @@ class ReadoutSettings:
     # with losses "all": EMO-DB's rows in the heads' cross-entropy at this share of their weight
     # (1: as every row; 0: as "joint"), beside the joint class loss
     emodb_heads: float = 1.0
+    # the synthetic voices' rows (espeak-ng speech, label neutral) against the acted clips'
+    synthetic_weight: float = 4.0
 
     def __post_init__(self) -> None:
         if self.l2 < 0 or self.emodb_weight <= 0 or self.neutral_weight <= 0:
             raise ValueError("the readout needs l2 >= 0 and EMO-DB and neutral weights > 0")
+        if self.synthetic_weight <= 0:
+            raise ValueError("the synthetic voices' weight must be > 0")
         if not 0.0 <= self.emodb_heads <= 1.0:
             raise ValueError("the EMO-DB rows' share of the heads' loss must be in [0, 1]")
         if self.losses not in READOUT_LOSSES:

@@ -232,6 +232,9 @@ def fit_readout(
     weight = torch.where(
         emodb, settings.emodb_weight, torch.where(calm, settings.neutral_weight, 1.0)
     )
+    if rows.corpus is not None:  # espeak-ng's rows: a weight of their own
+        synthetic = torch.from_numpy(np.asarray(rows.corpus == SYNTHETIC))
+        weight = torch.where(synthetic, settings.synthetic_weight, weight)
     emodb_mass = settings.emodb_weight * float(emodb.sum())  # the joint loss is a mean
     heads_on = ~emodb if settings.losses == "joint" else torch.ones_like(emodb)
     head_weight = weight

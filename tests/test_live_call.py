@@ -83,11 +83,14 @@ def call_audio(folder: Path) -> tuple[Path, float]:
     import echo as bench  # benchmarks/echo.py: the simulated room
 
     remote_line, local_line = speak(REMOTE_LINE, "en-gb+m1"), speak(LOCAL_LINE, "en-us+f2")
-    total = int(0.5 * SAMPLE_RATE) + len(remote_line) + SAMPLE_RATE + len(local_line)
+    # 2 s of silence first: once under the full suite's load the first 2 s of the remote line
+    # were never captured though "capturing remote" had been logged (2026-12-05)
+    lead = 2 * SAMPLE_RATE
+    total = lead + len(remote_line) + SAMPLE_RATE + len(local_line)
     total += 2 * SAMPLE_RATE
     remote = np.zeros(total, np.float32)
     local = np.zeros(total, np.float32)
-    at = SAMPLE_RATE // 2
+    at = lead
     remote[at : at + len(remote_line)] = remote_line
     at += len(remote_line) + SAMPLE_RATE
     local[at : at + len(local_line)] = local_line

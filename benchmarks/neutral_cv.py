@@ -468,25 +468,37 @@ def clip_scores(
 ) -> dict[str, float]:
     """RAVDESS audio / audio + sentence UA and EMO-DB audio UA of the fold's held-out clips
     (``histories``: their speaker histories, for a head with ``voice_trust``)."""
-    texts = list(fold["texts"])
     scores: dict[str, float] = {}
     for corpus, condition in ((RAVDESS, "audio"), (RAVDESS, "fused"), (EMODB, "audio")):
         mask = fold["clip_dataset"] == corpus
         if not mask.any():
             continue
-        fused = condition == "fused"
-        words = fold["clip_text"][mask] if fused else [""] * int(mask.sum())
-        text = fold["text_logits"][[texts.index(w) for w in words]]
-        past = None if histories is None else histories[mask]
-        out = with_voice(head, text, fold["clip_voice"][mask], scale, fused, gain, past)
-        preds = outputs_to_predictions(out, config, [("audio",)] * len(text))
-        got = unweighted_accuracy(
-            fold["clip_class"][mask].tolist(),
-            [predicted_class(corpus, p) for p in preds],
-            class_names(corpus),
-        )
+        heard = clip_reads(fold, corpus, condition == "fused", head, scale, config, gain, histories)
+        got = unweighted_accuracy(fold["clip_class"][mask].tolist(), heard, class_names(corpus))
         scores[f"{corpus}_{condition}_uar"] = got["uar"]
     return scores
+
+
+def clip_reads(
+    fold: Any,
+    corpus: str,
+    fused: bool,
+    head: ModalityLogits,
+    scale: float,
+    config: UniMSEConfig,
+    gain: Gain = None,
+    histories: np.ndarray | None = None,
+) -> list[str]:
+    """The class read in each of the fold's held-out ``corpus`` clips, by the voice alone or
+    (``fused``) beside its sentence."""
+    texts = list(fold["texts"])
+    mask = fold["clip_dataset"] == corpus
+    words = fold["clip_text"][mask] if fused else [""] * int(mask.sum())
+    text = fold["text_logits"][[texts.index(w) for w in words]]
+    past = None if histories is None else histories[mask]
+    out = with_voice(head, text, fold["clip_voice"][mask], scale, fused, gain, past)
+    preds = outputs_to_predictions(out, config, [("audio",)] * len(text))
+    return [predicted_class(corpus, p) for p in preds]
 
 
 def analyse(args: argparse.Namespace) -> tuple[dict[str, Any] | str, WordlessPick]:
@@ -753,6 +765,8 @@ def trust_grid(args: argparse.Namespace) -> None:
         )
     ]
     rows: list[dict[str, Any]] = []
+    # per candidate and fold: the RAVDESS clips read beside their sentence, alone, and the truth
+    reads: dict[Trust | None, list[tuple[list[str], list[str], list[str]]]] = {}
     for trust in candidates:
         per_fold = []
         for fold in folds:
@@ -786,8 +800,18 @@ def trust_grid(args: argparse.Namespace) -> None:
                 for voices in ("ravdess", "both")
             }
             scores = clip_scores(fold, head, scale, config, histories=clips)
-            audio = clip_scores(fold, voice_head(fold, config, Setting()), alone, config)
+            plain = voice_head(fold, config, Setting())  # the voice alone
+            audio = clip_scores(fold, plain, alone, config)
             per_fold.append((costs, scores["ravdess_fused_uar"], audio["ravdess_audio_uar"]))
+            reads.setdefault(trust, []).append(
+                (
+                    clip_reads(fold, RAVDESS, True, head, scale, config, histories=clips),
+                    clip_reads(
+                        fold, RAVDESS, False, voice_head(fold, config, Setting()), alone, config
+                    ),
+                    fold["clip_class"][fold["clip_dataset"] == RAVDESS].tolist(),
+                )
+            )
         row: dict[str, Any] = {"trust": None if trust is None else asdict(trust)}
         for voices in ("ravdess", "both"):
             for dataset in ("meld", "iemocap"):
@@ -827,6 +851,18 @@ def trust_grid(args: argparse.Namespace) -> None:
         return
     pick = max(allowed, key=lambda r: (round(r["ravdess_fused_uar"], 6), r["trust"]["threshold"]))
     print(f"{len(folds)} folds; chosen: {pick['trust']}")
+    beside, alone_right, neither = 0, 0, 0
+    for fused, voice, truth in reads[Trust(**pick["trust"])]:
+        for f, v, t in zip(fused, voice, truth, strict=True):
+            if f != v:
+                beside += f == t
+                alone_right += v == t
+                neither += t not in (f, v)
+    print(
+        f"RAVDESS clips read otherwise beside the sentence than by the voice alone: "
+        f"{beside + alone_right + neither} (right only beside it {beside}, only alone "
+        f"{alone_right}, neither {neither})"
+    )
 
 
 @dataclass(frozen=True)

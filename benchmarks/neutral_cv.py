@@ -75,10 +75,10 @@ from train.audio_datasets import neutral_voices, speaker_key, transcript_of
 from train.audio_eval import predicted_class, true_class
 from train.config import ReadoutSettings
 from train.metrics import unweighted_accuracy
-from train.voice_readout import text_logits, training_voices
+from train.voice_readout import training_voices
 from unimse.checkpoint import resolve_checkpoint
 from unimse.config import FeatureSpec, UniMSEConfig
-from unimse.inference import outputs_to_predictions
+from unimse.inference import outputs_to_predictions, text_logits
 from unimse.inputs import ModelInput
 from unimse.modeling import ModalityLogits, UniMSEOutput
 from unimse.speakers import FIRST_SPEAKER

@@ -227,11 +227,11 @@ def test_the_model_reads_each_inputs_history_and_the_predictor_its_voice_lead() 
 def test_calibrate_writes_a_trust_with_the_blank_utterances_logits(tmp_path: Path) -> None:
     import json
 
-    from train.calibrate import VoiceTrust, blank_logits, calibrate_checkpoint
+    from train.calibrate import VoiceTrust, calibrate_checkpoint
     from unimse.checkpoint import save_checkpoint
     from unimse.factory import build_model
     from unimse.features import ACOUSTIC_SPEC
-    from unimse.inference import EmotionPredictor
+    from unimse.inference import EmotionPredictor, empty_logits
 
     config = tiny_unimse_config(
         acoustic=ACOUSTIC_SPEC, visual=None, modality_logits=True, voice_hinge="step"
@@ -243,9 +243,11 @@ def test_calibrate_writes_a_trust_with_the_blank_utterances_logits(tmp_path: Pat
     assert (written.voice_trust, written.voice_trust_width) == (2.5, 2.0)
     assert written.voice_trust_prior == UniMSEConfig().voice_trust_prior  # kept as it was
     predictor = EmotionPredictor.load(out, device="cpu")
-    blank = blank_logits(EmotionPredictor.load(source, device="cpu"))
+    before = EmotionPredictor.load(source, device="cpu")
+    blank = torch.from_numpy(empty_logits(before.model, before.processor))
     assert written.voice_trust_blank == pytest.approx(tuple(blank.tolist()))
-    torch.testing.assert_close(blank_logits(predictor), blank)  # the same heads
+    after = torch.from_numpy(empty_logits(predictor.model, predictor.processor))
+    torch.testing.assert_close(after, blank)  # the same heads
     assert json.loads((out / "calibration.json").read_text())["voice_trust"] == 2.5
     assert predictor.model.modality_logits.trust == 2.5
 

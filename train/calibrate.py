@@ -59,12 +59,10 @@ from unimse.checkpoint import (
 )
 from unimse.config import UniMSEConfig
 from unimse.fusion import ModalityEncoder, StatsEncoder
-from unimse.inference import EmotionPredictor
-from unimse.inputs import ModelInput
+from unimse.inference import EmotionPredictor, empty_logits
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS
 from unimse.modeling import ModalityLogits
 from unimse.prediction import Prediction
-from unimse.speakers import FIRST_SPEAKER
 
 logger = logging.getLogger(__name__)
 
@@ -538,16 +536,6 @@ class VoiceTrust:
         return {k: v for k, v in named.items() if v is not None}
 
 
-def blank_logits(predictor: EmotionPredictor) -> torch.Tensor:
-    """The heads' logits (polarity, MELD, IEMOCAP) for an utterance without words, context or
-    voice: what the voice alone is added to (``voice_trust_blank``)."""
-    batch = predictor.processor.encode([ModelInput(text="", speaker=FIRST_SPEAKER)])
-    with torch.inference_mode():
-        out = predictor.model(batch.to(predictor.device))
-    parts = (out.polarity_logits, out.meld_logits, out.iemocap_logits)
-    return torch.cat([p.float().cpu() for p in parts], dim=-1)[0]
-
-
 def calibrate_checkpoint(
     source: str | Path,
     output: Path,
@@ -625,8 +613,8 @@ def calibrate_checkpoint(
     if face_gate_power is not None:
         settings["face_gate_power"] = face_gate_power
     blank = None
-    if voice_trust is not None:
-        blank = blank_logits(predictor)
+    if voice_trust is not None:  # the heads' logits of "", what the voice alone is added to
+        blank = empty_logits(predictor.model, predictor.processor)
         settings |= voice_trust.settings() | {"voice_trust_blank": tuple(blank.tolist())}
     settled = replace(predictor.config, **settings)  # validated before any dev data is read
     logits = getattr(predictor.model, "modality_logits", None)
@@ -660,7 +648,7 @@ def calibrate_checkpoint(
         offs = {c: float(o) for c, o in zip(classes, offsets, strict=True)}
         results.append(HeadCalibration(dataset, offs, before, after))
         if blank is not None:  # the blank utterance's logits move with the head's bias
-            blank[head_slice(predictor.config, dataset)] += torch.tensor(offsets).float()
+            blank[head_slice(predictor.config, dataset)] += offsets
         logger.info(
             "%s dev wf1 %.2f -> %.2f, offsets %s", dataset, before["wf1"], after["wf1"], offs
         )

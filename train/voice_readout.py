@@ -61,6 +61,7 @@ from unimse.checkpoint import (
 from unimse.config import FeatureSpec, UniMSEConfig
 from unimse.features import acoustic_extractor
 from unimse.fusion import PMF, StatsEncoder
+from unimse.inference import empty_logits
 from unimse.labels import EMODB_JOINT_CLASSES, UniversalLabel, emodb_joint_indices
 from unimse.losses import joint_class_cross_entropy
 from unimse.voice_baseline import prior_of
@@ -263,23 +264,6 @@ def fit_readout(
 
     opt.step(closure)
     return replace(readout, weight=w.detach().numpy(), bias=b.detach().numpy())
-
-
-def text_logits(model: nn.Module, processor: Any, texts: Sequence[str]) -> np.ndarray:
-    """The heads' logits of each text alone, without voice or face (polarity | MELD | IEMOCAP),
-    spoken by the speaker label live use gives."""
-    from unimse.inputs import ModelInput
-    from unimse.speakers import FIRST_SPEAKER
-
-    model.eval()
-    with torch.inference_mode():
-        out = model(processor.encode([ModelInput(text=t, speaker=FIRST_SPEAKER) for t in texts]))
-    return torch.cat([out.polarity_logits, out.meld_logits, out.iemocap_logits], -1).numpy()
-
-
-def empty_logits(model: nn.Module, processor: Any) -> np.ndarray:
-    """The heads' logits of the empty transcript (:func:`text_logits` of "")."""
-    return text_logits(model, processor, [""])[0]
 
 
 def _voice_modules(model: nn.Module) -> tuple[StatsEncoder, Any]:

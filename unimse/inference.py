@@ -19,6 +19,7 @@ from unimse.inputs import ModelInput
 from unimse.modeling import UniMSEOutput
 from unimse.prediction import Prediction
 from unimse.processor import UniMSEProcessor
+from unimse.speakers import FIRST_SPEAKER
 from unimse.voice_baseline import SpeakerBaselines
 from unimse.voice_trust import SpeakerExpressiveness
 
@@ -60,6 +61,22 @@ def model_digest(folder: Path, config: UniMSEConfig) -> str:
     digest = hashlib.sha256((folder / WEIGHTS).read_bytes())
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:12]
+
+
+def text_logits(
+    model: torch.nn.Module, processor: UniMSEProcessor, texts: Sequence[str]
+) -> np.ndarray:
+    """The heads' logits of each text alone, without voice or face (polarity | MELD | IEMOCAP),
+    spoken by the speaker label live use gives."""
+    model.eval()
+    with torch.inference_mode():
+        out = model(processor.encode([ModelInput(text=t, speaker=FIRST_SPEAKER) for t in texts]))
+    return torch.cat([out.polarity_logits, out.meld_logits, out.iemocap_logits], -1).numpy()
+
+
+def empty_logits(model: torch.nn.Module, processor: UniMSEProcessor) -> np.ndarray:
+    """The heads' logits of the empty transcript (:func:`text_logits` of "")."""
+    return text_logits(model, processor, [""])[0]
 
 
 class EmotionPredictor:
@@ -124,14 +141,21 @@ class EmotionPredictor:
             return None
         parts: list[torch.Tensor] = []
         for start in range(0, len(inputs), self.max_batch):
-            batch = self.processor.encode(inputs[start : start + self.max_batch]).to(self.device)
-            if self.half and batch.acoustic is not None:
-                batch.acoustic = batch.acoustic.half()
+            chunk = inputs[start : start + self.max_batch]
+            acoustic, lengths, language = self.processor.encode_voice(chunk)  # no tokenising
+            assert acoustic is not None and lengths is not None
+            acoustic = acoustic.to(self.device)
             a, _, _ = fusion.encode(
-                batch.size, self.device, batch.acoustic, batch.acoustic_lengths, None, None
+                len(chunk),
+                self.device,
+                acoustic.half() if self.half else acoustic,
+                lengths.to(self.device),
+                None,
+                None,
             )
             present = (a != 0).any(dim=-1, keepdim=True).to(torch.float32)
-            parts.append((heads.voice(a.float(), batch.language) * present).cpu())
+            shown = None if language is None else language.to(self.device)
+            parts.append((heads.voice(a.float(), shown) * present).cpu())
         return torch.cat(parts) if parts else torch.zeros(0, heads.acoustic.out_features)
 
     @property

@@ -131,6 +131,26 @@ class UniMSEProcessor:
         ids += [*current, self.sep_id]
         return ids, start, start + len(current)
 
+    def encode_voice(
+        self, inputs: Sequence[ModelInput]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """What the voice path reads of ``inputs``, without tokenising their words: the padded
+        acoustic features and their lengths (None for a checkpoint without a voice) and each
+        input's voice map (1 + the index of its language in ``config.voice_languages``, 0 where
+        not listed; None without language maps)."""
+        language = None
+        if self.config.voice_languages:
+            listed = self.config.voice_languages
+            language = torch.tensor(
+                [1 + listed.index(x.language) if x.language in listed else 0 for x in inputs]
+            )
+        if self.config.acoustic is None:
+            return None, None, language
+        acoustic, lengths = _pad_features(
+            [x.acoustic for x in inputs], self.config.acoustic, self.max_feature_steps
+        )
+        return acoustic, lengths, language
+
     def encode(
         self, inputs: Sequence[ModelInput], targets: Sequence[LabelTargets] | None = None
     ) -> ModelBatch:
@@ -159,18 +179,10 @@ class UniMSEProcessor:
             utterance_mask=utterance,
             words=torch.tensor([float(x.has_words) for x in inputs]),
         )
-        if self.config.voice_languages:
-            listed = self.config.voice_languages
-            batch.language = torch.tensor(
-                [1 + listed.index(x.language) if x.language in listed else 0 for x in inputs]
-            )
+        batch.acoustic, batch.acoustic_lengths, batch.language = self.encode_voice(inputs)
         if self.config.voice_trust:
             batch.voice_history = torch.tensor(
                 [[x.voice_history.total, float(x.voice_history.count)] for x in inputs]
-            )
-        if self.config.acoustic is not None:
-            batch.acoustic, batch.acoustic_lengths = _pad_features(
-                [x.acoustic for x in inputs], self.config.acoustic, self.max_feature_steps
             )
         if self.config.visual is not None:
             batch.visual, batch.visual_lengths = _pad_features(

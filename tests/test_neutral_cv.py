@@ -66,3 +66,29 @@ def test_a_step_hinge_setting_reaches_the_fold_head() -> None:
     step = neutral_cv.voice_head(fold, config, neutral_cv.Setting(margin=2.0, hinge="step"))
     assert (step.hinge, step.margin) == ("step", 2.0)
     assert neutral_cv.Setting.of(config).hinge == "relu"
+
+
+def _trust(
+    threshold: float | None, cost: float, fused: float, audio: float = 80.0
+) -> neutral_cv.TrustScore:
+    trust = None if threshold is None else neutral_cv.Trust(threshold, 2.0, 1.0, 0.5)
+    costs = dict.fromkeys(neutral_cv.TRUST_COSTS, cost)
+    return neutral_cv.TrustScore(trust, costs, fused, [fused], audio, [])
+
+
+def test_the_trust_rules_bound_the_words_cost_and_the_issue_rule_wants_the_voice_reached() -> None:
+    scores = [
+        _trust(None, -0.10, 70.0),  # the trust off
+        _trust(2.0, -0.50, 80.5),  # past the issue's bound
+        _trust(2.5, -0.30, 80.0),  # reaches the voice alone, costs 0.2 more than off
+        _trust(3.0, -0.12, 79.9),  # the relative rule's pick: within 0.05 of off, best sentence
+        _trust(3.5, -0.20, 80.0),  # reaches it too, at less harm than 2.5
+    ]
+    relative = neutral_cv.chosen_trust(scores, "relative", 0.4)
+    assert relative is not None and relative.trust is not None
+    assert relative.trust.threshold == 3.0
+    issue = neutral_cv.chosen_trust(scores, "issue", 0.4)
+    assert issue is not None and issue.trust is not None
+    assert issue.trust.threshold == 3.5
+    assert neutral_cv.chosen_trust(scores, "issue", 0.15) is None  # none reaches it within 0.15
+    assert scores[4].reaches_audio == 1 and scores[3].reaches_audio == 0

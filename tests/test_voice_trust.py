@@ -140,6 +140,26 @@ def test_an_expressive_speaker_beside_neutral_words_reads_as_the_voice_alone() -
     torch.testing.assert_close(fully[0], alone)
 
 
+def test_a_new_speaker_can_start_undecided_from_a_prior_lead() -> None:
+    config = trusting(voice_trust_start=2.0, voice_trust_prior=2.0)
+    head = joyful_head(config)
+    meld = neutral_words(1)
+    margin_only = read(head, meld, 3.0, None)
+    alone = torch.tensor(config.voice_trust_blank)
+    alone[len(POLARITIES) + JOY] += config.voice_wordless * 3.0
+    # (2 x 2 + 3) / (2 + 1) = 2.33: a third of the way at the first utterance
+    first = read(head, meld, 3.0, VoiceHistory())
+    torch.testing.assert_close(first[0], margin_only[0] + (alone - margin_only[0]) / 3)
+    # the prior fades as the speaker's own leads come in: (4 + 0 + 3) / (2 + 4 + 1) = 1 < 2
+    quiet = read(head, meld, 3.0, VoiceHistory(0.0, 4))
+    torch.testing.assert_close(quiet, margin_only)
+    # start 0 is the prior of leads 0, as before
+    before = read(joyful_head(trusting()), meld, 3.0, VoiceHistory())
+    torch.testing.assert_close(before, margin_only)
+    with pytest.raises(ValueError, match="voice_trust_start"):
+        trusting(voice_trust_start=-1.0)
+
+
 def test_the_trust_shrinks_as_the_words_read_as_an_emotion_and_needs_words_and_a_voice() -> None:
     config = trusting()
     head = joyful_head(config)
@@ -238,9 +258,11 @@ def test_calibrate_writes_a_trust_with_the_blank_utterances_logits(tmp_path: Pat
     )
     source = save_checkpoint(build_model(config), tmp_path / "hinged", half=False)
     out = tmp_path / "trusting"
-    calibrate_checkpoint(source, out, tmp_path, (), voice_trust=VoiceTrust(2.5, 2.0))
+    trust = VoiceTrust(2.5, 2.0, start=1.5)
+    calibrate_checkpoint(source, out, tmp_path, (), voice_trust=trust)
     written = UniMSEConfig.load(out / "config.json")
     assert (written.voice_trust, written.voice_trust_width) == (2.5, 2.0)
+    assert written.voice_trust_start == 1.5
     assert written.voice_trust_prior == UniMSEConfig().voice_trust_prior  # kept as it was
     predictor = EmotionPredictor.load(out, device="cpu")
     before = EmotionPredictor.load(source, device="cpu")

@@ -525,6 +525,7 @@ class VoiceTrust:
     width: float | None = None
     prior: float | None = None
     words: float | None = None
+    start: float | None = None
 
     def settings(self) -> dict[str, float]:
         named = {
@@ -532,6 +533,7 @@ class VoiceTrust:
             "voice_trust_width": self.width,
             "voice_trust_prior": self.prior,
             "voice_trust_words": self.words,
+            "voice_trust_start": self.start,
         }
         return {k: v for k, v in named.items() if v is not None}
 

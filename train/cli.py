@@ -192,7 +192,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--voice-trust-prior",
         type=_positive,
         metavar="P",
-        help="with --voice-trust: how many utterances of lead 0 a new speaker starts with",
+        help="with --voice-trust: how many utterances of the start lead (--voice-trust-start, "
+        "0 unless given) a new speaker starts with",
+    )
+    cal.add_argument(
+        "--voice-trust-start",
+        type=_non_negative,
+        metavar="S",
+        help="with --voice-trust: a new speaker's presumed mean lead, worth --voice-trust-prior "
+        "utterances (0: presumed to lead none)",
     )
     cal.add_argument(
         "--voice-trust-words",
@@ -472,9 +480,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
         raise DataError("--voice-share-by needs --voice-neutral-share")
 
-    companions = (args.voice_trust_width, args.voice_trust_prior, args.voice_trust_words)
+    companions = (
+        args.voice_trust_width,
+        args.voice_trust_prior,
+        args.voice_trust_words,
+        args.voice_trust_start,
+    )
     if args.voice_trust is None and any(v is not None for v in companions):
-        raise DataError("--voice-trust-width/-prior/-words need --voice-trust")
+        raise DataError("--voice-trust-width/-prior/-words/-start need --voice-trust")
     trust = None
     if args.voice_trust is not None:
         trust = VoiceTrust(args.voice_trust, *companions)

@@ -143,12 +143,13 @@ class UniMSEConfig:
     # the weight without words) by t = clip((E - voice_trust) / voice_trust_width, 0, 1) times
     # clip(P(neutral of the words) / voice_trust_words, 0, 1), where E is the speaker's running
     # mean of the voice's lead of its strongest emotion over neutral (0 where none), this
-    # utterance counted in, from a prior of 0 worth voice_trust_prior utterances. A speaker whose
-    # voice keeps carrying emotion is heard beside words that say nothing; a neutral speaker keeps
-    # the margin. 0: off.
+    # utterance counted in, from a prior of voice_trust_start worth voice_trust_prior utterances
+    # (start 0: a new speaker is presumed to lead none). A speaker whose voice keeps carrying
+    # emotion is heard beside words that say nothing; a neutral speaker keeps the margin. 0: off.
     voice_trust: float = 0.0
     voice_trust_width: float = 1.0
     voice_trust_prior: float = 1.0
+    voice_trust_start: float = 0.0
     voice_trust_words: float = 0.5
     # The heads' logits (polarity, MELD, IEMOCAP) for an utterance without words and context:
     # what the voice alone is added to (emotrack calibrate --voice-trust computes them)
@@ -229,6 +230,8 @@ class UniMSEConfig:
             raise ValueError("voice_trust must be >= 0 (0: off)")
         if self.voice_trust_width <= 0 or self.voice_trust_prior <= 0:
             raise ValueError("voice_trust_width and voice_trust_prior must be > 0")
+        if self.voice_trust_start < 0:
+            raise ValueError("voice_trust_start must be >= 0 (a mean of non-negative leads)")
         if not 0.0 < self.voice_trust_words <= 1.0:
             raise ValueError("voice_trust_words must be in (0, 1]")
         if self.voice_trust and self.voice_hinge == "off":

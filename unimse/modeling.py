@@ -226,6 +226,7 @@ class ModalityLogits(nn.Module):
         self.trust = config.voice_trust
         self.trust_width = config.voice_trust_width
         self.trust_prior = config.voice_trust_prior
+        self.trust_start = config.voice_trust_start
         self.trust_words = config.voice_trust_words
         self.trust_blank = torch.tensor(config.voice_trust_blank, dtype=torch.float32)
 
@@ -284,9 +285,11 @@ class ModalityLogits(nn.Module):
     ) -> torch.Tensor:
         """(B, 1): how far an utterance with words moves to the voice alone (``voice_trust``):
         the speaker's expressiveness (``history``: (B, 2) earlier leads' sum and count, this
-        utterance counted in) past the threshold, times how surely the words say nothing."""
+        utterance counted in, from the prior) past the threshold, times how surely the words say
+        nothing."""
         lead = self.lead(voice).clamp(min=0.0) * present.squeeze(-1)
-        heard = (history[:, 0] + lead) / (self.trust_prior + history[:, 1] + 1.0)
+        prior = self.trust_start * self.trust_prior
+        heard = (prior + history[:, 0] + lead) / (self.trust_prior + history[:, 1] + 1.0)
         speaker = ((heard - self.trust) / self.trust_width).clamp(0.0, 1.0).unsqueeze(-1)
         blank = (self.words_neutral(out, 1.0) / self.trust_words).clamp(max=1.0)
         return speaker * blank * present

@@ -4,9 +4,10 @@ A neutral voice of an unseen speaker often leans a little to some emotion, so be
 voice counts only past a margin (``UniMSEConfig.voice_margin``). An actor whose voice has kept
 carrying emotion loses, under that margin, the mildly acted lines that the voice alone reads
 right. :class:`SpeakerExpressiveness` keeps, per speaker, the running mean of how far the voice's
-strongest emotion led neutral (``ModalityLogits.lead``, 0 where it did not), from a prior of 0
-worth ``voice_trust_prior`` utterances; the model reads it with the current utterance counted in
-(``ModalityLogits.trusted``). Online and causal, like :mod:`unimse.voice_baseline`.
+strongest emotion led neutral (``ModalityLogits.lead``, 0 where it did not), from a prior of
+``voice_trust_start`` worth ``voice_trust_prior`` utterances; the model reads it with the current
+utterance counted in (``ModalityLogits.trusted``). Online and causal, like
+:mod:`unimse.voice_baseline`.
 """
 
 from __future__ import annotations

@@ -414,3 +414,45 @@ def test_synthetic_rows_weigh_as_asked() -> None:
     assert neutral_share(8.0) == 1.0
     with pytest.raises(ValueError, match="synthetic"):
         ReadoutSettings(synthetic_weight=0.0)
+
+
+def test_a_graft_takes_the_donors_shared_readout_and_keeps_the_rest_bit_for_bit(
+    tmp_path: Path,
+) -> None:
+    from train.voice_readout import graft_shared_readout
+    from unimse.checkpoint import read_stored, save_checkpoint
+
+    rng = np.random.default_rng(3)
+    mean, var = rng.normal(0.0, 1.0, 16), rng.uniform(0.5, 2.0, 16)
+
+    def built(seed: int, shift: float = 0.0) -> Path:
+        model, _ = voice_model(voice_languages=("de",), modality_dim=32)
+        g = np.random.default_rng(seed)
+        shared = VoiceReadout(
+            mean + shift,
+            var,
+            g.normal(0.0, 1.0, (16, 16)).astype(np.float32),
+            g.normal(0.0, 1.0, 16).astype(np.float32),
+        )
+        install_readout(model, shared, np.zeros(8, dtype=np.float32))
+        german = replace(shared, weight=shared.weight + 1.0)
+        install_language_readout(model, german, "de")
+        return save_checkpoint(model, tmp_path / f"built{seed}_{shift}", half=False)
+
+    base, donor = built(1), built(2)
+    rows = graft_shared_readout(base, donor, tmp_path / "grafted")
+    assert rows == 16
+    got, _ = read_stored(tmp_path / "grafted")
+    kept, _ = read_stored(base)
+    given, _ = read_stored(donor)
+    proj = "fusion.acoustic.proj.weight"
+    torch.testing.assert_close(got[proj][:16], given[proj][:16], rtol=0, atol=0)
+    torch.testing.assert_close(got[proj][16:], kept[proj][16:], rtol=0, atol=0)  # intensity, de
+    for name in kept:
+        if not name.startswith("fusion.acoustic.proj."):
+            torch.testing.assert_close(got[name], kept[name], rtol=0, atol=0)
+    assert (tmp_path / "grafted" / "voice_graft.json").is_file()
+    with pytest.raises(CheckpointError, match="running_mean differs"):
+        graft_shared_readout(base, built(3, shift=1.0), tmp_path / "other")
+    with pytest.raises(CheckpointError, match="must differ"):
+        graft_shared_readout(base, donor, base)

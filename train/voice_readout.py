@@ -19,6 +19,8 @@ rows of the projection = the map, the acoustic modality logits = the identity on
 the stage's intensity read of the voice as it was; :func:`fit_voice` does it for a checkpoint
 (``emotrack fit-voice``). Like a voice stage, the result has weight 1 with and without words:
 ``emotrack calibrate`` sets the weights, hinge and margin afterwards.
+:func:`graft_shared_readout` (``scripts/graft_voice.py``) puts one built checkpoint's shared
+readout into another built alike, the rest kept bit for bit.
 """
 
 from __future__ import annotations
@@ -500,3 +502,47 @@ def fit_voice(
         record["source_calibration"] = json.loads(previous.read_text(encoding="utf-8"))
     (output / "voice_readout.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+GRAFT_RECORD = "voice_graft.json"  # where the graft says what it took from where
+# What must match for one checkpoint's shared readout to stand in another's: the voice's
+# standardisation and speaker-baseline prior (the rows read them) and the maps that read the rows
+GRAFT_SHARED = (
+    "fusion.acoustic.norm.running_mean",
+    "fusion.acoustic.norm.running_var",
+    "fusion.acoustic.norm.weight",
+    "fusion.acoustic.norm.bias",
+    "fusion.acoustic.baseline_prior",
+    "modality_logits.acoustic.weight",
+)
+
+
+def graft_shared_readout(base: str | Path, donor: str | Path, output: Path) -> int:
+    """Write ``output``: a copy of checkpoint ``base`` (config, calibration and every tensor)
+    whose shared voice readout (the projection's rows that the shared voice map reads: polarity
+    | MELD | IEMOCAP logits) is ``donor``'s. Both must be built alike (same config, same
+    standardisation, baseline prior and voice map, within float16 rounding), as two fits of one
+    recipe with different voices are; the intensity read and the language maps stay ``base``'s,
+    so a refit of the shared readout leaves what it did not change bit for bit. Returns the rows
+    taken."""
+    base_dir, donor_dir = resolve_checkpoint(base), resolve_checkpoint(donor)
+    if output.resolve() in (base_dir.resolve(), donor_dir.resolve()):
+        raise CheckpointError("the graft writes a new checkpoint: --output must differ")
+    if UniMSEConfig.load(base_dir / CONFIG) != UniMSEConfig.load(donor_dir / CONFIG):
+        raise CheckpointError(f"{base_dir} and {donor_dir} differ in config: no graft")
+    tensors, metadata = read_stored(base_dir)
+    given, _ = read_stored(donor_dir)
+    for name in GRAFT_SHARED:
+        if name not in tensors or name not in given:
+            raise CheckpointError(f"no {name}: a graft needs a readout voice in both")
+        if not torch.allclose(tensors[name].float(), given[name].float(), rtol=1e-3, atol=1e-5):
+            raise CheckpointError(f"{name} differs: {donor_dir}'s readout reads another voice")
+    heads = int(tensors["modality_logits.acoustic.weight"].shape[0])
+    for name in ("fusion.acoustic.proj.weight", "fusion.acoustic.proj.bias"):
+        tensors[name] = tensors[name].clone()
+        tensors[name][:heads] = given[name][:heads].to(tensors[name].dtype)
+    write_derived(base_dir, output, tensors, metadata)
+    record = {"base": str(base), "donor": str(donor), "rows": heads}
+    (output / GRAFT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    logger.info("shared voice readout of %s grafted onto %s -> %s", donor_dir, base_dir, output)
+    return heads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -451,7 +452,8 @@ def test_a_graft_takes_the_donors_shared_readout_and_keeps_the_rest_bit_for_bit(
     for name in kept:
         if not name.startswith("fusion.acoustic.proj."):
             torch.testing.assert_close(got[name], kept[name], rtol=0, atol=0)
-    assert (tmp_path / "grafted" / "voice_graft.json").is_file()
+    record = json.loads((tmp_path / "grafted" / "voice_graft.json").read_text())
+    assert record["rows"] == 16 and "donor_readout" not in record  # the donor has no fit record
     with pytest.raises(CheckpointError, match="running_mean differs"):
         graft_shared_readout(base, built(3, shift=1.0), tmp_path / "other")
     with pytest.raises(CheckpointError, match="must differ"):

@@ -74,6 +74,7 @@ NEUTRAL = ACTED_LABELS["neutral"]
 # The voice tensors a readout rewrites (with the prior buffer); every other tensor is kept.
 VOICE_TENSOR_PREFIXES = ("fusion.acoustic.", "modality_logits.acoustic")
 LANGUAGE_MAPS = "modality_logits.acoustic_by_language."  # one voice map per listed language
+READOUT_RECORD = "voice_readout.json"  # what fit-voice fitted, and on what
 
 
 @dataclass(frozen=True)
@@ -500,7 +501,7 @@ def fit_voice(
     previous = folder / CALIBRATION  # what the source's other branches were calibrated with
     if previous.exists():
         record["source_calibration"] = json.loads(previous.read_text(encoding="utf-8"))
-    (output / "voice_readout.json").write_text(json.dumps(record, indent=2) + "\n")
+    (output / READOUT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -542,7 +543,10 @@ def graft_shared_readout(base: str | Path, donor: str | Path, output: Path) -> i
         tensors[name] = tensors[name].clone()
         tensors[name][:heads] = given[name][:heads].to(tensors[name].dtype)
     write_derived(base_dir, output, tensors, metadata)
-    record = {"base": str(base), "donor": str(donor), "rows": heads}
+    record: dict[str, Any] = {"base": str(base), "donor": str(donor), "rows": heads}
+    fitted = donor_dir / READOUT_RECORD  # how the donor's readout was fitted
+    if fitted.is_file():
+        record["donor_readout"] = json.loads(fitted.read_text(encoding="utf-8"))
     (output / GRAFT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     logger.info("shared voice readout of %s grafted onto %s -> %s", donor_dir, base_dir, output)
     return heads

@@ -372,6 +372,31 @@ def test_replay_of_a_held_out_actor_hears_the_emotions(shared_data: Path, tmp_pa
 
 
 @pytest.mark.slow
+def test_the_bundled_samples_synthetic_voices_leave_the_words_their_reading(
+    tmp_path: Path,
+) -> None:
+    """`emotrack live` without a microphone replays this espeak-ng conversation: a voice model
+    that hears flat synthetic speech as anger misreads it (stage 31 read 4 of its 8 utterances
+    as anger, the words alone none)."""
+    from rt_support import replay_to_jsonl
+
+    from realtime.cli.commands import SAMPLE_AUDIO
+
+    checkpoint = shipped_voice_checkpoint()
+    both = ("--channels-as-speakers", "--speakers", "Maya,Tom")
+    _, voiced = replay_to_jsonl(SAMPLE_AUDIO, checkpoint, tmp_path / "v.jsonl", *both, timeout=300)
+    _, words = replay_to_jsonl(
+        SAMPLE_AUDIO, checkpoint, tmp_path / "w.jsonl", *both, "--no-audio-features", timeout=300
+    )
+    assert len(voiced) == len(words) == 8, [r["text"] for r in voiced]
+    assert all("audio" in r["modalities"] for r in voiced)
+    pairs = [(v["emotion"], w["emotion"]) for v, w in zip(voiced, words, strict=True)]
+    print(f"the bundled sample, with the voice / words alone: {pairs}")
+    assert not [p for p in pairs if p[0] == "anger" != p[1]], pairs  # no anger the words lack
+    assert sum(v == w for v, w in pairs) >= 6, pairs
+
+
+@pytest.mark.slow
 async def test_pipeline_runs_the_whisper_encoder_once_per_utterance(tmp_path: Path) -> None:
     """A replay whose checkpoint reads tiny.en states: every utterance's acoustic input comes
     from the ASR's own encoder pass, none from a second one."""

@@ -6,6 +6,8 @@
     python benchmarks/neutral_cv.py analyse                                 (the grid, seconds)
     python benchmarks/neutral_cv.py readout --out DIR [--readout-l2 ...]    (instead of training)
     python benchmarks/neutral_cv.py rank --outs DIR/* [analyse's options]   (readouts by score)
+    python benchmarks/neutral_cv.py trust --out DIR/SETTING [--orders N] [--rule issue]
+                                                             (the voice trust, trust_grid)
 
 The audio weight and the hinged voice's settings (neutral share, margin) were chosen on three dev
 speakers (RAVDESS 15-16, EMO-DB 12), and five times those three predicted a neutral voice's cost

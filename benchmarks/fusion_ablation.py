@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from train.audio_datasets import (  # noqa: E402
-    neutral_voice_clips,
     neutral_voice_items,
+    neutral_voices,
     speaker_key,
 )
 from train.audio_eval import with_voice_histories  # noqa: E402
@@ -58,12 +58,15 @@ def neutral_clips(
     and, with ``voice_trust``, voice histories), as a conversation in a neutral voice gives them
     (EMO-DB boredom is negative, not neutral: left out)."""
     assert predictor.config.acoustic is not None
-    clips = neutral_voice_clips(
-        corpus, split, data, predictor.config.acoustic, predictor.voice_prior
-    )
-    speakers = [speaker_key(i) for i in neutral_voice_items(corpus, split, data)]
+    items = neutral_voice_items(corpus, split, data)  # the corpus read once
+    clips = neutral_voices(items, predictor.config.acoustic, predictor.voice_prior)
     voices = [ModelInput(text="", speaker=FIRST_SPEAKER, acoustic=c) for c in clips]
-    return with_voice_histories(predictor, voices, speakers)
+    return with_voice_histories(predictor, voices, [speaker_key(i) for i in items])
+
+
+def heard(sample: Sample, voice: ModelInput, **changes: Any) -> Sample:
+    """``sample`` with ``voice``'s acoustic input and voice history (and ``changes``)."""
+    return replace(sample, acoustic=voice.acoustic, voice_history=voice.voice_history, **changes)
 
 
 def with_audio(
@@ -73,24 +76,11 @@ def with_audio(
     if condition == "text" or spec is None:
         return samples
     if condition == "text+neutral speech":
-        return [
-            replace(
-                s,
-                acoustic=clips[i % len(clips)].acoustic,
-                voice_history=clips[i % len(clips)].voice_history,
-            )
-            for i, s in enumerate(samples)
-        ]
+        return [heard(s, clips[i % len(clips)]) for i, s in enumerate(samples)]
     spoken = synthetic_speech(samples, predictor)
     if condition == "synthetic speech only":
-        return [
-            replace(s, text="", context=(), acoustic=v.acoustic, voice_history=v.voice_history)
-            for s, v in zip(samples, spoken, strict=True)
-        ]
-    return [
-        replace(s, acoustic=v.acoustic, voice_history=v.voice_history)
-        for s, v in zip(samples, spoken, strict=True)
-    ]
+        return [heard(s, v, text="", context=()) for s, v in zip(samples, spoken, strict=True)]
+    return [heard(s, v) for s, v in zip(samples, spoken, strict=True)]
 
 
 def synthetic_speech(samples: list[Sample], predictor: EmotionPredictor) -> list[ModelInput]:

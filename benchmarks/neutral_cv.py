@@ -57,8 +57,8 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,7 @@ from speech_cv import class_names
 from train.audio_data import EMODB, RAVDESS, AudioSample
 from train.audio_datasets import neutral_voices, speaker_key, transcript_of
 from train.audio_eval import predicted_class, true_class
+from train.calibrate import VoiceTrust
 from train.config import ReadoutSettings
 from train.metrics import unweighted_accuracy
 from train.voice_readout import training_voices
@@ -654,24 +655,9 @@ def neutral_words(args: argparse.Namespace) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Trust:
-    """One voice-trust candidate (UniMSEConfig.voice_trust and companions)."""
-
-    threshold: float
-    width: float
-    prior: float
-    words: float
-    start: float = 0.0
-
-
-def speaker_histories(
-    head: ModalityLogits, vectors: np.ndarray, scale: float, speakers: list[str], seed: int = 0
-) -> np.ndarray:
+def histories_of(leads: Sequence[float], speakers: Sequence[str], seed: int = 0) -> np.ndarray:
     """(N, 2): each voice's speaker history (earlier leads' sum and count) as a conversation in
-    :func:`corpus_histories`' order ``seed`` gives it, the leads read by ``head`` at weight
-    ``scale``."""
-    leads = lead_of(head, vectors, scale)
+    :func:`corpus_histories`' order ``seed`` gives it."""
     return np.array([[h.total, h.count] for h in corpus_histories(leads, speakers, seed=seed)])
 
 
@@ -695,46 +681,63 @@ def clip_speakers(fold: Any) -> list[str]:
     return [f"{d}/{s}" for d, s in zip(fold["clip_dataset"], fold["clip_speaker"], strict=True)]
 
 
-def neutral_histories(
-    fold: Any, head: ModalityLogits, scale: float, voices: str, seed: int = 0
-) -> np.ndarray:
-    """Histories of the fold's neutral voices ``voices`` ("ravdess", or "both" interleaved as
-    :func:`dump_fold` interleaves them), each corpus's voices one conversation per speaker (in
-    order ``seed``)."""
-    speakers = {c: neutral_speakers(fold, c) for c in (RAVDESS, EMODB)}
-    ravdess = fold["neutral_ravdess"]
-    if len(speakers[RAVDESS]) != len(ravdess):
-        raise SystemExit("the dump's neutral voices do not match its neutral clips")
-    own = {RAVDESS: speaker_histories(head, ravdess, scale, speakers[RAVDESS], seed)}
-    if voices == "ravdess":
-        return own[RAVDESS]
-    both = fold["neutral_both"]
-    slots = [  # (corpus, index in that corpus's voices), as zip_longest interleaved them
-        (c, i)
-        for pair in zip_longest(range(len(speakers[RAVDESS])), range(len(speakers[EMODB])))
-        for c, i in zip((RAVDESS, EMODB), pair, strict=True)
-        if i is not None
-    ]
-    emodb = np.array([both[k] for k, (c, _) in enumerate(slots) if c == EMODB])
-    if len(emodb):
-        own[EMODB] = speaker_histories(head, emodb, scale, speakers[EMODB], seed)
-    return np.array([own[c][i] for c, i in slots])
+@dataclass(frozen=True)
+class NeutralLeads:
+    """A fold's neutral voices as the trust hears them: the RAVDESS actors' (the dump's
+    ``neutral_ravdess``) and the EMO-DB speakers' (interleaved with those in ``neutral_both`` as
+    :func:`dump_fold` interleaves them), each voice's speaker and lead (:func:`lead_of`), and
+    where each of ``neutral_both``'s voices comes from."""
+
+    speakers: dict[str, list[str]]
+    leads: dict[str, list[float]]
+    slots: list[tuple[str, int]]  # (corpus, index in that corpus's voices) per neutral_both row
+
+    @classmethod
+    def of(cls, fold: Any, head: ModalityLogits, scale: float) -> NeutralLeads:
+        speakers = {c: neutral_speakers(fold, c) for c in (RAVDESS, EMODB)}
+        if len(speakers[RAVDESS]) != len(fold["neutral_ravdess"]):
+            raise SystemExit("the dump's neutral voices do not match its neutral clips")
+        slots = [  # as zip_longest interleaved them
+            (c, i)
+            for pair in zip_longest(range(len(speakers[RAVDESS])), range(len(speakers[EMODB])))
+            for c, i in zip((RAVDESS, EMODB), pair, strict=True)
+            if i is not None
+        ]
+        both = fold["neutral_both"]
+        emodb = np.array([both[k] for k, (c, _) in enumerate(slots) if c == EMODB])
+        leads = {RAVDESS: lead_of(head, fold["neutral_ravdess"], scale)}
+        leads[EMODB] = lead_of(head, emodb, scale) if len(emodb) else []
+        return cls(speakers, leads, slots)
+
+    def histories(self, voices: str, seed: int = 0) -> np.ndarray:
+        """Histories of the voices ``voices`` ("ravdess", or "both" in ``neutral_both``'s
+        order), each corpus's voices one conversation per speaker (in order ``seed``)."""
+        own = {c: histories_of(self.leads[c], self.speakers[c], seed) for c in self.leads}
+        if voices == "ravdess":
+            return own[RAVDESS]
+        return np.array([own[c][i] for c, i in self.slots])
+
+    def past_margin(self, margin: float) -> str:
+        """How many of the voices (RAVDESS's and EMO-DB's) lead past ``margin``, of how many,
+        and the highest lead."""
+        leads = [*self.leads[RAVDESS], *self.leads[EMODB]]
+        passed = sum(lead > margin for lead in leads)
+        return f"{passed} of {len(leads)} (highest {max(leads):.2f})"
 
 
 def speaker_leads(folds: list[Any], config: UniMSEConfig, setting: Setting) -> str:
     """Per held-out speaker, the mean of what the trust counts (the voice's lead over neutral at
     ``setting``'s weight, 0 where below) over their acted clips and over their neutral voices
-    (RAVDESS actors)."""
+    (RAVDESS actors); then per fold how many neutral voices lead past the margin."""
     lines = ["| fold | speaker | acted clips: mean lead | neutral voices: mean lead |"]
     lines.append("|---|---|---|---|")
+    crossing = []
     for k, fold in enumerate(folds):
         head = voice_head(fold, config, setting)
+        neutral = NeutralLeads.of(fold, head, setting.scale)
         heard = (
             (clip_speakers(fold), lead_of(head, fold["clip_voice"], setting.scale)),
-            (
-                neutral_speakers(fold, RAVDESS),
-                lead_of(head, fold["neutral_ravdess"], setting.scale),
-            ),
+            (neutral.speakers[RAVDESS], neutral.leads[RAVDESS]),
         )
         for speaker in sorted(set(clip_speakers(fold))):
             cells = []
@@ -746,6 +749,11 @@ def speaker_leads(folds: list[Any], config: UniMSEConfig, setting: Setting) -> s
                 ]
                 cells.append(f"{np.mean(mine):.2f}" if mine else "-")
             lines.append(f"| {k} | {speaker} | {cells[0]} | {cells[1]} |")
+        crossing.append(f"fold {k} {neutral.past_margin(setting.margin)}")
+    lines.append(
+        f"neutral voices (RAVDESS and EMO-DB) leading past the margin of {setting.margin:g}: "
+        + ", ".join(crossing)
+    )
     return "\n".join(lines)
 
 
@@ -754,42 +762,32 @@ def speaker_leads(folds: list[Any], config: UniMSEConfig, setting: Setting) -> s
 TRUST_COSTS = [f"{d}_{v}" for v in ("ravdess", "both") for d in ("meld", "iemocap")]
 
 
-def trust_head(
-    fold: Any, config: UniMSEConfig, setting: Setting, alone: float, trust: Trust | None
-) -> ModalityLogits:
-    """The fold's voice head at ``setting`` (the voice alone at weight ``alone``) with ``trust``
-    (None: off, whatever the config holds)."""
-    overrides: dict[str, Any] = {
-        "voice_wordless": alone / setting.scale,
-        "voice_trust": 0.0,
-        "voice_trust_blank": (),
-    }
-    if trust is not None:
-        texts = list(fold["texts"])
-        overrides |= {
-            "voice_trust": trust.threshold,
-            "voice_trust_width": trust.width,
-            "voice_trust_prior": trust.prior,
-            "voice_trust_words": trust.words,
-            "voice_trust_start": trust.start,
-            "voice_trust_blank": tuple(fold["text_logits"][texts.index("")].tolist()),
-        }
-    return voice_head(fold, config, setting, **overrides)
+@dataclass(frozen=True)
+class ClipRead:
+    """A held-out RAVDESS clip as a trust candidate reads it in conversation order 0: its
+    speaker, how many of the speaker's utterances came before it, its voice's lead, the truth and
+    the class read beside its sentence and by the voice alone."""
+
+    speaker: str
+    before: int
+    lead: float
+    truth: str
+    beside: str
+    alone: str
 
 
 @dataclass
 class TrustScore:
     """A trust candidate on the fold dumps: the mean pessimistic costs (``TRUST_COSTS``) and
     RAVDESS + sentence UA over the folds and conversation orders, that UA per order, RAVDESS
-    audio UA, and per fold the RAVDESS clips read beside their sentence, alone, and the truth
-    (order 0)."""
+    audio UA, and every RAVDESS clip as read in order 0."""
 
-    trust: Trust | None
+    trust: VoiceTrust | None
     costs: dict[str, float]
     fused: float
     fused_by_order: list[float]
     audio: float
-    reads: list[tuple[list[str], list[str], list[str]]]
+    reads: list[ClipRead]
 
     @property
     def reaches_audio(self) -> int:
@@ -797,55 +795,103 @@ class TrustScore:
         return sum(round(f, 6) >= round(self.audio, 6) for f in self.fused_by_order)
 
 
-def score_trust(
-    trust: Trust | None,
-    folds: list[Any],
-    text: dict[str, dict[str, np.ndarray]],
-    config: UniMSEConfig,
-    setting: Setting,
-    alone: float,
-    orders: int,
-) -> TrustScore:
-    """``trust`` on the fold dumps over conversation orders 0..``orders`` - 1 (each order gives
-    every speaker's clips and neutral voices another running history)."""
-    scale = setting.scale
-    heads = [trust_head(fold, config, setting, alone, trust) for fold in folds]
-    plains = [voice_head(fold, config, Setting()) for fold in folds]  # the voice alone
-    costs: list[dict[str, float]] = []
-    fused_by_order = []
-    reads = []
-    for seed in range(orders):
-        fused = []
-        for fold, head, plain in zip(folds, heads, plains, strict=True):
-            clips = speaker_histories(head, fold["clip_voice"], scale, clip_speakers(fold), seed)
-            for voices in ("ravdess", "both"):
-                past = neutral_histories(fold, head, scale, voices, seed)
-                got = words_with_voice(
-                    text, fold, head, scale, voices, harm_only=True, histories=past
-                )
-                costs.append({f"{d}_{voices}": got[d] for d in ("meld", "iemocap")})
-            fused.append(clip_scores(fold, head, scale, config, histories=clips))
-            if seed == 0:
-                reads.append(
-                    (
-                        clip_reads(fold, RAVDESS, True, head, scale, config, histories=clips),
-                        clip_reads(fold, RAVDESS, False, plain, alone, config),
-                        fold["clip_class"][fold["clip_dataset"] == RAVDESS].tolist(),
+@dataclass
+class TrustBench:
+    """What every trust candidate is scored on: the fold dumps, the MELD / IEMOCAP dev words,
+    the step hinge ``setting`` beside words, the voice's weight ``alone`` without words and the
+    number of conversation orders; the voice alone's reads and RAVDESS UA (the same for every
+    candidate) computed once."""
+
+    folds: list[Any]
+    text: dict[str, dict[str, np.ndarray]]
+    config: UniMSEConfig
+    setting: Setting
+    alone: float
+    orders: int
+    alone_reads: list[list[str]] = field(init=False)
+    audio: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        plains = [voice_head(fold, self.config, Setting()) for fold in self.folds]
+        pairs = list(zip(self.folds, plains, strict=True))
+        self.alone_reads = [
+            clip_reads(f, RAVDESS, False, p, self.alone, self.config) for f, p in pairs
+        ]
+        self.audio = float(
+            np.mean(
+                [clip_scores(f, p, self.alone, self.config)["ravdess_audio_uar"] for f, p in pairs]
+            )
+        )
+
+    def head(self, fold: Any, trust: VoiceTrust | None) -> ModalityLogits:
+        """The fold's voice head at the setting (the voice alone at its weight without words)
+        with ``trust`` (None: off, whatever the config holds)."""
+        overrides: dict[str, Any] = {
+            "voice_wordless": self.alone / self.setting.scale,
+            "voice_trust": 0.0,
+            "voice_trust_blank": (),
+        }
+        if trust is not None:
+            blank = fold["text_logits"][list(fold["texts"]).index("")]
+            overrides |= trust.settings() | {"voice_trust_blank": tuple(blank.tolist())}
+        return voice_head(fold, self.config, self.setting, **overrides)
+
+    def score(self, trust: VoiceTrust | None) -> TrustScore:
+        """``trust`` over conversation orders 0..``orders`` - 1 (each order gives every speaker's
+        clips and neutral voices another running history)."""
+        scale = self.setting.scale
+        costs: list[dict[str, float]] = []
+        fused_by_order: list[list[float]] = [[] for _ in range(self.orders)]
+        reads: list[ClipRead] = []
+        for fold, alone_reads in zip(self.folds, self.alone_reads, strict=True):
+            head = self.head(fold, trust)
+            speakers = clip_speakers(fold)
+            leads = lead_of(head, fold["clip_voice"], scale)
+            neutral = NeutralLeads.of(fold, head, scale)
+            for seed in range(self.orders):
+                clips = histories_of(leads, speakers, seed)
+                for voices in ("ravdess", "both"):
+                    got = words_with_voice(
+                        self.text,
+                        fold,
+                        head,
+                        scale,
+                        voices,
+                        harm_only=True,
+                        histories=neutral.histories(voices, seed),
                     )
-                )
-        fused_by_order.append(float(np.mean([f["ravdess_fused_uar"] for f in fused])))
-    audio = [
-        clip_scores(f, p, alone, config)["ravdess_audio_uar"]
-        for f, p in zip(folds, plains, strict=True)
-    ]
-    return TrustScore(
-        trust,
-        {k: float(np.mean([c[k] for c in costs if k in c])) for k in TRUST_COSTS},
-        float(np.mean(fused_by_order)),
-        fused_by_order,
-        float(np.mean(audio)),
-        reads,
-    )
+                    costs.append({f"{d}_{voices}": got[d] for d in ("meld", "iemocap")})
+                scores = clip_scores(fold, head, scale, self.config, histories=clips)
+                fused_by_order[seed].append(scores["ravdess_fused_uar"])
+                if seed == 0:
+                    reads += self._reads(fold, head, clips, speakers, leads, alone_reads)
+        by_order = [float(np.mean(f)) for f in fused_by_order]
+        return TrustScore(
+            trust,
+            {k: float(np.mean([c[k] for c in costs if k in c])) for k in TRUST_COSTS},
+            float(np.mean(by_order)),
+            by_order,
+            self.audio,
+            reads,
+        )
+
+    def _reads(
+        self,
+        fold: Any,
+        head: ModalityLogits,
+        clips: np.ndarray,
+        speakers: list[str],
+        leads: list[float],
+        alone_reads: list[str],
+    ) -> list[ClipRead]:
+        beside = clip_reads(fold, RAVDESS, True, head, self.setting.scale, self.config, None, clips)
+        mask = fold["clip_dataset"] == RAVDESS
+        rows = np.flatnonzero(mask)
+        truth = fold["clip_class"][mask].tolist()
+        return [
+            ClipRead(speakers[i], int(clips[i, 1]), leads[i], t, b, a)
+            for i, t, b, a in zip(rows, truth, beside, alone_reads, strict=True)
+        ]
 
 
 def chosen_trust(scores: list[TrustScore], rule: str, bound: float) -> TrustScore | None:
@@ -899,10 +945,9 @@ def trust_grid(args: argparse.Namespace) -> None:
     folds = [np.load(p, allow_pickle=True) for p in sorted(args.out.glob("fold*.npz"))]
     if not folds:
         raise SystemExit(f"no fold dumps in {args.out}: run `readout` first")
-    text = text_dev(args)
     config = UniMSEConfig.load(resolve_checkpoint(args.init) / "config.json")
-    scale, alone = args.scales[0], args.wordless_scales[0]
-    setting = Setting(scale, 0.0, "flat", args.margins[0], 0.0, "step")
+    setting = Setting(args.scales[0], 0.0, "flat", args.margins[0], 0.0, "step")
+    bench = TrustBench(folds, text_dev(args), config, setting, args.wordless_scales[0], args.orders)
     grid = itertools.product(
         args.trust_thresholds,
         args.trust_widths,
@@ -910,9 +955,9 @@ def trust_grid(args: argparse.Namespace) -> None:
         args.trust_words,
         args.trust_starts,
     )
-    candidates = [None, *(Trust(*values) for values in grid)]
+    candidates = [None, *(VoiceTrust(*values) for values in grid)]
     scores = [
-        score_trust(trust, folds, text, config, setting, alone, args.orders)
+        bench.score(trust)
         for trust in track(candidates, description="trust candidates", transient=True)
     ]
     (args.out / "trust.json").write_text(
@@ -952,22 +997,23 @@ def trust_grid(args: argparse.Namespace) -> None:
         )
     print(speaker_leads(folds, config, setting))
     pick = chosen_trust(scores, args.rule, args.cost_bound)
-    if pick is None:
+    if pick is None or pick.trust is None:
         print(f"{len(folds)} folds; rule {args.rule}: none chosen")
         return
-    print(f"{len(folds)} folds; rule {args.rule}; chosen: {asdict(pick.trust)}")  # type: ignore[arg-type]
-    beside, alone_right, neither = 0, 0, 0
-    for fused, voice, truth in pick.reads:
-        for f, v, gold in zip(fused, voice, truth, strict=True):
-            if f != v:
-                beside += f == gold
-                alone_right += v == gold
-                neither += gold not in (f, v)
+    print(f"{len(folds)} folds; rule {args.rule}; chosen: {asdict(pick.trust)}")
+    otherwise = [r for r in pick.reads if r.beside != r.alone]
+    beside = sum(r.beside == r.truth for r in otherwise)
+    alone = sum(r.alone == r.truth for r in otherwise)
     print(
         f"order 0: RAVDESS clips read otherwise beside the sentence than by the voice alone: "
-        f"{beside + alone_right + neither} (right only beside it {beside}, only alone "
-        f"{alone_right}, neither {neither})"
+        f"{len(otherwise)} (right only beside it {beside}, only alone {alone}, neither "
+        f"{len(otherwise) - beside - alone})"
     )
+    for r in otherwise:
+        print(
+            f"  {r.speaker}, after {r.before} of the speaker's clips, lead {max(r.lead, 0.0):.2f}: "
+            f"{r.truth}, beside the sentence {r.beside}, alone {r.alone}"
+        )
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def test_a_step_hinge_setting_reaches_the_fold_head() -> None:
 def _trust(
     threshold: float | None, cost: float, fused: float, audio: float = 80.0
 ) -> neutral_cv.TrustScore:
-    trust = None if threshold is None else neutral_cv.Trust(threshold, 2.0, 1.0, 0.5)
+    trust = None if threshold is None else neutral_cv.VoiceTrust(threshold, 2.0, 1.0, 0.5)
     costs = dict.fromkeys(neutral_cv.TRUST_COSTS, cost)
     return neutral_cv.TrustScore(trust, costs, fused, [fused], audio, [])
 

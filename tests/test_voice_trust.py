@@ -244,6 +244,42 @@ def test_the_model_reads_each_inputs_history_and_the_predictor_its_voice_lead() 
     assert predictor.voice_expressiveness() is not None
 
 
+def test_the_models_voice_logits_are_what_its_forward_pass_adds_for_the_voice() -> None:
+    from unimse.backbones import load_tokenizer
+    from unimse.factory import build_model
+    from unimse.processor import UniMSEProcessor
+
+    config = tiny_unimse_config(visual=None, modality_logits=True)  # no hinge: the sum itself
+    model = build_model(config).eval()
+    processor = UniMSEProcessor(config, load_tokenizer(config))
+    inputs = [
+        ModelInput(text="okay", acoustic=torch.randn(5, 8).numpy()),
+        ModelInput(text="fine", acoustic=torch.randn(9, 8).numpy()),
+        ModelInput(text="no voice"),
+    ]
+    batch = processor.encode(inputs)
+    assert batch.acoustic is not None and batch.acoustic_lengths is not None
+    with torch.no_grad():
+        model.modality_logits.acoustic.weight.normal_()
+        voice = model.voice_logits(batch.acoustic, batch.acoustic_lengths)
+        voiced = model(batch)
+        model.modality_logits.acoustic.weight.zero_()
+        silent = model(batch)
+    assert voice is not None
+    added = torch.cat(
+        [
+            voiced.polarity_logits - silent.polarity_logits,
+            voiced.meld_logits - silent.meld_logits,
+            voiced.iemocap_logits - silent.iemocap_logits,
+        ],
+        dim=-1,
+    )
+    torch.testing.assert_close(voice, added)
+    assert voice[:2].abs().sum() > 0 and not voice[2].any()  # no voice, no logits
+    text_only = build_model(tiny_unimse_config(visual=None)).eval()
+    assert text_only.voice_logits(batch.acoustic, batch.acoustic_lengths) is None
+
+
 def test_calibrate_writes_a_trust_with_the_blank_utterances_logits(tmp_path: Path) -> None:
     import json
 

@@ -133,11 +133,10 @@ class EmotionPredictor:
     @torch.inference_mode()
     def voice_logits(self, inputs: Sequence[ModelInput]) -> torch.Tensor | None:
         """(N, polarity + MELD + IEMOCAP): the voice's own logits per input at the weight beside
-        words, through the map of its language (``ModalityLogits.voice``; zero without a
-        voice), on the CPU; None for a checkpoint without voice logits."""
-        heads = getattr(self.model, "modality_logits", None)
-        fusion = getattr(self.model, "fusion", None)
-        if heads is None or fusion is None or self.config.acoustic is None:
+        words (:meth:`UniMSEEncoderModel.voice_logits`; zero without a voice), on the CPU; None
+        for a checkpoint without voice logits."""
+        read = getattr(self.model, "voice_logits", None)
+        if read is None or self.config.acoustic is None or not self.config.modality_logits:
             return None
         parts: list[torch.Tensor] = []
         for start in range(0, len(inputs), self.max_batch):
@@ -145,18 +144,18 @@ class EmotionPredictor:
             acoustic, lengths, language = self.processor.encode_voice(chunk)  # no tokenising
             assert acoustic is not None and lengths is not None
             acoustic = acoustic.to(self.device)
-            a, _, _ = fusion.encode(
-                len(chunk),
-                self.device,
+            logits = read(
                 acoustic.half() if self.half else acoustic,
                 lengths.to(self.device),
-                None,
-                None,
+                None if language is None else language.to(self.device),
             )
-            present = (a != 0).any(dim=-1, keepdim=True).to(torch.float32)
-            shown = None if language is None else language.to(self.device)
-            parts.append((heads.voice(a.float(), shown) * present).cpu())
-        return torch.cat(parts) if parts else torch.zeros(0, heads.acoustic.out_features)
+            parts.append(logits.cpu())
+        if parts:
+            return torch.cat(parts)
+        cfg = self.config
+        return torch.zeros(
+            0, len(cfg.polarities) + len(cfg.meld_emotions) + len(cfg.iemocap_emotions)
+        )
 
     @property
     def voice_prior(self) -> np.ndarray | None:

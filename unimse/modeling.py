@@ -391,6 +391,23 @@ class UniMSEEncoderModel(nn.Module):
             for p in inner.parameters():
                 p.requires_grad_(i in keep)
 
+    def voice_logits(
+        self,
+        acoustic: torch.Tensor,
+        lengths: torch.Tensor,
+        language: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
+        """(B, polarity + MELD + IEMOCAP): the voice's own logits at the weight beside words, as
+        :meth:`forward` computes them before the hinge (:meth:`ModalityLogits.voice` through the
+        map of each row's ``language``), in float32, zero where there is no voice; None for a
+        checkpoint without voice logits. No backbone pass: what a speaker's voice history counts
+        (:meth:`ModalityLogits.lead`) costs the small voice path only."""
+        if self.modality_logits is None or self.fusion.acoustic is None:
+            return None
+        a, _, _ = self.fusion.encode(len(acoustic), acoustic.device, acoustic, lengths, None, None)
+        present = (a != 0).any(dim=-1, keepdim=True).to(torch.float32)
+        return self.modality_logits.voice(a.float(), language) * present
+
     def forward(self, batch: ModelBatch) -> UniMSEOutput:
         bsz = batch.size
         device = batch.input_ids.device

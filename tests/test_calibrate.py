@@ -397,3 +397,53 @@ def test_a_face_gate_power_goes_into_the_config_of_a_gated_face(tmp_path: Path) 
     assert EmotionPredictor.load(out, device="cpu").model.modality_logits.face_power == 2.0
     with pytest.raises(ValueError, match="face_gate_power must be > 0"):
         calibrate_checkpoint(gated, tmp_path / "bad", tmp_path, (), face_gate_power=0.0)
+
+
+def test_the_audio_scale_hears_each_neutral_voice_with_its_speakers_history_under_a_trust(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    from collections import Counter
+    from dataclasses import replace
+
+    from conftest import tiny_unimse_config
+
+    from train.calibrate import scaled_branch
+    from unimse.checkpoint import save_checkpoint
+    from unimse.factory import build_model
+    from unimse.features import ACOUSTIC_SPEC
+    from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS, POLARITIES
+
+    width = len(POLARITIES) + len(MELD_EMOTIONS) + len(IEMOCAP_EMOTIONS)
+    config = tiny_unimse_config(
+        acoustic=ACOUSTIC_SPEC,
+        visual=None,
+        modality_logits=True,
+        voice_hinge="step",
+        voice_margin=4.0,
+    )
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        model.modality_logits.acoustic.weight.normal_()
+    predictor = EmotionPredictor.load(
+        save_checkpoint(model, tmp_path / "t", half=False), device="cpu"
+    )
+    data = AudioScaleDevData.load(predictor, shared_data)
+    assert data.heard_in_conversation(predictor) is data.with_neutral_speech  # no trust: as paired
+    # a trust requested in the same calibrate call: the predictor reads with it from then on
+    predictor.reconfigure(replace(config, voice_trust=1.0, voice_trust_blank=(0.0,) * width))
+    speakers, n = data.neutral_speakers, len(data.neutral_clips)
+    assert len(speakers) == n and len(set(speakers)) > 1
+    heard = data.heard_in_conversation(predictor)["meld"]
+    for speaker, clips in Counter(speakers).items():  # each speaker's clips: one conversation
+        counts = sorted(heard[i].voice_history.count for i in range(n) if speakers[i] == speaker)
+        assert counts == list(range(clips))
+    assert heard[n].voice_history == heard[0].voice_history  # utterance i hears clip i mod n
+    assert np.array_equal(heard[n].acoustic, data.neutral_clips[0])
+    totals = np.array([h.voice_history.total for h in heard[:n]])
+    assert totals.max() > 0
+    with scaled_branch(predictor, "audio", 0.5):  # the leads the trust counts move with the scale
+        halved = np.array(
+            [h.voice_history.total for h in data.heard_in_conversation(predictor)["meld"][:n]]
+        )
+    np.testing.assert_allclose(halved, totals / 2, rtol=1e-4, atol=1e-5)

@@ -41,11 +41,13 @@ import torch
 from train.audio_data import AudioSample
 from train.audio_datasets import (
     corpus_folder,
+    is_neutral,
     load_audio_corpus,
     neutral_voices,
     select_split,
+    speaker_key,
 )
-from train.audio_eval import audio_metrics, progress_total
+from train.audio_eval import audio_metrics, progress_total, with_voice_histories
 from train.data import DataError, Sample, load_dataset
 from train.evaluate import dataset_metrics, evaluate, predict_samples
 from train.face_data import FACE_FRAMES, held_face, load_face_dataset
@@ -60,9 +62,10 @@ from unimse.checkpoint import (
 from unimse.config import UniMSEConfig
 from unimse.fusion import ModalityEncoder, StatsEncoder
 from unimse.inference import EmotionPredictor, empty_logits
+from unimse.inputs import ModelInput
 from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS
-from unimse.modeling import ModalityLogits
 from unimse.prediction import Prediction
+from unimse.speakers import FIRST_SPEAKER
 
 logger = logging.getLogger(__name__)
 
@@ -220,10 +223,13 @@ class AudioScaleDevData:
     words' label alone), and the dev speakers' audio-only UAR of the emotional-speech corpora
     (emotional speech should be recognised). :meth:`pick` takes the best UAR among the scales
     whose neutral-voice WF1 stays within :data:`NEUTRAL_VOICE_TOLERANCE` of text only (scale 0,
-    always scored)."""
+    always scored). With ``voice_trust`` each neutral voice comes with its speaker's history
+    (:meth:`heard_in_conversation`)."""
 
     with_neutral_speech: dict[str, list[Sample]]  # meld / iemocap dev, a neutral clip each
     emotional_dev: dict[str, list[AudioSample]]  # corpus -> its dev speakers' files
+    neutral_clips: list[np.ndarray]  # dev speakers' neutral voices: utterance i hears i mod n
+    neutral_speakers: list[str]  # whose each clip is
 
     @classmethod
     def load(cls, predictor: EmotionPredictor, data_dir: Path) -> AudioScaleDevData:
@@ -242,22 +248,28 @@ class AudioScaleDevData:
             )
             for corpus in corpora
         }
-        neutral = [  # every dev speaker's neutral voice, interleaved: more voices, fewer quirks
-            clip
-            for clips in zip_longest(
-                *(neutral_voices(dev, spec, predictor.voice_prior) for dev in emotional.values())
+        by_corpus = [
+            list(
+                zip(
+                    neutral_voices(dev, spec, predictor.voice_prior),
+                    [speaker_key(x) for x in dev if is_neutral(x)],  # neutral_voices' clips
+                    strict=True,
+                )
             )
-            for clip in clips
-            if clip is not None
+            for dev in emotional.values()
+        ]
+        neutral = [  # every dev speaker's neutral voice, interleaved: more voices, fewer quirks
+            voice for voices in zip_longest(*by_corpus) for voice in voices if voice is not None
         ]
         paired = {
             dataset: [
-                replace(x, acoustic=neutral[i % len(neutral)])
+                replace(x, acoustic=neutral[i % len(neutral)][0])
                 for i, x in enumerate(load_dataset(dataset, "dev", data_dir))
             ]
             for dataset in ("meld", "iemocap")
         }
-        return cls(paired, emotional)
+        clips, speakers = (list(column) for column in zip(*neutral, strict=True))
+        return cls(paired, emotional, clips, speakers)
 
     @property
     def size(self) -> int:
@@ -267,16 +279,35 @@ class AudioScaleDevData:
     def scores(
         self, predictor: EmotionPredictor, progress: Callable[[int], None] | None = None
     ) -> dict[str, float]:
+        heard = self.heard_in_conversation(predictor)
         scores = {
             f"{dataset}_neutral_speech_wf1": evaluate(
                 predictor, dataset, samples, progress=progress
             )["wf1"]
-            for dataset, samples in self.with_neutral_speech.items()
+            for dataset, samples in heard.items()
         }
         for corpus, samples in self.emotional_dev.items():
             metrics = audio_metrics(corpus, predictor, samples, progress=progress)
             scores[f"{corpus}_audio_uar"] = metrics["audio_uar"]
         return scores
+
+    def heard_in_conversation(self, predictor: EmotionPredictor) -> dict[str, list[Sample]]:
+        """The MELD / IEMOCAP dev utterances with their neutral clips; with ``voice_trust`` each
+        clip with its speaker's voice history as a conversation gives it, read at the scale in
+        place (the leads the trust counts move with the scale)."""
+        if not predictor.config.voice_trust:
+            return self.with_neutral_speech
+        voices = [
+            ModelInput(text="", speaker=FIRST_SPEAKER, acoustic=c) for c in self.neutral_clips
+        ]
+        heard = with_voice_histories(predictor, voices, self.neutral_speakers)
+        n = len(heard)
+        return {
+            dataset: [
+                replace(x, voice_history=heard[i % n].voice_history) for i, x in enumerate(samples)
+            ]
+            for dataset, samples in self.with_neutral_speech.items()
+        }
 
     def pick(self, scores: dict[str, dict[str, float]]) -> str:
         text_only = scores.get(str(0.0))
@@ -568,8 +599,9 @@ def calibrate_checkpoint(
     which words that read as neutral bring the voice up to that weight; ``face_gate_power``
     sharpens a gated face (``face_gate``); ``voice_trust`` lets an expressive speaker's voice be
     heard beside neutral words (its blank logits computed here, after the heads' offsets). The
-    scales are chosen with these settings in place (the weight without words, set relative to
-    the audio scale, and the voice trust, which needs a speaker's history, excepted)."""
+    scales are chosen with these settings in place, the voice trust's included (each dev
+    speaker's neutral voices heard as a conversation; the weight without words, set relative to
+    the audio scale, excepted)."""
     folder = resolve_checkpoint(source)
     if output.resolve() == folder.resolve():
         raise CheckpointError("calibrate writes a new checkpoint: --output must differ")
@@ -619,9 +651,7 @@ def calibrate_checkpoint(
         blank = empty_logits(predictor.model, predictor.processor)
         settings |= voice_trust.settings() | {"voice_trust_blank": tuple(blank.tolist())}
     settled = replace(predictor.config, **settings)  # validated before any dev data is read
-    logits = getattr(predictor.model, "modality_logits", None)
-    if isinstance(logits, ModalityLogits):
-        logits.configure(settled)  # the scales are chosen with the settings they ship with
+    predictor.reconfigure(settled)  # the scales are chosen with the settings they ship with
     choices = [
         _scale_choice(predictor, modality, value, data_dir, progress)
         for modality, value in requested.items()

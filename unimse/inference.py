@@ -107,6 +107,16 @@ class EmotionPredictor:
         logger.info("model %s on %s", version, target)
         return cls(model, target, version, max_batch=max_batch)
 
+    def reconfigure(self, config: UniMSEConfig) -> None:
+        """Read with ``config``'s voice and face settings (hinge, margin, weights, trust; the
+        weights stay): the model's modality logits take them and the processor passes what they
+        read (a speaker's voice history with ``voice_trust``)."""
+        logits = getattr(self.model, "modality_logits", None)
+        if logits is not None:
+            logits.configure(config)
+        self.config = config
+        self.processor = UniMSEProcessor(config, self.processor.tokenizer)
+
     def voice_baselines(self) -> SpeakerBaselines | None:
         """Fresh speaker baselines for one conversation when the checkpoint's voice reads states
         relative to each speaker's mean (``FeatureSpec.baseline``), else None."""

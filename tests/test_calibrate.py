@@ -447,3 +447,29 @@ def test_the_audio_scale_hears_each_neutral_voice_with_its_speakers_history_unde
             [h.voice_history.total for h in data.heard_in_conversation(predictor)["meld"][:n]]
         )
     np.testing.assert_allclose(halved, totals / 2, rtol=1e-4, atol=1e-5)
+
+
+def test_an_auto_audio_scale_refuses_a_readout_fitted_on_its_dev_speakers(
+    tiny_multimodal_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from realtime.cli import main
+    from train.audio_datasets import EMODB_SPLITS, RAVDESS_SPLITS
+    from train.calibrate import readout_fitted_on_dev
+    from unimse.checkpoint import VOICE_READOUT
+
+    fitted = tmp_path / "fitted"
+    shutil.copytree(tiny_multimodal_checkpoint, fitted)
+    assert readout_fitted_on_dev(fitted) == []  # a voice trained by stages: no record
+    dev = [f"ravdess/{a}" for a in RAVDESS_SPLITS["dev"]]
+    dev += [f"emodb/{s}" for s in EMODB_SPLITS["dev"]]
+    (fitted / VOICE_READOUT).write_text(json.dumps({"held_out_speakers": ["ravdess/02"]}))
+    assert readout_fitted_on_dev(fitted) == [s for s in dev if s != "ravdess/02"]
+    argv = ["calibrate", "--checkpoint", str(fitted), "--output", str(tmp_path / "o")]
+    assert main([*argv, "--no-heads", "--audio-scale", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert "fitted on" in err and dev[0] in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+    (fitted / VOICE_READOUT).write_text(json.dumps({"held_out_speakers": dev}))
+    assert readout_fitted_on_dev(fitted) == []  # held out of the fit: fair dev speakers

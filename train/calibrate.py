@@ -40,6 +40,8 @@ import torch
 
 from train.audio_data import AudioSample
 from train.audio_datasets import (
+    EMODB_SPLITS,
+    RAVDESS_SPLITS,
     corpus_folder,
     is_neutral,
     load_audio_corpus,
@@ -54,6 +56,7 @@ from train.face_data import FACE_FRAMES, held_face, load_face_dataset
 from train.metrics import classification_metrics
 from unimse.checkpoint import (
     CONFIG,
+    VOICE_READOUT,
     CheckpointError,
     read_stored,
     resolve_checkpoint,
@@ -214,6 +217,19 @@ def keeps_words(
 
 # Corpora of emotional speech whose dev speakers the audio scale is chosen on (when present).
 AUDIO_DEV_CORPORA = ("ravdess", "emodb")
+
+
+def readout_fitted_on_dev(folder: Path) -> list[str]:
+    """The dev speakers the audio scale is chosen on (:class:`AudioScaleDevData`) that the
+    checkpoint's voice readout was fitted on: `emotrack fit-voice` fits every non-test speaker
+    but those it held out (its record, :data:`VOICE_READOUT`); none for a voice without one."""
+    record = folder / VOICE_READOUT
+    if not record.is_file():
+        return []
+    held = set(json.loads(record.read_text()).get("held_out_speakers", []))
+    splits = {"ravdess": RAVDESS_SPLITS, "emodb": EMODB_SPLITS}
+    dev = [f"{c}/{s}" for c in AUDIO_DEV_CORPORA for s in splits[c]["dev"]]
+    return [speaker for speaker in dev if speaker not in held]
 
 
 @dataclass(frozen=True)
@@ -621,6 +637,13 @@ def calibrate_checkpoint(
             raise CheckpointError(
                 f"checkpoint {folder} has no {BRANCHES[modality]} branch to scale"
             )
+    fitted = readout_fitted_on_dev(folder) if audio_scale == "auto" else []
+    if fitted:
+        raise CheckpointError(
+            f"--audio-scale auto scores the voice on dev speakers its readout in {folder} was "
+            f"fitted on ({', '.join(fitted)}): choose the scale on held-out speakers "
+            "(benchmarks/neutral_cv.py readout) and pass it as a factor"
+        )
     predictor = EmotionPredictor.load(folder, device="cpu")
     settings: dict[str, Any] = {}  # what goes into the output's config
     if voice_neutral_share is not None:

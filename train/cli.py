@@ -122,7 +122,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--audio-scale",
         type=_branch_scale,
         metavar="auto|FACTOR",
-        help="scale the acoustic branch by FACTOR in [0, 1], or choose it on dev (auto)",
+        help="scale the acoustic branch by FACTOR in [0, 1], or choose it on dev (auto: the dev "
+        "speakers' neutral voices and acted clips; refused for a fit-voice readout fitted on them)",
     )
     cal.add_argument(
         "--video-scale",

@@ -54,6 +54,7 @@ from train.config import ReadoutSettings
 from train.data import DataError
 from unimse.checkpoint import (
     CONFIG,
+    VOICE_READOUT,
     CheckpointError,
     read_stored,
     resolve_checkpoint,
@@ -74,7 +75,6 @@ NEUTRAL = ACTED_LABELS["neutral"]
 # The voice tensors a readout rewrites (with the prior buffer); every other tensor is kept.
 VOICE_TENSOR_PREFIXES = ("fusion.acoustic.", "modality_logits.acoustic")
 LANGUAGE_MAPS = "modality_logits.acoustic_by_language."  # one voice map per listed language
-READOUT_RECORD = "voice_readout.json"  # what fit-voice fitted, and on what
 
 
 @dataclass(frozen=True)
@@ -501,7 +501,7 @@ def fit_voice(
     previous = folder / CALIBRATION  # what the source's other branches were calibrated with
     if previous.exists():
         record["source_calibration"] = json.loads(previous.read_text(encoding="utf-8"))
-    (output / READOUT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    (output / VOICE_READOUT).write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -544,7 +544,7 @@ def graft_shared_readout(base: str | Path, donor: str | Path, output: Path) -> i
         tensors[name][:heads] = given[name][:heads].to(tensors[name].dtype)
     write_derived(base_dir, output, tensors, metadata)
     record: dict[str, Any] = {"base": str(base), "donor": str(donor), "rows": heads}
-    fitted = donor_dir / READOUT_RECORD  # how the donor's readout was fitted
+    fitted = donor_dir / VOICE_READOUT  # how the donor's readout was fitted
     if fitted.is_file():
         record["donor_readout"] = json.loads(fitted.read_text(encoding="utf-8"))
     (output / GRAFT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -29,6 +29,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 LABELS = "labels.json"
 METRICS = "metrics.json"
+VOICE_READOUT = "voice_readout.json"  # emotrack fit-voice's record: what it fitted, and on what
 DEFAULT = "default"
 # State-dict prefix of the backbone's own weights (the installed package can restore them).
 BACKBONE_PREFIX = "backbone."

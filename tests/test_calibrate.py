@@ -473,3 +473,27 @@ def test_an_auto_audio_scale_refuses_a_readout_fitted_on_its_dev_speakers(
     assert not (tmp_path / "o").exists()
     (fitted / VOICE_READOUT).write_text(json.dumps({"held_out_speakers": dev}))
     assert readout_fitted_on_dev(fitted) == []  # held out of the fit: fair dev speakers
+
+
+@pytest.mark.parametrize(
+    ("flags", "needs"),
+    [
+        (["--voice-trust-width", "2"], "--voice-trust"),
+        (["--voice-trust-start", "1"], "--voice-trust"),
+        (["--voice-share-by", "unsure"], "--voice-neutral-share"),
+    ],
+)
+def test_calibrate_says_in_one_line_which_setting_a_companion_needs(
+    flags: list[str],
+    needs: str,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from realtime.cli import main
+
+    argv = ["calibrate", "--checkpoint", str(tiny_checkpoint), "--output", str(tmp_path / "o")]
+    assert main([*argv, "--no-heads", *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"need {needs}" in err or f"needs {needs}" in err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()

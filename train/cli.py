@@ -475,10 +475,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from train.calibrate import VoiceTrust, calibrate_checkpoint
+    from train.data import DataError
 
     if args.voice_share_by and args.voice_neutral_share is None:
-        from train.data import DataError
-
         raise DataError("--voice-share-by needs --voice-neutral-share")
 
     companions = (

@@ -497,3 +497,16 @@ def test_calibrate_says_in_one_line_which_setting_a_companion_needs(
     err = capsys.readouterr().err
     assert f"need {needs}" in err or f"needs {needs}" in err
     assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def test_calibrate_refuses_a_trust_whose_words_count_for_nothing(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from realtime.cli import main
+
+    argv = ["calibrate", "--checkpoint", str(tiny_checkpoint), "--output", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--voice-trust", "2", "--voice-trust-words", "0"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--voice-trust-words: must be in (0, 1]" in err and "Traceback" not in err

@@ -261,6 +261,26 @@ def test_fit_voice_on_the_cli_gives_a_one_line_error(
     assert len(err) == 1 and "speaker-baselined voice" in err[0]
 
 
+@pytest.mark.parametrize(
+    ("flags", "needs"),
+    [
+        (["--synthetic-weight", "2"], "--synthetic-voices"),
+        (["--german-l2", "0.5"], "--german-readout"),
+        (["--german-losses", "all"], "--german-readout"),
+    ],
+)
+def test_fit_voice_says_in_one_line_which_option_a_companion_needs(
+    flags: list[str], needs: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from realtime.cli import main
+
+    out = tmp_path / "out"
+    code = main(["fit-voice", "--checkpoint", "default", "--output", str(out), *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f" {needs}" in err[0] and "need" in err[0]
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_fit_voice_on_real_speakers_writes_a_checkpoint_that_reads_them(
     shared_data: Path, tmp_path: Path

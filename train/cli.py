@@ -21,6 +21,9 @@ EVAL_DATASETS = TEXT_EVAL_DATASETS + AUDIO_EVAL_DATASETS + FACE_EVAL_DATASETS
 DEFAULT_DATA_DIR = Path("../shared/data")
 
 
+GERMAN_LOSSES = "joint"  # fit-voice --german-losses' default
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors of these commands that mean bad input: the CLI prints them as one line."""
     from train.data import DataError
@@ -205,7 +208,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     cal.add_argument(
         "--voice-trust-words",
-        type=_unit_interval,
+        type=_share,
         metavar="Q",
         help="with --voice-trust: the words' MELD neutral probability from which they count as "
         "saying nothing (below it the trust shrinks in proportion)",
@@ -260,7 +263,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="also fit a readout of German voices (language de) on EMO-DB's clips alone; an "
         "utterance whose transcript is German reads its voice through it",
     )
-    _readout_terms(fit, "german-", "joint", "with --german-readout, its ")
+    _readout_terms(fit, "german-", GERMAN_LOSSES, "with --german-readout, its ")
     fit.add_argument(
         "--german-heads",
         type=_unit_interval,
@@ -362,6 +365,14 @@ def _positive(value: str) -> float:
     number = _non_negative(value)
     if not number > 0.0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {number}")
+    return number
+
+
+def _share(value: str) -> float:
+    """``value`` as a number in (0, 1] (a share that cannot be none)."""
+    number = _unit_interval(value)
+    if not number > 0.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {number}")
     return number
 
 
@@ -546,8 +557,18 @@ def run_fit_voice(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
+    from train.data import DataError
     from train.voice_readout import fit_voice, synthetic_sentences
 
+    german = (args.german_l2, args.german_losses, args.german_heads)
+    if not args.german_readout and german != (
+        ReadoutSettings.l2,
+        GERMAN_LOSSES,
+        ReadoutSettings.emodb_heads,
+    ):
+        raise DataError("--german-l2/-losses/-heads need --german-readout")
+    if not args.synthetic_voices and args.synthetic_weight != ReadoutSettings.synthetic_weight:
+        raise DataError("--synthetic-weight needs --synthetic-voices")
     data_dir = args.data_dir or DEFAULT_DATA_DIR
     synthetic = synthetic_sentences(data_dir, args.synthetic_voices)
     tasks: dict[str, TaskID] = {}
@@ -572,9 +593,7 @@ def run_fit_voice(args: argparse.Namespace) -> int:
             held_out=args.held_out_speakers,
             baseline=args.speaker_baseline,
             progress=tick,
-            german=language_readout(args.german_l2, args.german_losses, args.german_heads)
-            if args.german_readout
-            else None,
+            german=language_readout(*german) if args.german_readout else None,
             synthetic=synthetic,
         )
     print(

@@ -91,6 +91,23 @@ class TranscriptionResult:
     states: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
+def check_language(options: AsrOptions, supported: Sequence[str]) -> None:
+    """Refuse in one line an ``asr.language`` the loaded model cannot transcribe (an
+    English-only model would otherwise transcribe every language as English)."""
+    language = options.language
+    if language == "auto" or language in supported:
+        return
+    if list(supported) == ["en"]:
+        raise AsrModelError(
+            f"asr.language {language!r}: Whisper {options.model} is English-only; use a "
+            "multilingual model (--asr-model base) or --language en"
+        )
+    raise AsrModelError(
+        f"asr.language {language!r} is not a language Whisper {options.model} knows "
+        f"(e.g. {', '.join(list(supported)[:6])}; or auto)"
+    )
+
+
 @dataclass
 class Transcriber:
     """One loaded faster-whisper model. Every method blocks: call it off the event loop."""
@@ -130,6 +147,7 @@ class Transcriber:
             compute_type,
             time.perf_counter() - started,
         )
+        check_language(options, list(model.supported_languages))
         transcriber = cls(model=model, options=options, path=path, device=device)
         transcriber.transcribe(np.zeros(SAMPLE_RATE // 2, dtype=np.float32))  # warm-up
         transcriber.encoder_passes = 0  # count the session's passes only

@@ -151,3 +151,22 @@ def test_base_parts_are_joined_once(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     stamp = (folder / "model.bin").stat().st_mtime_ns
     assert resolve_model("base", cache=tmp_path / "cache") == folder
     assert (folder / "model.bin").stat().st_mtime_ns == stamp  # not joined again
+
+
+@pytest.mark.parametrize(
+    ("language", "supported", "says"),
+    [
+        ("de", ["en"], "English-only"),
+        ("xx", ["en", "de", "fr"], "not a language"),
+    ],
+)
+def test_a_language_the_model_cannot_transcribe_is_refused_in_one_line(
+    language: str, supported: list[str], says: str
+) -> None:
+    from realtime.asr import AsrModelError, check_language
+    from realtime.config import AsrOptions
+
+    with pytest.raises(AsrModelError, match=says):
+        check_language(AsrOptions(language=language), supported)
+    check_language(AsrOptions(language="auto"), supported)  # detected: any model
+    check_language(AsrOptions(language=supported[-1]), supported)

@@ -104,6 +104,33 @@ def test_2_a_folder_that_is_no_session(tmp_path: Path) -> None:
     assert "manifest.json" in done.stderr and done.stderr.count("\n") == 1
 
 
+def test_eval_refuses_a_batch_of_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    from realtime.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--dataset", "ravdess", "--batch-size", "0"])
+    assert exc.value.code == 2
+    assert "--batch-size: must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["banana", "cuda"])
+def test_2_a_device_this_machine_lacks(
+    device: str, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from realtime.cli import main
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = main(
+        ["eval", "--dataset", "meld", "--checkpoint", str(tiny_checkpoint), "--device", device]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"emotrack: error: device {device!r}")
+    assert err.count("\n") == 1, err
+
+
 @pytest.mark.slow
 def test_quiet_means_quiet(first_turns: Path, tmp_path: Path) -> None:
     """-q with the shipped checkpoint (whose backbone transformers loads with a progress bar):

@@ -673,10 +673,7 @@ def calibrate_checkpoint(
     if voice_trust is not None:  # the heads' logits of "", what the voice alone is added to
         blank = empty_logits(predictor.model, predictor.processor)
         settings |= voice_trust.settings() | {"voice_trust_blank": tuple(blank.tolist())}
-    try:  # validated before any dev data is read
-        settled = replace(predictor.config, **settings)
-    except ValueError as exc:  # settings this checkpoint cannot take
-        raise CheckpointError(f"checkpoint {folder}: {exc}") from None
+    settled = replace(predictor.config, **settings)  # validated before any dev data is read
     predictor.reconfigure(settled)  # the scales are chosen with the settings they ship with
     choices = [
         _scale_choice(predictor, modality, value, data_dir, progress)

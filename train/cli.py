@@ -99,7 +99,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="ckplus: FER network weights (safetensors) instead of the shipped ones",
     )
     ev.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
-    ev.add_argument("--batch-size", type=int, default=64, help="inference batch size (default: 64)")
+    ev.add_argument(
+        "--batch-size", type=_batch_size, default=64, help="inference batch size (default: 64)"
+    )
     ev.add_argument("--json", action="store_true", help="end with one JSON line of all metrics")
     ev.set_defaults(handler=run_eval, user_errors=user_errors)
 
@@ -357,6 +359,14 @@ def _count(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}") from None
     if number < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
+    return number
+
+
+def _batch_size(value: str) -> int:
+    """``value`` as a whole number >= 1."""
+    number = _count(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
     return number
 
 

@@ -7,6 +7,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """A missing or broken model, checkpoint or synthesiser, or an invalid configuration."""
     from unimse.backbones import BackboneNotFoundError
     from unimse.checkpoint import CheckpointError
+    from unimse.inference import DeviceError
     from unimse.synth import SynthesisError
     from unimse.typed_config import TypedConfigError
     from unimse.whisper import WhisperModelError
@@ -14,6 +15,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (
         BackboneNotFoundError,
         CheckpointError,
+        DeviceError,
         SynthesisError,
         TypedConfigError,
         WhisperModelError,

@@ -26,12 +26,19 @@ from unimse.voice_trust import SpeakerExpressiveness
 logger = logging.getLogger(__name__)
 
 
+class DeviceError(RuntimeError):
+    """A torch device asked for that this machine does not have."""
+
+
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
+        raise DeviceError(f"device {device!r} requested but CUDA is not available (use cpu)")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:  # not a device name torch knows
+        raise DeviceError(f"device {device!r}: {exc}") from None
 
 
 def outputs_to_predictions(

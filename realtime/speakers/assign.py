@@ -140,7 +140,8 @@ def unit(vector: np.ndarray) -> np.ndarray:
 
 def kmeans(points: np.ndarray, k: int, *, restarts: int = 4, iterations: int = 50) -> np.ndarray:
     """Labels of ``points`` (n, d) in ``k`` clusters: k-means++ starts with a fixed seed, best of
-    ``restarts`` by inertia. Deterministic."""
+    ``restarts`` by inertia. Deterministic. (scikit-learn's ``KMeans`` in its place: the same
+    final labels, assignment p95 8 ms instead of 2; docs/RESULTS.md, Speakers.)"""
     n = len(points)
     if k >= n:
         return np.arange(n)

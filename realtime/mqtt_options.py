@@ -175,6 +175,14 @@ class MqttOptions:
         """The TLS context for the connection, or ``None`` without TLS. Reads certificate files."""
         if not self.use_tls:
             return None
+        files = {
+            "CA": self.tls_ca_file,
+            "certificate": self.tls_cert_file,
+            "key": self.tls_key_file,
+        }
+        for name, file in files.items():
+            if file is not None and not Path(file).is_file():  # ssl names no file in its error
+                raise SinkError(f"MQTT TLS file not found: {file} (the {name} file)")
         try:
             context = ssl.create_default_context(
                 cafile=None if self.tls_ca_file is None else os.fspath(self.tls_ca_file)
@@ -184,8 +192,6 @@ class MqttOptions:
                     os.fspath(self.tls_cert_file),
                     None if self.tls_key_file is None else os.fspath(self.tls_key_file),
                 )
-        except FileNotFoundError as exc:
-            raise SinkError(f"MQTT TLS file not found: {exc.filename}") from None
         except (ssl.SSLError, OSError) as exc:
             raise SinkError(f"cannot load MQTT TLS certificates: {exc}") from None
         if self.tls_insecure:

@@ -443,6 +443,30 @@ def test_stream_to_no_broker_is_a_one_line_error(speech: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--duration", "5"], "--duration is for --mic"),
+        (["--duration", "-1"], "--duration: must be > 0 seconds"),
+        (["--retries", "-1"], "--retries and --takeover must be >= 0"),
+        (["--accept-timeout", "0"], "--accept-timeout: must be > 0 seconds"),
+    ],
+)
+def test_stream_refuses_settings_it_cannot_keep_before_connecting(
+    speech: Path, flags: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from realtime.cli import main
+    from realtime.mosquitto import free_port
+
+    argv = ["stream", str(speech), "--session", "s", "--mqtt-port", str(free_port()), *flags]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own refusals
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and "cannot connect" not in err, err
+
+
 async def wait_for_log(harness: Harness, server: str, text: str, timeout: float = TIMEOUT) -> None:
     async with asyncio.timeout(timeout):
         while text not in harness.log(server):

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from realtime.cli.options import add_config_option, session_options
+from realtime.cli.options import add_config_option, seconds, session_options
 from realtime.cli.session import run_session
 from realtime.config import Config, ConfigError, load_config
 
@@ -73,7 +73,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     capture.add_argument(
         "--duration",
-        type=float,
+        type=seconds,
         metavar="S",
         help="stop the microphone after S seconds of capture (default: at Ctrl-C)",
     )

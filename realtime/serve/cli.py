@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from realtime.cli.exits import EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE
-from realtime.cli.options import add_config_option, mqtt_options, session_options
+from realtime.cli.options import add_config_option, mqtt_options, seconds, session_options
 from realtime.config import Config
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     stream.add_argument("path", nargs="?", metavar="PATH", help="audio file to play")
     stream.add_argument("--mic", action="store_true", help="stream the microphone instead")
     stream.add_argument(
-        "--duration", type=float, metavar="S", help="with --mic: stop after S seconds"
+        "--duration", type=seconds, metavar="S", help="with --mic: stop after S seconds"
     )
     stream.add_argument("--audio-device", metavar="NAME|INDEX", help="with --mic: the device")
     add_config_option(
@@ -193,7 +193,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     stream.add_argument(
         "--accept-timeout",
-        type=float,
+        type=seconds,
         default=30.0,
         metavar="S",
         help="wait S seconds for a server to take the session (default 30)",
@@ -280,6 +280,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
         raise ConfigError("give an audio file PATH or --mic (one of them)")
     if not 20 <= args.chunk_ms <= 100:
         raise ConfigError("--chunk-ms must be in 20..100 (the protocol's chunk sizes)")
+    if args.duration is not None and not args.mic:
+        raise ConfigError("--duration is for --mic (a file plays to its end)")
+    if args.retries < 0 or args.takeover < 0:
+        raise ConfigError("--retries and --takeover must be >= 0")
     config = build_config(args)
     if args.mic:
         rate, channels = 16_000, 1

@@ -206,6 +206,22 @@ def test_trainer_writes_checkpoints_and_resumes(shared_data: Path, tmp_path: Pat
     )
 
 
+def test_resuming_a_run_that_saved_nothing_is_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from realtime.cli import main
+
+    config = tmp_path / "smoke.toml"
+    config.write_text('[data]\ndatasets = ["meld"]\n[train]\nepochs = 1\n')
+    out = tmp_path / "never"
+    code = main(["train", "--config", str(config), "--resume", "--output", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        f"emotrack: error: nothing to resume in {out} (no last/trainer_state.json)"
+    ]
+    assert not out.exists()  # refused before anything was written or read
+
+
 def test_eval_cli_prints_json_last(tiny_checkpoint: Path, shared_data: Path) -> None:
     proc = subprocess.run(
         [

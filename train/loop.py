@@ -41,7 +41,13 @@ from train.staged import (
     reset_pmf_inputs,
 )
 from train.unification import UnifiedSample, unify
-from unimse.checkpoint import BACKBONE_PREFIX, load_checkpoint, resolve_checkpoint, save_checkpoint
+from unimse.checkpoint import (
+    BACKBONE_PREFIX,
+    CheckpointError,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from unimse.factory import build_model
 from unimse.fusion import voice_prior
 from unimse.inference import EmotionPredictor, pick_device
@@ -49,6 +55,8 @@ from unimse.labels import IEMOCAP_EMOTIONS, MELD_EMOTIONS, POLARITIES
 from unimse.processor import LabelTargets, ModelBatch, UniMSEProcessor
 
 logger = logging.getLogger(__name__)
+
+LAST_STATE = "last/trainer_state.json"  # with last/'s checkpoint, what --resume continues from
 
 # Contrastive groups per dataset (its classes), laid out one dataset after the other.
 DATASET_GROUPS = {
@@ -431,6 +439,8 @@ class Trainer:
         tc = self.config.train
         if tc.init_from:
             resolve_checkpoint(tc.init_from)  # a missing stage-1 checkpoint fails before any work
+        if resume and not (self.output / LAST_STATE).is_file():  # so does nothing to resume
+            raise CheckpointError(f"nothing to resume in {self.output} (no {LAST_STATE})")
         seed_everything(tc.seed)
         self._write_config()
         from train.audio_datasets import corpora_read_once
@@ -723,14 +733,12 @@ class Trainer:
         last = self.output / "last"
         save_checkpoint(run.model, last, half=False, keep=run.keep)
         snapshot = dict(state, optimizer=_save_optimizer(run.opt, last))
-        (last / "trainer_state.json").write_text(json.dumps(snapshot, indent=2) + "\n")
+        (self.output / LAST_STATE).write_text(json.dumps(snapshot, indent=2) + "\n")
 
     def _resume(self, run: _Run) -> dict[str, Any]:
         """Model, optimiser, schedule and trainer state as the last finished epoch left them."""
         last = self.output / "last"
-        if not (last / "trainer_state.json").is_file():
-            raise ValueError(f"nothing to resume in {self.output} (no last/trainer_state.json)")
-        state: dict[str, Any] = json.loads((last / "trainer_state.json").read_text())
+        state: dict[str, Any] = json.loads((self.output / LAST_STATE).read_text())
         restored = load_checkpoint(last, device=self.device)
         run.model.load_state_dict(restored.state_dict())
         _load_optimizer(run.opt, last, state.pop("optimizer")["param_groups"])

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from realtime.cli.options import at_least_one
 from realtime.config import Config, ConfigError
 from realtime.messages import EmotionResult, StatsSnapshot
 from realtime.mosquitto import LOOPBACK, find_mosquitto, free_port, write_config
@@ -81,7 +82,7 @@ def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--repeat",
-        type=int,
+        type=at_least_one,
         default=1,
         metavar="N",
         help="play the script N times in a row, for more samples (default 1)",
@@ -484,7 +485,7 @@ def run_latency_command(args: argparse.Namespace, config: Config) -> int:
             turns = parse_script(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ConfigError(f"bad benchmark script: {exc}") from None
-    script = turns * max(1, args.repeat)
+    script = turns * args.repeat
     # Both modes, one after the other with the same models, unless one was asked for.
     given = hasattr(args, "vad.speculative")
     modes = [config.vad.speculative] if given else [False, True]

@@ -49,3 +49,12 @@ def test_latency_report(tmp_path: Path) -> None:
         summary["end_to_end"]["max"] - 0.5
     )
     assert "p95" in report.render() and "hangover" in report.render()
+
+
+def test_latency_refuses_a_script_played_no_times(capsys: pytest.CaptureFixture[str]) -> None:
+    from realtime.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "latency", "--repeat", "0"])
+    assert exc.value.code == 2
+    assert "--repeat: must be at least 1, got 0" in capsys.readouterr().err

@@ -23,6 +23,17 @@ def seconds(value: str) -> float:
     return number
 
 
+def at_least_one(value: str) -> int:
+    """An argparse type: ``value`` as a whole number >= 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def default_of(key: str) -> Any:
     """The built-in default of a dotted configuration key, e.g. ``sinks.mqtt.port``."""
     node: Any = Config()

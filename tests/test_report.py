@@ -139,6 +139,21 @@ def test_bad_input_is_one_clear_line(
     assert not (tmp_path / "r.html").exists()
 
 
+def test_a_last_line_cut_short_by_a_crash_is_left_out_with_a_warning(
+    results_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = results_file.read_text().splitlines()
+    results_file.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:40])  # no newline at the end
+    with caplog.at_level("WARNING"):
+        session = load_session(results_file)
+    assert len(session.utterances) == len(lines) - 1
+    assert f"line {len(lines)} is cut short" in caplog.text
+    # the same cut in the middle of the file is damage, not a crash: refused
+    results_file.write_text(lines[0][:40] + "\n" + "\n".join(lines[1:]) + "\n")
+    with pytest.raises(ReportError, match="line 1 is not JSON"):
+        load_session(results_file)
+
+
 def test_a_folder_that_is_not_a_recording(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="not a recorded session"):
         write_report(tmp_path, tmp_path / "r.html")

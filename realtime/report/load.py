@@ -158,17 +158,36 @@ def _replace(results: list[dict[str, Any]], revision: dict[str, Any]) -> None:
 
 
 def _read_results(path: Path) -> Iterator[dict[str, Any]]:
-    """Every non-blank line of ``path``, parsed and checked against the result schema."""
+    """Every non-blank line of ``path``, parsed and checked against the result schema; a last
+    line cut short (no newline, not JSON: its writer was stopped mid-line) is left out with a
+    warning, so that a crashed session's results can still be reported."""
     is_valid = _fast_validator()
     try:
         with path.open(encoding="utf-8") as fh:
             for number, line in enumerate(fh, start=1):
-                if line.strip():
-                    yield _checked(path, number, line, is_valid)
+                if not line.strip():
+                    continue
+                if not line.endswith("\n") and _cut_short(line):
+                    logger.warning(
+                        "%s line %d is cut short (its writer stopped mid-line): left out",
+                        path,
+                        number,
+                    )
+                    continue
+                yield _checked(path, number, line, is_valid)
     except UnicodeDecodeError:
         raise ReportError(f"{path} is not a JSON lines file (not UTF-8 text)") from None
     except OSError as exc:
         raise ReportError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _cut_short(line: str) -> bool:
+    """Whether ``line`` does not parse as JSON."""
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return True
+    return False
 
 
 def _checked(path: Path, number: int, line: str, is_valid: Any) -> dict[str, Any]:

@@ -139,17 +139,23 @@ def test_bad_input_is_one_clear_line(
     assert not (tmp_path / "r.html").exists()
 
 
-def test_a_last_line_cut_short_by_a_crash_is_left_out_with_a_warning(
-    results_file: Path, caplog: pytest.LogCaptureFixture
+def test_a_line_cut_short_by_a_crash_is_left_out_with_a_warning(
+    results_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     lines = results_file.read_text().splitlines()
-    results_file.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:40])  # no newline at the end
+    results_file.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:40])  # killed mid-line
     with caplog.at_level("WARNING"):
         session = load_session(results_file)
     assert len(session.utterances) == len(lines) - 1
     assert f"line {len(lines)} is cut short" in caplog.text
-    # the same cut in the middle of the file is damage, not a crash: refused
-    results_file.write_text(lines[0][:40] + "\n" + "\n".join(lines[1:]) + "\n")
+    # A later session appended after it (the JSON lines sink ends a cut line first): the cut
+    # line is in the middle now, and still left out.
+    later = json.dumps({**json.loads(lines[0]), "session": "later"})
+    results_file.write_text(results_file.read_text() + "\n" + later + "\n")
+    assert len(load_session(results_file, session="test-session").utterances) == len(lines) - 1
+    assert len(load_session(results_file, session="later").utterances) == 1
+    # A line that is not the head of an emotrack line is damage: refused.
+    results_file.write_text("{broken\n" + "\n".join(lines) + "\n")
     with pytest.raises(ReportError, match="line 1 is not JSON"):
         load_session(results_file)
 

@@ -158,16 +158,17 @@ def _replace(results: list[dict[str, Any]], revision: dict[str, Any]) -> None:
 
 
 def _read_results(path: Path) -> Iterator[dict[str, Any]]:
-    """Every non-blank line of ``path``, parsed and checked against the result schema; a last
-    line cut short (no newline, not JSON: its writer was stopped mid-line) is left out with a
-    warning, so that a crashed session's results can still be reported."""
+    """Every non-blank line of ``path``, parsed and checked against the result schema; a line
+    cut short (an emotrack line's start, not JSON: its writer was stopped mid-line, and a later
+    session may have appended after it) is left out with a warning, so that a crashed session's
+    results can still be reported."""
     is_valid = _fast_validator()
     try:
         with path.open(encoding="utf-8") as fh:
             for number, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
-                if not line.endswith("\n") and _cut_short(line):
+                if _cut_short(line):
                     logger.warning(
                         "%s line %d is cut short (its writer stopped mid-line): left out",
                         path,
@@ -182,7 +183,10 @@ def _read_results(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _cut_short(line: str) -> bool:
-    """Whether ``line`` does not parse as JSON."""
+    """Whether ``line`` starts as emotrack writes a line (its schema version first) but does not
+    parse as JSON: the head of a line whose writing was cut off, not a damaged file."""
+    if not line.startswith('{"schema_version":'):
+        return False
     try:
         json.loads(line)
     except json.JSONDecodeError:

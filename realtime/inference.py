@@ -338,6 +338,7 @@ def make_result(
         timestamp=datetime.now(UTC),
         speculative=utterance.speculative,
         revision=utterance.revision,
+        language=transcript.language,
     )
 
 

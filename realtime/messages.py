@@ -104,6 +104,7 @@ class EmotionResult(Message):
     # version of utterance ``utterance_seq`` this is (n > 0 replaces the earlier results).
     speculative: bool = False
     revision: int = 0
+    language: str = ""  # the transcript's language ("": not known)
 
     @property
     def emotion(self) -> str:

@@ -26,7 +26,7 @@ from realtime.messages import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 REVISION_KIND = "speaker_revised"
 PARTIAL_KIND = "partial"
 CONFIRMED_KIND = "confirmed"
@@ -64,7 +64,8 @@ def result_to_dict(result: EmotionResult, *, timestamp: datetime | None = None) 
 
     ``timestamp`` defaults to the time the result was made (:attr:`EmotionResult.timestamp`), so
     every sink publishes the same one; pass one to get reproducible output. ``speculative`` and
-    ``revision`` (``--speculative``) are there only when set: true, and above 0.
+    ``revision`` (``--speculative``) are there only when set: true, and above 0; ``language``
+    only when known.
     """
     out = {
         "schema_version": SCHEMA_VERSION,
@@ -85,6 +86,8 @@ def result_to_dict(result: EmotionResult, *, timestamp: datetime | None = None) 
         "model_version": result.model_version,
         "timestamp": utc_timestamp(result.timestamp if timestamp is None else timestamp),
     }
+    if result.language:
+        out["language"] = result.language
     if result.speculative:
         out["speculative"] = True
     if result.revision:

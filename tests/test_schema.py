@@ -50,6 +50,17 @@ def test_result_to_dict_has_every_field_and_validates() -> None:
     validate(json.loads(line))
 
 
+def test_a_known_language_is_published_and_checked() -> None:
+    from dataclasses import replace
+
+    german = result_to_dict(replace(result_factory(), language="de"))
+    validate(german)
+    assert german["language"] == "de" and german["schema_version"] == SCHEMA_VERSION
+    assert "language" not in result_to_dict(result_factory())  # not known: absent
+    with pytest.raises(SchemaValidationError, match="language"):
+        validate({**german, "language": "German"})
+
+
 def test_numpy_scalars_and_float32_rounding_are_serialisable() -> None:
     np = pytest.importorskip("numpy")
     probs = {e: np.float32(0.0) for e in MELD_EMOTIONS}

@@ -32,6 +32,7 @@ from realtime.messages import (
 )
 from realtime.report.load import load_session
 from realtime.serialize import (
+    SCHEMA_VERSION,
     SchemaValidationError,
     confirmation_to_dict,
     is_confirmation,
@@ -181,7 +182,7 @@ def test_the_schema_validates_speculative_results_revisions_and_confirmations() 
     confirmed = confirmation_to_dict(confirmation(0, 1))
     for message in (first, revision, confirmed):
         validate(message)
-    assert first["schema_version"] == "1.2" and first["speculative"] is True
+    assert first["schema_version"] == SCHEMA_VERSION and first["speculative"] is True
     assert "speculative" not in result_to_dict(result_factory(seq=0))  # unchanged when off
     assert is_confirmation(confirmed) and confirmed["revision"] == 1
     bad = [

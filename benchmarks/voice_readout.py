@@ -44,14 +44,13 @@ from train.audio_datasets import EMODB_SPLITS, corpus_features, select_split, sp
 from train.config import ReadoutSettings, language_readout
 from train.metrics import unweighted_accuracy
 from train.voice_readout import (
-    empty_logits,
     fit_readout,
-    head_sizes,
     language_rows,
     pooled_statistics,
     readout_rows,
     training_voices,
 )
+from unimse.inference import empty_logits
 from unimse.labels import EMODB_JOINT_CLASSES, emodb_joint_indices
 from unimse.losses import joint_class_scores
 
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     empty = empty_logits(predictor.model, predictor.processor)
     emodb = load_corpus(EMODB, args.data_dir)
     classes = list(EMODB_JOINT_CLASSES)
-    sizes = head_sizes(config)
+    sizes = list(config.head_sizes)
     speakers = sorted({s.speaker for s in emodb})
     if args.dev_only:
         speakers = [s for s in speakers if s not in EMODB_SPLITS["test"]]

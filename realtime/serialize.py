@@ -153,6 +153,10 @@ def partial_to_dict(result: PartialResult, *, timestamp: datetime | None = None)
     }
 
 
+# How every message's line begins: each message puts schema_version first and to_json is compact.
+MESSAGE_START = '{"schema_version":'
+
+
 def to_json(obj: Mapping[str, Any]) -> str:
     """Compact one-line JSON; raises :class:`ValueError` on NaN or infinity (not valid JSON)."""
     try:

@@ -181,6 +181,17 @@ def run_emotrack(*args: str, timeout: float = 120, **env: str) -> subprocess.Com
     )
 
 
+def emotrack_in_process(*args: str) -> int:
+    """``emotrack ARGS`` run in this process (``realtime.cli.main``): its exit code, whether the
+    command returned it or argparse exited with it."""
+    from realtime.cli import main
+
+    try:
+        return main(list(args))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
 def replay_to_jsonl(
     media: Path, checkpoint: Path, out: Path, *extra: str, timeout: float = 120
 ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:

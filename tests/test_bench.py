@@ -52,9 +52,7 @@ def test_latency_report(tmp_path: Path) -> None:
 
 
 def test_latency_refuses_a_script_played_no_times(capsys: pytest.CaptureFixture[str]) -> None:
-    from realtime.cli import main
+    from rt_support import emotrack_in_process
 
-    with pytest.raises(SystemExit) as exc:
-        main(["bench", "latency", "--repeat", "0"])
-    assert exc.value.code == 2
+    assert emotrack_in_process("bench", "latency", "--repeat", "0") == 2
     assert "--repeat: must be at least 1, got 0" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rt_support import emotrack_in_process
 from safetensors.torch import load_file
 
 from train.calibrate import CALIBRATION, calibrate_checkpoint, dev_log_probs, fit_offsets
@@ -270,6 +271,11 @@ def test_video_scale_criterion_and_folding(
     assert with_face.emotion_probs == pytest.approx(text_only.emotion_probs, abs=1e-6)
 
 
+def calibrate_args(checkpoint: Path, output: Path, *flags: str) -> list[str]:
+    """``emotrack calibrate`` of ``checkpoint`` into ``output`` with ``flags``."""
+    return ["calibrate", "--checkpoint", str(checkpoint), "--output", str(output), *flags]
+
+
 @pytest.mark.parametrize("flag", ["--audio-scale", "--video-scale", "--voice-neutral-share"])
 @pytest.mark.parametrize("value", ["abc", "1.5", "-0.1"])
 def test_calibrate_cli_rejects_a_bad_scale_in_one_line(
@@ -279,12 +285,7 @@ def test_calibrate_cli_rejects_a_bad_scale_in_one_line(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from realtime.cli import main
-
-    argv = ["calibrate", "--checkpoint", str(tiny_checkpoint), "--output", str(tmp_path / "o")]
-    with pytest.raises(SystemExit) as exc:
-        main([*argv, flag, value])
-    assert exc.value.code == 2
+    assert emotrack_in_process(*calibrate_args(tiny_checkpoint, tmp_path / "o", flag, value)) == 2
     err = capsys.readouterr().err
     assert flag in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
@@ -451,7 +452,6 @@ def test_an_auto_audio_scale_refuses_a_readout_fitted_on_its_dev_speakers(
 ) -> None:
     import shutil
 
-    from realtime.cli import main
     from train.audio_datasets import EMODB_SPLITS, RAVDESS_SPLITS
     from train.modality_scale import readout_fitted_on_dev
     from unimse.checkpoint import VOICE_READOUT
@@ -463,8 +463,8 @@ def test_an_auto_audio_scale_refuses_a_readout_fitted_on_its_dev_speakers(
     dev += [f"emodb/{s}" for s in EMODB_SPLITS["dev"]]
     (fitted / VOICE_READOUT).write_text(json.dumps({"held_out_speakers": ["ravdess/02"]}))
     assert readout_fitted_on_dev(fitted) == [s for s in dev if s != "ravdess/02"]
-    argv = ["calibrate", "--checkpoint", str(fitted), "--output", str(tmp_path / "o")]
-    assert main([*argv, "--no-heads", "--audio-scale", "auto"]) == 2
+    auto = calibrate_args(fitted, tmp_path / "o", "--no-heads", "--audio-scale", "auto")
+    assert emotrack_in_process(*auto) == 2
     err = capsys.readouterr().err
     assert "fitted on" in err and dev[0] in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
@@ -487,10 +487,8 @@ def test_calibrate_says_in_one_line_which_setting_a_companion_needs(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from realtime.cli import main
-
-    argv = ["calibrate", "--checkpoint", str(tiny_checkpoint), "--output", str(tmp_path / "o")]
-    assert main([*argv, "--no-heads", *flags]) == 2
+    refused = calibrate_args(tiny_checkpoint, tmp_path / "o", "--no-heads", *flags)
+    assert emotrack_in_process(*refused) == 2
     err = capsys.readouterr().err
     assert f"need {needs}" in err or f"needs {needs}" in err
     assert "Traceback" not in err and not (tmp_path / "o").exists()
@@ -499,11 +497,7 @@ def test_calibrate_says_in_one_line_which_setting_a_companion_needs(
 def test_calibrate_refuses_a_trust_whose_words_count_for_nothing(
     tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from realtime.cli import main
-
-    argv = ["calibrate", "--checkpoint", str(tiny_checkpoint), "--output", str(tmp_path / "o")]
-    with pytest.raises(SystemExit) as exc:
-        main([*argv, "--voice-trust", "2", "--voice-trust-words", "0"])
-    assert exc.value.code == 2
+    trust = ("--voice-trust", "2", "--voice-trust-words", "0")
+    assert emotrack_in_process(*calibrate_args(tiny_checkpoint, tmp_path / "o", *trust)) == 2
     err = capsys.readouterr().err
     assert "--voice-trust-words: must be in (0, 1]" in err and "Traceback" not in err

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from rt_support import REPO, emotrack_command, emotrack_env, run_emotrack
+from rt_support import REPO, emotrack_command, emotrack_env, emotrack_in_process, run_emotrack
 
 from realtime.cli import build_parser
 from realtime.cli.exits import EPILOG
@@ -105,11 +105,7 @@ def test_2_a_folder_that_is_no_session(tmp_path: Path) -> None:
 
 
 def test_eval_refuses_a_batch_of_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    from realtime.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(["eval", "--dataset", "ravdess", "--batch-size", "0"])
-    assert exc.value.code == 2
+    assert emotrack_in_process("eval", "--dataset", "ravdess", "--batch-size", "0") == 2
     assert "--batch-size: must be >= 1" in capsys.readouterr().err
 
 
@@ -119,12 +115,10 @@ def test_2_a_device_this_machine_lacks(
 ) -> None:
     import torch
 
-    from realtime.cli import main
-
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    code = main(
-        ["eval", "--dataset", "meld", "--checkpoint", str(tiny_checkpoint), "--device", device]
+    code = emotrack_in_process(
+        "eval", "--dataset", "meld", "--checkpoint", str(tiny_checkpoint), "--device", device
     )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"emotrack: error: device {device!r}")

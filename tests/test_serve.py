@@ -26,7 +26,7 @@ import aiomqtt
 import numpy as np
 import pytest
 from mqtt_broker import MosquittoBroker, require_mosquitto
-from rt_support import REPO, emotrack_command, emotrack_env, run_emotrack
+from rt_support import REPO, emotrack_command, emotrack_env, emotrack_in_process, run_emotrack
 
 from realtime.serve.protocol import (
     EndRequest,
@@ -455,14 +455,10 @@ def test_stream_to_no_broker_is_a_one_line_error(speech: Path) -> None:
 def test_stream_refuses_settings_it_cannot_keep_before_connecting(
     speech: Path, flags: list[str], says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from realtime.cli import main
     from realtime.mosquitto import free_port
 
     argv = ["stream", str(speech), "--session", "s", "--mqtt-port", str(free_port()), *flags]
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse's own refusals
-        code = exit_.code
+    code = emotrack_in_process(*argv)
     err = capsys.readouterr().err
     assert code == 2 and says in err and "cannot connect" not in err, err
 

@@ -16,7 +16,6 @@ from train.staged import reset_pmf_inputs
 from train.voice_readout import (
     ReadoutRows,
     VoiceReadout,
-    empty_logits,
     fit_readout,
     install_language_readout,
     install_readout,
@@ -26,6 +25,7 @@ from unimse.backbones import load_tokenizer
 from unimse.checkpoint import CheckpointError
 from unimse.config import FeatureSpec
 from unimse.factory import build_model
+from unimse.inference import empty_logits
 from unimse.inputs import ModelInput
 from unimse.labels import EMODB_JOINT_CLASSES, EMODB_LABELS, UniversalLabel, emodb_joint_indices
 from unimse.losses import joint_class_scores
@@ -272,10 +272,10 @@ def test_fit_voice_on_the_cli_gives_a_one_line_error(
 def test_fit_voice_says_in_one_line_which_option_a_companion_needs(
     flags: list[str], needs: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from realtime.cli import main
+    from rt_support import emotrack_in_process
 
     out = tmp_path / "out"
-    code = main(["fit-voice", "--checkpoint", "default", "--output", str(out), *flags])
+    code = emotrack_in_process("fit-voice", "--checkpoint", "default", "--output", str(out), *flags)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and f" {needs}" in err[0] and "need" in err[0]
     assert not out.exists()

@@ -55,11 +55,10 @@ HEADS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 def head_slice(config: UniMSEConfig, dataset: str) -> slice:
     """Where ``dataset``'s head sits in the concatenated (polarity, MELD, IEMOCAP) logits."""
-    start = len(config.polarities)
+    polarity, meld, iemocap = config.head_sizes
     if dataset == "meld":
-        return slice(start, start + len(config.meld_emotions))
-    start += len(config.meld_emotions)
-    return slice(start, start + len(config.iemocap_emotions))
+        return slice(polarity, polarity + meld)
+    return slice(polarity + meld, polarity + meld + iemocap)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ from unimse.processor import LabelTargets, ModelBatch, UniMSEProcessor
 
 logger = logging.getLogger(__name__)
 
-LAST_STATE = "last/trainer_state.json"  # with last/'s checkpoint, what --resume continues from
+LAST = "last"  # the last finished epoch: its checkpoint and TRAINER_STATE, what --resume continues
+TRAINER_STATE = "trainer_state.json"
 
 # Contrastive groups per dataset (its classes), laid out one dataset after the other.
 DATASET_GROUPS = {
@@ -439,8 +440,8 @@ class Trainer:
         tc = self.config.train
         if tc.init_from:
             resolve_checkpoint(tc.init_from)  # a missing stage-1 checkpoint fails before any work
-        if resume and not (self.output / LAST_STATE).is_file():  # so does nothing to resume
-            raise CheckpointError(f"nothing to resume in {self.output} (no {LAST_STATE})")
+        if resume and not (self.output / LAST / TRAINER_STATE).is_file():  # nor does a resume of nothing
+            raise CheckpointError(f"nothing to resume in {self.output} (no {LAST}/{TRAINER_STATE})")
         seed_everything(tc.seed)
         self._write_config()
         from train.audio_datasets import corpora_read_once
@@ -730,15 +731,15 @@ class Trainer:
 
     def _save_last(self, run: _Run, state: dict[str, Any]) -> None:
         """``last/``: model, optimiser and trainer state, all that ``resume`` needs."""
-        last = self.output / "last"
+        last = self.output / LAST
         save_checkpoint(run.model, last, half=False, keep=run.keep)
         snapshot = dict(state, optimizer=_save_optimizer(run.opt, last))
-        (self.output / LAST_STATE).write_text(json.dumps(snapshot, indent=2) + "\n")
+        (last / TRAINER_STATE).write_text(json.dumps(snapshot, indent=2) + "\n")
 
     def _resume(self, run: _Run) -> dict[str, Any]:
         """Model, optimiser, schedule and trainer state as the last finished epoch left them."""
-        last = self.output / "last"
-        state: dict[str, Any] = json.loads((self.output / LAST_STATE).read_text())
+        last = self.output / LAST
+        state: dict[str, Any] = json.loads((last / TRAINER_STATE).read_text())
         restored = load_checkpoint(last, device=self.device)
         run.model.load_state_dict(restored.state_dict())
         _load_optimizer(run.opt, last, state.pop("optimizer")["param_groups"])

@@ -170,16 +170,11 @@ class AudioScaleDevData:
             )
             for corpus in corpora
         }
-        by_corpus = [
-            list(
-                zip(
-                    neutral_voices(dev, spec, predictor.voice_prior),
-                    [speaker_key(x) for x in dev if is_neutral(x)],  # neutral_voices' clips
-                    strict=True,
-                )
-            )
-            for dev in emotional.values()
-        ]
+        by_corpus = []
+        for dev in emotional.values():
+            items = [x for x in dev if is_neutral(x)]  # each voice with its speaker
+            voices = neutral_voices(items, spec, predictor.voice_prior)
+            by_corpus.append(list(zip(voices, map(speaker_key, items), strict=True)))
         neutral = [  # every dev speaker's neutral voice, interleaved: more voices, fewer quirks
             voice for voices in zip_longest(*by_corpus) for voice in voices if voice is not None
         ]

@@ -194,10 +194,6 @@ def synthetic_sentences(data_dir: Path, count: int) -> list[str]:
     return texts[::step][:count]
 
 
-def head_sizes(config: UniMSEConfig) -> list[int]:
-    return [len(config.polarities), len(config.meld_emotions), len(config.iemocap_emotions)]
-
-
 def fit_readout(
     rows: ReadoutRows,
     empty: np.ndarray,
@@ -214,7 +210,7 @@ def fit_readout(
     mean, var = standardisation or (rows.pooled.mean(0), rows.pooled.var(0))
     readout = VoiceReadout(mean, var, np.zeros(0), np.zeros(0))
     x = torch.from_numpy(readout.standardise(rows.pooled))
-    sizes = head_sizes(config)
+    sizes = list(config.head_sizes)
     targets = [
         torch.tensor([config.polarities.index(lab.polarity) for lab in rows.labels]),
         torch.tensor([config.meld_emotions.index(lab.meld_emotion) for lab in rows.labels]),

@@ -236,7 +236,7 @@ class UniMSEConfig:
             raise ValueError("voice_trust_words must be in (0, 1]")
         if self.voice_trust and self.voice_hinge == "off":
             raise ValueError("voice_trust needs voice_hinge")
-        width = len(self.polarities) + len(self.meld_emotions) + len(self.iemocap_emotions)
+        width = sum(self.head_sizes)
         if self.voice_trust and len(self.voice_trust_blank) != width:
             raise ValueError(f"voice_trust needs voice_trust_blank: {width} logits")
         if self.face_gate not in FACE_GATES:
@@ -261,6 +261,12 @@ class UniMSEConfig:
             IEMOCAP_EMOTIONS,
         ):
             raise ValueError("label space differs from this version of unimse.labels")
+
+    @property
+    def head_sizes(self) -> tuple[int, int, int]:
+        """How many logits each head has (polarity, MELD, IEMOCAP): the layout of every
+        concatenated logit vector."""
+        return len(self.polarities), len(self.meld_emotions), len(self.iemocap_emotions)
 
     @property
     def modalities(self) -> tuple[str, ...]:

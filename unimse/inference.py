@@ -169,10 +169,7 @@ class EmotionPredictor:
             parts.append(logits.cpu())
         if parts:
             return torch.cat(parts)
-        cfg = self.config
-        return torch.zeros(
-            0, len(cfg.polarities) + len(cfg.meld_emotions) + len(cfg.iemocap_emotions)
-        )
+        return torch.zeros(0, sum(self.config.head_sizes))
 
     @property
     def voice_prior(self) -> np.ndarray | None:

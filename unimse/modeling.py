@@ -181,11 +181,7 @@ class ModalityLogits(nn.Module):
 
     def __init__(self, config: UniMSEConfig) -> None:
         super().__init__()
-        self.sizes = (
-            len(config.polarities),
-            len(config.meld_emotions),
-            len(config.iemocap_emotions),
-        )
+        self.sizes = config.head_sizes
         width = sum(self.sizes)
         self.acoustic = nn.Linear(config.modality_dim, width, bias=False)
         self.visual = nn.Linear(config.modality_dim, width, bias=False)

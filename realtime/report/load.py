@@ -27,6 +27,7 @@ from typing import Any
 from realtime.recorder import RESULTS
 from realtime.report.errors import ReportError
 from realtime.serialize import (
+    MESSAGE_START,
     SCHEMA_VERSION,
     SchemaValidationError,
     has_times,
@@ -183,9 +184,9 @@ def _read_results(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _cut_short(line: str) -> bool:
-    """Whether ``line`` starts as emotrack writes a line (its schema version first) but does not
+    """Whether ``line`` starts as emotrack writes a line (:data:`MESSAGE_START`) but does not
     parse as JSON: the head of a line whose writing was cut off, not a damaged file."""
-    if not line.startswith('{"schema_version":'):
+    if not line.startswith(MESSAGE_START):
         return False
     try:
         json.loads(line)

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+import kaldi_native_fbank as knf
 import numpy as np
 
 SAMPLE_RATE = 16_000
@@ -56,8 +57,6 @@ class SpeakerEmbedder(Protocol):
 
 def fbank(audio: np.ndarray) -> np.ndarray:
     """Kaldi log mel filterbank of 16 kHz audio in [-1, 1]: (frames, 80) float32."""
-    import kaldi_native_fbank as knf
-
     options = knf.FbankOptions()
     options.frame_opts.samp_freq = SAMPLE_RATE
     options.frame_opts.dither = 0.0

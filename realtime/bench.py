@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from realtime.cli.options import at_least_one
 from realtime.config import Config, ConfigError
 from realtime.messages import EmotionResult, StatsSnapshot
 from realtime.mosquitto import LOOPBACK, find_mosquitto, free_port, write_config
 from realtime.sinks.base import Sink, SinkError
+from unimse.argtypes import AT_LEAST_ONE
 from unimse.synth import Conversation, ScriptLine, parse_script, synthesize, write_audio
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--repeat",
-        type=at_least_one,
+        type=AT_LEAST_ONE,
         default=1,
         metavar="N",
         help="play the script N times in a row, for more samples (default 1)",

@@ -55,4 +55,4 @@ def test_latency_refuses_a_script_played_no_times(capsys: pytest.CaptureFixture[
     from rt_support import emotrack_in_process
 
     assert emotrack_in_process("bench", "latency", "--repeat", "0") == 2
-    assert "--repeat: must be at least 1, got 0" in capsys.readouterr().err
+    assert "--repeat: must be >= 1, got 0" in capsys.readouterr().err

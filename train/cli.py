@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from train.config import READOUT_LOSSES, ReadoutSettings, language_readout
+from unimse.argtypes import AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, SHARE, UNIT_INTERVAL
 from unimse.config import VOICE_SHARES
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     ev.add_argument(
-        "--batch-size", type=_batch_size, default=64, help="inference batch size (default: 64)"
+        "--batch-size", type=AT_LEAST_ONE, default=64, help="inference batch size (default: 64)"
     )
     ev.add_argument("--json", action="store_true", help="end with one JSON line of all metrics")
     ev.set_defaults(handler=run_eval, user_errors=user_errors)
@@ -140,14 +141,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     cal.add_argument(
         "--voice-neutral-share",
-        type=_unit_interval,
+        type=UNIT_INTERVAL,
         metavar="A",
         help="a hinged voice (voice_hinge): add back share A in [0, 1] of its unhinged logits "
         "on utterances with words (benchmarks/neutral_share.py measures candidates on dev)",
     )
     cal.add_argument(
         "--voice-margin",
-        type=_non_negative,
+        type=NON_NEGATIVE,
         metavar="M",
         help="a hinged voice: on utterances with words it counts only where a class's logit "
         "exceeds neutral by more than M (benchmarks/neutral_cv.py chooses it on 22 speakers)",
@@ -160,21 +161,21 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     cal.add_argument(
         "--voice-cap",
-        type=_non_negative,
+        type=NON_NEGATIVE,
         metavar="C",
         help="a hinged voice: on utterances with words no class gains more than C from it "
         "(0: no cap; benchmarks/neutral_cv.py chooses it on 22 speakers)",
     )
     cal.add_argument(
         "--wordless-audio-scale",
-        type=_positive,
+        type=POSITIVE,
         metavar="W",
         help="the voice's weight on utterances without words (where it is all there is), "
         "instead of the audio scale (benchmarks/neutral_cv.py chooses it on 22 speakers)",
     )
     cal.add_argument(
         "--voice-neutral-words",
-        type=_non_negative,
+        type=NON_NEGATIVE,
         metavar="K",
         help="a hinged voice: beside words that read as neutral it weighs up to its weight "
         "without words, by the words' neutral probability to the power K (0: off; "
@@ -182,7 +183,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     cal.add_argument(
         "--voice-trust",
-        type=_positive,
+        type=POSITIVE,
         metavar="E",
         help="a hinged voice: beside words that read as neutral, move toward what the voice alone "
         "gives as far as the speaker's running mean voice lead over neutral passes E "
@@ -190,34 +191,34 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     cal.add_argument(
         "--voice-trust-width",
-        type=_positive,
+        type=POSITIVE,
         metavar="W",
         help="with --voice-trust: the lead above E over which the trust rises from 0 to 1",
     )
     cal.add_argument(
         "--voice-trust-prior",
-        type=_positive,
+        type=POSITIVE,
         metavar="P",
         help="with --voice-trust: how many utterances of the start lead (--voice-trust-start, "
         "0 unless given) a new speaker starts with",
     )
     cal.add_argument(
         "--voice-trust-start",
-        type=_non_negative,
+        type=NON_NEGATIVE,
         metavar="S",
         help="with --voice-trust: a new speaker's presumed mean lead, worth --voice-trust-prior "
         "utterances (0: presumed to lead none)",
     )
     cal.add_argument(
         "--voice-trust-words",
-        type=_share,
+        type=SHARE,
         metavar="Q",
         help="with --voice-trust: the words' MELD neutral probability from which they count as "
         "saying nothing (below it the trust shrinks in proportion)",
     )
     cal.add_argument(
         "--face-gate-power",
-        type=_positive,
+        type=POSITIVE,
         metavar="P",
         help="a gated face (face_gate): its gate is the words' neutral probability to the power "
         "P (> 1: sharper); the video scale is chosen with it",
@@ -248,13 +249,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _readout_terms(fit)
     fit.add_argument(
         "--emodb-weight",
-        type=_positive,
+        type=POSITIVE,
         default=ReadoutSettings.emodb_weight,
         help="weight of EMO-DB's clips against RAVDESS's and the neutral voices",
     )
     fit.add_argument(
         "--neutral-weight",
-        type=_positive,
+        type=POSITIVE,
         default=ReadoutSettings.neutral_weight,
         help="weight of the neutral voices (each speaker's neutral clips as a conversation gives "
         "them) against the acted clips",
@@ -268,7 +269,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _readout_terms(fit, "german-", GERMAN_LOSSES, "with --german-readout, its ")
     fit.add_argument(
         "--german-heads",
-        type=_unit_interval,
+        type=UNIT_INTERVAL,
         default=ReadoutSettings.emodb_heads,
         metavar="SHARE",
         help="with --german-readout and --german-losses all: EMO-DB's clips in the heads' "
@@ -276,7 +277,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     fit.add_argument(
         "--synthetic-voices",
-        type=_count,
+        type=COUNT,
         default=0,
         metavar="N",
         help="also hear N sentences of MELD's training dialogues spoken by espeak-ng as neutral "
@@ -284,13 +285,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     fit.add_argument(
         "--synthetic-weight",
-        type=_positive,
+        type=POSITIVE,
         default=ReadoutSettings.synthetic_weight,
         help="with --synthetic-voices: the weight of their rows against the acted clips",
     )
     fit.add_argument(
         "--speaker-baseline",
-        type=_positive,
+        type=POSITIVE,
         metavar="W",
         help="the speaker baseline's prior weight, in utterances (default: the checkpoint's)",
     )
@@ -317,7 +318,7 @@ def _readout_terms(
     """``fit-voice``'s L2 penalty and losses of a readout (``prefix``: whose, e.g. "german-")."""
     parser.add_argument(
         f"--{prefix}l2",
-        type=_non_negative,
+        type=NON_NEGATIVE,
         default=ReadoutSettings.l2,
         help=f"{scope}L2 penalty per weight",
     )
@@ -337,66 +338,15 @@ def _source_and_output(parser: argparse.ArgumentParser) -> None:
 
 
 def _branch_scale(value: str) -> str | float:
-    return value if value == "auto" else _unit_interval(value, "auto or ")
-
-
-def _non_negative(value: str) -> float:
-    """``value`` as a number >= 0 (a margin)."""
+    """``auto`` or a number in [0, 1]."""
+    if value == "auto":
+        return value
     try:
-        number = float(value)
+        float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
-    if not number >= 0.0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
-    return number
-
-
-def _count(value: str) -> int:
-    """``value`` as a whole number >= 0 (how many)."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
-    return number
-
-
-def _batch_size(value: str) -> int:
-    """``value`` as a whole number >= 1."""
-    number = _count(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
-    return number
-
-
-def _positive(value: str) -> float:
-    """``value`` as a number > 0 (a weight)."""
-    number = _non_negative(value)
-    if not number > 0.0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {number}")
-    return number
-
-
-def _share(value: str) -> float:
-    """``value`` as a number in (0, 1] (a share that cannot be none)."""
-    number = _unit_interval(value)
-    if not number > 0.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {number}")
-    return number
-
-
-def _unit_interval(value: str, also: str = "") -> float:
-    """``value`` as a number in [0, 1] (a scale or a share); ``also`` names other accepted words."""
-    try:
-        factor = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected {also}a number in [0, 1], got {value!r}"
-        ) from None
-    if not 0.0 <= factor <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {factor}")
-    return factor
+        message = f"expected auto or a number in [0, 1], got {value!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    return UNIT_INTERVAL(value)
 
 
 def print_metrics(title: str, metrics: dict[str, float]) -> None:

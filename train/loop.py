@@ -440,7 +440,7 @@ class Trainer:
         tc = self.config.train
         if tc.init_from:
             resolve_checkpoint(tc.init_from)  # a missing stage-1 checkpoint fails before any work
-        if resume and not (self.output / LAST / TRAINER_STATE).is_file():  # nor does a resume of nothing
+        if resume and not (self.output / LAST / TRAINER_STATE).is_file():  # nor resuming nothing
             raise CheckpointError(f"nothing to resume in {self.output} (no {LAST}/{TRAINER_STATE})")
         seed_everything(tc.seed)
         self._write_config()

@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from realtime.cli.options import add_config_option, seconds, session_options
+from realtime.cli.options import add_config_option, session_options
 from realtime.cli.session import run_session
 from realtime.config import Config, ConfigError, load_config
+from unimse.argtypes import SECONDS
 
 if TYPE_CHECKING:
     from realtime.sources.base import Source
@@ -73,7 +74,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     capture.add_argument(
         "--duration",
-        type=seconds,
+        type=SECONDS,
         metavar="S",
         help="stop the microphone after S seconds of capture (default: at Ctrl-C)",
     )

@@ -12,28 +12,6 @@ from typing import Any
 from realtime.config import ECHO_MODES, SINK_NAMES, Config
 
 
-def seconds(value: str) -> float:
-    """An argparse type: ``value`` as a number of seconds > 0."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {value}")
-    return number
-
-
-def at_least_one(value: str) -> int:
-    """An argparse type: ``value`` as a whole number >= 1."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def default_of(key: str) -> Any:
     """The built-in default of a dotted configuration key, e.g. ``sinks.mqtt.port``."""
     node: Any = Config()

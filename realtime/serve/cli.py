@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from realtime.cli.exits import EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE
-from realtime.cli.options import add_config_option, mqtt_options, seconds, session_options
+from realtime.cli.options import add_config_option, mqtt_options, session_options
 from realtime.config import Config
+from unimse.argtypes import SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     stream.add_argument("path", nargs="?", metavar="PATH", help="audio file to play")
     stream.add_argument("--mic", action="store_true", help="stream the microphone instead")
     stream.add_argument(
-        "--duration", type=seconds, metavar="S", help="with --mic: stop after S seconds"
+        "--duration", type=SECONDS, metavar="S", help="with --mic: stop after S seconds"
     )
     stream.add_argument("--audio-device", metavar="NAME|INDEX", help="with --mic: the device")
     add_config_option(
@@ -193,7 +194,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     stream.add_argument(
         "--accept-timeout",
-        type=seconds,
+        type=SECONDS,
         default=30.0,
         metavar="S",
         help="wait S seconds for a server to take the session (default 30)",

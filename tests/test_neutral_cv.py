@@ -1,4 +1,5 @@
-"""The choice rules of benchmarks/neutral_cv.py (its folds need hours of training: not run here)."""
+"""The choice rules of benchmarks/neutral_cv.py, neutral_folds.py and neutral_trust.py (their
+folds need hours of training: not run here)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import neutral_cv
+import neutral_folds
+import neutral_trust
 
 
 def _row(scale: float, keeps: bool, audio: float, fused: float, emodb: float) -> dict[str, object]:
@@ -48,11 +51,11 @@ def test_a_gain_scales_the_voice_beside_words_only() -> None:
     text = rng.normal(size=(4, 16))
     voices = rng.normal(size=(4, 8))
     rows = np.array([1.0, 2.0, 0.5, 3.0])
-    gained = neutral_cv.with_voice(head, text, voices, 0.5, True, lambda _t: rows)
-    scaled = neutral_cv.with_voice(head, text, voices * rows[:, None], 0.5, True)
+    gained = neutral_folds.with_voice(head, text, voices, 0.5, True, lambda _t: rows)
+    scaled = neutral_folds.with_voice(head, text, voices * rows[:, None], 0.5, True)
     torch.testing.assert_close(gained.meld_logits, scaled.meld_logits)
-    alone = neutral_cv.with_voice(head, text, voices, 0.5, False, lambda _t: rows)
-    plain = neutral_cv.with_voice(head, text, voices, 0.5, False)
+    alone = neutral_folds.with_voice(head, text, voices, 0.5, False, lambda _t: rows)
+    plain = neutral_folds.with_voice(head, text, voices, 0.5, False)
     torch.testing.assert_close(alone.meld_logits, plain.meld_logits)  # no words: no gain
 
 
@@ -63,17 +66,17 @@ def test_a_step_hinge_setting_reaches_the_fold_head() -> None:
     config = tiny_unimse_config(modality_logits=True, voice_hinge="relu", visual=None)
     width = len(config.polarities) + len(config.meld_emotions) + len(config.iemocap_emotions)
     fold = {"acoustic_weight": np.eye(width, config.modality_dim, dtype=np.float32)}
-    step = neutral_cv.voice_head(fold, config, neutral_cv.Setting(margin=2.0, hinge="step"))
+    step = neutral_folds.voice_head(fold, config, neutral_folds.Setting(margin=2.0, hinge="step"))
     assert (step.hinge, step.margin) == ("step", 2.0)
-    assert neutral_cv.Setting.of(config).hinge == "relu"
+    assert neutral_folds.Setting.of(config).hinge == "relu"
 
 
 def _trust(
     threshold: float | None, cost: float, fused: float, audio: float = 80.0
-) -> neutral_cv.TrustScore:
-    trust = None if threshold is None else neutral_cv.VoiceTrust(threshold, 2.0, 1.0, 0.5)
-    costs = dict.fromkeys(neutral_cv.TRUST_COSTS, cost)
-    return neutral_cv.TrustScore(trust, costs, fused, [fused], audio, [])
+) -> neutral_trust.TrustScore:
+    trust = None if threshold is None else neutral_trust.VoiceTrust(threshold, 2.0, 1.0, 0.5)
+    costs = dict.fromkeys(neutral_trust.TRUST_COSTS, cost)
+    return neutral_trust.TrustScore(trust, costs, fused, [fused], audio, [])
 
 
 def test_the_trust_rules_bound_the_words_cost_and_the_issue_rule_wants_the_voice_reached() -> None:
@@ -84,11 +87,11 @@ def test_the_trust_rules_bound_the_words_cost_and_the_issue_rule_wants_the_voice
         _trust(3.0, -0.12, 79.9),  # the relative rule's pick: within 0.05 of off, best sentence
         _trust(3.5, -0.20, 80.0),  # reaches it too, at less harm than 2.5
     ]
-    relative = neutral_cv.chosen_trust(scores, "relative", 0.4)
+    relative = neutral_trust.chosen_trust(scores, "relative", 0.4)
     assert relative is not None and relative.trust is not None
     assert relative.trust.threshold == 3.0
-    issue = neutral_cv.chosen_trust(scores, "issue", 0.4)
+    issue = neutral_trust.chosen_trust(scores, "issue", 0.4)
     assert issue is not None and issue.trust is not None
     assert issue.trust.threshold == 3.5
-    assert neutral_cv.chosen_trust(scores, "issue", 0.15) is None  # none reaches it within 0.15
+    assert neutral_trust.chosen_trust(scores, "issue", 0.15) is None  # none reaches it within 0.15
     assert scores[4].reaches_audio == 1 and scores[3].reaches_audio == 0

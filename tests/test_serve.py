@@ -582,3 +582,39 @@ def test_bench_serve_leaves_no_process_behind_when_stopped(
         if bench.poll() is None:
             bench.kill()
             bench.wait()
+
+
+@pytest.mark.parametrize(
+    ("json_arg", "message"),
+    [
+        ("{tmp}/missing/x.json", "no folder {tmp}/missing to write x.json in"),
+        ("{tmp}", "{tmp} is a folder, not a file"),
+    ],
+)
+def test_bench_serve_checks_its_json_file_before_it_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], json_arg: str, message: str
+) -> None:
+    from rt_support import emotrack_in_process
+
+    args = ["bench", "serve", "--json", json_arg.format(tmp=tmp_path)]
+    assert emotrack_in_process(*args) == 2
+    assert f"argument --json: {message.format(tmp=tmp_path)}" in capsys.readouterr().err
+
+
+async def test_a_second_client_of_a_running_session_leaves_it_alone(
+    harness: Harness, speech: Path
+) -> None:
+    """The broker keeps one connection per client id, and a stream's id is its session's: a
+    second `emotrack stream` of a running session asks first and is refused, instead of cutting
+    the first one off (whose last will would end the session)."""
+    await harness.start_servers("A")
+    session = f"dup-{uuid.uuid4().hex[:6]}"
+    async with watching(harness) as watcher:
+        first = asyncio.create_task(harness.stream(speech, session))
+        await watcher.wait_for(lambda: watcher.statuses(session, "online"))
+        code, results, stderr = await harness.stream(speech, session)
+        assert code != 0 and results == []
+        assert f"session {session} is being streamed by another client now" in stderr
+        code, results, stderr = await first
+        assert code == 0, stderr
+        assert [r["seq"] for r in results] == list(range(TURNS))

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,9 @@ class StreamSettings:
     retry_delay: float = 1.0  # seconds before the first retry; doubles each time
     takeovers: int = 0  # times a lost server's session is started again on another
     history: float = 30.0  # seconds of sent audio kept to send again after a takeover
+    # seconds the probe waits for the broker's answer before connecting with the session's id
+    # (:meth:`StreamClient.already_streaming`; 0: no probe)
+    probe_timeout: float = 2.0
 
 
 @dataclass
@@ -105,6 +109,13 @@ class StreamClient:
         last_will = EndRequest(session, None, "client lost").to_dict()
         will = aiomqtt.Will(self.topics.end(session), encode_json(last_will), qos=1)
         identifier = self.mqtt.client_id or session
+        if self.settings.probe_timeout and await self.already_streaming(identifier):
+            self.outcome.state = "refused"
+            self.outcome.reason = (
+                f"duplicate_session: session {session} is being streamed by another client now "
+                f"(connecting as {identifier!r} would cut it off); pick another --session"
+            )
+            return self.outcome
         kwargs = await client_kwargs(
             self.mqtt, identifier=identifier, will=will, logger_name="realtime.serve.stream.mqtt"
         )
@@ -130,6 +141,37 @@ class StreamClient:
             self.outcome.state = "broker lost"
             self.outcome.reason = f"lost the connection to {where}: {exc}"
         return self.outcome
+
+    async def already_streaming(self, identifier: str) -> bool:
+        """Whether the session runs now: its retained status says ``online``. Asked on a
+        connection of its own, since the broker keeps one connection per client id and would
+        close the running client's (whose last will then ends its session). The broker
+        answers in order: the retained status, if any, comes before a marker this probe
+        publishes after subscribing; a broker whose ACL hides either tells nothing (False,
+        after ``probe_timeout``)."""
+        session = self.start.session
+        status, marker = self.topics.status(session), f"{self.mqtt.prefix}/{session}/probe"
+        kwargs = await client_kwargs(
+            self.mqtt,
+            identifier=f"{identifier}-probe-{uuid.uuid4().hex[:8]}",
+            logger_name="realtime.serve.stream.probe",
+        )
+        try:
+            async with aiomqtt.Client(**kwargs) as probe:
+                await probe.subscribe([(status, 1), (marker, 1)])
+                await probe.publish(marker, b"", qos=1)
+                async with asyncio.timeout(self.settings.probe_timeout):
+                    async for message in probe.messages:
+                        if message.topic.value == marker:
+                            return False
+                        if message.retain and _state(message.payload) == "online":
+                            return True
+        except TimeoutError:
+            logger.info("the broker hid session %s's status from the probe", session)
+        except aiomqtt.MqttError as exc:
+            where = f"MQTT broker at {self.mqtt.host}:{self.mqtt.port}"
+            raise SinkError(f"cannot connect to {where}: {exc}") from None
+        return False
 
     async def _stream(self, client: aiomqtt.Client, chunks: AsyncIterator[np.ndarray]) -> None:
         """Send the audio and the end; after a lost server, start over on another one (up to
@@ -311,3 +353,12 @@ async def paced_chunks(
                 [chunk, np.zeros((frames - len(chunk), audio.shape[1]), chunk.dtype)]
             )
         yield chunk
+
+
+def _state(payload: object) -> object:
+    """A status message's ``state`` (None when it is not a JSON object)."""
+    try:
+        data = json.loads(payload if isinstance(payload, bytes) else b"")
+    except json.JSONDecodeError:
+        return None
+    return data.get("state") if isinstance(data, dict) else None

@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import json
 import logging
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from realtime.cli.exits import EXIT_INTERRUPTED
 from realtime.config import Config, ConfigError
 from realtime.messages import EmotionResult, StatsSnapshot
 from realtime.mosquitto import LOOPBACK, find_mosquitto, free_port, write_config
@@ -114,6 +116,7 @@ async def mosquitto_broker(workdir: Path, attempts: int = 3) -> AsyncIterator[in
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,  # its log: line by line (stdout would be buffered)
+            start_new_session=True,  # a Ctrl-C at the terminal is ours to handle, not the broker's
         )
         assert process.stderr is not None
         log: list[str] = []
@@ -132,7 +135,8 @@ async def mosquitto_broker(workdir: Path, attempts: int = 3) -> AsyncIterator[in
         try:
             yield port
         finally:
-            process.terminate()
+            with contextlib.suppress(ProcessLookupError):  # it may have ended on its own
+                process.terminate()
             await process.wait()
             drain.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -388,24 +392,26 @@ async def measure_latency(
                         everything.set()
 
             listener = asyncio.create_task(listen())
-            collector = ResultCollector()
-            pipeline = Pipeline(
-                config,
-                source=FileSource(audio_path, video=False),
-                sinks=[MqttSink(session=session, options=options), collector],
-                session=session,
-                transcriber=transcriber,
-                model=model,
-            )
-            stats = await pipeline.run()
-            expected.extend([stats.results, pipeline.delivery.confirmed])
-            if complete():
-                everything.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(everything.wait(), timeout=10)
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            try:
+                collector = ResultCollector()
+                pipeline = Pipeline(
+                    config,
+                    source=FileSource(audio_path, video=False),
+                    sinks=[MqttSink(session=session, options=options), collector],
+                    session=session,
+                    transcriber=transcriber,
+                    model=model,
+                )
+                stats = await pipeline.run()
+                expected.extend([stats.results, pipeline.delivery.confirmed])
+                if complete():
+                    everything.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(everything.wait(), timeout=10)
+            finally:  # also on Ctrl-C: the listener must not outlive its client
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await listener
 
     origin = pipeline.clock.origin
     hangover = config.vad.hangover
@@ -489,6 +495,27 @@ def run_latency_command(args: argparse.Namespace, config: Config) -> int:
     # Both modes, one after the other with the same models, unless one was asked for.
     given = hasattr(args, "vad.speculative")
     modes = [config.vad.speculative] if given else [False, True]
+    try:
+        reports = _measure_modes(config, script, modes)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("emotrack bench latency: interrupted; nothing measured", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print("\n\n".join(report.render() for report in reports))
+    if len(reports) == 2:
+        print(_comparison(*reports))
+    if args.json:
+        if len(reports) == 1:
+            print(json.dumps(reports[0].to_dict()))
+        else:
+            without, with_ = (report.to_dict() for report in reports)
+            print(json.dumps({"without_speculative": without, "with_speculative": with_}))
+    return 0
+
+
+def _measure_modes(
+    config: Config, script: list[ScriptLine], modes: list[bool]
+) -> list[LatencyReport]:
+    """One latency run per speculative mode of ``modes``, the models loaded once for both."""
     reports: list[LatencyReport] = []
     with tempfile.TemporaryDirectory(prefix="emotrack-bench-") as tmp:
         conversation, audio_path = prepare_conversation(script, Path(tmp))
@@ -508,16 +535,7 @@ def run_latency_command(args: argparse.Namespace, config: Config) -> int:
                     )
                 )
             )
-    print("\n\n".join(report.render() for report in reports))
-    if len(reports) == 2:
-        print(_comparison(*reports))
-    if args.json:
-        if len(reports) == 1:
-            print(json.dumps(reports[0].to_dict()))
-        else:
-            without, with_ = (report.to_dict() for report in reports)
-            print(json.dumps({"without_speculative": without, "with_speculative": with_}))
-    return 0
+    return reports
 
 
 def _load_models(config: Config) -> tuple[Any, Any]:

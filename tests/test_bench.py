@@ -56,3 +56,25 @@ def test_latency_refuses_a_script_played_no_times(capsys: pytest.CaptureFixture[
 
     assert emotrack_in_process("bench", "latency", "--repeat", "0") == 2
     assert "--repeat: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_bad_pause_in_a_script_is_named_with_its_line() -> None:
+    for pause in ("-5", "1.2.3", "soon"):
+        with pytest.raises(ValueError, match=rf"line 2: a pause takes seconds >= 0, got '{pause}'"):
+            parse_script(f"Ana: Hello.\n[pause {pause}]\nBen: Hi.\n")
+
+
+def test_latency_interrupted_exits_130_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rt_support import emotrack_in_process
+
+    import realtime.bench
+
+    def interrupted(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(realtime.bench, "_measure_modes", interrupted)
+    assert emotrack_in_process("bench", "latency") == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "emotrack bench latency: interrupted; nothing measured"

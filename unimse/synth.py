@@ -16,6 +16,7 @@ silence), so they mark where speech really begins and ends.
 from __future__ import annotations
 
 import io
+import math
 import re
 import shutil
 import subprocess
@@ -33,7 +34,7 @@ TAIL = 1.0  # silence after the last turn
 # Two clearly different espeak-ng voices, in order of first appearance of each speaker.
 DEFAULT_VOICES = ("en-us+m3", "en-gb+f2", "en-us+m7", "en-gb+f4")
 
-_PAUSE = re.compile(r"^\[pause\s+([0-9.]+)\]$", re.IGNORECASE)
+_PAUSE = re.compile(r"^\[pause\s+(\S+)\]$", re.IGNORECASE)
 _TURN = re.compile(r"^([^:\[\]#]{1,40}):\s*(.+)$")
 
 
@@ -70,6 +71,17 @@ class Conversation:
         return len(self.audio) / SAMPLE_RATE
 
 
+def _seconds(text: str, number: int) -> float:
+    """A pause's length: a number of seconds >= 0, else ValueError naming script line ``number``."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not seconds >= 0 or math.isinf(seconds):
+        raise ValueError(f"script line {number}: a pause takes seconds >= 0, got {text!r}")
+    return seconds
+
+
 def parse_script(text: str) -> list[ScriptLine]:
     """Parse the script format described in the module docstring; raises ValueError on bad lines."""
     lines: list[ScriptLine] = []
@@ -82,7 +94,7 @@ def parse_script(text: str) -> list[ScriptLine]:
             if not lines:
                 raise ValueError(f"script line {number}: a pause needs a turn before it")
             last = lines[-1]
-            lines[-1] = ScriptLine(last.speaker, last.text, float(pause.group(1)))
+            lines[-1] = ScriptLine(last.speaker, last.text, _seconds(pause.group(1), number))
             continue
         turn = _TURN.match(line)
         if not turn:

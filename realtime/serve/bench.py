@@ -38,6 +38,7 @@ from realtime.mosquitto import LOOPBACK
 from realtime.mqtt_options import MqttOptions
 from realtime.serve.client import StreamClient, StreamOutcome, StreamSettings, paced_chunks
 from realtime.serve.protocol import StartRequest
+from unimse.argtypes import AT_LEAST_ONE, NON_NEGATIVE
 from unimse.synth import Conversation, SpokenLine
 
 logger = logging.getLogger(__name__)
@@ -78,11 +79,11 @@ def add_bench_serve(bench_commands: argparse._SubParsersAction) -> argparse.Argu
         help="cross-session batching modes to measure (default on,off)",
     )
     group.add_argument(
-        "--turns", type=int, default=4, metavar="K", help="turns of the script (default 4)"
+        "--turns", type=AT_LEAST_ONE, default=4, metavar="K", help="turns of the script (default 4)"
     )
     group.add_argument(
         "--stagger",
-        type=float,
+        type=NON_NEGATIVE,
         default=3.0,
         metavar="S",
         help="spread the sessions' starts over S seconds (default 3)",
@@ -96,12 +97,26 @@ def add_bench_serve(bench_commands: argparse._SubParsersAction) -> argparse.Argu
     )
     group.add_argument(
         "--asr-threads",
-        type=int,
+        type=AT_LEAST_ONE,
         metavar="N",
         help="Whisper threads per server (default: CPU cores / servers, at most 4)",
     )
-    group.add_argument("--json", metavar="FILE", help="also write every number to FILE")
+    group.add_argument(
+        "--json", type=_json_target, metavar="FILE", help="also write every number to FILE"
+    )
     return parser
+
+
+def _json_target(text: str) -> Path:
+    """A file the numbers can be written to once the benchmark ends: checked before it starts."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, not a file")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no folder {path.parent} to write {path.name} in")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write {path}: permission denied")
+    return path
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -267,7 +282,8 @@ async def _session(
 ) -> StreamOutcome:
     await asyncio.sleep(delay)
     start = StartRequest(name, 16_000, 1, False, client="emotrack bench serve")
-    client = StreamClient(mqtt, start, StreamSettings(retries=0, accept_timeout=60))
+    settings = StreamSettings(retries=0, accept_timeout=60, probe_timeout=0)  # the ids are new
+    client = StreamClient(mqtt, start, settings)
     return await client.run(paced_chunks(pcm, 16_000, chunk_ms=chunk_ms))
 
 
@@ -458,7 +474,10 @@ def run_bench_serve(args: argparse.Namespace, config: Config) -> int:
             return EXIT_INTERRUPTED
     print(render(runs, config.vad.hangover))
     if args.json:
-        Path(args.json).write_text(
-            json.dumps([run.to_dict() for run in runs], indent=1) + "\n", encoding="utf-8"
-        )
+        try:
+            args.json.write_text(
+                json.dumps([run.to_dict() for run in runs], indent=1) + "\n", encoding="utf-8"
+            )
+        except OSError as exc:  # the table above stands; only the file is lost
+            raise ConfigError(f"cannot write {args.json}: {exc.strerror or exc}") from None
     return 0

@@ -99,8 +99,8 @@ def check_language(options: AsrOptions, supported: Sequence[str]) -> None:
         return
     if list(supported) == ["en"]:
         raise AsrModelError(
-            f"asr.language {language!r}: Whisper {options.model} is English-only; use a "
-            "multilingual model (--asr-model base) or --language en"
+            f"asr.language {language!r}: Whisper {options.model} transcribes English only "
+            "(--language en, or a multilingual model: --asr-model base)"
         )
     raise AsrModelError(
         f"asr.language {language!r} is not a language Whisper {options.model} knows "

@@ -55,7 +55,7 @@ class VadOptions:
             "vad.speculative_silence must be shorter than vad.hangover",
         )
         _check(self.frame_ms in (10, 20, 30), "vad.frame_ms must be 10, 20 or 30")
-        for name in ("onset", "pre_roll", "hangover", "min_speech"):
+        for name in ("onset", "pre_roll", "min_speech"):
             _check(getattr(self, name) >= 0, f"vad.{name} must be >= 0")
         _check(self.hangover > 0, "vad.hangover must be > 0")
         _check(

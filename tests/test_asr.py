@@ -156,7 +156,8 @@ def test_base_parts_are_joined_once(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize(
     ("language", "supported", "says"),
     [
-        ("de", ["en"], "English-only"),
+        ("de", ["en"], "transcribes English only"),
+        ("xx", ["en"], r"asr.language .xx.: Whisper tiny.en transcribes English only"),
         ("xx", ["en", "de", "fr"], "not a language"),
     ],
 )

@@ -111,3 +111,10 @@ def test_training_config_values_are_coerced_like_runtime_ones(tmp_path: Path) ->
     file.write_text("[train]\nlr_new = 'fast'\n")
     with pytest.raises(TrainConfigError, match=rf"^{re.escape(str(file))}: train\.lr_new"):
         TrainConfig.load(file)
+
+
+@pytest.mark.parametrize(("value", "message"), [(-1.0, "> 0"), (0.0, "> 0")])
+def test_the_hangover_is_refused_with_one_bound(value: float, message: str) -> None:
+    """-1 and 0 are refused for the same reason (it once said >= 0 for -1, > 0 for 0)."""
+    with pytest.raises(ConfigError, match=f"vad.hangover must be {message}"):
+        Config().with_overrides({"vad.hangover": value})

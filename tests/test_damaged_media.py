@@ -378,3 +378,24 @@ def test_fuzz_damaged_media(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
             f"\nfuzz: {counts}, results before the damage kept: {kept}, after it: {after}, "
             f"{elapsed:.1f} s; errored / warned / silent per format: {per_format}"
         )
+
+
+def test_a_whole_audio_file_missing_or_unreadable_is_named_in_one_line(tmp_path: Path) -> None:
+    """`emotrack stream FILE` and `--enroll NAME=FILE` read their files whole: "System error"
+    was all libsndfile said of a missing one."""
+    from realtime.serve.audio_input import read_pcm
+    from realtime.speakers.enrol import EnrolmentError, read_clip
+
+    junk = tmp_path / "notes.wav"
+    junk.write_text("not audio")
+    cases = [
+        (tmp_path / "gone.wav", f"no such audio file: {tmp_path / 'gone.wav'}"),
+        (tmp_path, f"not a file: {tmp_path}"),
+        (junk, f"cannot read audio file {junk}: "),
+    ]
+    for path, message in cases:
+        with pytest.raises(SourceError) as error:
+            read_pcm(path)
+        assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    with pytest.raises(EnrolmentError, match="^no such enrolment clip: "):
+        read_clip(tmp_path / "gone.wav")

@@ -11,6 +11,7 @@ import numpy as np
 
 from realtime.messages import SAMPLE_RATE
 from realtime.sources.base import SourceError
+from realtime.sources.files import read_whole_audio
 
 logger = logging.getLogger(__name__)
 
@@ -21,12 +22,7 @@ PROTOCOL_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 def read_pcm(path: str | Path) -> tuple[np.ndarray, int]:
     """The file's audio as (frames, channels) int16 and its rate (blocking). More than two
     channels are mixed to mono; a rate the protocol does not take is resampled to 16 kHz."""
-    import soundfile
-
-    try:
-        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
-        raise SourceError(f"cannot read audio file {path}: {exc}") from None
+    audio, rate = read_whole_audio(path)
     if not len(audio):
         raise SourceError(f"{path} holds no audio")
     if audio.shape[1] > 2:

@@ -72,6 +72,21 @@ def one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def read_whole_audio(path: str | Path, what: str = "audio file") -> tuple[np.ndarray, int]:
+    """A file's audio whole, as (frames, channels) float32, and its rate (blocking); a missing or
+    unreadable file is a :class:`SourceError` in one line that names it as ``what``."""
+    import soundfile as sf
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise SourceError(f"no such {what}: {file}" if not file.exists() else f"not a file: {file}")
+    try:
+        audio, rate = sf.read(str(file), dtype="float32", always_2d=True)
+    except (OSError, RuntimeError) as exc:  # soundfile's LibsndfileError is a RuntimeError
+        raise SourceError(f"cannot read {what} {file}: {one_line(exc)}") from None
+    return audio, int(rate)
+
+
 def check_layout(channels: int, rate: int) -> None:
     """Raise ValueError for a channel count or sample rate that only a damaged header gives."""
     if not 1 <= channels <= MAX_CHANNELS or rate not in RATES:

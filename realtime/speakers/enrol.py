@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from realtime.config import ConfigError
+from realtime.sources.base import SourceError
+from realtime.sources.files import read_whole_audio
 from realtime.speakers.embedding import SAMPLE_RATE, SpeakerEmbedder
 
 
@@ -29,12 +31,10 @@ def parse_enrolment(spec: str) -> tuple[str, Path]:
 
 def read_clip(path: str | Path) -> np.ndarray:
     """An audio file as 16 kHz mono float32 (channels averaged, resampled when needed)."""
-    import soundfile as sf
-
     try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (OSError, RuntimeError) as error:  # soundfile raises LibsndfileError (a RuntimeError)
-        raise EnrolmentError(f"cannot read enrolment clip {path}: {error}") from error
+        audio, rate = read_whole_audio(path, "enrolment clip")
+    except SourceError as error:
+        raise EnrolmentError(str(error)) from None
     mono = audio.mean(axis=1)
     if rate != SAMPLE_RATE:
         import soxr

@@ -285,6 +285,21 @@ def test_damaged_float_samples_are_silenced_with_a_warning(tmp_path: Path) -> No
     assert [w for w in outcome.warnings if "200 samples are not numbers" in w]
 
 
+
+def test_float_audio_in_the_wrong_units_is_clipped_with_a_warning(tmp_path: Path) -> None:
+    """Float samples in PCM units (x 1000 here) clip almost everywhere: said, not silent."""
+    import soundfile as sf
+
+    t = np.arange(16_000 * 2) / 16_000
+    speechlike = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    for scale, warned in ((1000.0, True), (1.0, False)):
+        path = tmp_path / f"scaled{scale:g}.wav"
+        sf.write(path, speechlike * scale, 16_000, subtype="FLOAT")
+        outcome = replay(path)
+        assert outcome.error is None
+        clipped = [w for w in outcome.warnings if "beyond full scale" in w]
+        assert bool(clipped) is warned, outcome.warnings
+
 # --- fail fast: checked before anything opens or loads --------------------------------------------
 
 

@@ -432,7 +432,8 @@ class AudioSurvey:
     When at least :data:`NOISE_SHARE` of the loud frames (and :data:`MIN_LOUD_FRAMES` at least)
     are flat, the file is noise rather than speech: random bytes behind a valid header, or a
     decoder turning damaged data into hiss. Samples that are not numbers (NaN, infinity: damaged
-    float data) are replaced by silence and counted; others are clipped to [-1, 1].
+    float data) are replaced by silence and counted; others are clipped to [-1, 1] and counted:
+    float audio scaled wrong (e.g. in PCM units) clips almost everywhere (:attr:`badly_scaled`).
     """
 
     FRAME = 512
@@ -440,11 +441,14 @@ class AudioSurvey:
     FLAT = 0.35
     NOISE_SHARE = 0.9
     MIN_LOUD_FRAMES = 32  # about 1 s
+    CLIPPED_SHARE = 0.001  # more of the samples beyond [-1, 1] than this: scaled wrong
 
     def __init__(self) -> None:
         self.loud = 0
         self.flat = 0
         self.not_numbers = 0
+        self.samples = 0
+        self.clipped = 0
         self._window = np.hanning(self.FRAME).astype(np.float32)
 
     def clean(self, block: np.ndarray) -> np.ndarray:
@@ -453,7 +457,9 @@ class AudioSurvey:
         if not finite.all():
             self.not_numbers += int(block.size - np.count_nonzero(finite))
             block = np.where(finite, block, np.float32(0.0))
+        self.samples += block.size
         if block.size and float(np.abs(block).max()) > 1.0:
+            self.clipped += int(np.count_nonzero(np.abs(block) > 1.0))
             block = np.clip(block, -1.0, 1.0)
         return block
 
@@ -467,6 +473,10 @@ class AudioSurvey:
         flatness = np.exp(np.mean(np.log(power), axis=1)) / np.mean(power, axis=1)
         self.loud += len(loud)
         self.flat += int(np.count_nonzero(flatness > self.FLAT))
+
+    @property
+    def badly_scaled(self) -> bool:
+        return self.clipped > self.CLIPPED_SHARE * self.samples
 
     @property
     def noise_like(self) -> bool:
@@ -605,6 +615,13 @@ class FileSource(Source):
                 "silence",
                 name,
                 survey.not_numbers,
+            )
+        if survey.badly_scaled:
+            logger.warning(
+                "%s: %.1f%% of its samples lie beyond full scale and were clipped (float audio "
+                "in the wrong units?); the results will be unreliable",
+                name,
+                100 * survey.clipped / survey.samples,
             )
         if survey.noise_like:
             logger.warning(

@@ -118,3 +118,14 @@ def test_the_hangover_is_refused_with_one_bound(value: float, message: str) -> N
     """-1 and 0 are refused for the same reason (it once said >= 0 for -1, > 0 for 0)."""
     with pytest.raises(ConfigError, match=f"vad.hangover must be {message}"):
         Config().with_overrides({"vad.hangover": value})
+
+
+def test_a_flag_replaces_a_bad_value_of_the_file_before_it_is_checked(tmp_path: Path) -> None:
+    bad, good = tmp_path / "bad.toml", tmp_path / "good.toml"
+    bad.write_text("[vad]\nhangover = -1\n")
+    good.write_text("[vad]\nhangover = 0.5\n")
+    assert load_config(bad, {"vad.hangover": 0.4}).vad.hangover == 0.4
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}: vad.hangover must be > 0"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"^vad.hangover must be > 0"):  # the flag's fault
+        load_config(good, {"vad.hangover": 0.0})

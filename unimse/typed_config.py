@@ -43,23 +43,38 @@ def load(
     overrides: Mapping[str, Any] | None = None,
     error: type[TypedConfigError] = TypedConfigError,
 ) -> T:
-    """``base``, then the TOML file (if any), then dotted-key overrides."""
-    config = base
-    if path is not None:
-        data = read_toml(path, error)
-        try:
-            config = merge(config, data, error)
-        except TypedConfigError as exc:
-            raise error(f"{Path(path).expanduser()}: {exc}") from None
-    if overrides:
-        config = with_overrides(config, overrides, error)
-    return config
+    """``base``, then the TOML file (if any), then dotted-key overrides, checked together: an
+    override replaces a bad value of the file before anything is checked."""
+    nested = _nested(overrides or {})
+    if path is None:
+        return merge(base, nested, error)
+    data = read_toml(path, error)
+    try:
+        return merge(base, _deep_merge(data, nested), error)
+    except TypedConfigError as exc:
+        if nested and _fits(base, data):  # the file is right by itself: an override is wrong
+            raise
+        raise error(f"{Path(path).expanduser()}: {exc}") from None
 
 
 def with_overrides(
     base: T, overrides: Mapping[str, Any], error: type[TypedConfigError] = TypedConfigError
 ) -> T:
     """A copy of ``base`` with dotted keys replaced, e.g. ``{"vad.hangover": 0.4}``."""
+    return merge(base, _nested(overrides), error)
+
+
+def _fits(base: Any, data: Mapping[str, Any]) -> bool:
+    """Whether ``data`` applies to ``base`` without a configuration error."""
+    try:
+        merge(base, data)
+    except TypedConfigError:
+        return False
+    return True
+
+
+def _nested(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys as nested tables: ``{"vad.hangover": 0.4}`` -> ``{"vad": {"hangover": 0.4}}``."""
     nested: dict[str, Any] = {}
     for dotted, value in overrides.items():
         node = nested
@@ -67,7 +82,19 @@ def with_overrides(
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return merge(base, nested, error)
+    return nested
+
+
+def _deep_merge(data: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with ``top``'s values over it, table by table."""
+    merged = dict(data)
+    for key, value in top.items():
+        below = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            merged[key] = _deep_merge(below, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def merge(

@@ -146,6 +146,10 @@ class SourceOptions:
         _check(0 < self.camera_fps <= 60, "sources.camera_fps must be in (0, 60]")
         _check(len(self.speakers) >= 1, "sources.speakers needs at least one name")
         _check(all(self.speakers), "sources.speakers names must not be empty")
+        _check(
+            len(set(self.speakers)) == len(self.speakers),
+            "sources.speakers names must differ (two channels would be one speaker)",
+        )
         _check(5 <= self.block_ms <= 200, "sources.block_ms must be in [5, 200]")
         _check(self.echo in ECHO_MODES, f"sources.echo must be one of {', '.join(ECHO_MODES)}")
 
@@ -281,6 +285,27 @@ class Config:
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
         """A copy with dotted keys replaced, e.g. ``{"vad.hangover": 0.4}``."""
         return typed_config.with_overrides(self, overrides, ConfigError)
+
+
+def unused_settings(config: Config) -> list[str]:
+    """One line per setting that cannot act beside the others (the CLI warns with each)."""
+    notes = []
+    if config.sinks.jsonl.path not in (None, "-") and "jsonl" not in config.sinks.enabled:
+        notes.append(
+            f"--output {config.sinks.jsonl.path} is not written: the jsonl sink is off "
+            "(add --sink jsonl)"
+        )
+    speakers = config.speakers
+    if not speakers.diarize and (speakers.enroll or speakers.max_speakers is not None):
+        notes.append("--enroll and --max-speakers act with --diarize only: ignored")
+    if config.partial.text and not config.partial.enabled:
+        notes.append("--partial-text acts with --partial only: ignored")
+    if config.partial.enabled and config.replay.speed == "max":
+        notes.append(
+            "--partial with --speed max: an utterance closes before its interim results are "
+            "computed, so few or none arrive (replay at realtime or a factor)"
+        )
+    return notes
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

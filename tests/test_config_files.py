@@ -129,3 +129,34 @@ def test_a_flag_replaces_a_bad_value_of_the_file_before_it_is_checked(tmp_path: 
         load_config(bad)
     with pytest.raises(ConfigError, match=r"^vad.hangover must be > 0"):  # the flag's fault
         load_config(good, {"vad.hangover": 0.0})
+
+
+def test_settings_that_cannot_act_are_named() -> None:
+    from realtime.config import unused_settings
+
+    assert unused_settings(Config()) == []
+    config = Config().with_overrides(
+        {
+            "sinks.enabled": ["dashboard"],
+            "sinks.jsonl.path": "out.jsonl",
+            "speakers.enroll": ["Ana=ana.wav"],
+            "partial.text": True,
+        }
+    )
+    notes = unused_settings(config)
+    assert len(notes) == 3 and "--output out.jsonl is not written" in notes[0]
+    assert (
+        "few or none arrive"
+        in unused_settings(
+            Config().with_overrides({"partial.enabled": True, "replay.speed": "max"})
+        )[0]
+    )
+    acting = config.with_overrides(
+        {"sinks.enabled": ["jsonl"], "speakers.diarize": True, "partial.enabled": True}
+    )
+    assert unused_settings(acting) == []
+
+
+def test_two_channels_cannot_share_a_speaker_name() -> None:
+    with pytest.raises(ConfigError, match=r"sources\.speakers names must differ"):
+        Config().with_overrides({"sources.speakers": ["A", "A"]})

@@ -285,7 +285,6 @@ def test_damaged_float_samples_are_silenced_with_a_warning(tmp_path: Path) -> No
     assert [w for w in outcome.warnings if "200 samples are not numbers" in w]
 
 
-
 def test_float_audio_in_the_wrong_units_is_clipped_with_a_warning(tmp_path: Path) -> None:
     """Float samples in PCM units (x 1000 here) clip almost everywhere: said, not silent."""
     import soundfile as sf
@@ -299,6 +298,7 @@ def test_float_audio_in_the_wrong_units_is_clipped_with_a_warning(tmp_path: Path
         assert outcome.error is None
         clipped = [w for w in outcome.warnings if "beyond full scale" in w]
         assert bool(clipped) is warned, outcome.warnings
+
 
 # --- fail fast: checked before anything opens or loads --------------------------------------------
 
@@ -412,5 +412,5 @@ def test_a_whole_audio_file_missing_or_unreadable_is_named_in_one_line(tmp_path:
         with pytest.raises(SourceError) as error:
             read_pcm(path)
         assert str(error.value).startswith(message) and "\n" not in str(error.value)
-    with pytest.raises(EnrolmentError, match="^no such enrolment clip: "):
+    with pytest.raises(EnrolmentError, match=r"^no such enrolment clip: "):
         read_clip(tmp_path / "gone.wav")

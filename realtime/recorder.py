@@ -8,6 +8,9 @@ options, speakers, channel layout; plus a summary of the utterances). The manife
 recording starts and again when it ends: ``complete`` is true only when the stream ended at the end
 of its input or when it was stopped (``end`` says which: ``eof``, ``stopped``, or ``error: ...``
 when the input failed; a recording that never saw the end of its stream ends as ``aborted``).
+The folder must be new or empty: one that holds anything (a recorded session, or the user's own
+files, which the recording would overwrite or append to) is refused when the recorder is made,
+before any sink opens.
 
 The recorder is a sink for results, and the segmentation stage hands it every audio chunk and
 video frame. Those calls only queue data; a writer task encodes it on the recorder's own worker
@@ -136,6 +139,7 @@ class SessionRecorder(Sink):
         channels_as_speakers: bool,
     ) -> None:
         self.folder = Path(folder).expanduser()
+        self._check_folder()
         self.session = session
         self.config = config
         self.source = source
@@ -201,12 +205,29 @@ class SessionRecorder(Sink):
         self._task = asyncio.create_task(self._writer(), name="recorder")
         logger.info("recording session to %s", self.folder)
 
+    def _check_folder(self) -> None:
+        """Refuse a folder that is not new or empty (blocking, a few file system reads)."""
+        folder = self.folder
+        if folder.exists() and not folder.is_dir():
+            raise SinkError(f"{folder} is a file, not a folder (choose a new folder to record to)")
+        if (folder / MANIFEST).exists():
+            raise SinkError(f"{folder} already holds a recorded session; choose a new folder")
+        try:
+            used = folder.is_dir() and any(folder.iterdir())
+        except OSError as exc:
+            raise SinkError(f"cannot read session folder {folder}: {exc.strerror}") from None
+        if used:
+            raise SinkError(
+                f"{folder} is not empty: recording there would overwrite or append to its files "
+                "(choose a new or empty folder)"
+            )
+
     def _prepare_folder(self) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SinkError(f"cannot create session folder {self.folder}: {exc.strerror}") from None
-        if (self.folder / MANIFEST).exists():
+        if (self.folder / MANIFEST).exists():  # written since the recorder was made
             raise SinkError(f"{self.folder} already holds a recorded session; choose a new folder")
 
     async def publish(self, result: EmotionResult) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import pytest
@@ -117,12 +118,22 @@ def test_help_defaults_come_from_the_configuration() -> None:
 
 def test_live_with_a_recording_writes_its_report_there(tmp_path: Path) -> None:
     """``live --record DIR`` reports to DIR/report.html unless ``--report`` says where."""
-    from realtime.cli.commands import _report_path, build_config
+    from realtime.cli.commands import build_config
+    from realtime.cli.paths import report_path
 
     parser = build_parser()
     args = parser.parse_args(["live", "--record", str(tmp_path / "call")])
-    assert _report_path(args, build_config(args)) == str(tmp_path / "call" / "report.html")
+    assert report_path(args, build_config(args)) == str(tmp_path / "call" / "report.html")
     args = parser.parse_args(["live", "--record", str(tmp_path), "--report", "x.html"])
-    assert _report_path(args, build_config(args)) == "x.html"
+    assert report_path(args, build_config(args)) == "x.html"
     args = parser.parse_args(["live"])
-    assert _report_path(args, build_config(args)) is None
+    assert report_path(args, build_config(args)) is None
+
+
+def test_options_that_cannot_act_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    from realtime.cli.commands import build_config
+
+    args = build_parser().parse_args(["replay", "x.wav", "--sink", "dashboard", "--output", "o"])
+    with caplog.at_level(logging.WARNING, logger="realtime.cli.commands"):
+        build_config(args)
+    assert "--output o is not written: the jsonl sink is off" in caplog.text

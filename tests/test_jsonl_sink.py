@@ -77,15 +77,24 @@ async def test_dash_means_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     validate(json.loads(out))
 
 
-@pytest.mark.parametrize("bad", ["missing-dir/out.jsonl", "a-directory"])
-async def test_bad_path_is_a_one_line_error_at_open(tmp_path: Path, bad: str) -> None:
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("missing-dir/out.jsonl", "there is no folder"),
+        ("a-directory", "it is a directory"),
+        ("a-file/out.jsonl", "a-file is a file, not a folder"),
+    ],
+)
+async def test_bad_path_is_a_one_line_error_at_open(tmp_path: Path, bad: str, why: str) -> None:
     (tmp_path / "a-directory").mkdir()
+    (tmp_path / "a-file").write_text("kept\n")
     sink = JsonlSink(path=tmp_path / bad)
     with pytest.raises(SinkError) as info:
         await sink.open()
     message = str(info.value)
     assert "\n" not in message
-    assert str(tmp_path / bad) in message
+    assert str(tmp_path / bad) in message and why in message
+    assert (tmp_path / "a-file").read_text() == "kept\n"
     with pytest.raises(SinkError, match="before open"):
         await sink.publish(result_factory())
 

@@ -165,6 +165,57 @@ def test_a_folder_that_is_not_a_recording(tmp_path: Path) -> None:
         write_report(tmp_path, tmp_path / "r.html")
 
 
+# -- output paths ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        (["-o", "session.jsonl"], "the report session.jsonl would overwrite its input"),
+        (["-o", "./session.jsonl"], "would overwrite its input"),
+        (["-o", "r.html", "--png", "session.jsonl"], "the PNG session.jsonl would overwrite"),
+        (["-o", "r.html", "--png", "./r.html"], "the report and the PNG are the same file"),
+        (["-o", "help.txt/r.html"], "cannot write the report to help.txt/r.html: help.txt is a"),
+        (["-o", "r.html", "--png", "help.txt/r.png"], "cannot write the PNG to help.txt/r.png"),
+    ],
+)
+def test_an_output_that_would_destroy_a_file_is_one_clear_line(
+    results_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    outputs: list[str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "help.txt").write_text("help\n")
+    before = results_file.read_bytes()
+    code = main(["report", "session.jsonl", *outputs])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("emotrack: error: "), err
+    assert message in err, err
+    assert results_file.read_bytes() == before
+    assert (tmp_path / "help.txt").read_text() == "help\n"
+    assert not (tmp_path / "r.html").exists()  # nothing written before the refusal
+
+
+def test_an_output_into_a_recording_is_refused(recorded: Path, tmp_path: Path) -> None:
+    before = (recorded / RESULTS).read_bytes()
+    with pytest.raises(ReportError, match="would overwrite its input"):
+        write_report(recorded, recorded / RESULTS)
+    with pytest.raises(ReportError, match="would overwrite its input"):
+        write_report(recorded, tmp_path / "r.html", recorded / AUDIO)
+    assert (recorded / RESULTS).read_bytes() == before
+
+
+def test_missing_output_folders_are_made(results_file: Path, tmp_path: Path) -> None:
+    """As ``replay --report`` does: the page's and the PNG's folders are made."""
+    page, png = tmp_path / "new" / "r.html", tmp_path / "other" / "deep" / "r.png"
+    assert main(["report", str(results_file), "-o", str(page), "--png", str(png)]) == 0
+    assert page.is_file() and png.is_file()
+
+
 # -- the page ------------------------------------------------------------------------------------
 
 

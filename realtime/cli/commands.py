@@ -6,6 +6,7 @@ Registered through the ``emotrack.commands`` entry-point group (see ``pyproject.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import logging
 import sys
@@ -13,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from realtime.cli.options import add_config_option, session_options
+from realtime.cli.paths import check_paths, report_path
 from realtime.cli.session import run_session
-from realtime.config import Config, ConfigError, load_config
+from realtime.config import Config, ConfigError, load_config, unused_settings
 from unimse.argtypes import SECONDS
 
 if TYPE_CHECKING:
@@ -26,6 +28,13 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 SAMPLE_AUDIO = SAMPLES / "conversation.flac"
 SAMPLE_SCRIPT = SAMPLES / "conversation.txt"
 
+OUTPUT_RULES = (
+    "An output (--output, --report, the files --record writes) that names an input or another "
+    "output is refused before the session starts, and so is a --record folder that is not "
+    "empty. --report makes missing folders; a session in which no utterance was heard writes "
+    "no report (a warning says so) and exits as it would without --report."
+)
+
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add the streaming commands to the ``emotrack`` parser."""
@@ -35,8 +44,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "live",
         help="track a live conversation from the microphone (and camera)",
         description="Track a live conversation. Without any audio input device, the bundled "
-        "sample conversation is replayed instead (with a notice). Ctrl-C stops capture; what "
-        "was already said is still processed, then a summary is printed.",
+        "sample conversation is replayed instead (with a notice; --duration applies to it, "
+        "--camera is refused). Ctrl-C stops capture; what was already said is still processed, "
+        "then a summary is printed. " + OUTPUT_RULES,
     )
     capture = live.add_argument_group("capture")
     add_config_option(
@@ -76,17 +86,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--duration",
         type=SECONDS,
         metavar="S",
-        help="stop the microphone after S seconds of capture (default: at Ctrl-C)",
+        help="stop the microphone (or the sample's replay) after S seconds of capture "
+        "(default: at Ctrl-C)",
     )
     session_options(live)
-    live.set_defaults(handler=cmd_live, user_errors=user_errors)
+    live.set_defaults(handler=cmd_live, user_errors=user_errors, report_in_recording=True)
 
     replay = commands.add_parser(
         "replay",
         help="replay an audio/video file or a recorded session folder",
         description="Replay a recording through the same stages as live capture: wav, flac, "
         "ogg, mp3, m4a, aac, opus, mp4, mkv, webm, mov, avi, or a folder written by --record "
-        "(which is segmented with the options it was recorded with).",
+        "(which is segmented with the options it was recorded with). " + OUTPUT_RULES,
     )
     replay.add_argument("path", metavar="PATH", help="media file or session folder")
     add_config_option(
@@ -183,14 +194,10 @@ def build_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -
         raise ConfigError(
             "the dashboard and JSON lines cannot share standard output: give --output FILE"
         )
+    check_paths(args, config)
+    for note in unused_settings(config):
+        logger.warning(note)
     return config
-
-
-def _report_path(args: argparse.Namespace, config: Config) -> str | None:
-    """Where ``live`` writes its report: ``--report``, else the recording's ``report.html``."""
-    if args.report is not None or not config.record.dir:
-        return args.report
-    return str(Path(config.record.dir) / "report.html")
 
 
 def cmd_live(args: argparse.Namespace) -> int:
@@ -216,7 +223,7 @@ def cmd_live(args: argparse.Namespace) -> int:
             return _replay_sample(args, config)
         source = found
     camera = WebcamSource(sources.camera, fps=sources.camera_fps) if sources.camera else None
-    return run_session(config, source, camera, report=_report_path(args, config))
+    return run_session(config, source, camera, report=report_path(args, config))
 
 
 def _microphone(args: argparse.Namespace, config: Config) -> Source | None:
@@ -245,17 +252,42 @@ def _microphone(args: argparse.Namespace, config: Config) -> Source | None:
 
 
 def _replay_sample(args: argparse.Namespace, config: Config) -> int:
+    """``live`` on a machine without any audio input: the bundled sample, at real time, for at
+    most ``--duration`` seconds (then it ends as capture does, exit 0). A camera is refused: the
+    sample's voices are not the camera's faces, so its frames would tell a false story."""
+    from realtime.sources.base import SourceContext
     from realtime.sources.files import FileSource
     from unimse.synth import parse_script
+
+    if config.sources.camera is not None:
+        raise ConfigError(
+            f"--camera {config.sources.camera}: no audio input device was found, and the bundled "
+            "sample replayed instead has no video to go with a camera (leave out --camera, or "
+            "name a microphone with --audio-device)"
+        )
+
+    class SampleReplay(FileSource):
+        """The sample, stopped after ``--duration`` seconds as the microphone would be."""
+
+        async def run(self, ctx: SourceContext) -> None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(args.duration, self.stop) if args.duration else None
+            try:
+                await super().run(ctx)
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     speakers = tuple(
         dict.fromkeys(
             line.speaker for line in parse_script(SAMPLE_SCRIPT.read_text(encoding="utf-8"))
         )
     )
+    length = f" for {args.duration:g} s" if args.duration else ""
     print(
         f"emotrack: no audio input device found; replaying the bundled sample conversation "
-        f"({SAMPLE_AUDIO.name}: {', '.join(speakers)}, one per channel) at real time instead.",
+        f"({SAMPLE_AUDIO.name}: {', '.join(speakers)}, one per channel) at real time{length} "
+        "instead.",
         file=sys.stderr,
     )
     config = config.with_overrides(
@@ -265,8 +297,8 @@ def _replay_sample(args: argparse.Namespace, config: Config) -> int:
             "replay.speed": "realtime",
         }
     )
-    sample = FileSource(SAMPLE_AUDIO, channels_as_speakers=True, video=False)
-    return run_session(config, sample, report=_report_path(args, config))
+    sample = SampleReplay(SAMPLE_AUDIO, channels_as_speakers=True, video=False)
+    return run_session(config, sample, report=report_path(args, config))
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -299,7 +331,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             video=not args.no_video,
             fps=config.sources.camera_fps,
         )
-    return run_session(config, source, report=args.report)
+    return run_session(config, source, report=report_path(args, config))
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 import tempfile
@@ -14,6 +15,8 @@ from typing import Any
 from realtime.cli.exits import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNDELIVERED
 from realtime.cli.logs import print_error, quiet
 from realtime.config import Config, ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 def make_sinks(config: Config, session: str, title: str) -> list[Any]:
@@ -47,6 +50,7 @@ def run_session(
 def _run_session(
     config: Config, source: Any, camera: Any, report: str | None, scratch: Path
 ) -> int:
+    from realtime.outputs import output_problem
     from realtime.pipeline import Pipeline, new_session_id
     from realtime.recorder import SessionRecorder
     from realtime.sinks.jsonl import JsonlSink
@@ -63,11 +67,12 @@ def _run_session(
             channels_as_speakers=config.sources.channels_as_speakers,
         )
     report_input: Path | None = None
-    if report is not None:  # a folder that cannot be made fails now, not after the session
-        try:
-            Path(report).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot write the report to {report}: {exc.strerror}") from None
+    if report is not None:  # a folder that cannot be made or written fails now, not at the end
+        problem = output_problem(Path(report).expanduser(), make_parents=True)
+        if problem is not None:
+            raise ConfigError(
+                f"cannot write the report to {report}: {problem} (choose another path)"
+            )
     sinks = make_sinks(config, session, f"emotrack · {source.description}")
     if report is not None:  # a recording holds its results; otherwise keep a copy for the report
         report_input = Path(config.record.dir) if config.record.dir else scratch / "results.jsonl"
@@ -107,11 +112,17 @@ def _run_session(
         )
     if failure is not None:
         print_error(failure)
-    report_failed = (
-        report is not None
-        and report_input is not None
-        and not _write_report(report_input, report, session)
-    )
+    report_failed = False
+    if report is not None and report_input is not None:
+        if stats.results:
+            report_failed = not _write_report(report_input, report, session)
+        else:  # nothing to report on; the exit code stays the session's
+            logger.warning(
+                "session %s has no results%s: no report written to %s",
+                session,
+                "" if stats.utterances else " (no utterance was heard)",
+                report,
+            )
     if signals:
         return EXIT_INTERRUPTED
     if failure is not None:

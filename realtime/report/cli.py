@@ -16,7 +16,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "a per-speaker emotion timeline, polarity and intensity over time, the transcript, a "
         "summary per speaker and the session's metadata. INPUT is a JSON lines file written by "
         "the jsonl sink, or a folder written by --record (the page can then play the audio "
-        "from any utterance).",
+        "from any utterance). Missing folders of the outputs are made; an output that names the "
+        "input (or one of a recording's files) or the other output is refused.",
     )
     report.add_argument("input", metavar="INPUT", help="JSON lines file or --record folder")
     report.add_argument(

@@ -30,6 +30,7 @@ from realtime.messages import (
     StatsSnapshot,
     UtteranceConfirmed,
 )
+from realtime.outputs import output_problem
 from realtime.serialize import (
     confirmation_to_dict,
     partial_to_dict,
@@ -102,8 +103,11 @@ class JsonlSink(Sink):
         if self.path is None:
             self._owns_file = False
             return self._given_stream if self._given_stream is not None else sys.stdout
-        if self.path.is_dir():
-            raise SinkError(f"cannot write JSON lines to {self.path}: it is a directory")
+        problem = output_problem(self.path, probe=False)  # opening it is the probe
+        if problem is not None:
+            raise SinkError(
+                f"cannot write JSON lines to {self.path}: {problem} (choose another path)"
+            )
         try:
             # buffering=1: line buffered, each complete line reaches the OS as it is written.
             fh = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115

@@ -35,6 +35,7 @@ from train.modality_scale import (
 from unimse.checkpoint import (
     CONFIG,
     CheckpointError,
+    check_output_folder,
     read_stored,
     resolve_checkpoint,
     write_derived,
@@ -182,6 +183,7 @@ def calibrate_checkpoint(
     folder = resolve_checkpoint(source)
     if output.resolve() == folder.resolve():
         raise CheckpointError("calibrate writes a new checkpoint: --output must differ")
+    check_output_folder(output)
     unknown = [d for d in datasets if d not in HEADS]
     if unknown:
         raise ValueError(f"no emotion head to calibrate for {unknown}; choose from {list(HEADS)}")

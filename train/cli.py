@@ -7,11 +7,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from train.config import READOUT_LOSSES, ReadoutSettings, language_readout
 from unimse.argtypes import AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, SHARE, UNIT_INTERVAL
 from unimse.config import VOICE_SHARES
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -349,6 +352,32 @@ def _branch_scale(value: str) -> str | float:
     return UNIT_INTERVAL(value)
 
 
+def data_dir_of(args: argparse.Namespace, *, needed: bool = True) -> Path:
+    """``--data-dir``, or the default ../shared/data: relative to the current directory, so
+    where it is no folder (and the command reads data: ``needed``) a one-line DataError shows
+    where it was looked for and asks for ``--data-dir``."""
+    if args.data_dir is not None:
+        return Path(args.data_dir)
+    if needed and not DEFAULT_DATA_DIR.is_dir():
+        from train.data import DataError
+
+        raise DataError(
+            f"data folder not found: {DEFAULT_DATA_DIR.resolve()} (the default --data-dir "
+            f"{DEFAULT_DATA_DIR}, relative to the current directory); pass --data-dir"
+        )
+    return DEFAULT_DATA_DIR
+
+
+def progress_bars() -> Progress:
+    """The commands' progress bars, on stderr and cleared when done; none where stderr is no
+    terminal, where rich would leave a blank line in their place (before an error, too)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    err = Console(stderr=True)
+    return Progress(console=err, transient=True, disable=not err.is_terminal)
+
+
 def print_metrics(title: str, metrics: dict[str, float]) -> None:
     """The human table of ``eval``: counts as integers, MAE and correlations to 4 places."""
     from rich.console import Console
@@ -384,8 +413,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    if args.data_dir is None:
-        args.data_dir = DEFAULT_DATA_DIR
+    args.data_dir = data_dir_of(args)
     if args.dataset in AUDIO_EVAL_DATASETS:
         return run_audio_eval(args)
     if args.dataset in FACE_EVAL_DATASETS:
@@ -398,21 +426,15 @@ def run_eval(args: argparse.Namespace) -> int:
         raise DataError(
             f"--split {args.split} is for the audio corpora; {args.dataset}: dev or test"
         )
-    from rich.console import Console
-    from rich.progress import Progress
-
     from train.data import load_dataset
     from train.evaluate import evaluate
     from unimse.inference import EmotionPredictor
 
-    samples = load_dataset(args.dataset, args.split, args.data_dir)
-    if not samples:
-        raise ValueError(f"no {args.dataset} {args.split} samples under {args.data_dir}")
+    samples = load_dataset(args.dataset, args.split, args.data_dir)  # or a DataError
     predictor = EmotionPredictor.load(
         args.checkpoint, device=args.device, max_batch=args.batch_size
     )
-    err = Console(stderr=True)
-    with Progress(console=err, transient=True) as progress:
+    with progress_bars() as progress:
         task = progress.add_task(f"{args.dataset} {args.split}", total=len(samples))
         metrics = evaluate(
             predictor,
@@ -442,7 +464,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from rich.console import Console
-    from rich.progress import Progress, TaskID
+    from rich.progress import TaskID
     from rich.table import Table
 
     from train.calibrate import VoiceTrust, calibrate_checkpoint
@@ -463,8 +485,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if args.voice_trust is not None:
         trust = VoiceTrust(args.voice_trust, *companions)
 
+    reads_data = bool(args.datasets and not args.no_heads) or "auto" in (
+        args.audio_scale,
+        args.video_scale,
+    )
+    data_dir = data_dir_of(args, needed=reads_data)
     tasks: dict[str, TaskID] = {}
-    with Progress(console=Console(stderr=True), transient=True) as progress:
+    with progress_bars() as progress:
 
         def tick(dataset: str, done: int, total: int) -> None:
             if dataset not in tasks:
@@ -474,7 +501,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         results, scales = calibrate_checkpoint(
             args.checkpoint,
             args.output,
-            args.data_dir or DEFAULT_DATA_DIR,
+            data_dir,
             [] if args.no_heads else args.datasets,
             tick,
             audio_scale=args.audio_scale,
@@ -514,8 +541,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run_fit_voice(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import Progress, TaskID
+    from rich.progress import TaskID
 
     from train.data import DataError
     from train.voice_readout import fit_voice, synthetic_sentences
@@ -529,10 +555,10 @@ def run_fit_voice(args: argparse.Namespace) -> int:
         raise DataError("--german-l2/-losses/-heads need --german-readout")
     if not args.synthetic_voices and args.synthetic_weight != ReadoutSettings.synthetic_weight:
         raise DataError("--synthetic-weight needs --synthetic-voices")
-    data_dir = args.data_dir or DEFAULT_DATA_DIR
+    data_dir = data_dir_of(args)
     synthetic = synthetic_sentences(data_dir, args.synthetic_voices)
     tasks: dict[str, TaskID] = {}
-    with Progress(console=Console(stderr=True), transient=True) as progress:
+    with progress_bars() as progress:
 
         def tick(step: str, done: int, total: int) -> None:
             if step not in tasks:
@@ -567,9 +593,6 @@ def run_fit_voice(args: argparse.Namespace) -> int:
 
 def run_audio_eval(args: argparse.Namespace) -> int:
     """``eval --dataset emodb|speech_av`` (see :mod:`train.audio_eval`)."""
-    from rich.console import Console
-    from rich.progress import Progress
-
     from train.audio_data import CORPUS_LANGUAGES
     from train.audio_eval import audio_metrics, load_eval_corpus, progress_total
     from unimse.inference import EmotionPredictor
@@ -579,8 +602,7 @@ def run_audio_eval(args: argparse.Namespace) -> int:
     predictor = EmotionPredictor.load(
         args.checkpoint, device=args.device, max_batch=args.batch_size
     )
-    err = Console(stderr=True)
-    with Progress(console=err, transient=True) as progress:
+    with progress_bars() as progress:
         task = progress.add_task(
             f"{args.dataset} {split}", total=progress_total(args.dataset, samples)
         )
@@ -624,9 +646,6 @@ def write_eval_json(args: argparse.Namespace, split: str, predictor: Any, **fiel
 def run_face_eval(args: argparse.Namespace) -> int:
     """``eval --dataset ckplus`` (see :mod:`train.face_eval`); ``--split`` train/dev/test are the
     fixed subject splits of :mod:`train.face_data`, default all."""
-    from rich.console import Console
-    from rich.progress import Progress
-
     from train.face_eval import NEUTRAL_TEXT, face_eval_metrics, load_face_eval
     from unimse.inference import EmotionPredictor
 
@@ -635,7 +654,7 @@ def run_face_eval(args: argparse.Namespace) -> int:
     predictor = EmotionPredictor.load(
         args.checkpoint, device=args.device, max_batch=args.batch_size
     )
-    with Progress(console=Console(stderr=True), transient=True) as progress:
+    with progress_bars() as progress:
         task = progress.add_task(f"{args.dataset} {split}", total=3 * len(samples))
         metrics = face_eval_metrics(
             predictor,

@@ -1,7 +1,8 @@
 """Loaders for the benchmark data in ``../shared/data`` (MELD, IEMOCAP, CMU-MOSI).
 
 Every loader returns :class:`Sample` rows in dialogue order with their past turns attached.
-A missing or malformed file raises :class:`DataError` with one line naming the file.
+A missing or malformed file, or one without a row of the split asked for, raises
+:class:`DataError` with one line naming the file.
 """
 
 from __future__ import annotations
@@ -116,6 +117,13 @@ def _read_csv(path: Path, required: set[str]) -> list[dict[str, str]]:
         raise DataError(f"{path}: unreadable CSV ({exc})") from exc
 
 
+def _of_split(samples: list[Sample], path: Path, split: str) -> list[Sample]:
+    """``samples``, or a :class:`DataError` naming ``path`` when it has no row of ``split``."""
+    if not samples:
+        raise DataError(f"{path}: no rows of the {split} split")
+    return samples
+
+
 def _with_context(rows: list[Sample]) -> list[Sample]:
     """Attach up to MAX_CONTEXT past turns of the same dialogue (rows are in dialogue order)."""
     history: dict[str, list[DialogueTurn]] = defaultdict(list)
@@ -168,7 +176,7 @@ def load_meld(data_dir: Path, split: str) -> list[Sample]:
             )
         )
     samples.sort(key=lambda s: (int(s.dialogue), int(s.uid.rsplit("_", 1)[1])))
-    return _with_context(samples)
+    return _with_context(_of_split(samples, path, split))
 
 
 def load_iemocap(data_dir: Path, split: str) -> list[Sample]:
@@ -197,7 +205,7 @@ def load_iemocap(data_dir: Path, split: str) -> list[Sample]:
             )
         )
     samples.sort(key=lambda s: (s.dialogue, int(s.uid.rsplit("_", 1)[1])))
-    return _with_context(samples)
+    return _with_context(_of_split(samples, path, split))
 
 
 MOSI_SPLITS = {"train": "train", "dev": "valid", "test": "test"}
@@ -244,7 +252,7 @@ def load_mosi(data_dir: Path, split: str, features: bool = False) -> list[Sample
             )
         )
     samples.sort(key=lambda s: (s.dialogue, int(s.uid.rsplit("_", 1)[1])))
-    return _with_context(samples)
+    return _with_context(_of_split(samples, path, split))
 
 
 def load_dataset(

@@ -165,6 +165,11 @@ def load_ckplus(data_dir: Path, *, include_contempt: bool = False) -> list[FaceS
                     image=_read_grey(path),
                 )
             )
+    if not samples and skipped:
+        raise DataError(
+            f"{folder}: only contempt images ({skipped}), which have no label in the project's "
+            "space"
+        )
     if not samples:
         raise DataError(f"{folder}: no CK+ images found")
     if skipped:

@@ -32,9 +32,12 @@ from train.face_data import (
     FACE_CLASSES,
     NEUTRAL_TEXT,
     FaceSample,
+    ckplus_folder,
     face_features,
     load_ckplus,
     select_face_split,
+    split_of_subject,
+    subjects_of,
 )
 from train.metrics import unweighted_accuracy
 from unimse.features.visual import VisualExtractor
@@ -126,5 +129,16 @@ def face_eval_metrics(
 
 
 def load_face_eval(data_dir: Path, split: str = "all") -> list[FaceSample]:
-    """The scored CK+ samples of ``split`` (train/dev/test: fixed subject splits; all)."""
-    return select_face_split(load_ckplus(data_dir), split)
+    """The scored CK+ samples of ``split`` (train/dev/test: fixed subject splits; all); a
+    one-line :class:`DataError` when no subject of the folder falls in ``split``."""
+    every = load_ckplus(data_dir)
+    chosen = select_face_split(every, split)
+    if not chosen:
+        subjects = subjects_of(every)
+        splits = sorted({split_of_subject(s) for s in subjects})
+        raise DataError(
+            f"no ckplus images of a {split}-split subject in {ckplus_folder(data_dir)} (its "
+            f"{len(subjects)} subject(s) fall in the {' and '.join(splits)} "
+            f"split{'s' if len(splits) > 1 else ''}); use --split all"
+        )
+    return chosen

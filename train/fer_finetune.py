@@ -59,6 +59,7 @@ from train.face_data import (
     to_fer_input,
 )
 from train.face_eval import face_metrics, probs_to_emotions
+from unimse.checkpoint import CheckpointError, check_output_folder
 from unimse.features.fer_net import FER_CLASSES, INPUT_SIZE, FerMiniXception, load_fer_model
 from unimse.features.visual import FER_TO_MELD, MELD_ORDER, fer_input_tensor
 
@@ -365,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/fer_ckplus"), help="output folder")
     add_recipe_arguments(parser)
     args = parser.parse_args(argv)
+    try:
+        check_output_folder(args.out, "--out")
+    except CheckpointError as exc:
+        parser.error(str(exc))  # one line, exit 2, before any work
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     config = config_from_args(args)

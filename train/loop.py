@@ -25,7 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from train.augment import EpochAugmenter, EpochView
 from train.config import TrainConfig, TrainConfigError
@@ -44,7 +44,9 @@ from train.unification import UnifiedSample, unify
 from unimse.checkpoint import (
     BACKBONE_PREFIX,
     CheckpointError,
+    check_output_folder,
     load_checkpoint,
+    read_safetensors,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -183,7 +185,8 @@ def _save_optimizer(opt: torch.optim.Optimizer, folder: Path) -> dict[str, Any]:
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, folder: Path, groups: list[dict[str, Any]]) -> None:
-    flat = load_file(str(folder / "optimizer.safetensors"))
+    file = folder / "optimizer.safetensors"
+    flat, _ = read_safetensors(file, f"optimizer state {file}")
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in flat.items():
         idx, key = name.split(".", 1)
@@ -260,6 +263,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, output: Path | None = None) -> None:
         self.config = config
         self.output = Path(output or config.train.output)
+        self.output_option = "--output" if output else "train.output"  # who named it
         self.device = pick_device("auto")
         self.voice_prior: np.ndarray | None = None  # speaker-baseline prior, when used
         if config.train.threads:
@@ -438,6 +442,7 @@ class Trainer:
     def run(self, resume: bool = False) -> dict[str, Any]:
         """Train; ``best/`` keeps the best dev score, ``last/`` what ``resume`` continues from."""
         tc = self.config.train
+        check_output_folder(self.output, self.output_option)
         if tc.init_from:
             resolve_checkpoint(tc.init_from)  # a missing stage-1 checkpoint fails before any work
         if resume and not (self.output / LAST / TRAINER_STATE).is_file():  # nor resuming nothing

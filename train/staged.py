@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from unimse.checkpoint import (
     BACKBONE_PREFIX,
     CONFIG,
-    WEIGHTS,
     CheckpointError,
+    read_stored,
     resolve_checkpoint,
     tied_groups,
 )
@@ -105,7 +104,7 @@ def init_from_checkpoint(
                 before.name,
                 after.name,
             )
-    stored = load_file(str(folder / WEIGHTS))
+    stored, _ = read_stored(folder)
     stored = {k: v for k, v in stored.items() if not any(_matches(k, p) for p in exclude)}
     own = model.state_dict()
     alias = tied_groups(own)

@@ -56,6 +56,7 @@ from unimse.checkpoint import (
     CONFIG,
     VOICE_READOUT,
     CheckpointError,
+    check_output_folder,
     read_stored,
     resolve_checkpoint,
     write_derived,
@@ -431,6 +432,7 @@ def fit_voice(
     folder = resolve_checkpoint(source)
     if output.resolve() == folder.resolve():
         raise CheckpointError("fit-voice writes a new checkpoint: --output must differ")
+    check_output_folder(output)
     predictor = EmotionPredictor.load(folder, device="cpu")
     config, model = predictor.config, predictor.model
     spec = config.acoustic
@@ -525,6 +527,7 @@ def graft_shared_readout(base: str | Path, donor: str | Path, output: Path) -> i
     base_dir, donor_dir = resolve_checkpoint(base), resolve_checkpoint(donor)
     if output.resolve() in (base_dir.resolve(), donor_dir.resolve()):
         raise CheckpointError("the graft writes a new checkpoint: --output must differ")
+    check_output_folder(output)
     if UniMSEConfig.load(base_dir / CONFIG) != UniMSEConfig.load(donor_dir / CONFIG):
         raise CheckpointError(f"{base_dir} and {donor_dir} differ in config: no graft")
     tensors, metadata = read_stored(base_dir)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Collection
 from importlib import resources
@@ -15,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from unimse.backbones import is_random_init
@@ -45,12 +46,52 @@ def default_checkpoint_dir() -> Path:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     folder = default_checkpoint_dir() if str(path) == DEFAULT else Path(path).expanduser()
+    if folder.is_file():
+        raise CheckpointError(
+            f"checkpoint {folder} is a file; a checkpoint is a folder (holding {CONFIG} and "
+            f"{WEIGHTS})"
+        )
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder not found: {folder}")
     for name in (CONFIG, WEIGHTS):
         if not (folder / name).is_file():
             raise CheckpointError(f"checkpoint {folder} is missing {name}")
     return folder
+
+
+def check_output_folder(folder: Path, option: str = "--output") -> None:
+    """Refuse at once, before any work, an output folder that cannot be made or written in:
+    ``folder`` (named by ``option``, e.g. ``--output``) or a folder above it is a file, or the
+    nearest existing one is not writable. A missing folder is fine: it is made when written."""
+    for part in (folder, *folder.parents):
+        if not part.exists():
+            continue
+        if part.is_dir() and os.access(part, os.W_OK | os.X_OK):
+            return
+        if part == folder and not part.is_dir():
+            message = f"{option} {folder} is a file; give a folder (it is made if missing)"
+        elif not part.is_dir():
+            message = f"{option} {folder}: {part} is a file, not a folder"
+        else:
+            message = f"{option} {folder}: cannot write in {part}"
+        raise CheckpointError(message)
+
+
+def read_safetensors(file: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors of safetensors ``file``, as stored (dtype included), and its metadata: how
+    checkpoint, optimizer and FER weights are read. A damaged file (truncated, or not
+    safetensors at all) is a one-line :class:`CheckpointError`: "``what`` is damaged (header too
+    small)"."""
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            metadata = f.metadata()
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    except SafetensorError as exc:
+        reason = str(exc).removeprefix("Error while deserializing header: ")
+        raise CheckpointError(f"{what} is damaged ({reason})") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {what}: {exc.strerror or exc}") from exc
+    return tensors, metadata
 
 
 def tied_groups(state: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -117,10 +158,7 @@ def write_labels(config: UniMSEConfig, folder: Path) -> None:
 
 def read_stored(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors a checkpoint folder stores, as stored (dtype included), and their metadata."""
-    with safe_open(str(folder / WEIGHTS), framework="pt") as f:
-        metadata = f.metadata()
-        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-    return tensors, metadata
+    return read_safetensors(folder / WEIGHTS, f"checkpoint {folder}: {WEIGHTS}")
 
 
 def write_derived(
@@ -147,8 +185,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.
         config = UniMSEConfig.load(folder / CONFIG)
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {folder}: bad {CONFIG}: {exc}") from exc
+    stored, _ = read_stored(folder)  # a damaged file fails before the model is built
     model = build_model(config)
-    stored = load_file(str(folder / WEIGHTS))
     own = model.state_dict()
     alias = tied_groups(own)
     present = set(stored) | {k for k in own if alias[k] in stored}

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 from realtime.cli.exits import EPILOG, EXIT_INTERRUPTED, EXIT_USAGE
-from realtime.cli.logs import configure_logging, print_error
+from realtime.cli.logs import LogFileError, configure_logging, print_error
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose, args.quiet, args.log_file)
+    try:
+        configure_logging(args.verbose, args.quiet, args.log_file)
+    except LogFileError as exc:
+        print_error(exc)
+        return EXIT_USAGE
     try:
         return int(args.handler(args))
     except Exception as exc:

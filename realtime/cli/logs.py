@@ -5,7 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
+
+
+class LogFileError(RuntimeError):
+    """``--log-file`` cannot be opened: a missing folder, a directory, no permission."""
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -21,6 +26,9 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def configure_logging(verbosity: int, quiet: bool, log_file: str | None) -> None:
+    """Set the root logger's level and handlers; a log file that cannot be opened is a
+    one-line :class:`LogFileError`, as ``--output`` refuses its file (a missing folder is not
+    made either)."""
     level = (
         logging.ERROR
         if quiet
@@ -28,7 +36,10 @@ def configure_logging(verbosity: int, quiet: bool, log_file: str | None) -> None
     )
     handlers: list[logging.Handler] = [_StderrHandler()]
     if log_file:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        try:
+            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        except OSError as exc:
+            raise LogFileError(log_file_problem(log_file, exc)) from None
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     for handler in handlers:
         handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
@@ -37,6 +48,14 @@ def configure_logging(verbosity: int, quiet: bool, log_file: str | None) -> None
         logging.getLogger("faster_whisper").setLevel(max(level, logging.WARNING))
     if level > logging.INFO:
         silence_progress_bars()
+
+
+def log_file_problem(log_file: str, exc: OSError) -> str:
+    """Why ``--log-file`` could not be opened, in the words ``--output`` uses for its file."""
+    from realtime.outputs import output_problem
+
+    problem = output_problem(Path(log_file), probe=False) or exc.strerror or str(exc)
+    return f"cannot write the log to {log_file}: {problem} (choose another path)"
 
 
 def silence_progress_bars() -> None:

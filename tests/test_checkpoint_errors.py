@@ -184,3 +184,20 @@ def test_fer_finetune_refuses_an_out_that_is_a_file(
         .err.strip()
         .endswith(f"--out {file} is a file; give a folder (it is made if missing)")
     )
+
+
+def test_a_damaged_backbone_is_one_line(tmp_path: Path) -> None:
+    """A local backbone folder (``backbone = "PATH"``) whose weights are damaged."""
+    from dataclasses import replace
+
+    from unimse.backbones import BackboneNotFoundError, load_encoder_backbone, resolve_backbone
+    from unimse.config import DEFAULT_BACKBONE, UniMSEConfig
+
+    installed = Path(resolve_backbone(DEFAULT_BACKBONE))
+    folder = tmp_path / "minilm"
+    folder.mkdir()
+    shutil.copy2(installed / "config.json", folder / "config.json")
+    (folder / "model.safetensors").write_bytes(b"junk")
+    config = replace(UniMSEConfig(), backbone=str(folder))
+    with pytest.raises(BackboneNotFoundError, match=r"model\.safetensors is damaged \(header"):
+        load_encoder_backbone(config)

@@ -272,3 +272,15 @@ def test_a_silent_session_writes_no_report_and_succeeds(
     warning = [line for line in err.splitlines() if "no report written" in line]
     assert len(warning) == 1 and "no utterance was heard" in warning[0] and str(page) in warning[0]
     assert not page.exists()
+
+
+def test_a_manifest_missing_a_key_says_which(tmp_path: Path, media: Path) -> None:
+    from realtime.recorder import AUDIO, FORMAT, MANIFEST
+    from realtime.sources.base import SourceError
+    from realtime.sources.session import read_manifest
+
+    shutil.copy(media, tmp_path / AUDIO)
+    manifest = {"format": FORMAT, "session": "s", "audio": {"file": AUDIO}, "video": None}
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(SourceError, match="lacks the key 'channels_as_speakers'"):
+        read_manifest(tmp_path)

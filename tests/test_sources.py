@@ -292,6 +292,12 @@ async def test_a_missing_camera_is_one_clear_error(tmp_path: Path) -> None:
         with pytest.raises(SourceError, match="no such camera or video file"):
             await WebcamSource(str(tmp_path / "nope.avi")).run(ctx)
 
+    with pytest.raises(SourceError, match="no such camera or video file"):  # before models load
+        WebcamSource(str(tmp_path / "nope.avi")).check()
+    (tmp_path / "notes.avi").write_text("not a video")
+    with pytest.raises(SourceError, match="OpenCV cannot read video file"):
+        WebcamSource(str(tmp_path / "notes.avi")).check()
+
 
 @pytest.mark.slow
 async def test_camera_frames_reach_the_model(

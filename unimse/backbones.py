@@ -120,9 +120,22 @@ def load_encoder_backbone(config: UniMSEConfig) -> Any:
                     config.backbone_overrides,
                 )
                 return bert_encoder.BertEncoder(settings)
-            model = bert_encoder.load_bert_encoder(source, values)
+            model = _read_backbone(bert_encoder.load_bert_encoder, source, values)
             if model is not None:
                 return model
     from transformers import AutoModel
 
     return load_pretrained(AutoModel, config)
+
+
+def _read_backbone(load: Any, source: Path, values: dict[str, Any]) -> Any:
+    """``load(source, values)``, with damaged weights a one-line :class:`BackboneNotFoundError`."""
+    from safetensors import SafetensorError
+
+    try:
+        return load(source, values)
+    except SafetensorError as exc:
+        reason = str(exc).removeprefix("Error while deserializing header: ")
+        raise BackboneNotFoundError(
+            f"backbone {source}: model.safetensors is damaged ({reason})"
+        ) from None

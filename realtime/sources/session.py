@@ -64,7 +64,9 @@ def read_manifest(folder: str | Path) -> SessionManifest:
             end=None if data.get("end") is None else str(data["end"]),
             diarization=None if data.get("diarization") is None else dict(data["diarization"]),
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except KeyError as exc:
+        raise SourceError(f"session manifest {path} lacks the key {exc.args[0]!r}") from None
+    except (OSError, ValueError, TypeError) as exc:
         raise SourceError(f"cannot read session manifest {path}: {exc!s}") from None
     if not audio.is_file():
         raise SourceError(f"session {root} has no audio file {audio.name}")

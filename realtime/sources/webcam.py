@@ -52,6 +52,12 @@ class WebcamSource(Source):
         self.fps = fps
         self.frames_read = 0
 
+    def check(self) -> None:
+        """A video file standing in for the camera must open before the models load (a device
+        is opened once, by :meth:`run`: some cameras are slow to open twice)."""
+        if self.is_file:
+            open_capture(self.spec).release()
+
     @property
     def description(self) -> str:
         return f"video file {Path(self.spec).name}" if self.is_file else f"camera {self.spec}"

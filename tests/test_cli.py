@@ -137,3 +137,15 @@ def test_options_that_cannot_act_are_warned_about(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.WARNING, logger="realtime.cli.commands"):
         build_config(args)
     assert "--output o is not written: the jsonl sink is off" in caplog.text
+
+
+def test_logging_options_come_before_or_after_the_command() -> None:
+    parser = build_parser()
+    plain = parser.parse_args(["replay", "x.wav"])
+    assert (plain.verbose, plain.quiet, plain.log_file) == (0, False, None)
+    before = parser.parse_args(["-v", "--log-file", "l.txt", "replay", "x.wav"])
+    assert (before.verbose, before.quiet, before.log_file) == (1, False, "l.txt")
+    after = parser.parse_args(["replay", "x.wav", "-q", "--log-file", "l.txt"])
+    assert (after.verbose, after.quiet, after.log_file) == (0, True, "l.txt")
+    nested = parser.parse_args(["bench", "latency", "-vv"])
+    assert nested.verbose == 2

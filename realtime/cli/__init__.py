@@ -19,6 +19,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
+from typing import Any
 
 from realtime.cli.exits import EPILOG, EXIT_INTERRUPTED, EXIT_USAGE
 from realtime.cli.logs import LogFileError, configure_logging, print_error
@@ -51,17 +52,45 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)"
-    )
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="errors only (no warnings, no summary line)"
-    )
-    parser.add_argument("--log-file", metavar="FILE", help="also write the log to FILE")
+    _logging_options(parser, default=None)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_commands in command_registrars():
         add_commands(commands)
+    for command in _commands(parser):  # `emotrack replay F -q` as `emotrack -q replay F`
+        _logging_options(command.add_argument_group("logging"), default=argparse.SUPPRESS)
     return parser
+
+
+def _logging_options(parser: Any, *, default: Any) -> None:
+    """-v, -q and --log-file; on a command with ``default`` SUPPRESS, so that where they are not
+    given after the command, what was given before it stands."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if default is None else default,
+        help="more log output (-v info, -vv debug)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if default is None else default,
+        help="errors only (no warnings, no summary line)",
+    )
+    parser.add_argument(
+        "--log-file", metavar="FILE", default=default, help="also write the log to FILE"
+    )
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command's parser under ``parser``, subcommands (``bench latency``) included."""
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in dict.fromkeys(action.choices.values()):  # aliases once
+                found += [command, *_commands(command)]
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -201,3 +201,14 @@ def test_a_damaged_backbone_is_one_line(tmp_path: Path) -> None:
     config = replace(UniMSEConfig(), backbone=str(folder))
     with pytest.raises(BackboneNotFoundError, match=r"model\.safetensors is damaged \(header"):
         load_encoder_backbone(config)
+
+
+def test_fer_finetune_names_a_missing_data_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from train.fer_finetune import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "nothing")])
+    assert exit_.value.code == 2
+    assert "error: ckplus folder not found" in capsys.readouterr().err

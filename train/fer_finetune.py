@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from train.data import DataError
 from train.face_data import (
     FaceSample,
     load_ckplus,
@@ -373,7 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     config = config_from_args(args)
-    every = load_ckplus(args.data_dir, include_contempt=True)
+    try:
+        every = load_ckplus(args.data_dir, include_contempt=True)
+    except DataError as exc:
+        parser.error(str(exc))
     train = select_face_split(every, "train")
     dev, test = (
         [s for s in select_face_split(every, split) if s.meld_emotion is not None]

@@ -3,18 +3,31 @@
 # load: `emotrack bench latency --no-speculative --json` per run into runs/lat_TAG_{before,after}_N.json,
 # then the median over the turns of the p95 end to end minus hangover.
 # Usage: bash scripts/latency_pair.sh BEFORE AFTER TAG   (about 5 min on the 2-core CPU)
-# (The docs' `runs/bench_latN.sh` runs are this script.)
+# (The docs' `runs/bench_latN.sh` runs are this script.) A run that fails stops the pair with its
+# error; earlier results of the same TAG are replaced only by complete runs.
 set -u
 if [ $# -ne 3 ]; then
   echo "usage: bash scripts/latency_pair.sh BEFORE AFTER TAG" >&2
   exit 2
 fi
+for ckpt in "$1" "$2"; do  # both must load before five minutes are spent on one of them
+  if [ "$ckpt" != default ] && [ ! -f "$ckpt/config.json" ]; then
+    echo "latency_pair.sh: $ckpt is not a checkpoint folder (no config.json)" >&2
+    exit 2
+  fi
+done
 mkdir -p runs
 for i in 1 2 3; do
   for side in before after; do
     ckpt=$1; [ $side = after ] && ckpt=$2
-    .venv/bin/emotrack bench latency --no-speculative --checkpoint "$ckpt" --json 2>/dev/null \
-      | tail -1 > "runs/lat_$3_${side}_$i.json"
+    out="runs/lat_$3_${side}_$i.json"
+    if ! .venv/bin/emotrack -q bench latency --no-speculative --checkpoint "$ckpt" --json \
+        > "$out.partial"; then
+      echo "latency_pair.sh: the $side run $i ($ckpt) failed; earlier results kept" >&2
+      rm -f "$out.partial"
+      exit 1
+    fi
+    tail -1 "$out.partial" > "$out" && rm -f "$out.partial"
   done
 done
 .venv/bin/python - "$3" <<'PY'

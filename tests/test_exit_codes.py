@@ -109,7 +109,7 @@ def test_eval_refuses_a_batch_of_nothing(capsys: pytest.CaptureFixture[str]) -> 
     assert "--batch-size: must be >= 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("device", ["banana", "cuda"])
+@pytest.mark.parametrize("device", ["banana", "cuda", "mps", "meta"])
 def test_2_a_device_this_machine_lacks(
     device: str, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -117,6 +117,8 @@ def test_2_a_device_this_machine_lacks(
 
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
     code = emotrack_in_process(
         "eval", "--dataset", "meld", "--checkpoint", str(tiny_checkpoint), "--device", device
     )

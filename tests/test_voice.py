@@ -528,3 +528,16 @@ def test_init_from_warns_when_a_loaded_branch_gets_other_features(
     with caplog.at_level("WARNING", logger="train.staged"):
         init_from_checkpoint(renamed, folder, exclude=("fusion.visual",))
     assert "visual branch" not in caplog.text
+
+
+def test_a_voice_corpus_on_a_checkpoint_without_a_voice_is_refused(
+    ravdess_folder: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It read every clip by its transcript alone and reported chance as the voice's score."""
+    from realtime.cli import main
+
+    args = ["eval", "--dataset", "ravdess", "--data-dir", str(ravdess_folder)]
+    code = main([*args, "--checkpoint", str(tiny_checkpoint), "--json"])
+    err = capsys.readouterr().err
+    assert code == 2 and "has no voice branch to evaluate" in err
+    assert len(err.strip().splitlines()) == 1

@@ -212,6 +212,10 @@ def audio_metrics(
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
+    if predictor.config.acoustic is None:  # every clip would read as its transcript alone
+        from train.data import DataError
+
+        raise DataError(f"checkpoint {predictor.model_version} has no voice branch to evaluate")
     if dataset in (EMODB, RAVDESS):
         return categorical_metrics(predictor, samples, batch_size, progress)
     if dataset == SPEECH_AV:

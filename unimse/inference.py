@@ -36,9 +36,14 @@ def pick_device(device: str = "auto") -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DeviceError(f"device {device!r} requested but CUDA is not available (use cpu)")
     try:
-        return torch.device(device)
-    except RuntimeError as exc:  # not a device name torch knows
-        raise DeviceError(f"device {device!r}: {exc}") from None
+        chosen = torch.device(device)
+    except RuntimeError:  # not a device name torch knows
+        raise DeviceError(f"device {device!r}: use cpu, cuda or mps") from None
+    if chosen.type not in ("cpu", "cuda", "mps"):  # meta, xpu, ...: not what runs this model
+        raise DeviceError(f"device {device!r}: use cpu, cuda or mps")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {device!r} requested but MPS is not available (use cpu)")
+    return chosen
 
 
 def outputs_to_predictions(

@@ -23,6 +23,7 @@ exit codes:
   4    the input failed mid-stream (damaged media; speech detection fell too far behind
        the microphone): every result of the audio read before the failure was delivered
   130  interrupted by SIGINT (Ctrl-C) or SIGTERM: capture stopped, and what was already
-       captured was processed and delivered (a second signal aborts at once, also 130)
+       captured was processed and delivered (a second signal aborts at once, also 130);
+       `serve` is stopped this way as a service is: it ends its sessions and exits 0
 when several apply: 130 before 4 before 3.
 """

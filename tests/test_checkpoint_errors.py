@@ -108,6 +108,13 @@ def test_damaged_fer_weights_are_one_line(tmp_path: Path, content: bytes, reason
     assert str(info.value) == f"FER weights file {file} is damaged ({reason})"
 
 
+def test_missing_fer_weights_given_by_the_user_are_named_so(tmp_path: Path) -> None:
+    """Not the instructions to rebuild the shipped weights, which are there."""
+    missing = r"^FER weights file not found: .*\(--fer-weights\)$"
+    with pytest.raises(FileNotFoundError, match=missing):
+        load_fer_model(tmp_path / "none.safetensors")
+
+
 def test_eval_ckplus_says_fer_weights_are_damaged(
     tiny_multimodal_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

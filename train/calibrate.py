@@ -272,9 +272,6 @@ def calibrate_checkpoint(
         )
     if blank is not None:
         settings["voice_trust_blank"] = tuple(blank.tolist())
-    write_derived(folder, output, tensors, metadata, skip=(CALIBRATION,))
-    if settings:
-        replace(predictor.config, **settings).save(output / CONFIG)
     record: dict[str, object] = {
         "source": str(folder),
         "method": "per-class logit offsets, coordinate ascent on dev weighted F1",
@@ -286,5 +283,8 @@ def calibrate_checkpoint(
     previous = folder / CALIBRATION
     if previous.is_file():  # calibrating a calibrated checkpoint keeps the earlier record
         record["source_calibration"] = json.loads(previous.read_text(encoding="utf-8"))
-    (output / CALIBRATION).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    with write_derived(folder, output, tensors, metadata, skip=(CALIBRATION,)) as written:
+        if settings:
+            replace(predictor.config, **settings).save(written / CONFIG)
+        (written / CALIBRATION).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return results, choices

@@ -340,6 +340,20 @@ def _source_and_output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, type=Path, help="folder for the new checkpoint")
 
 
+def check_new_output(args: argparse.Namespace) -> None:
+    """``--output default`` names a folder ./default, not the bundled checkpoint that
+    ``--checkpoint default`` names: refused, as a likely mistake."""
+    from unimse.checkpoint import DEFAULT
+
+    if str(args.output) == DEFAULT:
+        from train.data import DataError
+
+        raise DataError(
+            f"--output {DEFAULT} would be a folder ./{DEFAULT}, not the bundled checkpoint: name "
+            f"another folder, e.g. ./{DEFAULT}-copy"
+        )
+
+
 def _branch_scale(value: str) -> str | float:
     """``auto`` or a number in [0, 1]."""
     if value == "auto":
@@ -470,6 +484,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from train.calibrate import VoiceTrust, calibrate_checkpoint
     from train.data import DataError
 
+    check_new_output(args)
     if args.voice_share_by and args.voice_neutral_share is None:
         raise DataError("--voice-share-by needs --voice-neutral-share")
 
@@ -546,6 +561,7 @@ def run_fit_voice(args: argparse.Namespace) -> int:
     from train.data import DataError
     from train.voice_readout import fit_voice, synthetic_sentences
 
+    check_new_output(args)
     german = (args.german_l2, args.german_losses, args.german_heads)
     if not args.german_readout and german != (
         ReadoutSettings.l2,

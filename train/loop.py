@@ -44,11 +44,14 @@ from train.unification import UnifiedSample, unify
 from unimse.checkpoint import (
     BACKBONE_PREFIX,
     CheckpointError,
+    atomic_folder,
     check_output_folder,
     load_checkpoint,
     read_safetensors,
     resolve_checkpoint,
     save_checkpoint,
+    settle_folder,
+    write_checkpoint,
 )
 from unimse.factory import build_model
 from unimse.fusion import voice_prior
@@ -60,6 +63,9 @@ logger = logging.getLogger(__name__)
 
 LAST = "last"  # the last finished epoch: its checkpoint and TRAINER_STATE, what --resume continues
 TRAINER_STATE = "trainer_state.json"
+BEST = "best"  # the best dev score's checkpoint (or, with stop_epoch, the chosen epoch's)
+HISTORY = "history.jsonl"  # one record per finished epoch
+TRAIN_CONFIG = "train_config.json"  # the run's configuration, written when it starts
 
 # Contrastive groups per dataset (its classes), laid out one dataset after the other.
 DATASET_GROUPS = {
@@ -195,7 +201,39 @@ def _load_optimizer(opt: torch.optim.Optimizer, folder: Path, groups: list[dict[
 
 
 def _new_state() -> dict[str, Any]:
-    return {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": -1, "history": []}
+    # stale: evaluations since the dev score last improved (early stopping)
+    return {
+        "epoch": 0,
+        "step": 0,
+        "best_score": -math.inf,
+        "best_epoch": -1,
+        "stale": 0,
+        "history": [],
+    }
+
+
+def _read_json_object(file: Path, keys: Sequence[str]) -> dict[str, Any]:
+    """The JSON object in ``file``, which must hold ``keys``; anything else (truncated, not
+    JSON) is a one-line :class:`CheckpointError`: "``file`` is damaged (...)"."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{file} is damaged ({exc})") from None
+    missing = [k for k in keys if k not in data] if isinstance(data, dict) else list(keys)
+    if missing:
+        raise CheckpointError(f"{file} is damaged (no {', '.join(missing)})")
+    return dict(data)
+
+
+def _differing_keys(saved: Any, new: Any, key: str = "model") -> list[str]:
+    """The dotted keys (under ``key``) where two JSON-like configs differ."""
+    if not (isinstance(saved, dict) and isinstance(new, dict)):
+        return [] if saved == new else [key]
+    return [
+        differing
+        for name in sorted(set(saved) | set(new))
+        for differing in _differing_keys(saved.get(name), new.get(name), f"{key}.{name}")
+    ]
 
 
 def _log_augmentation(epoch: int, view: EpochView) -> None:
@@ -445,8 +483,13 @@ class Trainer:
         check_output_folder(self.output, self.output_option)
         if tc.init_from:
             resolve_checkpoint(tc.init_from)  # a missing stage-1 checkpoint fails before any work
-        if resume and not (self.output / LAST / TRAINER_STATE).is_file():  # nor resuming nothing
-            raise CheckpointError(f"nothing to resume in {self.output} (no {LAST}/{TRAINER_STATE})")
+        for name in (LAST, BEST):  # a save stopped between its two renames: put the old back
+            settle_folder(self.output / name)
+        saved: dict[str, Any] | None = None  # the trainer state resume continues from
+        if resume:
+            saved = self._check_resume()
+        else:
+            self._check_fresh()
         seed_everything(tc.seed)
         self._write_config()
         from train.audio_datasets import corpora_read_once
@@ -454,8 +497,7 @@ class Trainer:
         with corpora_read_once():  # splits, neutral voices and prior of one corpus: one read
             unified, dev = self.load_data()
             run = self._prepare(unified)
-        state = self._resume(run) if resume else _new_state()
-        stale = 0  # evaluations since the dev score last improved
+        state = self._resume(run, saved) if saved is not None else _new_state()
         last_epoch = tc.stop_epoch or tc.epochs
         with _progress() as progress:
             for epoch in range(state["epoch"], last_epoch):
@@ -477,7 +519,7 @@ class Trainer:
                 self._append_history(state, record)
                 if evaluated:
                     improved = self._save_if_best(run, state, record)
-                    stale = 0 if improved else stale + 1
+                    state["stale"] = 0 if improved else state["stale"] + 1
                     progress.console.print(_dev_summary(record, improved))
                 else:
                     progress.console.print(
@@ -486,15 +528,45 @@ class Trainer:
                     )
                 state["epoch"] = epoch + 1
                 self._save_last(run, state)
-                if evaluated and stale >= tc.patience:
-                    progress.console.print(f"no dev improvement for {stale} evaluations: stopping")
+                if evaluated and state["stale"] >= tc.patience:
+                    progress.console.print(
+                        f"no dev improvement for {state['stale']} evaluations: stopping"
+                    )
                     break
+        return state
+
+    def _check_fresh(self) -> None:
+        """A new run never writes over an earlier one's checkpoints and history."""
+        if any((self.output / name).exists() for name in (BEST, LAST, HISTORY)):
+            raise CheckpointError(
+                f"{self.output} already holds a training run: --resume continues it; choose "
+                "another output (or delete the folder)"
+            )
+
+    def _check_resume(self) -> dict[str, Any]:
+        """Before any work or write: the trainer state ``resume`` continues from (readable), and
+        the run's model config the same as this one's (its weights must fit)."""
+        file = self.output / LAST / TRAINER_STATE
+        if not file.is_file():
+            raise CheckpointError(f"nothing to resume in {self.output} (no {LAST}/{TRAINER_STATE})")
+        state = _read_json_object(file, ("epoch", "step", "history", "optimizer"))
+        written = self.output / TRAIN_CONFIG
+        if written.is_file():
+            model = _read_json_object(written, ("model",))["model"]
+            new = json.loads(json.dumps(self.config.model.to_dict()))
+            differing = _differing_keys(model, new)
+            if differing:
+                raise CheckpointError(
+                    f"--resume: the model config differs from {written} in "
+                    f"{', '.join(differing)}: resume with the run's model config, or train into "
+                    "another output"
+                )
         return state
 
     def _write_config(self) -> None:
         cfg = self.config
         self.output.mkdir(parents=True, exist_ok=True)
-        (self.output / "train_config.json").write_text(
+        (self.output / TRAIN_CONFIG).write_text(
             json.dumps(
                 {
                     "model": cfg.model.to_dict(),
@@ -695,7 +767,7 @@ class Trainer:
 
     def _append_history(self, state: dict[str, Any], record: dict[str, Any]) -> None:
         state["history"].append(record)
-        with (self.output / "history.jsonl").open("a", encoding="utf-8") as fh:
+        with (self.output / HISTORY).open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
     def _save_if_best(self, run: _Run, state: dict[str, Any], record: dict[str, Any]) -> bool:
@@ -706,7 +778,7 @@ class Trainer:
             state["best_score"], state["best_epoch"] = record["dev_score"], record["epoch"]
             save_checkpoint(
                 run.model,
-                self.output / "best",
+                self.output / BEST,
                 metrics={"dev": record["dev"]},
                 extra={
                     "epoch": record["epoch"],
@@ -723,7 +795,7 @@ class Trainer:
         state["best_epoch"] = record["epoch"]
         save_checkpoint(
             run.model,
-            self.output / "best",
+            self.output / BEST,
             extra={
                 "epoch": record["epoch"],
                 "selection": f"fixed epoch count {record['epoch']} (chosen by an earlier run's dev)"
@@ -735,16 +807,23 @@ class Trainer:
         logger.info("epoch %d of the chosen count: kept as best/", record["epoch"])
 
     def _save_last(self, run: _Run, state: dict[str, Any]) -> None:
-        """``last/``: model, optimiser and trainer state, all that ``resume`` needs."""
-        last = self.output / LAST
-        save_checkpoint(run.model, last, half=False, keep=run.keep)
-        snapshot = dict(state, optimizer=_save_optimizer(run.opt, last))
-        (last / TRAINER_STATE).write_text(json.dumps(snapshot, indent=2) + "\n")
+        """``last/``: model, optimiser and trainer state, all that ``resume`` needs, written whole
+        (:func:`unimse.checkpoint.atomic_folder`): an interruption leaves the previous one."""
+        with atomic_folder(self.output / LAST) as last:
+            write_checkpoint(run.model, last, half=False, keep=run.keep)
+            snapshot = dict(state, optimizer=_save_optimizer(run.opt, last))
+            (last / TRAINER_STATE).write_text(json.dumps(snapshot, indent=2) + "\n")
 
-    def _resume(self, run: _Run) -> dict[str, Any]:
-        """Model, optimiser, schedule and trainer state as the last finished epoch left them."""
+    def _resume(self, run: _Run, state: dict[str, Any]) -> dict[str, Any]:
+        """Model, optimiser, schedule and trainer ``state`` as the last finished epoch left them
+        (read by :meth:`_check_resume`); the history file is set back to the epochs ``last/``
+        holds, so an epoch recorded after it was saved is not recorded twice."""
         last = self.output / LAST
-        state: dict[str, Any] = json.loads((last / TRAINER_STATE).read_text())
+        state.setdefault("stale", 0)  # a state from before the count was kept
+        history = self.output / HISTORY
+        partial_history = history.with_name(f".{HISTORY}.new")
+        partial_history.write_text("".join(json.dumps(r) + "\n" for r in state["history"]))
+        partial_history.replace(history)
         restored = load_checkpoint(last, device=self.device)
         run.model.load_state_dict(restored.state_dict())
         _load_optimizer(run.opt, last, state.pop("optimizer")["param_groups"])

@@ -481,10 +481,6 @@ def fit_voice(
             tensors[name] = value.detach().to(tensors[name].dtype).contiguous()
         elif name.startswith(LANGUAGE_MAPS):  # new: stored as the shared map is
             tensors[name] = value.detach().to(dtype).contiguous()
-    write_derived(folder, output, tensors, metadata, skip=(CALIBRATION,))  # not the source's record
-    written = replace(config, voice_wordless=1.0)  # calibrate sets the weights
-    written.save(output / CONFIG)
-    write_labels(written, output)  # its feature spec, the baseline weight included
     record: dict[str, Any] = {
         "source": str(source),
         "method": "convex voice readout (train/voice_readout.py)",
@@ -499,7 +495,12 @@ def fit_voice(
     previous = folder / CALIBRATION  # what the source's other branches were calibrated with
     if previous.exists():
         record["source_calibration"] = json.loads(previous.read_text(encoding="utf-8"))
-    (output / VOICE_READOUT).write_text(json.dumps(record, indent=2) + "\n")
+    written = replace(config, voice_wordless=1.0)  # calibrate sets the weights
+    # not the source's calibration record
+    with write_derived(folder, output, tensors, metadata, skip=(CALIBRATION,)) as staging:
+        written.save(staging / CONFIG)
+        write_labels(written, staging)  # its feature spec, the baseline weight included
+        (staging / VOICE_READOUT).write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -541,11 +542,12 @@ def graft_shared_readout(base: str | Path, donor: str | Path, output: Path) -> i
     for name in ("fusion.acoustic.proj.weight", "fusion.acoustic.proj.bias"):
         tensors[name] = tensors[name].clone()
         tensors[name][:heads] = given[name][:heads].to(tensors[name].dtype)
-    write_derived(base_dir, output, tensors, metadata)
     record: dict[str, Any] = {"base": str(base), "donor": str(donor), "rows": heads}
     fitted = donor_dir / VOICE_READOUT  # how the donor's readout was fitted
     if fitted.is_file():
         record["donor_readout"] = json.loads(fitted.read_text(encoding="utf-8"))
-    (output / GRAFT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    with write_derived(base_dir, output, tensors, metadata) as staging:
+        text = json.dumps(record, indent=2) + "\n"
+        (staging / GRAFT_RECORD).write_text(text, encoding="utf-8")
     logger.info("shared voice readout of %s grafted onto %s -> %s", donor_dir, base_dir, output)
     return heads

@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Collection
+import uuid
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,56 @@ def check_output_folder(folder: Path, option: str = "--output") -> None:
         raise CheckpointError(message)
 
 
+# Temporary siblings of a folder being replaced (see :func:`atomic_folder`): ".NAME.new-..."
+# holds the new one while it is written, ".NAME.old-..." the old one between the two renames.
+NEW_MARK, OLD_MARK = "new", "old"
+
+
+def _sibling(folder: Path, mark: str) -> Path:
+    return folder.with_name(f".{folder.name}.{mark}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def settle_folder(folder: Path) -> None:
+    """Tidy what an interrupted :func:`atomic_folder` left beside ``folder``: where it was
+    stopped between its two renames (``folder`` gone, the old one set aside), the old one is put
+    back; unfinished new ones are removed."""
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        return
+    old = sorted(folder.parent.glob(f".{folder.name}.{OLD_MARK}-*"), key=os.path.getmtime)
+    if old and not folder.exists():
+        old.pop().rename(folder)
+        logger.warning("%s: put back the complete folder an interrupted write set aside", folder)
+    for leftover in [*old, *folder.parent.glob(f".{folder.name}.{NEW_MARK}-*")]:
+        shutil.rmtree(leftover)
+
+
+@contextmanager
+def atomic_folder(folder: str | Path) -> Iterator[Path]:
+    """Write folder ``folder`` whole or not at all: the block writes into the yielded, fresh
+    temporary sibling, which then takes ``folder``'s place by renames (the old one is removed
+    only after the new one is in place). Where the block fails or is interrupted, the new one
+    is removed and ``folder`` stays as it was; a link to a folder has its target replaced."""
+    target = Path(folder)
+    if target.is_symlink():
+        target = target.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    settle_folder(target)
+    staging = _sibling(target, NEW_MARK)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = _sibling(target, OLD_MARK) if target.exists() else None
+    if old is not None:
+        target.rename(old)
+    staging.rename(target)
+    if old is not None:
+        shutil.rmtree(old)
+
+
 def read_safetensors(file: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors of safetensors ``file``, as stored (dtype included), and its metadata: how
     checkpoint, optimizer and FER weights are read. A damaged file (truncated, or not
@@ -113,14 +165,29 @@ def save_checkpoint(
     half: bool = True,
     keep: Collection[str] = (),
 ) -> Path:
-    """Write the checkpoint; frozen pretrained backbone weights are left out.
+    """Write the checkpoint folder whole (:func:`atomic_folder`: it replaces any earlier one);
+    frozen pretrained backbone weights are left out.
 
     ``keep`` names backbone tensors to store although they are frozen now (e.g. layers an earlier
     training stage changed, see :mod:`train.staged`).
     """
+    with atomic_folder(folder) as staging:
+        write_checkpoint(model, staging, metrics=metrics, extra=extra, half=half, keep=keep)
+    return Path(folder)
+
+
+def write_checkpoint(
+    model: nn.Module,
+    out: Path,
+    *,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    half: bool = True,
+    keep: Collection[str] = (),
+) -> None:
+    """:func:`save_checkpoint`'s files, written into folder ``out`` as it is (not atomic: for a
+    folder that :func:`atomic_folder` is writing with more files)."""
     config: UniMSEConfig = model.config  # type: ignore[assignment]
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     keep_all = is_random_init(config)
     trainable = {name for name, param in model.named_parameters() if param.requires_grad}
     trainable |= set(keep)
@@ -141,7 +208,6 @@ def save_checkpoint(
     if metrics is not None or extra is not None:
         payload = {"metrics": metrics or {}, **(extra or {})}
         (out / METRICS).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    return out
 
 
 def write_labels(config: UniMSEConfig, folder: Path) -> None:
@@ -161,21 +227,25 @@ def read_stored(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return read_safetensors(folder / WEIGHTS, f"checkpoint {folder}: {WEIGHTS}")
 
 
+@contextmanager
 def write_derived(
     source: Path,
     output: Path,
     tensors: dict[str, torch.Tensor],
     metadata: dict[str, str],
     skip: Collection[str] = (),
-) -> None:
+) -> Iterator[Path]:
     """``output``: a copy of checkpoint ``source``'s files (less ``skip``) with ``tensors`` as its
     weights; the commands that derive one checkpoint from another (calibrate, fit-voice) write
-    theirs so."""
-    output.mkdir(parents=True, exist_ok=True)
-    for item in source.iterdir():
-        if item.is_file() and item.name != WEIGHTS and item.name not in skip:
-            shutil.copy2(item, output / item.name)
-    save_file(tensors, str(output / WEIGHTS), metadata=metadata)
+    theirs so. Yields the folder being written (:func:`atomic_folder`), for the files the command
+    adds or changes; when the block ends it replaces ``output`` whole, so no file of an earlier
+    checkpoint there survives."""
+    with atomic_folder(output) as staging:
+        for item in source.iterdir():
+            if item.is_file() and item.name != WEIGHTS and item.name not in skip:
+                shutil.copy2(item, staging / item.name)
+        save_file(tensors, str(staging / WEIGHTS), metadata=metadata)
+        yield staging
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:

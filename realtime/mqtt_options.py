@@ -95,6 +95,11 @@ class MqttOptions:
         if not 0 < self.port < 65536:
             raise ValueError(f"MQTT port must be in 1..65535, got {self.port}")
         check_topic_part("MQTT prefix", self.prefix, allow_slash=True)
+        if self.prefix.startswith("$"):
+            raise ValueError(
+                f"MQTT prefix {self.prefix!r} must not start with '$' (the broker's own topics: "
+                "no client can publish there)"
+            )
         if self.password_env is not None and self.password_file is not None:
             raise ValueError("give the MQTT password by environment variable or by file, not both")
         if (self.password_env is not None or self.password_file is not None) and not self.username:
@@ -199,6 +204,15 @@ class MqttOptions:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
+
+
+def check_topic_level(what: str, value: str) -> None:
+    """ValueError (one line) unless ``value`` is one non-empty topic level: no ``/``, MQTT
+    wildcards or whitespace (a session id, a server id, a shared-subscription group)."""
+    if not value or any(ch in "/+#\x00" or ch.isspace() for ch in value):
+        raise ValueError(
+            f"{what} {value!r}: one MQTT topic level, not empty, without '/', '+', '#' or spaces"
+        )
 
 
 def check_topic_part(what: str, value: str, *, allow_slash: bool) -> None:

@@ -503,7 +503,8 @@ async def test_the_server_reconnects_after_a_broker_restart(
         await asyncio.sleep(1.0)
         await mosquitto.astart()
         code, _results, stderr = await stream
-        assert code == 3, stderr  # the client lost its connection too (or saw the sink's will)
+        assert code == 3, stderr
+        assert f"session {before} broker lost" in stderr, stderr  # not "server lost"
         await wait_for_log(harness, "R", "reconnected to the MQTT broker")
         after = f"a-{uuid.uuid4().hex[:6]}"
         code, results, stderr = await harness.stream(speech, after)
@@ -618,3 +619,108 @@ async def test_a_second_client_of_a_running_session_leaves_it_alone(
         code, results, stderr = await first
         assert code == 0, stderr
         assert [r["seq"] for r in results] == list(range(TURNS))
+
+
+async def test_ctrl_c_on_stream_ends_the_session_and_waits_for_its_results(
+    harness: Harness, speech: Path
+) -> None:
+    """The first SIGINT stops the audio and sends the end (reason stopped) at once: the server
+    ends the session long before its idle timeout, the client prints what came back and exits
+    130; the same session id can be streamed again right away."""
+    await harness.start_servers("A")
+    session = f"int-{uuid.uuid4().hex[:6]}"
+    async with watching(harness) as watcher:
+        process = await asyncio.create_subprocess_exec(
+            *emotrack_command(
+                "stream",
+                str(speech),
+                "--session",
+                session,
+                "--results",
+                "json",
+                *harness.mqtt_args(),
+            ),
+            cwd=REPO,
+            env=emotrack_env(OMP_NUM_THREADS="1"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None and process.stderr is not None
+        first = await asyncio.wait_for(process.stdout.readline(), TIMEOUT)
+        process.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        rest, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
+        results = [json.loads(line) for line in (first + rest).decode().splitlines()]
+        assert process.returncode == 130, stderr.decode()
+        assert f"session {session} ended (stopped)" in stderr.decode()
+        await watcher.wait_for(lambda: watcher.statuses(session, "ended"), timeout=20.0)
+        assert time.monotonic() - interrupted < 15.0  # not the 30 s idle timeout
+        ended = watcher.statuses(session, "ended")
+        assert len(ended) == 1 and ended[0]["reason"] == "stopped", ended
+        check("stream_status", ended[0])
+        assert results and [r["seq"] for r in results] == list(range(len(results)))
+        assert [r["seq"] for r in watcher.results(session)] == [r["seq"] for r in results]
+        assert ended[0]["stats"]["results"] == len(results)
+        code, again, stderr_again = await harness.stream(speech, session)  # not refused
+        assert code == 0, stderr_again
+        assert len(again) == TURNS
+
+
+@pytest.mark.parametrize(
+    ("command", "flags", "says"),
+    [
+        ("serve", ["--server-id", "#"], "--server-id '#': one MQTT topic level"),
+        ("serve", ["--server-id", "x+y"], "--server-id 'x+y': one MQTT topic level"),
+        ("serve", ["--server-id", "a/b"], "--server-id 'a/b': one MQTT topic level"),
+        ("serve", ["--server-id", "a b"], "--server-id 'a b': one MQTT topic level"),
+        ("serve", ["--server-id", ""], "--server-id '': one MQTT topic level"),
+        ("serve", ["--group", "g/h"], "--group 'g/h': one MQTT topic level"),
+        ("serve", ["--mqtt-prefix", "$SYS"], "MQTT prefix '$SYS' must not start with '$'"),
+        ("stream", ["--mqtt-prefix", "$x/y"], "MQTT prefix '$x/y' must not start with '$'"),
+    ],
+)
+def test_ids_and_prefixes_that_cannot_be_topics_are_refused_before_connecting(
+    speech: Path, command: str, flags: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from realtime.mosquitto import free_port
+
+    where = ["--session", "s", str(speech)] if command == "stream" else []
+    code = emotrack_in_process(command, *where, "--mqtt-port", str(free_port()), *flags)
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and "cannot connect" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+async def test_a_second_server_with_the_same_id_is_refused(harness: Harness, speech: Path) -> None:
+    """It would say offline for the first one when it stops: it refuses to start instead, in one
+    line, and leaves the first one's retained online state alone."""
+    await harness.start_servers("A")
+    second = await asyncio.create_subprocess_exec(
+        *emotrack_command(
+            "serve",
+            *harness.mqtt_args(),
+            "--server-id",
+            "A",
+            "--checkpoint",
+            str(harness.checkpoint),
+            "--mqtt-spool",
+            "",
+        ),
+        cwd=REPO,
+        env=emotrack_env(OMP_NUM_THREADS="1"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(second.communicate(), TIMEOUT)
+    assert second.returncode == 2, stderr.decode()
+    assert stderr.decode().strip() == (
+        "emotrack: error: server id A is online already (another server): give each server "
+        "its own --server-id"
+    )
+    async with aiomqtt.Client(harness.host, harness.port, identifier=f"w-{uuid.uuid4().hex}") as c:
+        await c.subscribe(harness.topics.server("A"), qos=1)
+        async with asyncio.timeout(10):
+            message = await anext(aiter(c.messages))
+    assert json.loads(bytes(message.payload))["state"] == "online"
+    code, results, stderr_text = await harness.stream(speech, f"one-{uuid.uuid4().hex[:6]}")
+    assert code == 0 and len(results) == TURNS, stderr_text

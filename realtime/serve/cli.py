@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from realtime.cli.exits import EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE
+from realtime.cli.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE
 from realtime.cli.options import add_config_option, mqtt_options, session_options
 from realtime.config import Config
 from unimse.argtypes import SECONDS
@@ -145,7 +146,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         description="The reference client of the stream protocol (docs/PROTOCOL.md): sends the "
         "audio in real time, in 16-bit PCM chunks, to whichever server takes the session, and "
         "prints the results as they come back. Exit 0 when the server ended the session, 3 when "
-        "the server was lost or did not finish, 2 when no server took it.",
+        "the server was lost or did not finish, 2 when no server took it. SIGTERM or Ctrl-C: "
+        "no more audio, the session ends (reason stopped) once the results of what was sent "
+        "came back, exit 130; a second one aborts at once.",
     )
     stream.add_argument("path", nargs="?", metavar="PATH", help="audio file to play")
     stream.add_argument("--mic", action="store_true", help="stream the microphone instead")
@@ -221,7 +224,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batching=args.batching,
         max_batch=args.cross_batch,
         asr=AsrBatching(args.batching, args.asr_batch, args.asr_batch_wait),
-        server_id=args.server_id or default_server_id(),
+        server_id=default_server_id() if args.server_id is None else args.server_id,
         limits=SessionLimits(
             idle_timeout=args.idle_timeout,
             max_backlog=args.max_backlog,
@@ -236,7 +239,8 @@ async def _serve(config: Config, options: Any) -> int:
     from realtime.serve.models import load_shared_models
     from realtime.serve.server import Server, probe_broker
 
-    await probe_broker(config.sinks.mqtt)  # a wrong address fails now, not after the models load
+    # a wrong address or a server id in use fails now, not after the models load
+    await probe_broker(config.sinks.mqtt, options.server_id)
     models = await asyncio.to_thread(
         load_shared_models,
         config,
@@ -308,6 +312,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
         config.sinks.mqtt, start, settings, on_result=_printer(args.results), on_error=_warn
     )
 
+    signals: list[int] = []
+
     async def play() -> Any:
         chunks: AsyncIterator[np.ndarray]
         if pcm is None:
@@ -316,7 +322,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
             )
         else:
             chunks = paced_chunks(pcm, rate, chunk_ms=args.chunk_ms)
-        return await client.run(chunks)
+        return await _until_signalled(client, chunks, signals)
 
     outcome = asyncio.run(play())
     print(
@@ -327,9 +333,40 @@ def cmd_stream(args: argparse.Namespace) -> int:
         f"{_takeover_note(outcome)}",
         file=sys.stderr,
     )
+    if signals:
+        return EXIT_INTERRUPTED
     if outcome.ok:
         return EXIT_OK
     return EXIT_USAGE if outcome.state in ("refused", "no answer") else EXIT_UNDELIVERED
+
+
+async def _until_signalled(
+    client: Any, chunks: AsyncIterator[np.ndarray], signals: list[int]
+) -> Any:
+    """Run the stream; the first SIGINT/SIGTERM stops its audio (the session still ends and its
+    results come back), the second aborts. Every signal received is appended to ``signals``."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_signal(sig: int) -> None:
+        signals.append(sig)
+        if len(signals) == 1:
+            logger.warning(
+                "interrupted: ending the session; waiting for its results (again: abort)"
+            )
+            client.stop()
+        elif task is not None:
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on Windows event loops
+            loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await client.run(chunks)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(sig)
 
 
 def _takeover_note(outcome: Any) -> str:

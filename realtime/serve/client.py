@@ -4,7 +4,9 @@
 the session's status and results, publishes the start message (again after a refusal that says
 the server is busy, up to ``retries`` times), sends the audio chunks as they come, then the end
 message, and returns once the server says ``ended``, or as soon as the session's status turns
-``offline`` with ``connection lost`` (the server died: the last will of its sink). With
+``offline`` with ``connection lost`` (the server died: the last will of its sink).
+:meth:`StreamClient.stop` (Ctrl-C) stops the audio: the end message goes out at once with reason
+``stopped``, and what was sent is still processed and delivered before ``ended``. With
 ``takeovers``, a lost server's session is started again (another server of the group takes it)
 with a ``resume`` from the end of the last result received: the audio since then is sent again
 from the ``history`` the client keeps, and the results go on in order. Retained messages are old
@@ -31,6 +33,7 @@ import numpy as np
 from realtime.mqtt_client import client_kwargs
 from realtime.mqtt_options import MqttOptions
 from realtime.serve.protocol import EndRequest, StartRequest, Topics, encode_chunk, encode_json
+from realtime.serve.retained import retained_online
 from realtime.sinks.base import SinkError
 
 logger = logging.getLogger(__name__)
@@ -98,6 +101,7 @@ class StreamClient:
         self._on_error = on_error
         self._answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._finished = asyncio.Event()  # ended, or the server was lost
+        self._stopping = asyncio.Event()  # stop(): no more audio, end the session now
         self._history: collections.deque[_Sent] = collections.deque()
         self._replay: collections.deque[_Sent] = collections.deque()
         self._position = 0.0  # stream seconds taken from the audio so far
@@ -142,6 +146,16 @@ class StreamClient:
             self.outcome.reason = f"lost the connection to {where}: {exc}"
         return self.outcome
 
+    def stop(self) -> None:
+        """Send no more audio: the end message (reason ``stopped``) goes out now and
+        :meth:`run` still waits, up to ``end_timeout``, for the results of what was sent and the
+        server's ``ended`` (call on the loop)."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     async def already_streaming(self, identifier: str) -> bool:
         """Whether the session runs now: its retained status says ``online``. Asked on a
         connection of its own, since the broker keeps one connection per client id and would
@@ -150,7 +164,6 @@ class StreamClient:
         publishes after subscribing; a broker whose ACL hides either tells nothing (False,
         after ``probe_timeout``)."""
         session = self.start.session
-        status, marker = self.topics.status(session), f"{self.mqtt.prefix}/{session}/probe"
         kwargs = await client_kwargs(
             self.mqtt,
             identifier=f"{identifier}-probe-{uuid.uuid4().hex[:8]}",
@@ -158,20 +171,15 @@ class StreamClient:
         )
         try:
             async with aiomqtt.Client(**kwargs) as probe:
-                await probe.subscribe([(status, 1), (marker, 1)])
-                await probe.publish(marker, b"", qos=1)
-                async with asyncio.timeout(self.settings.probe_timeout):
-                    async for message in probe.messages:
-                        if message.topic.value == marker:
-                            return False
-                        if message.retain and _state(message.payload) == "online":
-                            return True
-        except TimeoutError:
-            logger.info("the broker hid session %s's status from the probe", session)
+                online = await retained_online(
+                    probe, self.topics.status(session), self.settings.probe_timeout
+                )
         except aiomqtt.MqttError as exc:
             where = f"MQTT broker at {self.mqtt.host}:{self.mqtt.port}"
             raise SinkError(f"cannot connect to {where}: {exc}") from None
-        return False
+        if online is None:
+            logger.info("the broker hid session %s's status from the probe", session)
+        return bool(online)
 
     async def _stream(self, client: aiomqtt.Client, chunks: AsyncIterator[np.ndarray]) -> None:
         """Send the audio and the end; after a lost server, start over on another one (up to
@@ -180,11 +188,31 @@ class StreamClient:
         while True:
             await self._send(client, chunks)
             await self._finish(client)
-            if self.outcome.state != "server lost" or takeovers == 0:
+            if self.outcome.state == "server lost" and not await self._broker_answers(client):
+                self.outcome.state = "broker lost"
+                self.outcome.reason = (
+                    f"lost the MQTT broker at {self.mqtt.host}:{self.mqtt.port} (the server's "
+                    f"session connection went too); {len(self.outcome.results)} results arrived "
+                    "before"
+                )
+                return
+            if self.outcome.state != "server lost" or takeovers == 0 or self.stopping:
                 return
             takeovers -= 1
             if not await self._take_over(client):
                 return
+
+    async def _broker_answers(self, client: aiomqtt.Client) -> bool:
+        """Whether this client's own connection still works (a QoS 1 publish is acknowledged):
+        when the server's session status said ``connection lost`` because the broker went away,
+        it does not."""
+        marker = f"{self.mqtt.prefix}/{self.start.session}/probe"
+        try:
+            async with asyncio.timeout(self.settings.probe_timeout or 2.0):
+                await client.publish(marker, b"", qos=1)
+        except (aiomqtt.MqttError, TimeoutError):
+            return False
+        return True
 
     async def _take_over(self, client: aiomqtt.Client) -> bool:
         results = self.outcome.results
@@ -250,10 +278,13 @@ class StreamClient:
         """What a takeover sends again, then the audio as it comes, until it ends or the
         server is lost (a chunk taken meanwhile stays in the history, for the next server)."""
         while self._replay:
-            if self._finished.is_set():
+            if self._finished.is_set() or self.stopping:
                 return
             await self._publish_chunk(client, self._replay.popleft().chunk)
-        async for chunk in chunks:
+        while not self.stopping:
+            chunk = await self._next_chunk(chunks)
+            if chunk is None:
+                return
             seconds = len(chunk) / self.start.sample_rate
             self._history.append(_Sent(self._position, seconds, chunk))
             self._position += seconds
@@ -262,6 +293,23 @@ class StreamClient:
             if self._finished.is_set():
                 return
             await self._publish_chunk(client, chunk)
+
+    async def _next_chunk(self, chunks: AsyncIterator[np.ndarray]) -> np.ndarray | None:
+        """The next chunk of the audio; None at its end, or once :meth:`stop` was called while
+        waiting for it (the audio then stops: a file's pacing or the microphone is cancelled)."""
+        taking = asyncio.ensure_future(_take(chunks))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({taking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not taking.done():
+                taking.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await taking
+        if taking.cancelled():
+            return None
+        return taking.result()
 
     async def _publish_chunk(self, client: aiomqtt.Client, chunk: np.ndarray) -> None:
         if self.outcome.started_at is None:
@@ -275,7 +323,8 @@ class StreamClient:
         if self._finished.is_set():
             return
         sent = self._server_seq
-        end = EndRequest(self.start.session, sent - 1 if sent else None, "eof")
+        reason = "stopped" if self.stopping else "eof"
+        end = EndRequest(self.start.session, sent - 1 if sent else None, reason)
         await client.publish(self.topics.end(self.start.session), encode_json(end.to_dict()), qos=1)
         try:
             async with asyncio.timeout(self.settings.end_timeout):
@@ -335,6 +384,14 @@ class _Sent:
     chunk: np.ndarray = field(repr=False)
 
 
+async def _take(chunks: AsyncIterator[np.ndarray]) -> np.ndarray | None:
+    """The next of ``chunks``; None at their end."""
+    try:
+        return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+
+
 async def paced_chunks(
     audio: np.ndarray, sample_rate: int, *, chunk_ms: int = 20, speed: float = 1.0
 ) -> AsyncIterator[np.ndarray]:
@@ -353,12 +410,3 @@ async def paced_chunks(
                 [chunk, np.zeros((frames - len(chunk), audio.shape[1]), chunk.dtype)]
             )
         yield chunk
-
-
-def _state(payload: object) -> object:
-    """A status message's ``state`` (None when it is not a JSON object)."""
-    try:
-        data = json.loads(payload if isinstance(payload, bytes) else b"")
-    except json.JSONDecodeError:
-        return None
-    return data.get("state") if isinstance(data, dict) else None

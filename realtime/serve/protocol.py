@@ -63,6 +63,10 @@ class Topics:
     def results(self, session: str) -> str:
         return f"{self.prefix}/{session}/utterance"
 
+    def server(self, server_id: str) -> str:
+        """A server's retained ``online``/``offline`` state."""
+        return f"{self.prefix}/servers/{server_id}"
+
     def session_of(self, topic: str) -> tuple[str, str] | None:
         """``(session, kind)`` of a per-session topic (kind: audio, end), else ``None``."""
         head = f"{self.prefix}/"

@@ -27,7 +27,7 @@ import aiomqtt
 from realtime.channels import Channel, Policy
 from realtime.config import Config, ConfigError
 from realtime.mqtt_client import client_kwargs
-from realtime.mqtt_options import MqttOptions
+from realtime.mqtt_options import MqttOptions, check_topic_level
 from realtime.serialize import utc_timestamp
 from realtime.serve.models import AsrBatching, SharedModels
 from realtime.serve.protocol import (
@@ -42,6 +42,7 @@ from realtime.serve.protocol import (
     parse_start,
     session_hint,
 )
+from realtime.serve.retained import retained_online
 from realtime.serve.session import ServeSession, SessionLimits, SessionOutcome, session_config
 from realtime.sinks.base import SinkError
 
@@ -55,18 +56,38 @@ def default_server_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def probe_broker(mqtt: MqttOptions) -> None:
-    """Connect once and disconnect; SinkError with one line when the broker cannot be used."""
+SERVER_PROBE_TIMEOUT = 2.0  # seconds to wait for the broker to tell a server id's retained state
+
+
+async def probe_broker(mqtt: MqttOptions, server_id: str | None = None) -> None:
+    """Connect once and disconnect; SinkError with one line when the broker cannot be used, or
+    when ``server_id`` is online already (:func:`refuse_taken_server_id`)."""
     kwargs = await client_kwargs(
         mqtt, identifier=None, v5=True, logger_name="realtime.serve.probe.mqtt"
     )
     try:
-        async with aiomqtt.Client(**kwargs):
-            return
+        async with aiomqtt.Client(**kwargs) as client:
+            if server_id is not None:
+                await refuse_taken_server_id(client, Topics(mqtt.prefix), server_id)
     except aiomqtt.MqttError as exc:
         raise SinkError(
             f"cannot connect to MQTT broker at {mqtt.host}:{mqtt.port}: {exc}"
         ) from None
+
+
+async def refuse_taken_server_id(client: aiomqtt.Client, topics: Topics, server_id: str) -> None:
+    """SinkError (one line) when the retained ``PREFIX/servers/ID`` says ``online``: another
+    server runs with this id (a crashed one's last will said ``offline``); a broker that tells
+    nothing within SERVER_PROBE_TIMEOUT leaves the id free (:mod:`realtime.serve.retained`).
+    Call before anything else subscribes on ``client``."""
+    online = await retained_online(client, topics.server(server_id), SERVER_PROBE_TIMEOUT)
+    if online is None:
+        logger.info("the broker hid server %s's state from this server", server_id)
+    if online:
+        raise SinkError(
+            f"server id {server_id} is online already (another server): give each server its "
+            "own --server-id"
+        )
 
 
 @dataclass(frozen=True)
@@ -85,8 +106,11 @@ class ServeOptions:
             raise ConfigError("--max-sessions must be at least 1")
         if self.max_batch < 1:
             raise ConfigError("--cross-batch must be at least 1")
-        if not self.group or set(self.group) & set("/+# "):
-            raise ConfigError(f"--group {self.group!r}: one topic level without '/', '+', '#'")
+        for flag, value in (("--group", self.group), ("--server-id", self.server_id)):
+            try:
+                check_topic_level(flag, value)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if self.limits.asr_queue < 1 or self.limits.max_delay <= 0:
             raise ConfigError("--asr-queue must be at least 1 and --max-delay positive")
         if self.max_behind <= 0 or self.limits.idle_timeout <= 0 or self.limits.max_backlog <= 0:
@@ -133,7 +157,7 @@ class Server:
 
     @property
     def server_topic(self) -> str:
-        return f"{self.mqtt.prefix}/servers/{self.options.server_id}"
+        return self.topics.server(self.options.server_id)
 
     def stop(self) -> None:
         """No new sessions; the running ones finish what they received (call on the loop)."""
@@ -206,6 +230,8 @@ class Server:
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Serve on one connection: until :meth:`stop` (then finish every session and return)
         or until the connection fails (MqttError, sessions left running)."""
+        if not self._connected_once:  # a second server of this id: refused before it says online
+            await refuse_taken_server_id(client, self.topics, self.options.server_id)
         await client.subscribe(self.topics.shared_start(self.options.group), qos=1)
         await client.publish(self.server_topic, self._server_state("online"), qos=1, retain=True)
         self._connected_once = True

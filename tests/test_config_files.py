@@ -160,3 +160,11 @@ def test_settings_that_cannot_act_are_named() -> None:
 def test_two_channels_cannot_share_a_speaker_name() -> None:
     with pytest.raises(ConfigError, match=r"sources\.speakers names must differ"):
         Config().with_overrides({"sources.speakers": ["A", "A"]})
+
+
+@pytest.mark.parametrize("session", ["a/b", "x+y", "#", "a b", "a\tb", ""])
+def test_a_session_id_is_one_topic_level(session: str) -> None:
+    """The session id names MQTT topics: checked as the server ids and groups are."""
+    with pytest.raises(ConfigError, match="one MQTT topic level"):
+        Config().with_overrides({"session": session})
+    assert Config().with_overrides({"session": "call-42"}).session == "call-42"

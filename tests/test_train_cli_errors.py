@@ -132,3 +132,14 @@ def test_an_error_inside_the_progress_bars_comes_without_a_blank_line(
     assert emotrack_in_process(*argv, "--data-dir", str(tmp_path / "empty")) == 2
     err = capsys.readouterr().err
     assert err.startswith("emotrack: error: data file not found: ") and err.count("\n") == 1
+
+
+def test_fer_weights_outside_the_face_corpus_are_said_to_be_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They were ignored without a word; the split message names the face corpus too."""
+    args = ["eval", "--dataset", "meld", "--split", "train", "--data-dir", str(tmp_path)]
+    assert emotrack_in_process(*args, "--fer-weights", "x.safetensors") == 2
+    err = capsys.readouterr().err
+    assert "--fer-weights reads faces: ignored for --dataset meld" in err
+    assert "--split train is for the audio and face corpora" in err

@@ -428,6 +428,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     args.data_dir = data_dir_of(args)
+    if args.fer_weights is not None and args.dataset not in FACE_EVAL_DATASETS:
+        logger.warning("--fer-weights reads faces: ignored for --dataset %s", args.dataset)
     if args.dataset in AUDIO_EVAL_DATASETS:
         return run_audio_eval(args)
     if args.dataset in FACE_EVAL_DATASETS:
@@ -438,7 +440,7 @@ def run_eval(args: argparse.Namespace) -> int:
         from train.data import DataError
 
         raise DataError(
-            f"--split {args.split} is for the audio corpora; {args.dataset}: dev or test"
+            f"--split {args.split} is for the audio and face corpora; {args.dataset}: dev or test"
         )
     from train.data import load_dataset
     from train.evaluate import evaluate

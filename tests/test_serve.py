@@ -695,6 +695,7 @@ async def test_a_second_server_with_the_same_id_is_refused(harness: Harness, spe
     """It would say offline for the first one when it stops: it refuses to start instead, in one
     line, and leaves the first one's retained online state alone."""
     await harness.start_servers("A")
+    await wait_for_log(harness, "A", "emotrack serve: ready as A, sessions on ")  # once online
     second = await asyncio.create_subprocess_exec(
         *emotrack_command(
             "serve",

@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from realtime.cli.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNDELIVERED, EXIT
 from realtime.cli.options import add_config_option, mqtt_options, session_options
 from realtime.config import Config
 from unimse.argtypes import SECONDS
+
+if TYPE_CHECKING:
+    from realtime.serve.server import ServeOptions, Server
 
 logger = logging.getLogger(__name__)
 
@@ -252,9 +255,11 @@ async def _serve(config: Config, options: Any) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.stop)
+    announcing = asyncio.create_task(_announce_ready(server, options))
     try:
         await server.run()
     finally:
+        announcing.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await asyncio.to_thread(models.close)
@@ -269,6 +274,17 @@ async def _serve(config: Config, options: Any) -> int:
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+async def _announce_ready(server: Server, options: ServeOptions) -> None:
+    """One line once the server is online (the models loaded, the broker reached)."""
+    await server.ready.wait()
+    print(
+        f"emotrack serve: ready as {options.server_id}, sessions on {server.topics.start} "
+        f"(at most {options.max_sessions} at once); Ctrl-C or SIGTERM stops it",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 # -- stream --------------------------------------------------------------------------------------

@@ -154,6 +154,7 @@ class Server:
         self.reconnects = 0
         self._lost = False  # the broker was lost at least once
         self._connected_once = False
+        self.ready = asyncio.Event()  # online on the broker: sessions may start
 
     @property
     def server_topic(self) -> str:
@@ -235,6 +236,7 @@ class Server:
         await client.subscribe(self.topics.shared_start(self.options.group), qos=1)
         await client.publish(self.server_topic, self._server_state("online"), qos=1, retain=True)
         self._connected_once = True
+        self.ready.set()
         logger.info(
             "serving %s (group %s) at most %d sessions as %s; cross-session batching: "
             "UniMSE %s, Whisper %s",

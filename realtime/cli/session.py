@@ -4,9 +4,7 @@ exit code (see :mod:`realtime.cli.exits`)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 
 from realtime.cli.exits import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNDELIVERED
 from realtime.cli.logs import print_error, quiet
+from realtime.cli.signals import run_until_signalled
 from realtime.config import Config, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ def _run_session(
     signals: list[int] = []
     failure: MediaReadError | None = None
     try:
-        asyncio.run(_run_until_signalled(pipeline, signals))
+        asyncio.run(run_until_signalled(pipeline.run(), pipeline.stop, signals))
     except MediaReadError as exc:  # raised once what was read before it was delivered
         failure = exc
     stats = pipeline.stats
@@ -144,27 +143,3 @@ def _write_report(results: Path, html: str, session: str) -> bool:
     if not quiet():
         print(f"emotrack: report: {path}", file=sys.stderr)
     return True
-
-
-async def _run_until_signalled(pipeline: Any, signals: list[int]) -> Any:
-    """Run the pipeline; the first Ctrl-C (or SIGTERM) stops capture, the second aborts. Every
-    signal received is appended to ``signals``."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-
-    def on_signal(sig: int) -> None:
-        signals.append(sig)
-        if len(signals) == 1:
-            pipeline.stop()
-        elif task is not None:
-            task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # not on Windows event loops
-            loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        return await pipeline.run()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.remove_signal_handler(sig)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import signal
@@ -21,6 +20,7 @@ import numpy as np
 
 from realtime.cli.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE
 from realtime.cli.options import add_config_option, mqtt_options, session_options
+from realtime.cli.signals import run_until_signalled
 from realtime.config import Config
 from unimse.argtypes import SECONDS
 
@@ -338,7 +338,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
             )
         else:
             chunks = paced_chunks(pcm, rate, chunk_ms=args.chunk_ms)
-        return await _until_signalled(client, chunks, signals)
+        return await run_until_signalled(client.run(chunks), lambda: _stop_stream(client), signals)
 
     outcome = asyncio.run(play())
     print(
@@ -356,33 +356,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return EXIT_USAGE if outcome.state in ("refused", "no answer") else EXIT_UNDELIVERED
 
 
-async def _until_signalled(
-    client: Any, chunks: AsyncIterator[np.ndarray], signals: list[int]
-) -> Any:
-    """Run the stream; the first SIGINT/SIGTERM stops its audio (the session still ends and its
-    results come back), the second aborts. Every signal received is appended to ``signals``."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-
-    def on_signal(sig: int) -> None:
-        signals.append(sig)
-        if len(signals) == 1:
-            logger.warning(
-                "interrupted: ending the session; waiting for its results (again: abort)"
-            )
-            client.stop()
-        elif task is not None:
-            task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # not on Windows event loops
-            loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        return await client.run(chunks)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.remove_signal_handler(sig)
+def _stop_stream(client: Any) -> None:
+    """The first Ctrl-C / SIGTERM of ``stream``: end the session, wait for its results."""
+    logger.warning("interrupted: ending the session; waiting for its results (again: abort)")
+    client.stop()
 
 
 def _takeover_note(outcome: Any) -> str:

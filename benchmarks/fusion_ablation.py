@@ -52,16 +52,23 @@ COLUMNS = {"meld": ("wf1", "acc"), "iemocap": ("wf1", "acc"), "mosi": ("acc2_non
 
 
 def neutral_clips(
-    predictor: EmotionPredictor, data: Path, split: str, corpus: str = "ravdess"
+    predictor: EmotionPredictor,
+    data: Path,
+    split: str,
+    corpus: str = "ravdess",
+    *,
+    settled: bool = False,
 ) -> list[ModelInput]:
     """The neutral clips of ``corpus``'s held-out speakers of ``split`` (their acoustic features
     and, with ``voice_trust``, voice histories), as a conversation in a neutral voice gives them
-    (EMO-DB boredom is negative, not neutral: left out)."""
+    (``settled``: as live use's re-reads end with them; EMO-DB boredom is negative, not neutral:
+    left out)."""
     assert predictor.config.acoustic is not None
     items = neutral_voice_items(corpus, split, data)  # the corpus read once
     clips = neutral_voices(items, predictor.config.acoustic, predictor.voice_prior)
     voices = [ModelInput(text="", speaker=FIRST_SPEAKER, acoustic=c) for c in clips]
-    return with_voice_histories(predictor, voices, [speaker_key(i) for i in items])
+    speakers = [speaker_key(i) for i in items]
+    return with_voice_histories(predictor, voices, speakers, settled=settled)
 
 
 def heard(sample: Sample, voice: ModelInput, **changes: Any) -> Sample:
@@ -70,23 +77,30 @@ def heard(sample: Sample, voice: ModelInput, **changes: Any) -> Sample:
 
 
 def with_audio(
-    samples: list[Sample], condition: str, predictor: EmotionPredictor, clips: list[ModelInput]
+    samples: list[Sample],
+    condition: str,
+    predictor: EmotionPredictor,
+    clips: list[ModelInput],
+    *,
+    settled: bool = False,
 ) -> list[Sample]:
     spec = predictor.config.acoustic
     if condition == "text" or spec is None:
         return samples
     if condition == "text+neutral speech":
         return [heard(s, clips[i % len(clips)]) for i, s in enumerate(samples)]
-    spoken = synthetic_speech(samples, predictor)
+    spoken = synthetic_speech(samples, predictor, settled=settled)
     if condition == "synthetic speech only":
         return [heard(s, v, text="", context=()) for s, v in zip(samples, spoken, strict=True)]
     return [heard(s, v) for s, v in zip(samples, spoken, strict=True)]
 
 
-def synthetic_speech(samples: list[Sample], predictor: EmotionPredictor) -> list[ModelInput]:
+def synthetic_speech(
+    samples: list[Sample], predictor: EmotionPredictor, *, settled: bool = False
+) -> list[ModelInput]:
     """Each sample's words spoken by espeak-ng (no acoustic input where nothing is audible), as
     live use hears them: each espeak voice a speaker, relative to its running mean voice, with
-    its voice history."""
+    its voice history (``settled``: as live use's re-reads end with it)."""
     assert predictor.config.acoustic is not None
     texts = [s.text for s in samples]
     spoken = synthetic_voices(texts, predictor.config.acoustic, predictor.voice_prior)
@@ -94,7 +108,8 @@ def synthetic_speech(samples: list[Sample], predictor: EmotionPredictor) -> list
     voices = [ModelInput(text="", speaker=FIRST_SPEAKER, acoustic=spoken[i]) for i in audible]
     speakers = [voice_and_rate(texts[i])[0] for i in audible]
     out = [ModelInput(text="", speaker=FIRST_SPEAKER)] * len(samples)
-    for i, voice in zip(audible, with_voice_histories(predictor, voices, speakers), strict=True):
+    voiced = with_voice_histories(predictor, voices, speakers, settled=settled)
+    for i, voice in zip(audible, voiced, strict=True):
         out[i] = voice
     return out
 
@@ -140,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         help="whose neutral voices (the split's held-out speakers) join the words",
     )
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
+    parser.add_argument(
+        "--settled",
+        action="store_true",
+        help="with a voice trust: each voice's history as live use ends with it (its speaker's "
+        "other utterances: a speaker's earlier results read again, realtime/reread.py)",
+    )
     parser.add_argument("--json-out", type=Path)
     parser.add_argument(
         "--hinge-report",
@@ -150,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     predictor = EmotionPredictor.load(args.checkpoint, device="cpu")
     if predictor.config.acoustic is None:
         raise SystemExit(f"{args.checkpoint} has no acoustic branch: nothing to compare")
-    clips = neutral_clips(predictor, args.data_dir, args.split, args.neutral_corpus)
+    clips = neutral_clips(
+        predictor, args.data_dir, args.split, args.neutral_corpus, settled=args.settled
+    )
     if args.hinge_report:
         print(hinge_report(predictor, clips))
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -160,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             condition: evaluate(
                 predictor,
                 dataset,
-                with_audio(samples, condition, predictor, clips),
+                with_audio(samples, condition, predictor, clips, settled=args.settled),
             )
             for condition in args.conditions
         }

@@ -495,6 +495,12 @@ def main(argv: list[str] | None = None) -> int:
         help="trust: conversation orders to average over (1: order 0 alone, as before)",
     )
     parser.add_argument(
+        "--settled",
+        action="store_true",
+        help="trust: each speaker's utterances read again beside all of the speaker's others, as "
+        "live use ends with them (realtime/reread.py; the same in every order)",
+    )
+    parser.add_argument(
         "--rule",
         choices=("relative", "issue"),
         default="relative",

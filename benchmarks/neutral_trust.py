@@ -31,13 +31,20 @@ from train.calibrate import VoiceTrust
 from unimse.checkpoint import resolve_checkpoint
 from unimse.config import UniMSEConfig
 from unimse.modeling import ModalityLogits
-from unimse.voice_trust import corpus_histories
+from unimse.voice_trust import corpus_histories, settled_histories
 
 
-def histories_of(leads: Sequence[float], speakers: Sequence[str], seed: int = 0) -> np.ndarray:
+def histories_of(
+    leads: Sequence[float], speakers: Sequence[str], seed: int = 0, *, settled: bool = False
+) -> np.ndarray:
     """(N, 2): each voice's speaker history (earlier leads' sum and count) as a conversation in
-    :func:`corpus_histories`' order ``seed`` gives it."""
-    return np.array([[h.total, h.count] for h in corpus_histories(leads, speakers, seed=seed)])
+    :func:`corpus_histories`' order ``seed`` gives it; ``settled``: all of the speaker's other
+    voices (:func:`settled_histories`, live use's re-reads at the end of a conversation)."""
+    if settled:
+        histories = settled_histories(leads, speakers)
+    else:
+        histories = corpus_histories(leads, speakers, seed=seed)
+    return np.array([[h.total, h.count] for h in histories])
 
 
 def lead_of(head: ModalityLogits, vectors: np.ndarray, scale: float) -> list[float]:
@@ -88,10 +95,14 @@ class NeutralLeads:
         leads[EMODB] = lead_of(head, emodb, scale) if len(emodb) else []
         return cls(speakers, leads, slots)
 
-    def histories(self, voices: str, seed: int = 0) -> np.ndarray:
+    def histories(self, voices: str, seed: int = 0, *, settled: bool = False) -> np.ndarray:
         """Histories of the voices ``voices`` ("ravdess", or "both" in ``neutral_both``'s
-        order), each corpus's voices one conversation per speaker (in order ``seed``)."""
-        own = {c: histories_of(self.leads[c], self.speakers[c], seed) for c in self.leads}
+        order), each corpus's voices one conversation per speaker (in order ``seed``;
+        ``settled``: :func:`histories_of`'s)."""
+        own = {
+            c: histories_of(self.leads[c], self.speakers[c], seed, settled=settled)
+            for c in self.leads
+        }
         if voices == "ravdess":
             return own[RAVDESS]
         return np.array([own[c][i] for c, i in self.slots])
@@ -187,6 +198,7 @@ class TrustBench:
     setting: Setting
     alone: float
     orders: int
+    settled: bool = False  # histories as live use ends with them (:func:`histories_of`)
     alone_reads: list[list[str]] = field(init=False)
     audio: float = field(init=False)
 
@@ -228,7 +240,7 @@ class TrustBench:
             leads = lead_of(head, fold["clip_voice"], scale)
             neutral = NeutralLeads.of(fold, head, scale)
             for seed in range(self.orders):
-                clips = histories_of(leads, speakers, seed)
+                clips = histories_of(leads, speakers, seed, settled=self.settled)
                 for voices in ("ravdess", "both"):
                     got = words_with_voice(
                         self.text,
@@ -237,7 +249,7 @@ class TrustBench:
                         scale,
                         voices,
                         harm_only=True,
-                        histories=neutral.histories(voices, seed),
+                        histories=neutral.histories(voices, seed, settled=self.settled),
                     )
                     costs.append({f"{d}_{voices}": got[d] for d in ("meld", "iemocap")})
                 scores = clip_scores(fold, head, scale, self.config, histories=clips)
@@ -320,13 +332,17 @@ def trust_grid(args: argparse.Namespace) -> None:
     ``--margins``' first margin, the voice alone at ``--wordless-scales``' first weight:
     pessimistic MELD / IEMOCAP dev costs with the held-out RAVDESS actors' neutral voices and with
     those and the EMO-DB speakers', RAVDESS audio and audio + sentence UA (means over the folds
-    and ``--orders`` conversation orders), chosen by ``--rule`` (:func:`chosen_trust`)."""
+    and ``--orders`` conversation orders; ``--settled``: as live use ends with them, each
+    speaker's utterances read again beside all of the speaker's others), chosen by ``--rule``
+    (:func:`chosen_trust`)."""
     folds = [np.load(p, allow_pickle=True) for p in sorted(args.out.glob("fold*.npz"))]
     if not folds:
         raise SystemExit(f"no fold dumps in {args.out}: run `readout` first")
     config = UniMSEConfig.load(resolve_checkpoint(args.init) / "config.json")
     setting = Setting(args.scales[0], 0.0, "flat", args.margins[0], 0.0, "step")
-    bench = TrustBench(folds, text_dev(args), config, setting, args.wordless_scales[0], args.orders)
+    bench = TrustBench(
+        folds, text_dev(args), config, setting, args.wordless_scales[0], args.orders, args.settled
+    )
     grid = itertools.product(
         args.trust_thresholds,
         args.trust_widths,

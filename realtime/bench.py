@@ -403,7 +403,8 @@ async def measure_latency(
                     model=model,
                 )
                 stats = await pipeline.run()
-                expected.extend([stats.results, pipeline.delivery.confirmed])
+                delivery = pipeline.delivery
+                expected.extend([stats.results + delivery.rereads, delivery.confirmed])
                 if complete():
                     everything.set()
                 with contextlib.suppress(TimeoutError):
@@ -460,9 +461,10 @@ async def measure_latency(
 
 
 def _finals(results: Sequence[EmotionResult]) -> list[tuple[EmotionResult, EmotionResult]]:
-    """Per utterance, in order: its final result (the last revision) and its first one."""
+    """Per utterance, in order: its final result (the last revision by more speech, not a
+    re-read) and its first one."""
     versions: dict[int, list[EmotionResult]] = {}
-    for result in results:
+    for result in (r for r in results if not r.reread):  # a re-read comes with a later utterance
         versions.setdefault(result.utterance_seq, []).append(result)
     return [(max(v, key=lambda r: r.revision), v[0]) for v in versions.values()]
 

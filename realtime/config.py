@@ -114,10 +114,14 @@ class InferenceOptions:
     inbox_size: int = 16  # utterances waiting for the model
     overflow: str = "auto"  # full inbox: drop the oldest (live) or wait (replay); auto picks
     audio: bool = True  # acoustic features for checkpoints with an audio branch (False: words only)
+    # With a checkpoint's voice trust: a speaker's earlier results are read again as later ones
+    # show how expressive the voice is, and changed labels published as revisions (reread)
+    reread: bool = True
 
     def __post_init__(self) -> None:
         _check(bool(self.checkpoint), "inference.checkpoint must not be empty")
         _check(isinstance(self.audio, bool), "inference.audio must be true or false")
+        _check(isinstance(self.reread, bool), "inference.reread must be true or false")
         _check(self.max_batch >= 1, "inference.max_batch must be >= 1")
         _check(self.inbox_size >= 1, "inference.inbox_size must be >= 1")
         _check(

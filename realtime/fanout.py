@@ -161,6 +161,7 @@ class DeliveryStage(Stage):
         self.speculative = 0  # utterances whose first result was speculative
         self.confirmed = 0  # speculative results confirmed
         self.revised = 0  # speculative results replaced by a revision
+        self.rereads = 0  # results revised by a re-read (:mod:`realtime.reread`)
         self._unsettled: dict[int, EmotionResult] = {}  # utterance_seq -> speculative result
         self._latencies: dict[str, deque[float]] = {}
 
@@ -184,6 +185,10 @@ class DeliveryStage(Stage):
             return
         if not isinstance(item, EmotionResult):
             logger.debug("nothing delivers %s", type(item).__name__)
+            return
+        if item.reread:  # a revision of a delivered result: no new utterance, no new latency
+            self.rereads += 1
+            self.fanout.offer(item)
             return
         self._settle(item)
         self.results += 1

@@ -28,13 +28,15 @@ from realtime.messages import (
     PendingUtterance,
     SpeakerRevision,
     Transcript,
+    UtteranceConfirmed,
 )
+from realtime.reread import EarlierReads, speaker_key
 from realtime.stage import Inbox, Stage
 from unimse.config import UniMSEConfig
 from unimse.inputs import ModelInput
 from unimse.prediction import Prediction
 from unimse.voice_baseline import SpeakerBaselines
-from unimse.voice_trust import SpeakerExpressiveness
+from unimse.voice_trust import SpeakerExpressiveness, VoiceHistory
 
 if TYPE_CHECKING:
     from realtime.asr import Transcriber
@@ -58,6 +60,10 @@ class Predictor(Protocol):
     def voice_expressiveness(self) -> SpeakerExpressiveness | None: ...
 
     def voice_leads(self, inputs: Sequence[ModelInput]) -> list[float]: ...
+
+    def reread(
+        self, predictions: list[Prediction], histories: list[VoiceHistory]
+    ) -> list[Prediction]: ...
 
 
 def load_model(options: InferenceOptions) -> EmotionModel:
@@ -199,7 +205,7 @@ class EmotionModel:
         on), else unchanged."""
         if self.baselines is None:
             return states
-        key = f"{session}/{speaker}"
+        key = speaker_key(session, speaker)
         return self.baselines.normalise(key, states, update=update, utterance=utterance)
 
     def revise_speaker(self, revision: SpeakerRevision) -> None:
@@ -207,7 +213,7 @@ class EmotionModel:
         baseline and voice history, no longer in the old one's (utterances no longer kept stay
         where they are)."""
         session = revision.session
-        old, new = f"{session}/{revision.old}", f"{session}/{revision.new}"
+        old, new = speaker_key(session, revision.old), speaker_key(session, revision.new)
         for kept in (self.baselines, self.expressiveness):
             if kept is not None:
                 kept.move(revision.utterance_seq, old, new)
@@ -236,7 +242,7 @@ class EmotionModel:
         counted)."""
         if self.expressiveness is None or model_input.acoustic is None:
             return model_input
-        key = f"{session}/{speaker}"
+        key = speaker_key(session, speaker)
         if update:
             lead = self.predictor.voice_leads([model_input])[0]
             history = self.expressiveness.add(key, lead, utterance)
@@ -351,7 +357,13 @@ class InferenceStage(Stage):
     inbox_spec = Inbox("inference", 16)
 
     def __init__(
-        self, model: EmotionModel, executor: Executor, *, max_batch: int, inbox: Inbox | None = None
+        self,
+        model: EmotionModel,
+        executor: Executor,
+        *,
+        max_batch: int,
+        inbox: Inbox | None = None,
+        reread: bool = True,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -363,6 +375,9 @@ class InferenceStage(Stage):
         self.max_batch = max_batch
         self.batches: list[int] = []  # size of every batch, in order
         self._seq = itertools.count()
+        # A speaker's earlier results read again as their voice becomes known (voice trust)
+        trusting = model.expressiveness is not None
+        self.earlier: EarlierReads | None = EarlierReads() if reread and trusting else None
 
     def _ready(self, first: PendingUtterance) -> tuple[list[PendingUtterance], object | None]:
         """``first`` and what else is waiting, up to a batch; and the next other message, if any."""
@@ -384,8 +399,33 @@ class InferenceStage(Stage):
         )
         now = time.monotonic()
         version = self.model.predictor.model_version
-        for pending, prediction in zip(batch, predictions, strict=True):
-            await self.push(make_result(pending, prediction, next(self._seq), now, version))
+        results = [
+            make_result(pending, prediction, next(self._seq), now, version)
+            for pending, prediction in zip(batch, predictions, strict=True)
+        ]
+        for result in results:
+            await self.push(result)
+        if self.earlier is not None:
+            await self._reread({self.earlier.offer(r) for r in results})
+
+    async def _reread(self, speakers: set[str | None]) -> None:
+        """Read the kept results of ``speakers`` again (off the loop); publish the revisions."""
+        keys = sorted(k for k in speakers if k is not None)
+        if not keys:
+            return
+        loop = asyncio.get_running_loop()
+        for revised in await loop.run_in_executor(self.executor, self._revisions, keys):
+            await self.push(revised)
+
+    def _revisions(self, keys: list[str]) -> list[EmotionResult]:
+        assert self.earlier is not None and self.model.expressiveness is not None
+        histories = self.model.expressiveness
+        revised: list[EmotionResult] = []
+        for key in keys:
+            revised += self.earlier.reread(
+                key, histories.history(key), self.model.predictor, self._seq
+            )
+        return revised
 
     async def run(self) -> None:
         while True:
@@ -397,7 +437,19 @@ class InferenceStage(Stage):
                 self.model.revise_speaker(item)
             if isinstance(item, EndOfStream):
                 self.model.end_session(item.session)
+                if self.earlier is not None:
+                    self.earlier.forget()
                 await self.push(item)
                 return
             if item is not None:
                 await self.push(item)
+            if self.earlier is not None:
+                await self._follow(item)
+
+    async def _follow(self, item: object | None) -> None:
+        """A confirmation or a speaker revision can change whom the trust re-reads."""
+        assert self.earlier is not None
+        if isinstance(item, UtteranceConfirmed):
+            await self._reread({self.earlier.confirm(item)})
+        elif isinstance(item, SpeakerRevision):
+            await self._reread(set(self.earlier.move(item)))

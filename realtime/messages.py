@@ -105,6 +105,9 @@ class EmotionResult(Message):
     speculative: bool = False
     revision: int = 0
     language: str = ""  # the transcript's language ("": not known)
+    # A revision made by reading the utterance again beside more of its speaker's voice
+    # (:mod:`realtime.reread`), not by more speech: the words, times and latency are the first's.
+    reread: bool = False
 
     @property
     def emotion(self) -> str:

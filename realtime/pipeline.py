@@ -263,6 +263,7 @@ class Pipeline:
                 inference.inbox_size,
                 inbox_policy(inference.overflow, self.source.live),
             ),
+            reread=inference.reread,
         )
         vad = config.vad
         horizon = vad.max_utterance + vad.pre_roll + vad.hangover + 2.0

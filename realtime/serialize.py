@@ -26,7 +26,7 @@ from realtime.messages import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 REVISION_KIND = "speaker_revised"
 PARTIAL_KIND = "partial"
 CONFIRMED_KIND = "confirmed"
@@ -92,6 +92,8 @@ def result_to_dict(result: EmotionResult, *, timestamp: datetime | None = None) 
         out["speculative"] = True
     if result.revision:
         out["revision"] = int(result.revision)
+    if result.reread:
+        out["reread"] = True
     return out
 
 

@@ -119,7 +119,7 @@ def first_line_as(results_file: Path, **changes: Any) -> None:
         (lambda p: p.write_text('{"a": 1}\n'), r"line 1 has no schema_version"),
         (
             lambda p: first_line_as(p, schema_version="2.0"),
-            r"schema version '2.0'; this emotrack reads 1.0 to 1.3",
+            r"schema version '2.0'; this emotrack reads 1.0 to 1.4",
         ),
         (lambda p: first_line_as(p, intensity=7), r"line 1: invalid emotion result: \$.intensity"),
         (lambda p: first_line_as(p, end=-1), r"line 1: invalid emotion result: \$.end"),

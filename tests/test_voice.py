@@ -11,6 +11,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -356,18 +357,28 @@ def test_replay_of_a_held_out_actor_hears_the_emotions(shared_data: Path, tmp_pa
             spans.append((start, start + len(clip) / 16000))
             truth.append(RAVDESS_LABELS[RAVDESS_CODES[code]].meld_emotion)
     recording = write_audio(tmp_path / "actor.wav", np.concatenate(parts))
-    from rt_support import replay_to_jsonl
+    from rt_support import final_results, replay_to_jsonl
 
-    _, results = replay_to_jsonl(recording, checkpoint, tmp_path / "out.jsonl", timeout=300)
+    _, lines = replay_to_jsonl(recording, checkpoint, tmp_path / "out.jsonl", timeout=300)
+    first = [line for line in lines if "kind" not in line and not line.get("revision")]
+    results = final_results(lines)  # with the speaker's earlier results read again
     assert len(results) == len(spans), [(r["start"], r["end"], r["text"]) for r in results]
     assert all("audio" in r["modalities"] for r in results)
-    correct = 0
-    for result in results:
-        overlaps = [min(result["end"], e) - max(result["start"], s) for s, e in spans]
-        correct += result["emotion"] == truth[int(np.argmax(overlaps))]
+
+    def right(read: list[dict[str, Any]]) -> int:
+        correct = 0
+        for result in read:
+            overlaps = [min(result["end"], e) - max(result["start"], s) for s, e in spans]
+            correct += result["emotion"] == truth[int(np.argmax(overlaps))]
+        return correct
+
+    correct = right(results)
     # 16 clips, 7 emotions (chance ~ 2-3 right): most must come out right (11 of 16 measured
     # with the default of 2026-12-02).
-    print(f"held-out actor {REPLAY_ACTOR}: {correct}/{len(spans)} clips with the right emotion")
+    print(
+        f"held-out actor {REPLAY_ACTOR}: {correct}/{len(spans)} clips with the right emotion "
+        f"({right(first)} as first read)"
+    )
     assert correct >= 9, f"{correct}/16 right: {[r['emotion'] for r in results]} vs {truth}"
 
 

@@ -363,3 +363,63 @@ def test_live_diarisation_moves_the_voice_history_with_the_baseline() -> None:
     assert model.expressiveness is not None
     assert model.expressiveness.history("s/speaker 1") == VoiceHistory(4.0, 1)
     assert model.expressiveness.history("s/B") == VoiceHistory(4.0, 1)
+
+
+def test_a_settled_history_hears_all_of_a_speakers_other_utterances() -> None:
+    from unimse.voice_trust import settled_histories
+
+    assert VoiceHistory(8.0, 3).without(5.0) == VoiceHistory(3.0, 2)
+    assert VoiceHistory(8.0, 3).without(-1.0) == VoiceHistory(8.0, 2)  # it counted 0
+    with pytest.raises(ValueError, match="no utterance"):
+        VoiceHistory().without(1.0)
+    leads = [5.0, 1.0, -2.0, 3.0, 4.0]
+    speakers = ["A", "B", "A", "A", "B"]
+    settled = settled_histories(leads, speakers)
+    assert settled == [
+        VoiceHistory(3.0, 2),
+        VoiceHistory(4.0, 1),
+        VoiceHistory(8.0, 2),
+        VoiceHistory(5.0, 2),
+        VoiceHistory(1.0, 1),
+    ]
+    # the last utterance of a conversation hears what the causal read gave it
+    causal = corpus_histories(leads, speakers, seed=0)
+    last = {s: i for i in conversation_order(len(leads), 0) for s in [speakers[i]]}
+    for index in last.values():
+        assert settled[index] == causal[index]
+
+
+def test_a_prediction_read_again_with_another_history_is_what_predict_gives_with_it() -> None:
+    from unimse.factory import build_model
+    from unimse.inference import EmotionPredictor
+
+    config = trusting(visual=None)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        model.modality_logits.acoustic.weight.normal_(std=3.0)
+    predictor = EmotionPredictor(model, torch.device("cpu"), "test")
+    voices = [torch.randn(5, 8).numpy() for _ in range(4)]
+    first = [ModelInput(text="okay", acoustic=v) for v in voices]
+    later = [VoiceHistory(30.0, 3), VoiceHistory(), VoiceHistory(2.0, 5), VoiceHistory(9.0, 2)]
+    read = predictor.predict(first)
+    assert all(p.trust is not None for p in read)
+    again = predictor.reread(read, later)
+    direct = predictor.predict(
+        [replace(x, voice_history=h) for x, h in zip(first, later, strict=True)]
+    )
+    assert again == direct  # labels, probabilities, intensity, modalities
+    moved = [a.emotion_probs != r.emotion_probs for a, r in zip(again, read, strict=True)]
+    assert moved[0] and not moved[1]  # an expressive history moves it; an empty one does not
+    assert predictor.reread([], []) == []
+    plain = predictor.predict([ModelInput(text="okay")])  # no voice: the trust cannot move it
+    assert plain[0].trust is not None and plain[0].trust.gate == 0.0
+    untrusting = EmotionPredictor(
+        build_model(trusting(visual=None, voice_trust=0.0, voice_trust_blank=())).eval(),
+        torch.device("cpu"),
+        "test",
+    )
+    unread = untrusting.predict(first[:1])
+    assert unread[0].trust is None
+    with pytest.raises(ValueError, match="voice trust"):
+        untrusting.reread(unread, [VoiceHistory()])

@@ -53,7 +53,7 @@ from unimse.inputs import ModelInput
 from unimse.labels import MELD_EMOTIONS
 from unimse.prediction import Prediction
 from unimse.speakers import FIRST_SPEAKER
-from unimse.voice_trust import corpus_histories
+from unimse.voice_trust import corpus_histories, settled_histories
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +94,21 @@ def audio_inputs(
 
 
 def with_voice_histories(
-    predictor: EmotionPredictor, inputs: Sequence[ModelInput], speakers: Sequence[str]
+    predictor: EmotionPredictor,
+    inputs: Sequence[ModelInput],
+    speakers: Sequence[str],
+    *,
+    settled: bool = False,
 ) -> list[ModelInput]:
     """``inputs`` (one corpus's utterances, in the order their features were normalised) with
-    each speaker's voice history as a conversation in :func:`corpus_histories`' order gives it,
+    each speaker's voice history as a conversation in :func:`corpus_histories`' order gives it
+    (``settled``: all of the speaker's other utterances, as live use's re-reads end with it),
     when the checkpoint trusts an expressive voice (``voice_trust``); else as they are."""
     if not predictor.config.voice_trust:
         return list(inputs)
-    histories = corpus_histories(predictor.voice_leads(inputs), speakers)
+    leads = predictor.voice_leads(inputs)
+    read = settled_histories if settled else corpus_histories
+    histories = read(leads, speakers)
     return [replace(x, voice_history=h) for x, h in zip(inputs, histories, strict=True)]
 
 
@@ -146,7 +153,8 @@ def categorical_metrics(
     cache_dir: Path | None = DEFAULT_CACHE,
 ) -> dict[str, float]:
     """EMO-DB or RAVDESS: ``audio_uar``, ``audio_wa``, ``fused_uar``, ``fused_wa`` and per-class
-    recalls, percent."""
+    recalls, percent; with a voice trust also ``settled_*``: the fused read once each speaker's
+    earlier clips are read again beside all of the speaker's others (live use's revisions)."""
     dataset = samples[0].dataset if samples else EMODB
     classes = class_names(dataset)
     truth = [true_class(s) for s in samples]
@@ -169,11 +177,27 @@ def categorical_metrics(
             progress=progress,
         )
         result["n_fused"] = float(len(known))
-        for key, value in unweighted_accuracy(
-            [truth[i] for i in known], [predicted_class(dataset, p) for p in fused], classes
-        ).items():
-            result[f"fused_{key}"] = value
+        reads = {"fused": fused}
+        if fused and all(p.trust is not None for p in fused):  # the checkpoint has a voice trust
+            reads["settled"] = settled_reads(
+                predictor, fused, [speaker_key(s) for s in fused_samples]
+            )
+        for name, read in reads.items():
+            for key, value in unweighted_accuracy(
+                [truth[i] for i in known], [predicted_class(dataset, p) for p in read], classes
+            ).items():
+                result[f"{name}_{key}"] = value
     return result
+
+
+def settled_reads(
+    predictor: EmotionPredictor, predictions: Sequence[Prediction], speakers: Sequence[str]
+) -> list[Prediction]:
+    """``predictions`` (read by the voice trust) as live use ends with them: each speaker's
+    results read again beside all of the speaker's other utterances
+    (:func:`unimse.voice_trust.settled_histories`, :mod:`realtime.reread`)."""
+    leads = [p.trust.lead if p.trust is not None else 0.0 for p in predictions]
+    return predictor.reread(predictions, settled_histories(leads, speakers))
 
 
 def speech_av_metrics(

@@ -65,7 +65,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate a checkpoint on a dataset split",
         description="Evaluate a checkpoint. Prints a table; with --json the last stdout line "
         "is one JSON object with every metric. emodb: unweighted (uar) and weighted (wa) accuracy "
-        "over the 7 EMO-DB classes, audio only and audio + transcript (fused); ravdess: the same "
+        "over the 7 EMO-DB classes, audio only and audio + transcript (fused; with a voice trust "
+        "also settled: each speaker's clips read again beside all of the speaker's others, as "
+        "live use's re-reads end); ravdess: the same "
         "over the project's 7 emotions (calm counts as neutral); speech_av: "
         "correlation of the predicted intensity with valence and of 1 - P(neutral) with arousal; "
         "ckplus: accuracy (acc) and unweighted accuracy (uar) over the 6 CK+ expressions the "

@@ -16,12 +16,12 @@ from unimse.checkpoint import WEIGHTS, load_checkpoint, resolve_checkpoint
 from unimse.config import UniMSEConfig
 from unimse.fusion import voice_prior
 from unimse.inputs import ModelInput
-from unimse.modeling import UniMSEOutput
+from unimse.modeling import TrustRead, UniMSEOutput
 from unimse.prediction import Prediction
 from unimse.processor import UniMSEProcessor
 from unimse.speakers import FIRST_SPEAKER
 from unimse.voice_baseline import SpeakerBaselines
-from unimse.voice_trust import SpeakerExpressiveness
+from unimse.voice_trust import SpeakerExpressiveness, TrustRow, VoiceHistory
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +49,35 @@ def pick_device(device: str = "auto") -> torch.device:
 def outputs_to_predictions(
     out: UniMSEOutput, config: UniMSEConfig, modalities: Sequence[tuple[str, ...]]
 ) -> list[Prediction]:
-    pol = torch.softmax(out.polarity_logits.float(), -1).cpu().tolist()
-    meld = torch.softmax(out.meld_logits.float(), -1).cpu().tolist()
-    iem = torch.softmax(out.iemocap_logits.float(), -1).cpu().tolist()
-    scores = out.score.float().cpu().tolist()
+    logits = torch.cat([out.polarity_logits, out.meld_logits, out.iemocap_logits], dim=-1)
+    rows = trust_rows(out.trust) if out.trust is not None else [None] * len(modalities)
+    return logits_to_predictions(logits, out.score.float().cpu().tolist(), config, modalities, rows)
+
+
+def logits_to_predictions(
+    logits: torch.Tensor,
+    scores: Sequence[float],
+    config: UniMSEConfig,
+    modalities: Sequence[tuple[str, ...]],
+    rows: Sequence[TrustRow | None],
+) -> list[Prediction]:
+    """Predictions from the heads' logits (B, polarity + MELD + IEMOCAP) and sentiment scores."""
+    split = torch.split(logits.float(), list(config.head_sizes), dim=-1)
+    pol, meld, iem = (torch.softmax(x, -1).cpu().tolist() for x in split)
     results = []
     for i, used in enumerate(modalities):
         pp = dict(zip(config.polarities, pol[i], strict=True))
         mp = dict(zip(config.meld_emotions, meld[i], strict=True))
         ip = dict(zip(config.iemocap_emotions, iem[i], strict=True))
-        results.append(Prediction.from_distributions(mp, ip, pp, float(scores[i]), used))
+        results.append(Prediction.from_distributions(mp, ip, pp, float(scores[i]), used, rows[i]))
     return results
+
+
+def trust_rows(read: TrustRead) -> list[TrustRow | None]:
+    """Each row of ``read`` as a :class:`TrustRow` (float32, on the CPU)."""
+    before, alone = (x.detach().float().cpu().numpy() for x in (read.before, read.alone))
+    gate, lead = (x.detach().float().cpu().tolist() for x in (read.gate.squeeze(-1), read.lead))
+    return [TrustRow(before[i], alone[i], gate[i], lead[i]) for i in range(len(before))]
 
 
 def model_digest(folder: Path, config: UniMSEConfig) -> str:
@@ -151,6 +169,35 @@ class EmotionPredictor:
         if heads is None or logits is None:
             return [0.0] * len(inputs)
         return [float(x) for x in heads.lead(logits)]
+
+    @torch.inference_mode()
+    def reread(
+        self, predictions: Sequence[Prediction], histories: Sequence[VoiceHistory]
+    ) -> list[Prediction]:
+        """``predictions`` (each read by the voice trust: :attr:`Prediction.trust`) read again
+        with their speakers' voice histories ``histories``, as :meth:`predict` would read them
+        with those (no backbone pass: a few vector operations)."""
+        heads = getattr(self.model, "modality_logits", None)
+        rows = [p.trust for p in predictions]
+        if heads is None or any(r is None for r in rows):
+            raise ValueError("only predictions the voice trust read can be read again")
+        if not predictions:
+            return []
+        kept = [r for r in rows if r is not None]
+        read = TrustRead(
+            before=torch.from_numpy(np.stack([r.before for r in kept])),
+            alone=torch.from_numpy(np.stack([r.alone for r in kept])),
+            gate=torch.tensor([[r.gate] for r in kept]),
+            lead=torch.tensor([r.lead for r in kept]),
+        )
+        history = torch.tensor([[h.total, float(h.count)] for h in histories])
+        return logits_to_predictions(
+            heads.reread(read, history),
+            [p.intensity for p in predictions],
+            self.config,
+            [p.modalities for p in predictions],
+            rows,
+        )
 
     @torch.inference_mode()
     def voice_logits(self, inputs: Sequence[ModelInput]) -> torch.Tensor | None:

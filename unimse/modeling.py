@@ -43,6 +43,22 @@ class UniMSEOutput:
     score: torch.Tensor  # (B,) in [-3, 3]
     loss: torch.Tensor | None = None
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    # With voice_trust and a voice history: what re-reads the utterances with another history
+    trust: TrustRead | None = None
+
+
+@dataclass
+class TrustRead:
+    """What the voice trust (``voice_trust``) read of a batch: the logits before it (B, polarity
+    + MELD + IEMOCAP), the voice alone's (the same shape), how far it may move each row (B, 1:
+    how surely the words say nothing, 0 without words or voice) and each row's voice lead (B,:
+    non-negative, what the speaker's history counts). :meth:`ModalityLogits.reread` reads the
+    rows again with another history."""
+
+    before: torch.Tensor
+    alone: torch.Tensor
+    gate: torch.Tensor
+    lead: torch.Tensor
 
 
 class FusionState:
@@ -276,19 +292,22 @@ class ModalityLogits(nn.Module):
         emotional = torch.cat([meld[..., :n], meld[..., n + 1 :]], dim=-1)
         return emotional.amax(-1) - meld[..., n]
 
-    def trusted(
-        self, out: UniMSEOutput, voice: torch.Tensor, present: torch.Tensor, history: torch.Tensor
-    ) -> torch.Tensor:
-        """(B, 1): how far an utterance with words moves to the voice alone (``voice_trust``):
-        the speaker's expressiveness (``history``: (B, 2) earlier leads' sum and count, this
-        utterance counted in, from the prior) past the threshold, times how surely the words say
-        nothing."""
-        lead = self.lead(voice).clamp(min=0.0) * present.squeeze(-1)
+    def speaker_trust(self, history: torch.Tensor, lead: torch.Tensor) -> torch.Tensor:
+        """(B, 1): how expressive the speaker has been (``history``: (B, 2) earlier leads' sum and
+        count; ``lead``: (B,) this utterance's non-negative lead, counted in, from the prior),
+        past the threshold ``voice_trust``, in [0, 1]."""
         prior = self.trust_start * self.trust_prior
         heard = (prior + history[:, 0] + lead) / (self.trust_prior + history[:, 1] + 1.0)
-        speaker = ((heard - self.trust) / self.trust_width).clamp(0.0, 1.0).unsqueeze(-1)
-        blank = (self.words_neutral(out, 1.0) / self.trust_words).clamp(max=1.0)
-        return speaker * blank * present
+        return ((heard - self.trust) / self.trust_width).clamp(0.0, 1.0).unsqueeze(-1)
+
+    def reread(self, read: TrustRead, history: torch.Tensor) -> torch.Tensor:
+        """(B, polarity + MELD + IEMOCAP): the logits of utterances read beside ``read`` with the
+        speaker's voice history ``history`` (B, 2): the logits before the trust, moved toward
+        the voice alone by :meth:`speaker_trust` times the utterance's gate. :meth:`forward`
+        computes its output by this; a speaker's later voice re-reads earlier utterances by it
+        (:meth:`unimse.inference.EmotionPredictor.reread`)."""
+        t = self.speaker_trust(history.to(read.before.dtype), read.lead) * read.gate
+        return read.before + t * (read.alone - read.before)
 
     def forward(
         self,
@@ -333,17 +352,23 @@ class ModalityLogits(nn.Module):
         face = self.face(out, visual)
         heads = torch.cat([out.polarity_logits, out.meld_logits, out.iemocap_logits], dim=-1)
         logits = heads + (voice + face)  # the sum as before voice_trust, bit for bit
+        trust: TrustRead | None = None
         if self.trust and history is not None and words is not None:
-            alone = self.trust_blank.to(raw) + self.wordless * raw + face
             worded = words.to(raw.dtype).unsqueeze(-1)
-            t = self.trusted(out, raw, present, history.to(raw.dtype)) * worded
-            logits = logits + t * (alone - logits)
+            blank = (self.words_neutral(out, 1.0) / self.trust_words).clamp(max=1.0)
+            trust = TrustRead(
+                before=logits,
+                alone=self.trust_blank.to(raw) + self.wordless * raw + face,
+                gate=blank * present * worded,  # how surely the words say nothing, with a voice
+                lead=self.lead(raw).clamp(min=0.0) * present.squeeze(-1),
+            )
+            logits = self.reread(trust, history)
         pol, meld, iem = torch.split(logits, list(self.sizes), dim=-1)
         score = out.score
         if self.acoustic_intensity is not None:  # a read of the vector, not a reason to reshape it
             shift = self.acoustic_intensity(acoustic.detach().to(score.dtype)).squeeze(-1)
             score = (score + shift).clamp(-SCORE_LIMIT, SCORE_LIMIT)
-        return UniMSEOutput(pol, meld, iem, score)
+        return UniMSEOutput(pol, meld, iem, score, trust=trust)
 
 
 class UniMSEEncoderModel(nn.Module):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from unimse.labels import UniversalLabel
+from unimse.voice_trust import TrustRow
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Prediction:
     polarity_probs: dict[str, float]
     intensity: float
     modalities: tuple[str, ...]
+    # How the voice trust read it, when it did: what re-reads it with another voice history
+    trust: TrustRow | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_distributions(
@@ -34,6 +37,7 @@ class Prediction:
         polarity_probs: dict[str, float],
         intensity: float,
         modalities: tuple[str, ...],
+        trust: TrustRow | None = None,
     ) -> Prediction:
         """The prediction whose labels are the argmax of each distribution."""
         return cls(
@@ -45,6 +49,7 @@ class Prediction:
             polarity_probs=polarity_probs,
             intensity=intensity,
             modalities=modalities,
+            trust=trust,
         )
 
     @property

@@ -6,8 +6,10 @@ carrying emotion loses, under that margin, the mildly acted lines that the voice
 right. :class:`SpeakerExpressiveness` keeps, per speaker, the running mean of how far the voice's
 strongest emotion led neutral (``ModalityLogits.lead``, 0 where it did not), from a prior of
 ``voice_trust_start`` worth ``voice_trust_prior`` utterances; the model reads it with the current
-utterance counted in (``ModalityLogits.trusted``). Online and causal, like
-:mod:`unimse.voice_baseline`.
+utterance counted in (``ModalityLogits.speaker_trust``). Online and causal, like
+:mod:`unimse.voice_baseline`; a speaker's earlier utterances can be read again as later ones
+come (:class:`TrustRow`, :func:`settled_histories`), so that by the end of a conversation each
+utterance was heard beside all of its speaker's others.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from unimse.voice_baseline import HeardUtterances, conversation_order
 
@@ -34,6 +38,27 @@ class VoiceHistory:
     def then(self, lead: float) -> VoiceHistory:
         """This history with one more utterance whose lead was ``lead``."""
         return VoiceHistory(self.total + max(lead, 0.0), self.count + 1)
+
+    def without(self, lead: float) -> VoiceHistory:
+        """This history less one of its utterances, whose lead was ``lead``: what the speaker's
+        other utterances say of that one (how a settled read hears it)."""
+        if self.count < 1:
+            raise ValueError("an empty voice history has no utterance to leave out")
+        return VoiceHistory(max(self.total - max(lead, 0.0), 0.0), self.count - 1)
+
+
+@dataclass(frozen=True)
+class TrustRow:
+    """One utterance as the voice trust read it (a row of :class:`unimse.modeling.TrustRead`):
+    the logits before the trust and the voice alone's (polarity + MELD + IEMOCAP), how far the
+    trust may move them (``gate``) and the utterance's voice lead. With another
+    :class:`VoiceHistory` the utterance reads again without the model's backbone
+    (:meth:`unimse.inference.EmotionPredictor.reread`)."""
+
+    before: np.ndarray
+    alone: np.ndarray
+    gate: float
+    lead: float
 
 
 @dataclass
@@ -102,3 +127,15 @@ def corpus_histories(
     for index in conversation_order(len(leads), seed):
         out[index] = tracker.add(speakers[index], leads[index])
     return out
+
+
+def settled_histories(leads: Sequence[float], speakers: Sequence[str]) -> list[VoiceHistory]:
+    """Each utterance's speaker history once the whole conversation is heard: all the speaker's
+    other utterances (in any order). What live use ends with when every earlier utterance of a
+    speaker is read again as the speaker's later ones come (``InferenceOptions.reread``)."""
+    if len(leads) != len(speakers):
+        raise ValueError("one speaker per lead")
+    tracker = SpeakerExpressiveness()
+    for lead, speaker in zip(leads, speakers, strict=True):
+        tracker.add(speaker, lead)
+    return [tracker.history(s).without(x) for x, s in zip(leads, speakers, strict=True)]

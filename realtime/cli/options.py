@@ -332,6 +332,15 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     )
     add_config_option(
         model,
+        "--no-reread",
+        dest="inference.reread",
+        action="store_const",
+        const=False,
+        help="do not revise a speaker's earlier results as later ones show how expressive their "
+        "voice is (checkpoints with a voice trust, as the default)",
+    )
+    add_config_option(
+        model,
         "--max-batch",
         dest="inference.max_batch",
         type=int,

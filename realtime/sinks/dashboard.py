@@ -138,6 +138,7 @@ class DashboardSink(Sink):
         self._entries: dict[int, _Entry] = {}
         self.revisions = 0
         self.replaced = 0  # rows replaced by a revision of a speculative result
+        self.reread = 0  # rows replaced by a re-read (the speaker's voice became known)
         self._speaking: dict[int, PartialResult] = {}  # channel -> latest interim result
         self._stage_latencies: dict[str, list[float]] = collections.defaultdict(list)
         self._count = 0
@@ -220,7 +221,8 @@ class DashboardSink(Sink):
         earlier = self._entries.get(result.utterance_seq)
         if result.revision and earlier is not None:  # in the place of the one it revises
             self._entries[result.utterance_seq] = replace(entry, seq=earlier.seq)
-            self.replaced += 1
+            self.reread += result.reread
+            self.replaced += not result.reread
             self._rows(result.utterance_seq, lambda _: result)
             self._rebuild({earlier.speaker, result.speaker})
         else:
@@ -228,6 +230,8 @@ class DashboardSink(Sink):
             self._count += 1
             self._results.append(result)
             self._add(entry)
+        if result.reread:  # its latency is the first result's, already counted
+            return
         for stage, seconds in result.latency.items():
             self._stage_latencies[stage].append(seconds)
 

@@ -425,6 +425,7 @@ async def measure_latency(
         status_received=bool(status),
         stats={
             "results": stats.results,
+            "rereads": pipeline.delivery.rereads,  # revisions of earlier results, not counted in
             "dropped": stats.dropped,
             **_encoder_use(pipeline),
             **_speaker_use(pipeline, collector.results),

@@ -3,6 +3,8 @@
 # load: `emotrack bench latency --no-speculative --json` per run into runs/lat_TAG_{before,after}_N.json,
 # then the median over the turns of the p95 end to end minus hangover.
 # Usage: bash scripts/latency_pair.sh BEFORE AFTER TAG   (about 5 min on the 2-core CPU)
+# BEFORE_FLAGS / AFTER_FLAGS (environment) add options to one side's runs, e.g. one checkpoint
+# with and without a setting: BEFORE_FLAGS=--no-reread bash scripts/latency_pair.sh default default T
 # (The docs' `runs/bench_latN.sh` runs are this script.) A run that fails stops the pair with its
 # error; earlier results of the same TAG are replaced only by complete runs.
 set -u
@@ -19,9 +21,11 @@ done
 mkdir -p runs
 for i in 1 2 3; do
   for side in before after; do
-    ckpt=$1; [ $side = after ] && ckpt=$2
+    ckpt=$1; flags=${BEFORE_FLAGS:-}
+    [ $side = after ] && ckpt=$2 && flags=${AFTER_FLAGS:-}
     out="runs/lat_$3_${side}_$i.json"
-    if ! .venv/bin/emotrack -q bench latency --no-speculative --checkpoint "$ckpt" --json \
+    # shellcheck disable=SC2086  # the flags are words
+    if ! .venv/bin/emotrack -q bench latency --no-speculative --checkpoint "$ckpt" $flags --json \
         > "$out.partial"; then
       echo "latency_pair.sh: the $side run $i ($ckpt) failed; earlier results kept" >&2
       rm -f "$out.partial"

@@ -95,3 +95,11 @@ def test_the_trust_rules_bound_the_words_cost_and_the_issue_rule_wants_the_voice
     assert issue.trust.threshold == 3.5
     assert neutral_trust.chosen_trust(scores, "issue", 0.15) is None  # none reaches it within 0.15
     assert scores[4].reaches_audio == 1 and scores[3].reaches_audio == 0
+
+
+def test_the_trust_grid_scores_settled_histories_as_live_use_ends_with_them() -> None:
+    leads, speakers = [5.0, 1.0, -2.0, 3.0], ["A", "B", "A", "A"]
+    settled = neutral_trust.histories_of(leads, speakers, seed=3, settled=True)
+    assert settled.tolist() == [[3.0, 2], [0.0, 0], [8.0, 2], [5.0, 2]]
+    causal = neutral_trust.histories_of(leads, speakers, seed=3)
+    assert causal[:, 1].tolist() != settled[:, 1].tolist()  # earlier utterances only

@@ -229,6 +229,10 @@ def test_a_reread_is_published_marked_and_counted_apart() -> None:
     assert (dashboard.reread, dashboard.replaced) == (1, 0)
     assert [r.emotion for r in dashboard._results] == [again.emotion]
     assert dashboard._stage_latencies["total"] == [0.6]  # the re-read's latency is the first's
+    dashboard.update_stats(stats_factory())
+    text = io.StringIO()
+    Console(file=text, width=200).print(dashboard.summary())
+    assert "revised on re-reading 1" in text.getvalue()
 
 
 async def test_delivery_counts_a_reread_apart_and_the_report_takes_it(tmp_path: Path) -> None:

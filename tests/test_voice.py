@@ -244,6 +244,27 @@ def test_ravdess_eval_cli_scores_audio_and_fused(
         assert 0.0 <= result[key] <= 100.0
     assert {"audio_recall_neutral", "audio_recall_surprise"} <= set(result)
     assert "audio_recall_calm" not in result
+    assert not any(k.startswith("settled_") for k in result)  # no voice trust: nothing re-read
+
+
+@pytest.mark.slow
+def test_ravdess_eval_reports_the_settled_read_of_a_checkpoint_with_a_voice_trust(
+    ravdess_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_voice_trust import trusting
+
+    from realtime.cli import main
+    from unimse.checkpoint import save_checkpoint
+    from unimse.factory import build_model
+
+    torch.manual_seed(0)
+    model = build_model(trusting(acoustic=TINY_SPEC, visual=None))
+    folder = save_checkpoint(model, tmp_path / "trusting", half=False)
+    args = ["eval", "--dataset", "ravdess", "--data-dir", str(ravdess_folder)]
+    assert main([*args, "--checkpoint", str(folder), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("fused_uar", "settled_uar", "settled_wa", "settled_recall_neutral"):
+        assert 0.0 <= result[key] <= 100.0
 
 
 def test_ravdess_eval_cli_bad_folder_is_one_line(
@@ -359,8 +380,10 @@ def test_replay_of_a_held_out_actor_hears_the_emotions(shared_data: Path, tmp_pa
     recording = write_audio(tmp_path / "actor.wav", np.concatenate(parts))
     from rt_support import final_results, replay_to_jsonl
 
-    _, lines = replay_to_jsonl(recording, checkpoint, tmp_path / "out.jsonl", timeout=300)
+    done, lines = replay_to_jsonl(recording, checkpoint, tmp_path / "out.jsonl", timeout=300)
     first = [line for line in lines if "kind" not in line and not line.get("revision")]
+    rereads = sum(bool(line.get("reread")) for line in lines)
+    assert (f", {rereads} revised on re-reading" in done.stderr) == (rereads > 0), done.stderr
     results = final_results(lines)  # with the speaker's earlier results read again
     assert len(results) == len(spans), [(r["start"], r["end"], r["text"]) for r in results]
     assert all("audio" in r["modalities"] for r in results)

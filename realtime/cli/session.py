@@ -98,10 +98,12 @@ def _run_session(
     if "dashboard" not in config.sinks.enabled and not quiet():
         dropped = {k: v for k, v in stats.dropped.items() if v}
         total = stats.latency_p50.get("total")
+        rereads = pipeline.delivery.rereads
         print(
             f"emotrack: session {session}: {stats.utterances} utterances, {stats.results} results"
             f" in {stats.elapsed:.1f} s of audio"
             + (f", median latency {total:.2f} s" if total is not None else "")
+            + (f", {rereads} revised on re-reading" if rereads else "")
             + (f", dropped {dropped}" if dropped else "")
             + (f", undelivered {undelivered}" if undelivered else "")
             + (f", failed sinks: {', '.join(failed)}" if failed else "")

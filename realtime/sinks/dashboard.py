@@ -543,7 +543,10 @@ class DashboardSink(Sink):
             lines.append(
                 Text(
                     f"utterances {stats.utterances} · results {stats.results} · "
-                    f"dropped {dropped}" + (f" ({detail})" if detail else "") + " · "
+                    + (f"revised on re-reading {self.reread} · " if self.reread else "")
+                    + f"dropped {dropped}"
+                    + (f" ({detail})" if detail else "")
+                    + " · "
                     f"elapsed {_clock(stats.elapsed)}",
                     no_wrap=True,
                     overflow="ellipsis",

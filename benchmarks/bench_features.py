@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from train.datadir import DEFAULT_DATA_DIR  # noqa: E402
 from unimse.features import (  # noqa: E402
     ACOUSTIC_SPEC,
     SAMPLE_RATE,
@@ -36,7 +37,7 @@ from unimse.features import (  # noqa: E402
     visual_extractor,
 )
 
-SHARED_DATA = ROOT / ".." / "shared" / "data"
+SHARED_DATA = ROOT / DEFAULT_DATA_DIR
 HEADING = "## Feature extraction"
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from train.datadir import DEFAULT_DATA_DIR
 from train.face_data import FaceSample, load_ckplus, subject_folds, subjects_of
 from train.face_eval import face_metrics, probs_to_emotions
 from train.fer_finetune import (
@@ -145,7 +146,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--json-out", type=Path, help="write the full report here")
     parser.add_argument("--weights-dir", type=Path, help="write each fold's FER weights here")

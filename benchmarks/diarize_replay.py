@@ -40,6 +40,8 @@ from speaker_assign import (  # noqa: E402
     sample_conversation,
 )
 
+from train.datadir import DEFAULT_DATA_DIR  # noqa: E402
+
 NOISE_DBFS = -70.0
 MIXED_S = 0.2  # a result holds a turn when it overlaps this much of it
 
@@ -113,7 +115,7 @@ def mix_list(sets: str, seeds: int) -> list[tuple[str, Sequence[str], int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=HERE.parent / DEFAULT_DATA_DIR)
     parser.add_argument("--clips", type=int, default=12, help="clips per actor (default 12)")
     parser.add_argument("--seeds", type=int, default=2, help="mixes per actor set (default 2)")
     parser.add_argument("--max-speakers", type=int, default=4, help="0: no cap (default 4)")

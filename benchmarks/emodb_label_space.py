@@ -35,6 +35,7 @@ from voice_probe import SPECS, pooled_matrix, with_baseline
 
 from train.audio_data import EMODB_CLASSES, emodb_class_of, load_emodb
 from train.audio_datasets import EMODB_DERIVED
+from train.datadir import DEFAULT_DATA_DIR
 from unimse.config import LossWeights
 from unimse.labels import (
     EMODB_LABELS,
@@ -138,7 +139,7 @@ def fold_run(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--exclude", nargs="*", default=[], help="EMO-DB speakers to leave out")
     parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
     parser.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))

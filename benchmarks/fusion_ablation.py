@@ -40,6 +40,7 @@ from train.audio_datasets import (  # noqa: E402
 )
 from train.audio_eval import with_voice_histories  # noqa: E402
 from train.data import Sample, load_dataset  # noqa: E402
+from train.datadir import DEFAULT_DATA_DIR  # noqa: E402
 from train.evaluate import evaluate  # noqa: E402
 from train.tts_audio import voice_and_rate  # noqa: E402
 from train.voice_readout import synthetic_voices  # noqa: E402
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="default")
     parser.add_argument("--datasets", nargs="+", default=list(COLUMNS), choices=list(COLUMNS))
-    parser.add_argument("--data-dir", type=Path, default=ROOT / ".." / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / DEFAULT_DATA_DIR)
     parser.add_argument("--split", choices=("test", "dev"), default="test")
     parser.add_argument(
         "--neutral-corpus",

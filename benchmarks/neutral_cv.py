@@ -88,6 +88,7 @@ from neutral_trust import trust_grid
 
 from train.audio_datasets import speaker_key
 from train.config import ReadoutSettings
+from train.datadir import DEFAULT_DATA_DIR
 from train.voice_readout import training_voices
 from unimse.checkpoint import resolve_checkpoint
 from unimse.config import UniMSEConfig
@@ -400,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         help="rank: leave EMO-DB out of the score (a German voice map reads it, not these)",
     )
     parser.add_argument("--init", default="default", help="text checkpoint (default: shipped)")
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument(
         "--scales", nargs="*", type=float, default=[0.35, 0.5, 0.6, 0.65, 0.75, 1.0]
     )

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from train.audio_eval import audio_metrics, load_eval_corpus  # noqa: E402
+from train.datadir import DEFAULT_DATA_DIR  # noqa: E402
 from train.evaluate import evaluate  # noqa: E402
 from train.modality_scale import AudioScaleDevData  # noqa: E402
 from unimse.config import VOICE_SHARES  # noqa: E402
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         default="flat",
         help="UniMSEConfig.voice_share_by: flat, or times 1 - the words' top MELD probability",
     )
-    parser.add_argument("--data-dir", type=Path, default=ROOT / ".." / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / DEFAULT_DATA_DIR)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     predictor = EmotionPredictor.load(args.checkpoint, device="cpu")

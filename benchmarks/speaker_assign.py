@@ -48,6 +48,7 @@ from realtime.speakers.assign import (  # noqa: E402
 )
 from realtime.speakers.embedding import CamPlusPlusEmbedder, SpeakerEmbedder  # noqa: E402
 from realtime.speakers.enrol import read_clip  # noqa: E402
+from train.datadir import DEFAULT_DATA_DIR  # noqa: E402
 
 RATE = 16_000
 PAD_S = 0.3  # kept on each side of the speech (the VAD's pre-roll and trailing padding)
@@ -322,7 +323,7 @@ def print_row(row: dict[str, float | str], extra: str = "") -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=REPO / ".." / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=REPO / DEFAULT_DATA_DIR)
     parser.add_argument("--sets", choices=["dev", "test", "sample"], default="dev")
     parser.add_argument("--model", choices=["campplus", "resemblyzer"], default="campplus")
     parser.add_argument("--seeds", type=int, default=3, help="conversations per speaker set")

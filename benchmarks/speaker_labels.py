@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from train.data import Sample, load_dataset
+from train.datadir import DEFAULT_DATA_DIR
 from train.evaluate import evaluate
 from unimse.inference import EmotionPredictor
 from unimse.inputs import DialogueTurn
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="dev", choices=("dev", "test"))
     parser.add_argument("--datasets", nargs="*", default=["meld", "iemocap"])
     parser.add_argument("--labellings", nargs="*", default=list(LABELLINGS), choices=LABELLINGS)
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
     args = parser.parse_args(argv)

@@ -28,6 +28,8 @@ sys.path.insert(0, str(HERE))
 
 from diarize_replay import mix_list, ravdess_mix  # noqa: E402
 
+from train.datadir import DEFAULT_DATA_DIR  # noqa: E402
+
 
 def replay(media: Path, out: Path, *extra: str) -> list[dict[str, Any]]:
     """``emotrack replay MEDIA --speed max --sink jsonl --output OUT *extra``: its results."""
@@ -49,7 +51,7 @@ def finals(results: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=HERE.parent / DEFAULT_DATA_DIR)
     parser.add_argument("--clips", type=int, default=12, help="clips per actor (default 12)")
     parser.add_argument("--seeds", type=int, default=1, help="mixes per actor set (default 1)")
     parser.add_argument("--silences", default="0.21,0.24", help="comma-separated seconds")

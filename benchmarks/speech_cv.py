@@ -88,6 +88,7 @@ from train.audio_datasets import (
     unified_audio,
 )
 from train.audio_eval import class_names, predicted_class, true_class
+from train.datadir import DEFAULT_DATA_DIR
 from train.loop import seed_everything, targets_for
 from train.metrics import unweighted_accuracy
 from train.staged import init_from_checkpoint, preserve_text_path, reset_pmf_inputs
@@ -677,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         "training mean worth this many utterances (0: off; stats specs only)",
     )
     parser.add_argument("--init", default="default", help="text checkpoint (default: shipped)")
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--folds", nargs="*", type=int, help="fold numbers (default: all)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=5)

@@ -37,6 +37,7 @@ from neutral_cv import write_held_out_config
 
 from train.audio_data import EMODB
 from train.audio_eval import categorical_predictions, class_names, load_eval_corpus, true_class
+from train.datadir import DEFAULT_DATA_DIR
 from train.metrics import unweighted_accuracy
 from unimse.inference import EmotionPredictor
 
@@ -102,7 +103,7 @@ def table(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/stage_loso"))
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser("config", help="the fold's voice stage config")
     make.add_argument("--base", type=Path, default=Path("configs/train_voice_v9_refit.toml"))

@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from train.audio_data import AudioSample, load_emodb, load_ravdess
 from train.audio_datasets import cached_features
+from train.datadir import DEFAULT_DATA_DIR
 from unimse.config import FeatureSpec
 from unimse.features import WHISPER_SPECS, acoustic_extractor
 from unimse.features.acoustic import ACOUSTIC_DIM, ACOUSTIC_V1
@@ -112,7 +113,7 @@ def probe(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument(
         "--specs",
         default="tiny.en,tiny.en-mid,base,frame64,tiny.en+frame64,tiny.en+base",

@@ -42,6 +42,7 @@ from speech_cv import load_corpus
 from train.audio_data import EMODB, emodb_class_of
 from train.audio_datasets import EMODB_SPLITS, corpus_features, select_split, speaker_key
 from train.config import ReadoutSettings, language_readout
+from train.datadir import DEFAULT_DATA_DIR
 from train.metrics import unweighted_accuracy
 from train.voice_readout import (
     fit_readout,
@@ -57,7 +58,7 @@ from unimse.losses import joint_class_scores
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--checkpoint", default="default", help="text model and voice features")
     parser.add_argument("--losses", nargs="*", choices=("all", "joint"), default=["all", "joint"])
     parser.add_argument("--l2", type=float, default=0.01)

@@ -39,7 +39,9 @@ def make_result() -> Callable[..., EmotionResult]:
 
 from pathlib import Path  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+from train.datadir import DEFAULT_DATA_DIR  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / DEFAULT_DATA_DIR
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import re
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,17 @@ def test_the_checker_sees_a_cycle() -> None:
     """The cycle check itself works (a test that cannot fail proves nothing)."""
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_data_folders_default_is_written_once() -> None:
+    """Every command, benchmark and test takes ``../shared/data`` from ``train.datadir``
+    (eighteen copies had grown, some relative to the current directory, some to the repo)."""
+    written = re.compile(r"""["']\.\./shared/data["']|["']shared["']\s*/\s*["']data["']""")
+    folders = (*PACKAGES, "benchmarks", "tests", "scripts")
+    copies = [
+        str(path.relative_to(REPO))
+        for folder in folders
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if written.search(path.read_text(encoding="utf-8"))
+    ]
+    assert copies == ["train/datadir.py"]

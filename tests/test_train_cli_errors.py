@@ -11,6 +11,7 @@ import pytest
 from rt_support import emotrack_in_process
 
 from train.data import DataError, load_dataset
+from train.datadir import DEFAULT_DATA_DIR
 from train.face_data import split_of_subject
 from train.face_eval import load_face_eval
 
@@ -104,7 +105,7 @@ def test_the_default_data_dir_is_said_to_be_relative_to_the_current_directory(
     monkeypatch.chdir(tmp_path / "here")  # ../shared/data is no folder from here
     assert emotrack_in_process(*argv) == 2
     err = capsys.readouterr().err
-    looked = tmp_path / "shared" / "data"
+    looked = (tmp_path / "here" / DEFAULT_DATA_DIR).resolve()
     assert err == (
         f"emotrack: error: data folder not found: {looked} (the default --data-dir "
         "../shared/data, relative to the current directory); pass --data-dir\n"

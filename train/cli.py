@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from train.config import READOUT_LOSSES, ReadoutSettings, language_readout
+from train.datadir import DEFAULT_DATA_DIR
 from unimse.argtypes import AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, SHARE, UNIT_INTERVAL
 from unimse.config import VOICE_SHARES
 
@@ -22,7 +23,6 @@ TEXT_EVAL_DATASETS = ("meld", "iemocap", "mosi")
 AUDIO_EVAL_DATASETS = ("emodb", "ravdess", "speech_av")
 FACE_EVAL_DATASETS = ("ckplus",)
 EVAL_DATASETS = TEXT_EVAL_DATASETS + AUDIO_EVAL_DATASETS + FACE_EVAL_DATASETS
-DEFAULT_DATA_DIR = Path("../shared/data")
 
 
 GERMAN_LOSSES = "joint"  # fit-voice --german-losses' default

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from train.data import AUDIO_DATASETS, DATASETS, FACE_DATASETS
+from train.datadir import DEFAULT_DATA_DIR
 from unimse import typed_config
 from unimse.config import PMF_SLOTS, UniMSEConfig
 
@@ -23,7 +24,7 @@ SIMULATED_VISUAL_DATASETS = ("meld", "iemocap")  # gold emotions with a facial c
 @dataclass(frozen=True)
 class DataConfig:
     datasets: tuple[str, ...] = DATASETS
-    data_dir: str = "../shared/data"
+    data_dir: str = str(DEFAULT_DATA_DIR)
     mosi_features: bool = False  # bc-LSTM utterance features (benchmark ablation only)
     limit_per_dataset: int = 0  # 0: all training samples
     # Times each training sample of a dataset is seen per epoch (small MOSI is repeated).

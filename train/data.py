@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from train.datadir import DEFAULT_DATA_DIR
 from unimse.inputs import DialogueTurn, ModelInput
 from unimse.labels import (
     IEMOCAP_CODES,
@@ -32,7 +33,6 @@ AUDIO_DATASETS = ("emodb", "speech_av", "ravdess")
 # Face corpora (train.face_data): a face held over frames beside a neutral sentence.
 FACE_DATASETS = ("ckplus",)
 SPLITS = ("train", "dev", "test")
-DEFAULT_DATA_DIR = Path("../shared/data")
 MAX_CONTEXT = 8  # past turns kept on each sample; the model config decides how many it reads
 
 

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from train.data import DataError
+from train.datadir import DEFAULT_DATA_DIR
 from train.face_data import (
     FaceSample,
     load_ckplus,
@@ -363,7 +364,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--out", type=Path, default=Path("runs/fer_ckplus"), help="output folder")
     add_recipe_arguments(parser)
     args = parser.parse_args(argv)

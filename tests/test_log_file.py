@@ -43,3 +43,16 @@ def test_a_log_file_that_cannot_be_opened_is_one_line(
         err == f"emotrack: error: cannot write the log to {path}: {problem} (choose another path)\n"
     )
     assert not (tmp_path / "nodir").exists() and not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_refused_command_leaves_no_empty_log_and_a_run_writes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "run.log"
+    media = tmp_path / "missing.flac"
+    argv = ["--log-file", str(log), "replay", str(media), "--output", str(tmp_path / "o.jsonl")]
+    assert emotrack_in_process(*argv) == 2
+    assert "missing.flac" in capsys.readouterr().err
+    assert not log.exists()  # it was created, empty, before the refusal
+    logging.getLogger("emotrack.test").warning("kept")
+    assert log.read_text(encoding="utf-8").rstrip().endswith("kept")

@@ -36,10 +36,11 @@ def configure_logging(verbosity: int, quiet: bool, log_file: str | None) -> None
     )
     handlers: list[logging.Handler] = [_StderrHandler()]
     if log_file:
-        try:
-            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
-        except OSError as exc:
-            raise LogFileError(log_file_problem(log_file, exc)) from None
+        problem = log_file_problem(log_file)
+        if problem is not None:
+            raise LogFileError(problem)
+        # Made at the first line logged: a command refused before it leaves no empty log behind.
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8", delay=True))
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     for handler in handlers:
         handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
@@ -50,11 +51,17 @@ def configure_logging(verbosity: int, quiet: bool, log_file: str | None) -> None
         silence_progress_bars()
 
 
-def log_file_problem(log_file: str, exc: OSError) -> str:
-    """Why ``--log-file`` could not be opened, in the words ``--output`` uses for its file."""
+def log_file_problem(log_file: str) -> str | None:
+    """Why ``--log-file`` cannot be written, in the words ``--output`` uses for its file (None:
+    it can; nothing is made)."""
     from realtime.outputs import output_problem
 
-    problem = output_problem(Path(log_file), probe=False) or exc.strerror or str(exc)
+    path = Path(log_file)
+    problem = output_problem(path)
+    if problem is None and path.exists() and not os.access(path, os.W_OK):
+        problem = "permission denied"
+    if problem is None:
+        return None
     return f"cannot write the log to {log_file}: {problem} (choose another path)"
 
 

@@ -89,6 +89,6 @@ def _output_paths(args: argparse.Namespace, config: Config) -> list[tuple[str, s
     report = report_path(args, config)
     if report is not None:
         outputs.append(("--report" if getattr(args, "report", None) else "the report", report))
-    if getattr(args, "log_file", None):  # opened already, but nothing is written to it yet
+    if getattr(args, "log_file", None):  # made at the first line logged
         outputs.append(("--log-file", str(args.log_file)))
     return outputs

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from realtime.cli import main
-from realtime.outputs import output_problem, same_file
+from unimse.output_paths import output_problem, same_file
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "realtime" / "samples" / "conversation.flac"

@@ -25,6 +25,7 @@ from torch import nn
 from unimse.backbones import is_random_init
 from unimse.config import UniMSEConfig
 from unimse.factory import build_model
+from unimse.output_paths import folder_problem
 
 logger = logging.getLogger(__name__)
 
@@ -65,18 +66,17 @@ def check_output_folder(folder: Path, option: str = "--output") -> None:
     """Refuse at once, before any work, an output folder that cannot be made or written in:
     ``folder`` (named by ``option``, e.g. ``--output``) or a folder above it is a file, or the
     nearest existing one is not writable. A missing folder is fine: it is made when written."""
-    for part in (folder, *folder.parents):
-        if not part.exists():
-            continue
-        if part.is_dir() and os.access(part, os.W_OK | os.X_OK):
-            return
-        if part == folder and not part.is_dir():
-            message = f"{option} {folder} is a file; give a folder (it is made if missing)"
-        elif not part.is_dir():
-            message = f"{option} {folder}: {part} is a file, not a folder"
-        else:
-            message = f"{option} {folder}: cannot write in {part}"
-        raise CheckpointError(message)
+    problem = folder_problem(folder)
+    if problem is None:
+        return
+    part, reason = problem
+    if part == folder and reason == "a file":
+        message = f"{option} {folder} is a file; give a folder (it is made if missing)"
+    elif reason == "a file":
+        message = f"{option} {folder}: {part} is a file, not a folder"
+    else:
+        message = f"{option} {folder}: cannot write in {part}"
+    raise CheckpointError(message)
 
 
 # Temporary siblings of a folder being replaced (see :func:`atomic_folder`): ".NAME.new-..."

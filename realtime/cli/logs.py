@@ -54,7 +54,7 @@ def configure_logging(verbosity: int, quiet: bool, log_file: str | None) -> None
 def log_file_problem(log_file: str) -> str | None:
     """Why ``--log-file`` cannot be written, in the words ``--output`` uses for its file (None:
     it can; nothing is made)."""
-    from realtime.outputs import output_problem
+    from unimse.output_paths import output_problem
 
     path = Path(log_file)
     problem = output_problem(path)

@@ -24,7 +24,7 @@ def check_paths(args: argparse.Namespace, config: Config) -> None:
     """Refuse (:class:`ConfigError`) an output that names the same file as an input or as
     another output: writing it would destroy that file (every command that builds its
     configuration with :func:`build_config` is checked)."""
-    from realtime.outputs import same_file
+    from unimse.output_paths import same_file
 
     inputs = _input_paths(args, config)
     outputs = _output_paths(args, config)

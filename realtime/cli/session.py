@@ -49,11 +49,11 @@ def run_session(
 def _run_session(
     config: Config, source: Any, camera: Any, report: str | None, scratch: Path
 ) -> int:
-    from realtime.outputs import output_problem
     from realtime.pipeline import Pipeline, new_session_id
     from realtime.recorder import SessionRecorder
     from realtime.sinks.jsonl import JsonlSink
     from realtime.sources.base import MediaReadError
+    from unimse.output_paths import output_problem
 
     session = config.session or new_session_id()
     recorder = None

@@ -8,7 +8,6 @@ import os
 import time
 from pathlib import Path
 
-from realtime.outputs import output_problem, same_file
 from realtime.recorder import AUDIO, MANIFEST, RESULTS, VIDEO
 from realtime.report.audio import EMBED_MAX_SECONDS, audio_source
 from realtime.report.errors import ReportError
@@ -19,6 +18,7 @@ from realtime.report.palette import speaker_color
 from realtime.report.summary import speaker_summaries
 from realtime.report.timeline import DETAIL_LIMIT, build_timeline
 from realtime.serialize import utc_timestamp
+from unimse.output_paths import output_problem, same_file
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from realtime.messages import (
     StatsSnapshot,
     UtteranceConfirmed,
 )
-from realtime.outputs import output_problem
 from realtime.serialize import (
     confirmation_to_dict,
     partial_to_dict,
@@ -40,6 +39,7 @@ from realtime.serialize import (
     validate,
 )
 from realtime.sinks.base import Sink, SinkError
+from unimse.output_paths import output_problem
 
 logger = logging.getLogger(__name__)
 

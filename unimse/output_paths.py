@@ -1,7 +1,8 @@
-"""Checks of the files a command will write, made before any work starts: whether a file can
-be written at a path (:func:`output_problem`) and whether two paths name one file
-(:func:`same_file`). The JSON-lines sink, the session report, ``--log-file`` and the command
-line's collision check share them."""
+"""Checks of what a command will write, made before any work starts: whether a file can be
+written at a path (:func:`output_problem`), whether a folder can be made and written
+(:func:`folder_problem`), and whether two paths name one file (:func:`same_file`). The JSON-lines
+sink, the session report, ``--log-file``, the command line's collision check and every command
+that writes a checkpoint folder (:func:`unimse.checkpoint.check_output_folder`) share them."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def output_problem(path: Path, *, make_parents: bool = False, probe: bool = True
     if path.is_dir():
         return "it is a directory"
     folder = path.parent
-    present = next((above for above in (folder, *folder.parents) if above.exists()), None)
+    present = nearest_existing(folder)
     if present is not None and not present.is_dir():
         return f"{present} is a file, not a folder"
     if present != folder:
@@ -38,6 +39,21 @@ def output_problem(path: Path, *, make_parents: bool = False, probe: bool = True
         except OSError as exc:
             return f"cannot create files in {folder}: {exc.strerror or exc}"
     return None
+
+
+def nearest_existing(path: Path) -> Path | None:
+    """``path`` or the nearest folder above it that exists (None: not even the root)."""
+    return next((part for part in (path, *path.parents) if part.exists()), None)
+
+
+def folder_problem(folder: Path) -> tuple[Path, str] | None:
+    """Why no folder can be made and written at ``folder`` (a missing one is made when written),
+    as the part of it at fault and the reason: ``folder`` or a folder above it is a file, or the
+    nearest existing one is not writable; None when it can."""
+    part = nearest_existing(folder)
+    if part is None or (part.is_dir() and os.access(part, os.W_OK | os.X_OK)):
+        return None
+    return part, "a file" if not part.is_dir() else "not writable"
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

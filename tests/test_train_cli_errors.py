@@ -144,3 +144,27 @@ def test_fer_weights_outside_the_face_corpus_are_said_to_be_ignored(
     err = capsys.readouterr().err
     assert "--fer-weights reads faces: ignored for --dataset meld" in err
     assert "--split train is for the audio and face corpora" in err
+
+
+@pytest.mark.parametrize("backbone", ["missing", "empty"])
+def test_a_bad_backbone_is_one_line_before_any_data_is_read(
+    backbone: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The data folder holds nothing: the backbone's error comes first, nothing is written."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "data").mkdir()
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        f'[model]\nbackbone = "{tmp_path / backbone}"\n'
+        f'[data]\ndatasets = ["meld"]\ndata_dir = "{tmp_path / "data"}"\n[train]\nepochs = 1\n'
+    )
+    out = tmp_path / "run"
+    assert emotrack_in_process("train", "--config", str(config), "--output", str(out)) == 2
+    said = {
+        "missing": f"backbone '{tmp_path / 'missing'}' could not be loaded offline (OSError). "
+        "Pass a local folder with config.json and weights (e.g. one saved with save_pretrained on "
+        "a machine with internet), or 'minilm' for the bundled all-MiniLM-L6-v2.",
+        "empty": f"backbone folder {tmp_path / 'empty'} has no config.json",
+    }[backbone]
+    assert capsys.readouterr().err == f"emotrack: error: {said}\n"
+    assert not out.exists()

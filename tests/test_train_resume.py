@@ -215,3 +215,100 @@ def test_a_damaged_trainer_state_is_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert err[0].startswith(f"emotrack: error: {file} is damaged (")
+
+
+def stopped_before_its_first_checkpoint(
+    shared_data: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A run Ctrl-C'd while saving its first best/: epoch 1 recorded, no checkpoint; returns
+    the history it left."""
+    import train.loop as loop
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "save_checkpoint", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(raw_config(shared_data), out)
+    assert not (out / "best").exists() and not (out / "last").exists()
+    assert history_epochs(out) == [1]
+    return (out / "history.jsonl").read_text()
+
+
+def test_a_run_stopped_before_its_first_checkpoint_runs_again_keeping_its_history(
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from realtime.cli import main
+
+    out = tmp_path / "run"
+    before = stopped_before_its_first_checkpoint(shared_data, out, monkeypatch)
+    config = write_toml(tmp_path / "tiny.toml", raw_config(shared_data))
+    capsys.readouterr()
+    code = main(["train", "--config", str(config), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    aside = out / "interrupted-1"
+    assert f"its history.jsonl and train_config.json moved to {aside}; starting afresh" in err
+    assert (aside / "history.jsonl").read_text() == before  # kept, not written over
+    assert (aside / "train_config.json").is_file()
+    assert history_epochs(out) == [1]  # the new run's own epoch, once
+    assert (out / "best" / "model.safetensors").is_file()
+    assert (out / "last" / "trainer_state.json").is_file()
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_afresh(
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    out = tmp_path / "run"
+    before = stopped_before_its_first_checkpoint(shared_data, out, monkeypatch)
+    with caplog.at_level("WARNING", logger="train.loop"):
+        state = train(raw_config(shared_data), out, resume=True)
+    assert f"nothing saved to resume in {out} yet" in caplog.text
+    assert state["epoch"] == 1 and history_epochs(out) == [1]
+    assert (out / "interrupted-1" / "history.jsonl").read_text() == before
+    again = stopped_before_its_first_checkpoint(shared_data, tmp_path / "again", monkeypatch)
+    (tmp_path / "again" / "interrupted-1").mkdir()  # an earlier interruption's records stay
+    train(raw_config(shared_data), tmp_path / "again")
+    assert (tmp_path / "again" / "interrupted-2" / "history.jsonl").read_text() == again
+
+
+def test_a_run_stopped_after_its_first_best_is_still_not_trained_over(
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """best/ written, last/ not (Ctrl-C while saving it): a checkpoint, so refused, saying why
+    --resume cannot continue it."""
+    import train.loop as loop
+    from realtime.cli import main
+
+    out = tmp_path / "run"
+
+    def interrupted(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "_save_optimizer", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(raw_config(shared_data), out)
+    best = files(out / "best")
+    config = write_toml(tmp_path / "tiny.toml", raw_config(shared_data))
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), "--output", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"emotrack: error: {out} already holds a trained model (best/, no last/ to resume "
+        "from): choose another output (or move best/ away)"
+    ]
+    assert main(["train", "--config", str(config), "--output", str(out), "--resume"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"emotrack: error: nothing to resume in {out} (no last/trainer_state.json)"
+    ]
+    assert files(out / "best") == best and history_epochs(out) == [1]

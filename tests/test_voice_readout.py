@@ -281,6 +281,32 @@ def test_fit_voice_says_in_one_line_which_option_a_companion_needs(
     assert not out.exists()
 
 
+def test_fit_voice_checks_its_output_before_it_reads_meld(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The data folder holds no MELD for --synthetic-voices: the bad --output is said first."""
+    from rt_support import emotrack_in_process
+
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "file"
+    out.write_text("not a folder")
+    code = emotrack_in_process(
+        "fit-voice",
+        "--checkpoint",
+        "default",
+        "--output",
+        str(out),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--synthetic-voices",
+        "5",
+    )
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"emotrack: error: --output {out} is a file; give a folder (it is made if missing)\n"
+    )
+
+
 @pytest.mark.slow
 def test_fit_voice_on_real_speakers_writes_a_checkpoint_that_reads_them(
     shared_data: Path, tmp_path: Path

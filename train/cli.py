@@ -57,7 +57,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="folder laid out like ../shared/data (overrides [data].data_dir)",
     )
-    train.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUTPUT/last (a run stopped before it saved a checkpoint starts afresh)",
+    )
     train.set_defaults(handler=run_train, user_errors=user_errors)
 
     ev = subparsers.add_parser(
@@ -563,7 +567,7 @@ def run_fit_voice(args: argparse.Namespace) -> int:
     from rich.progress import TaskID
 
     from train.data import DataError
-    from train.voice_readout import fit_voice, synthetic_sentences
+    from train.voice_readout import check_fit_voice_paths, fit_voice, synthetic_sentences
 
     check_new_output(args)
     german = (args.german_l2, args.german_losses, args.german_heads)
@@ -575,6 +579,7 @@ def run_fit_voice(args: argparse.Namespace) -> int:
         raise DataError("--german-l2/-losses/-heads need --german-readout")
     if not args.synthetic_voices and args.synthetic_weight != ReadoutSettings.synthetic_weight:
         raise DataError("--synthetic-weight needs --synthetic-voices")
+    check_fit_voice_paths(args.checkpoint, args.output)  # before MELD is read for the voices
     data_dir = data_dir_of(args)
     synthetic = synthetic_sentences(data_dir, args.synthetic_voices)
     tasks: dict[str, TaskID] = {}

@@ -41,6 +41,7 @@ from train.staged import (
     reset_pmf_inputs,
 )
 from train.unification import UnifiedSample, unify
+from unimse.backbones import check_backbone
 from unimse.checkpoint import (
     BACKBONE_PREFIX,
     CheckpointError,
@@ -66,6 +67,9 @@ TRAINER_STATE = "trainer_state.json"
 BEST = "best"  # the best dev score's checkpoint (or, with stop_epoch, the chosen epoch's)
 HISTORY = "history.jsonl"  # one record per finished epoch
 TRAIN_CONFIG = "train_config.json"  # the run's configuration, written when it starts
+# interrupted-N/: the records (HISTORY, TRAIN_CONFIG) of a run stopped before it saved a checkpoint,
+# set aside by the next run into its folder
+INTERRUPTED = "interrupted"
 
 # Contrastive groups per dataset (its classes), laid out one dataset after the other.
 DATASET_GROUPS = {
@@ -483,6 +487,7 @@ class Trainer:
         check_output_folder(self.output, self.output_option)
         if tc.init_from:
             resolve_checkpoint(tc.init_from)  # a missing stage-1 checkpoint fails before any work
+        check_backbone(self.config.model)  # a bad backbone too, not after all the data is read
         for name in (LAST, BEST):  # a save stopped between its two renames: put the old back
             settle_folder(self.output / name)
         saved: dict[str, Any] | None = None  # the trainer state resume continues from
@@ -491,6 +496,8 @@ class Trainer:
         else:
             self._check_fresh()
         seed_everything(tc.seed)
+        if saved is None:
+            self._set_aside_unsaved()
         self._write_config()
         from train.audio_datasets import corpora_read_once
 
@@ -536,18 +543,34 @@ class Trainer:
         return state
 
     def _check_fresh(self) -> None:
-        """A new run never writes over an earlier one's checkpoints and history."""
-        if any((self.output / name).exists() for name in (BEST, LAST, HISTORY)):
+        """A new run never writes over an earlier one's checkpoints (nor their history); a run
+        stopped before its first checkpoint left only records, which :meth:`_set_aside_unsaved`
+        keeps."""
+        if (self.output / LAST).exists():
             raise CheckpointError(
                 f"{self.output} already holds a training run: --resume continues it; choose "
                 "another output (or delete the folder)"
             )
+        if (self.output / BEST).exists():  # stopped between its first best/ and last/
+            raise CheckpointError(
+                f"{self.output} already holds a trained model ({BEST}/, no {LAST}/ to resume "
+                f"from): choose another output (or move {BEST}/ away)"
+            )
 
-    def _check_resume(self) -> dict[str, Any]:
+    def _check_resume(self) -> dict[str, Any] | None:
         """Before any work or write: the trainer state ``resume`` continues from (readable), and
-        the run's model config the same as this one's (its weights must fit)."""
+        the run's model config the same as this one's (its weights must fit). None where the run
+        was stopped before it saved a checkpoint: nothing to continue, it starts afresh."""
         file = self.output / LAST / TRAINER_STATE
         if not file.is_file():
+            started = any((self.output / name).is_file() for name in (HISTORY, TRAIN_CONFIG))
+            if started and not (self.output / LAST).exists() and not (self.output / BEST).exists():
+                logger.warning(
+                    "nothing saved to resume in %s yet (the run stopped before its first "
+                    "checkpoint): starting it afresh from epoch 1",
+                    self.output,
+                )
+                return None
             raise CheckpointError(f"nothing to resume in {self.output} (no {LAST}/{TRAINER_STATE})")
         state = _read_json_object(file, ("epoch", "step", "history", "optimizer"))
         written = self.output / TRAIN_CONFIG
@@ -562,6 +585,27 @@ class Trainer:
                     "another output"
                 )
         return state
+
+    def _set_aside_unsaved(self) -> None:
+        """Before a fresh start: the history (and config) of a run stopped before it saved a
+        checkpoint record epochs whose weights are lost; moved to ``interrupted-N/``, kept,
+        neither written over nor appended to."""
+        if not (self.output / HISTORY).is_file():
+            return  # a lone train_config.json records no epoch: the new one replaces it
+        n = 1
+        while (aside := self.output / f"{INTERRUPTED}-{n}").exists():
+            n += 1
+        aside.mkdir()
+        moved = [name for name in (HISTORY, TRAIN_CONFIG) if (self.output / name).is_file()]
+        for name in moved:
+            (self.output / name).rename(aside / name)
+        logger.warning(
+            "%s: an earlier run there stopped before it saved a checkpoint; its %s moved to %s; "
+            "starting afresh",
+            self.output,
+            " and ".join(moved),
+            aside,
+        )
 
     def _write_config(self) -> None:
         cfg = self.config

@@ -405,6 +405,16 @@ def training_voices(data_dir: Path, held_out: Collection[str] = ()) -> list[Audi
     return [c for c in clips if speaker_key(c) not in held_out]
 
 
+def check_fit_voice_paths(source: str | Path, output: Path) -> Path:
+    """:func:`fit_voice`'s checks of its paths, cheap enough to run before any data is read:
+    ``source``'s checkpoint folder (found), and ``output`` another folder that can be written."""
+    folder = resolve_checkpoint(source)
+    if output.resolve() == folder.resolve():
+        raise CheckpointError("fit-voice writes a new checkpoint: --output must differ")
+    check_output_folder(output)
+    return folder
+
+
 def fit_voice(
     source: str | Path,
     output: Path,
@@ -429,10 +439,7 @@ def fit_voice(
     from unimse.factory import build_model
     from unimse.inference import EmotionPredictor
 
-    folder = resolve_checkpoint(source)
-    if output.resolve() == folder.resolve():
-        raise CheckpointError("fit-voice writes a new checkpoint: --output must differ")
-    check_output_folder(output)
+    folder = check_fit_voice_paths(source, output)
     predictor = EmotionPredictor.load(folder, device="cpu")
     config, model = predictor.config, predictor.model
     spec = config.acoustic

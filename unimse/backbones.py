@@ -76,6 +76,24 @@ def load_tokenizer(config: UniMSEConfig) -> Any:
         raise _not_found(config.backbone, exc) from exc
 
 
+def check_backbone(config: UniMSEConfig) -> None:
+    """Open the backbone's configuration and tokenizer as :func:`unimse.factory.build_model` and
+    the processor do (no weights are read): a missing or broken backbone is their one-line
+    :class:`BackboneNotFoundError` at once, before a caller's long work (training reads and
+    unifies all its data before it builds the model)."""
+    from unimse import bert_encoder
+
+    source = Path(resolve_backbone(config.backbone))
+    in_house = (
+        config.backbone_type == "encoder"
+        and (source / "config.json").is_file()
+        and bert_encoder.supports({**bert_encoder.read_config(source), **config_overrides(config)})
+    )
+    if not in_house:  # read through transformers, as load_encoder_backbone and T5 do
+        load_backbone_config(config)
+    load_tokenizer(config)
+
+
 def config_overrides(config: UniMSEConfig) -> dict[str, Any]:
     """The backbone configuration values the UniMSE config changes (``random_init`` is ours)."""
     return {k: v for k, v in config.backbone_overrides.items() if k != "random_init"}

@@ -228,6 +228,9 @@ def test_a_reread_is_published_marked_and_counted_apart() -> None:
     dashboard.record(again)
     assert (dashboard.reread, dashboard.replaced) == (1, 0)
     assert [r.emotion for r in dashboard._results] == [again.emotion]
+    frame = io.StringIO()
+    Console(file=frame, width=120).print(dashboard.render())
+    assert "(re-read)" in frame.getvalue()
     assert dashboard._stage_latencies["total"] == [0.6]  # the re-read's latency is the first's
     dashboard.update_stats(stats_factory())
     text = io.StringIO()

@@ -10,7 +10,9 @@ interim result (``--partial``) is a live row at the bottom of the transcript (di
 after the words so far with ``--partial-text``, their end when they do not fit) until the
 utterance's final result replaces it. A speculative result (``--speculative``) is shown
 at once with a dim "…" after its words until it is confirmed; a revision of it (the speaker went
-on) replaces its row, in place, and what it added to its speaker's trend and summary.
+on) replaces its row, in place, and what it added to its speaker's trend and summary; so does
+a re-read (a later utterance of the speaker changed its label, :mod:`realtime.reread`), marked
+with a dim "(re-read)".
 """
 
 from __future__ import annotations
@@ -367,7 +369,7 @@ class DashboardSink(Sink):
                 _clock(r.start),
                 Text(_one_line(r.speaker)),
                 Text(f"{r.emotion} {confidence:.2f}", style=EMOTION_STYLES.get(r.emotion, "")),
-                Text(_one_line(r.text)).append(" …" if r.speculative else "", style="dim"),
+                Text(_one_line(r.text)).append(_marker(r), style="dim"),
             )
         for p in live:
             confidence = p.prediction.emotion_probs.get(p.prediction.emotion, 0.0)
@@ -553,6 +555,14 @@ class DashboardSink(Sink):
                 )
             )
         return Group(*lines)
+
+
+def _marker(result: EmotionResult) -> str:
+    """What follows a row's words: "…" while it may change (speculative), "(re-read)" once a
+    later utterance of the speaker changed its label."""
+    if result.speculative:
+        return " …"
+    return " (re-read)" if result.reread else ""
 
 
 def _summary_cells(state: _SpeakerState) -> tuple[str, Text, str, str]:

@@ -666,6 +666,55 @@ async def test_ctrl_c_on_stream_ends_the_session_and_waits_for_its_results(
         assert len(again) == TURNS
 
 
+async def test_ctrl_c_on_stream_before_a_server_took_it_stops_at_once(
+    harness: Harness, speech: Path
+) -> None:
+    """No server answers the start message: Ctrl-C does not wait out --accept-timeout; the
+    stream exits 130 at once with one line, and publishes nothing after the start message."""
+    session = f"wait-{uuid.uuid4().hex[:6]}"
+    seen: list[str] = []
+    async with aiomqtt.Client(harness.host, harness.port, identifier=f"w-{session}") as watcher:
+        await watcher.subscribe(f"{harness.prefix}/#", qos=1)
+        process = await asyncio.create_subprocess_exec(
+            *emotrack_command(
+                "stream",
+                str(speech),
+                "--session",
+                session,
+                "--accept-timeout",
+                "60",
+                *harness.mqtt_args(),
+            ),
+            cwd=REPO,
+            env=emotrack_env(OMP_NUM_THREADS="1"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                async for message in watcher.messages:
+                    seen.append(message.topic.value)
+                    if message.topic.value == harness.topics.start:
+                        break
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = await asyncio.wait_for(process.communicate(), 15.0)
+            with contextlib.suppress(TimeoutError):  # anything it might still publish
+                async with asyncio.timeout(0.5):
+                    async for message in watcher.messages:
+                        seen.append(message.topic.value)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert process.returncode == 130, stderr.decode()
+    assert stdout == b""
+    assert stderr.decode().splitlines() == [
+        f"emotrack stream: session {session} stopped (before a server took the session): "
+        "0 results, 0 errors, 0 chunks sent"
+    ]
+    assert seen[-1] == harness.topics.start  # no audio, no end message after it
+
+
 @pytest.mark.parametrize(
     ("command", "flags", "says"),
     [
@@ -725,3 +774,47 @@ async def test_a_second_server_with_the_same_id_is_refused(harness: Harness, spe
     assert json.loads(bytes(message.payload))["state"] == "online"
     code, results, stderr_text = await harness.stream(speech, f"one-{uuid.uuid4().hex[:6]}")
     assert code == 0 and len(results) == TURNS, stderr_text
+
+
+async def test_a_second_signal_aborts_the_server_at_once(harness: Harness, speech: Path) -> None:
+    """The first SIGTERM lets the running session finish what it received (here 30 utterances
+    sent at once, half a minute of work); a second signal aborts: the server exits 130 at once,
+    the session ends failed, and the server's retained state says offline (its id is free to
+    start again)."""
+    from realtime.serve.audio_input import read_pcm
+    from realtime.serve.retained import retained_online
+
+    # every utterance waits 1 s for others to join its Whisper batch (none come): finishing what
+    # the session holds takes a second per utterance, whatever the machine
+    slow = ("--asr-batch-wait", "1", "--asr-queue", "1000", "--max-delay", "900")
+    await harness.start_servers("X", extra=("--max-backlog", "900", *slow))
+    pcm, rate = read_pcm(speech)
+    audio = np.concatenate([pcm[:, :1]] * 10)
+    frames = rate // 10  # 100 ms chunks
+    session = f"abort-{uuid.uuid4().hex[:6]}"
+    topics = harness.topics
+    server = harness.servers["X"]
+    mqtt = aiomqtt.Client(harness.host, harness.port, identifier=session)
+    async with watching(harness) as watcher, mqtt as client:
+        start = StartRequest(session, rate, 1, False)
+        await client.publish(topics.start, encode_json(start.to_dict()), qos=1)
+        await watcher.wait_for(lambda: watcher.statuses(session, "accepted"))
+        for seq, offset in enumerate(range(0, len(audio) - frames + 1, frames)):
+            piece = audio[offset : offset + frames]
+            await client.publish(topics.audio(session), encode_chunk(seq, piece), qos=1)
+        await watcher.wait_for(lambda: watcher.results(session))  # working through it
+        server.send_signal(signal.SIGTERM)
+        await wait_for_log(harness, "X", "stopping: finishing 1 sessions")
+        server.send_signal(signal.SIGINT)  # either signal counts
+        aborted = time.monotonic()
+        code = await asyncio.to_thread(server.wait, 30)
+        took = time.monotonic() - aborted
+        await watcher.wait_for(lambda: watcher.statuses(session, "ended"), timeout=10.0)
+        state = await retained_online(client, topics.server("X"), 5.0)
+    log = harness.log("X")
+    assert code == 130 and took < 10.0, log
+    assert "emotrack: aborted" in log and "Traceback" not in log, log
+    (ended,) = watcher.statuses(session, "ended")
+    check("stream_status", ended)
+    assert ended["reason"] == "failed: the server was aborted" and ended["code"] == "failed"
+    assert state is False  # not online: the same id may start again

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -42,7 +41,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "(an MQTT 5 shared subscription, so that each session goes to one server of --group), "
         "audio on PREFIX/SESSION/audio, results on PREFIX/SESSION/utterance (docs/PROTOCOL.md). "
         "One Whisper and one UniMSE per process serve every session. SIGTERM or Ctrl-C: no new "
-        "sessions, the running ones finish what they received.",
+        "sessions, the running ones finish what they received, exit 0; a second one aborts at "
+        "once (the sessions end failed), exit 130.",
     )
     group = serve.add_argument_group("server")
     group.add_argument(
@@ -151,7 +151,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "prints the results as they come back. Exit 0 when the server ended the session, 3 when "
         "the server was lost or did not finish, 2 when no server took it. SIGTERM or Ctrl-C: "
         "no more audio, the session ends (reason stopped) once the results of what was sent "
-        "came back, exit 130; a second one aborts at once.",
+        "came back (at once before a server took it), exit 130; a second one aborts at once.",
     )
     stream.add_argument("path", nargs="?", metavar="PATH", help="audio file to play")
     stream.add_argument("--mic", action="store_true", help="stream the microphone instead")
@@ -252,16 +252,13 @@ async def _serve(config: Config, options: Any) -> int:
         asr_batching=options.asr,
     )
     server = Server(config, options, models)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, server.stop)
     announcing = asyncio.create_task(_announce_ready(server, options))
     try:
-        await server.run()
+        # the first signal finishes the running sessions; a second cancels them and the server
+        # (CancelledError: exit 130, once they are gone and the models closed)
+        await run_until_signalled(server.run(), server.stop, [])
     finally:
         announcing.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         await asyncio.to_thread(models.close)
     batches = models.batcher.stats.to_dict()
     asr = models.transcriber.stats.to_dict()
@@ -281,7 +278,7 @@ async def _announce_ready(server: Server, options: ServeOptions) -> None:
     await server.ready.wait()
     print(
         f"emotrack serve: ready as {options.server_id}, sessions on {server.topics.start} "
-        f"(at most {options.max_sessions} at once); Ctrl-C or SIGTERM stops it",
+        f"(at most {options.max_sessions} at once); Ctrl-C or SIGTERM stops it (again: aborts)",
         file=sys.stderr,
         flush=True,
     )
@@ -357,8 +354,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 
 def _stop_stream(client: Any) -> None:
-    """The first Ctrl-C / SIGTERM of ``stream``: end the session, wait for its results."""
-    logger.warning("interrupted: ending the session; waiting for its results (again: abort)")
+    """The first Ctrl-C / SIGTERM of ``stream``: end the session, wait for its results; before a
+    server took it, stop at once (the summary line says so)."""
+    if client.accepted:
+        logger.warning("interrupted: ending the session; waiting for its results (again: abort)")
     client.stop()
 
 

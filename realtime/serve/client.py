@@ -6,7 +6,8 @@ the server is busy, up to ``retries`` times), sends the audio chunks as they com
 message, and returns once the server says ``ended``, or as soon as the session's status turns
 ``offline`` with ``connection lost`` (the server died: the last will of its sink).
 :meth:`StreamClient.stop` (Ctrl-C) stops the audio: the end message goes out at once with reason
-``stopped``, and what was sent is still processed and delivered before ``ended``. With
+``stopped``, and what was sent is still processed and delivered before ``ended``; called before a
+server took the session, it stops waiting for one at once and sends nothing more. With
 ``takeovers``, a lost server's session is started again (another server of the group takes it)
 with a ``resume`` from the end of the last result received: the audio since then is sent again
 from the ``history`` the client keeps, and the results go on in order. Retained messages are old
@@ -23,9 +24,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 import numpy as np
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: Refusals worth trying again: another server of the group, or this one later, may take it.
 RETRY_CODES = ("full", "overloaded", "shutting_down")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class StreamSettings:
 @dataclass
 class StreamOutcome:
     """What a session got back. ``state``: ended, server lost, broker lost, refused, no answer,
-    timeout."""
+    timeout, stopped (by :meth:`StreamClient.stop` before a server took the session)."""
 
     session: str
     state: str = "no answer"
@@ -149,12 +152,18 @@ class StreamClient:
     def stop(self) -> None:
         """Send no more audio: the end message (reason ``stopped``) goes out now and
         :meth:`run` still waits, up to ``end_timeout``, for the results of what was sent and the
-        server's ``ended`` (call on the loop)."""
+        server's ``ended``; before a server took the session, :meth:`run` returns at once and
+        sends nothing more (call on the loop)."""
         self._stopping.set()
 
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    @property
+    def accepted(self) -> bool:
+        """A server runs the session now (it took the start message and has not ended it)."""
+        return self.outcome.state == "accepted"
 
     async def already_streaming(self, identifier: str) -> bool:
         """Whether the session runs now: its retained status says ``online``. Asked on a
@@ -245,14 +254,18 @@ class StreamClient:
         return True
 
     async def _start(self, client: aiomqtt.Client, start: StartRequest) -> bool:
-        """Publish the start message until a server accepts it; False when none does."""
+        """Publish the start message until a server accepts it; False when none does, or when
+        :meth:`stop` is called before one did (nothing more is sent then)."""
         delay = self.settings.retry_delay
         payload = encode_json(start.to_dict())
         for attempt in range(self.settings.retries + 1):
+            if self.stopping:
+                break
             await client.publish(self.topics.start, payload, qos=1)
             try:
-                async with asyncio.timeout(self.settings.accept_timeout):
-                    answer = await self._answers.get()
+                answer = await self._unless_stopped(
+                    self._answers.get(), self.settings.accept_timeout
+                )
             except TimeoutError:
                 self.outcome.state = "no answer"
                 self.outcome.reason = (
@@ -260,6 +273,8 @@ class StreamClient:
                     f"(is `emotrack serve` running with prefix {self.mqtt.prefix!r}?)"
                 )
                 return False
+            if answer is None:  # stopped while waiting
+                break
             self.outcome.server = answer.get("server")
             if answer["state"] == "accepted":
                 logger.info("session %s accepted by %s", self.start.session, answer["server"])
@@ -270,9 +285,33 @@ class StreamClient:
             if answer.get("code") not in RETRY_CODES or attempt == self.settings.retries:
                 return False
             logger.info("refused (%s); trying again in %.1f s", self.outcome.reason, delay)
-            await asyncio.sleep(delay)
+            await self._unless_stopped(asyncio.sleep(delay))
             delay *= 2
+        # only stop() ends the loop (every other way out returns): nothing more is sent
+        self.outcome.state = "stopped"
+        self.outcome.reason = "before a server took the session"
         return False
+
+    async def _unless_stopped(self, work: Awaitable[T], timeout: float | None = None) -> T | None:
+        """``work``'s result; None once :meth:`stop` was called before it completed (it is
+        cancelled then); TimeoutError when neither happened within ``timeout`` seconds."""
+        doing = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait(
+                {doing, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopping.cancel()
+            if not doing.done():
+                doing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await doing
+        if not doing.cancelled():
+            return doing.result()
+        if self.stopping:
+            return None
+        raise TimeoutError
 
     async def _send(self, client: aiomqtt.Client, chunks: AsyncIterator[np.ndarray]) -> None:
         """What a takeover sends again, then the audio as it comes, until it ends or the
@@ -297,19 +336,7 @@ class StreamClient:
     async def _next_chunk(self, chunks: AsyncIterator[np.ndarray]) -> np.ndarray | None:
         """The next chunk of the audio; None at its end, or once :meth:`stop` was called while
         waiting for it (the audio then stops: a file's pacing or the microphone is cancelled)."""
-        taking = asyncio.ensure_future(_take(chunks))
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({taking, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            if not taking.done():
-                taking.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await taking
-        if taking.cancelled():
-            return None
-        return taking.result()
+        return await self._unless_stopped(_take(chunks))
 
     async def _publish_chunk(self, client: aiomqtt.Client, chunk: np.ndarray) -> None:
         if self.outcome.started_at is None:

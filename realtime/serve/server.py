@@ -10,7 +10,8 @@ its utterances for the shared Whisper), while shutting down, or when the start m
 Errors in a session's messages are answered with ``error`` on its status topic; the session goes
 on. ``{prefix}/servers/{id}`` holds the server's retained ``online``/``offline`` state (its last
 will says ``offline``). SIGTERM or Ctrl-C: no new sessions, the running ones finish what they
-received, then the server exits.
+received, then the server exits; a second signal aborts (:meth:`Server.run` is cancelled): the
+sessions are cancelled and end ``failed``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 STATUS_QUEUE = 4096  # control statuses waiting for the connection; the oldest go first when full
 ERRORS_IN_FULL = 20  # error statuses per session sent one by one; then every 100th
+ABORT_TIMEOUT = 2.0  # seconds an aborted server waits for the broker to take its last statuses
+ABORTED = "failed: the server was aborted"  # the ended reason of the sessions an abort cancels
 
 
 def default_server_id() -> str:
@@ -174,7 +177,18 @@ class Server:
         received is still processed, their results go out through their own connections once
         the broker is back, and their ``ended`` status after the reconnection); new sessions are
         taken again once reconnected.
+
+        Cancelled (a second signal: abort), the running sessions are cancelled too, not
+        finished, and :meth:`run` returns only once they are (their threads no longer use the
+        shared models, which the caller may then close).
         """
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            await self._cancel_sessions()  # those _serve has not (the broker was away)
+            raise
+
+    async def _run(self) -> None:
         will = aiomqtt.Will(self.server_topic, self._server_state("offline"), qos=1, retain=True)
         kwargs = await client_kwargs(
             self.mqtt,
@@ -267,10 +281,43 @@ class Server:
             await client.publish(
                 self.server_topic, self._server_state("offline"), qos=1, retain=True
             )
+        except asyncio.CancelledError:  # aborted (a second signal)
+            await self._say_aborted(client, await self._cancel_sessions())
+            raise
         finally:
             reader.cancel()
             writer.cancel()
             stop.cancel()
+
+    async def _cancel_sessions(self) -> list[str]:
+        """Cancel the running sessions (an abort: what they hold is lost); their ids."""
+        names = list(self.sessions)
+        tasks = set(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+            logger.warning("aborted: %d sessions cancelled", len(tasks))
+        return names
+
+    async def _say_aborted(self, client: aiomqtt.Client, sessions: list[str]) -> None:
+        """After an abort: each of ``sessions`` ``ended`` (failed), so that its client need not
+        wait for a timeout, and the server ``offline`` (a clean disconnect sends no last will),
+        so that its id may serve again."""
+        if not self._connected_once:  # its id not yet checked: the retained state is not ours
+            return
+        try:
+            async with asyncio.timeout(ABORT_TIMEOUT):
+                for name in sessions:
+                    status = ServerStatus(name, "ended", ABORTED, self.options.server_id, "failed")
+                    await client.publish(
+                        self.topics.status(name), encode_json(status.to_dict()), qos=1
+                    )
+                await client.publish(
+                    self.server_topic, self._server_state("offline"), qos=1, retain=True
+                )
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            logger.warning("aborted without telling the broker: %s", str(exc) or "timed out")
 
     # -- incoming ------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from realtime.serialize import final_results  # noqa: E402
 from unimse.synth import SynthesisError, speak, speech_bounds, write_video  # noqa: E402
 
 SENTENCES = (
@@ -53,7 +54,8 @@ def replay(media: Path, out: Path, checkpoint: str, *extra: str) -> list[dict[st
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"replay of {media.name} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    return final_results(lines)  # one per utterance: its last version
 
 
 def table(runs: dict[str, list[dict[str, Any]]]) -> str:

@@ -71,8 +71,9 @@ def sample_mix(path: Path) -> list[tuple[str, float, float]]:
 def score(
     lines: Sequence[dict[str, Any]], turns: Sequence[tuple[str, float, float]]
 ) -> dict[str, Any]:
-    """Accuracy as emitted and after revisions, speakers found, revisions, results."""
-    results = [line for line in lines if line.get("kind") != "speaker_revised"]
+    """Accuracy as emitted and after revisions, speakers found, revisions, results (a re-read,
+    ``realtime/reread.py``, is a later version of a result, not another one)."""
+    results = [line for line in lines if "kind" not in line and not line.get("reread")]
     revisions = [line for line in lines if line.get("kind") == "speaker_revised"]
     emitted = {r["utterance_seq"]: r["speaker"] for r in results}
     final = dict(emitted)

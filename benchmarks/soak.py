@@ -103,6 +103,12 @@ def runs(values: Sequence[int]) -> str:
     return ", ".join(parts)
 
 
+def first_starts(lines: list[str]) -> list[float]:
+    """The start of each result among JSON ``lines`` (not of its later versions, re-reads)."""
+    results = [json.loads(line) for line in lines]
+    return [float(r["start"]) for r in results if not r.get("revision")]
+
+
 def per_copy_counts(starts: Sequence[float], copies: int, copy_s: float) -> list[int]:
     counts = [0] * copies
     for start in starts:
@@ -199,7 +205,7 @@ def soak_pipeline(copies: int, warmup_copies: int, keep: Path | None, extra: lis
                 if rss is not None:
                     samples.append((now, rss))
                 lines, offset, partial = read_new_lines(output, offset, partial)
-                starts += [float(json.loads(line)["start"]) for line in lines]
+                starts += first_starts(lines)
                 if warm is None and rss is not None and starts and max(starts) >= warm_s:
                     warm = (now, rss, max(starts))
                 if done:
@@ -210,7 +216,7 @@ def soak_pipeline(copies: int, warmup_copies: int, keep: Path | None, extra: lis
             tail = log.read_text(errors="replace")[-3000:]
             raise SystemExit(f"replay failed (exit {process.returncode}):\n{tail}")
         lines, offset, partial = read_new_lines(output, offset, partial + "\n")
-        starts += [float(json.loads(line)["start"]) for line in lines]
+        starts += first_starts(lines)
         audio_s = copies * copy_s
         after = None
         if warm is not None and wall > warm[0]:

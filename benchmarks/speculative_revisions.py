@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))
 
 from diarize_replay import mix_list, ravdess_mix  # noqa: E402
 
+from realtime.serialize import final_results  # noqa: E402
 from train.datadir import DEFAULT_DATA_DIR  # noqa: E402
 
 
@@ -43,10 +44,7 @@ def replay(media: Path, out: Path, *extra: str) -> list[dict[str, Any]]:
 
 def finals(results: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
     """(start, end) of the last version of each utterance, in order."""
-    last: dict[int, dict[str, Any]] = {}
-    for result in results:
-        last[result["utterance_seq"]] = result
-    return [(r["start"], r["end"]) for r in last.values()]
+    return [(r["start"], r["end"]) for r in final_results(results)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for r in results
                     if r.get("speculative") and not r.get("revision")
                 }
-                revised = {r["utterance_seq"] for r in results if r.get("revision")}
+                revised = {  # by more speech, not by a re-read (realtime/reread.py)
+                    r["utterance_seq"] for r in results if r.get("revision") and not r.get("reread")
+                }
                 total = totals[silence]
                 total["speculative"] += len(first)
                 total["revised"] += len(revised & first)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -218,6 +218,18 @@ def is_partial(obj: Any) -> bool:
 def is_confirmation(obj: Any) -> bool:
     """Whether a message (a parsed JSON object) confirms a speculative result."""
     return isinstance(obj, dict) and obj.get("kind") == CONFIRMED_KIND
+
+
+def final_results(messages: Iterable[Any]) -> list[dict[str, Any]]:
+    """The results among ``messages`` (parsed JSON lines or MQTT payloads), each utterance's last
+    version in the place of its first: a result with a ``revision`` (more speech with
+    ``--speculative``, or a re-read) replaces its utterance's earlier one. Speaker revisions,
+    interim results and confirmations are left out."""
+    final: dict[tuple[str, int], dict[str, Any]] = {}
+    for obj in messages:
+        if isinstance(obj, dict) and "kind" not in obj:
+            final[(obj["session"], obj["utterance_seq"])] = obj  # a dict keeps the first's place
+    return list(final.values())
 
 
 KIND_NAMES = {

@@ -215,13 +215,3 @@ def replay_to_jsonl(
     )
     assert done.returncode == 0, done.stderr
     return done, [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-
-
-def final_results(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The results among JSON ``lines``, each utterance's last version (a result with a
-    ``revision`` replaces its utterance's earlier one, in its place)."""
-    final: dict[int, dict[str, Any]] = {}
-    for line in lines:
-        if "kind" not in line:
-            final[line["utterance_seq"]] = line
-    return list(final.values())

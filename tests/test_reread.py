@@ -262,3 +262,14 @@ async def test_delivery_counts_a_reread_apart_and_the_report_takes_it(tmp_path: 
     ]
     session = load_session(out)
     assert [u.emotion for u in session.utterances][:1] == ["joy"]  # in the first one's place
+
+
+def test_final_results_keep_each_utterances_last_version_in_its_place() -> None:
+    from realtime.serialize import final_results, result_to_dict
+
+    first, second = result_to_dict(result_factory(seq=0)), result_to_dict(result_factory(seq=1))
+    again = result_to_dict(replace(result_factory(seq=2), utterance_seq=0, revision=1, reread=True))
+    other = {**result_to_dict(result_factory(seq=0)), "session": "another"}
+    relabel = {"kind": "speaker_revised", "session": SESSION, "utterance_seq": 1}
+    lines = [first, second, relabel, again, other, {"kind": "partial"}]
+    assert final_results(lines) == [again, second, other]

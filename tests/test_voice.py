@@ -378,7 +378,9 @@ def test_replay_of_a_held_out_actor_hears_the_emotions(shared_data: Path, tmp_pa
             spans.append((start, start + len(clip) / 16000))
             truth.append(RAVDESS_LABELS[RAVDESS_CODES[code]].meld_emotion)
     recording = write_audio(tmp_path / "actor.wav", np.concatenate(parts))
-    from rt_support import final_results, replay_to_jsonl
+    from rt_support import replay_to_jsonl
+
+    from realtime.serialize import final_results
 
     done, lines = replay_to_jsonl(recording, checkpoint, tmp_path / "out.jsonl", timeout=300)
     first = [line for line in lines if "kind" not in line and not line.get("revision")]

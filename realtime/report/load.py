@@ -30,9 +30,8 @@ from realtime.serialize import (
     MESSAGE_START,
     SCHEMA_VERSION,
     SchemaValidationError,
+    final_results,
     has_times,
-    is_confirmation,
-    is_partial,
     is_revision,
     load_schema,
     validate,
@@ -108,15 +107,16 @@ def load_session(path: str | os.PathLike[str], *, session: str | None = None) ->
     else:
         raise ReportError(f"no such file or folder: {root}")
 
-    by_session: dict[str, list[dict[str, Any]]] = {}
     relabel: dict[str, dict[int, str]] = {}  # session -> utterance_seq -> its last speaker
+    read: list[dict[str, Any]] = []
     for obj in _read_results(results):
         if is_revision(obj):
             relabel.setdefault(obj["session"], {})[obj["utterance_seq"]] = obj["speaker"]
-        elif obj.get("revision"):  # replaces the speculative result of its utterance
-            _replace(by_session.setdefault(obj["session"], []), obj)
-        elif not (is_partial(obj) or is_confirmation(obj)):  # interim: the final one follows
-            by_session.setdefault(obj["session"], []).append(obj)
+        else:
+            read.append(obj)
+    by_session: dict[str, list[dict[str, Any]]] = {}
+    for obj in final_results(read):  # interim results and confirmations left out
+        by_session.setdefault(obj["session"], []).append(obj)
     if not by_session:
         raise ReportError(f"{results} holds no results: the session is empty")
     ids = list(by_session)
@@ -147,15 +147,6 @@ def load_session(path: str | os.PathLike[str], *, session: str | None = None) ->
         manifest=manifest,
         other_sessions=tuple(i for i in ids if i != chosen),
     )
-
-
-def _replace(results: list[dict[str, Any]], revision: dict[str, Any]) -> None:
-    """A revision takes the place of the result of its ``utterance_seq`` (or comes last)."""
-    seqs = [obj["utterance_seq"] for obj in results]
-    if revision["utterance_seq"] in seqs:
-        results[seqs.index(revision["utterance_seq"])] = revision
-    else:
-        results.append(revision)
 
 
 def _read_results(path: Path) -> Iterator[dict[str, Any]]:

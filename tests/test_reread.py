@@ -273,3 +273,14 @@ def test_final_results_keep_each_utterances_last_version_in_its_place() -> None:
     relabel = {"kind": "speaker_revised", "session": SESSION, "utterance_seq": 1}
     lines = [first, second, relabel, again, other, {"kind": "partial"}]
     assert final_results(lines) == [again, second, other]
+
+
+def test_a_takeover_goes_on_after_the_furthest_speech_not_the_last_result() -> None:
+    from realtime.serialize import result_to_dict
+    from realtime.serve.client import resume_point
+
+    first, second = result_factory(seq=0), result_factory(seq=1)  # speech to 1.5 and 3.5 s
+    again = replace(result_factory(seq=2), utterance_seq=0, start=0.0, end=1.5, revision=1)
+    results = [result_to_dict(r) for r in (first, second, replace(again, reread=True))]
+    assert resume_point(results) == (3.5, 3, 2)
+    assert resume_point([]) == (0.0, 0, 0)

@@ -338,9 +338,12 @@ def cmd_stream(args: argparse.Namespace) -> int:
         return await run_until_signalled(client.run(chunks), lambda: _stop_stream(client), signals)
 
     outcome = asyncio.run(play())
+    rereads = sum(bool(r.get("reread")) for r in outcome.results)
     print(
         f"emotrack stream: session {outcome.session} {outcome.state}"
-        f"{f' ({outcome.reason})' if outcome.reason else ''}: {len(outcome.results)} results, "
+        f"{f' ({outcome.reason})' if outcome.reason else ''}: "
+        f"{len(outcome.results) - rereads} results"
+        f"{f' ({rereads} revised on re-reading)' if rereads else ''}, "
         f"{len(outcome.errors)} errors, {outcome.chunks_sent} chunks sent"
         f"{f' to {outcome.server}' if outcome.server else ''}"
         f"{_takeover_note(outcome)}",

@@ -45,6 +45,16 @@ RETRY_CODES = ("full", "overloaded", "shutting_down")
 T = TypeVar("T")
 
 
+def resume_point(results: list[dict[str, Any]]) -> tuple[float, int, int]:
+    """Where a takeover goes on after ``results`` (as received): the end of the furthest speech
+    they cover, the next result ``seq`` and the next ``utterance_seq`` (the last result received
+    may be a revision of an earlier utterance, a re-read)."""
+    done = max((float(r["end"]) for r in results), default=0.0)
+    seq = max((int(r["seq"]) + 1 for r in results), default=0)
+    utterance = max((int(r["utterance_seq"]) + 1 for r in results), default=0)
+    return done, seq, utterance
+
+
 @dataclass(frozen=True)
 class StreamSettings:
     accept_timeout: float = 30.0  # seconds to wait for a server's answer to the start message
@@ -224,8 +234,7 @@ class StreamClient:
         return True
 
     async def _take_over(self, client: aiomqtt.Client) -> bool:
-        results = self.outcome.results
-        done = float(results[-1]["end"]) if results else 0.0
+        done, first_seq, first_utterance = resume_point(self.outcome.results)
         replay = [sent for sent in self._history if sent.at + sent.seconds > done]
         resume_at = replay[0].at if replay else self._position
         if replay and replay[0].at > done:  # older than the history kept: no result for it
@@ -234,8 +243,8 @@ class StreamClient:
         request = dataclasses.replace(
             self.start,
             resume_at=resume_at,
-            first_seq=int(results[-1]["seq"]) + 1 if results else 0,
-            first_utterance_seq=max((int(r["utterance_seq"]) + 1 for r in results), default=0),
+            first_seq=first_seq,
+            first_utterance_seq=first_utterance,
         )
         self._finished.clear()
         if not await self._start(client, request):

@@ -154,26 +154,24 @@ class Harness:
     def topics(self) -> Topics:
         return Topics(self.prefix)
 
-    async def stream(
+    async def start_stream(
         self, audio: Path, session: str, *extra: str
-    ) -> tuple[int, list[dict[str, Any]], str]:
-        """``emotrack stream AUDIO --session ID --results json``: exit code, results, stderr."""
-        process = await asyncio.create_subprocess_exec(
-            *emotrack_command(
-                "stream",
-                str(audio),
-                "--session",
-                session,
-                "--results",
-                "json",
-                *self.mqtt_args(),
-                *extra,
-            ),
+    ) -> asyncio.subprocess.Process:
+        """``emotrack stream AUDIO --session ID *extra`` on this broker, started."""
+        return await asyncio.create_subprocess_exec(
+            *emotrack_command("stream", str(audio), "--session", session, *self.mqtt_args()),
+            *extra,
             cwd=REPO,
             env=emotrack_env(OMP_NUM_THREADS="1"),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
+
+    async def stream(
+        self, audio: Path, session: str, *extra: str
+    ) -> tuple[int, list[dict[str, Any]], str]:
+        """``emotrack stream AUDIO --session ID --results json``: exit code, results, stderr."""
+        process = await self.start_stream(audio, session, "--results", "json", *extra)
         stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
         results = [json.loads(line) for line in stdout.decode().splitlines()]
         assert process.returncode is not None
@@ -675,21 +673,7 @@ async def test_ctrl_c_on_stream_before_a_server_took_it_stops_at_once(
     seen: list[str] = []
     async with aiomqtt.Client(harness.host, harness.port, identifier=f"w-{session}") as watcher:
         await watcher.subscribe(f"{harness.prefix}/#", qos=1)
-        process = await asyncio.create_subprocess_exec(
-            *emotrack_command(
-                "stream",
-                str(speech),
-                "--session",
-                session,
-                "--accept-timeout",
-                "60",
-                *harness.mqtt_args(),
-            ),
-            cwd=REPO,
-            env=emotrack_env(OMP_NUM_THREADS="1"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        process = await harness.start_stream(speech, session, "--accept-timeout", "60")
         try:
             async with asyncio.timeout(TIMEOUT):
                 async for message in watcher.messages:

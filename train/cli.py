@@ -676,6 +676,10 @@ def run_face_eval(args: argparse.Namespace) -> int:
 
     split = args.split or "all"
     samples = load_face_eval(args.data_dir, split)
+    if args.fer_weights is not None:  # missing, damaged or unfit: said before the model loads
+        from unimse.features.fer_net import load_fer_model
+
+        load_fer_model(args.fer_weights)
     predictor = EmotionPredictor.load(
         args.checkpoint, device=args.device, max_batch=args.batch_size
     )

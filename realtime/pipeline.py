@@ -378,7 +378,7 @@ class Pipeline:
 
         async def drive_source() -> None:
             try:
-                await self.source.run(ctx)
+                await self.source.capture(ctx)
             except SourceError as exc:  # what was read still goes through every stage
                 self.source_error = exc
                 reason = f"error: {exc}"

@@ -475,3 +475,22 @@ def test_live_without_a_microphone_replays_the_sample(
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert results and results[0]["speaker"] == "Maya"
     assert "utterances" in text and "results" in text  # the closing summary
+
+
+async def test_any_source_stops_after_its_duration_as_if_its_input_ended() -> None:
+    from realtime.sources.base import Source, SourceContext
+
+    class Endless(Source):
+        description = "endless"
+
+        async def run(self, ctx: SourceContext) -> None:
+            await self._stop.wait()  # a capture device: only a stop ends it
+
+    source = Endless()
+    source.duration = 0.05
+    ctx = SourceContext("s", StreamClock(), None, Channel("audio", 4, Policy.BLOCK))  # type: ignore[arg-type]
+    await asyncio.wait_for(source.capture(ctx), 5.0)
+    assert source.stopping
+    unlimited = Endless()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(unlimited.capture(ctx), 0.2)

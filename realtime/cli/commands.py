@@ -6,7 +6,6 @@ Registered through the ``emotrack.commands`` entry-point group (see ``pyproject.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import sys
@@ -255,7 +254,6 @@ def _replay_sample(args: argparse.Namespace, config: Config) -> int:
     """``live`` on a machine without any audio input: the bundled sample, at real time, for at
     most ``--duration`` seconds (then it ends as capture does, exit 0). A camera is refused: the
     sample's voices are not the camera's faces, so its frames would tell a false story."""
-    from realtime.sources.base import SourceContext
     from realtime.sources.files import FileSource
     from unimse.synth import parse_script
 
@@ -265,18 +263,6 @@ def _replay_sample(args: argparse.Namespace, config: Config) -> int:
             "sample replayed instead has no video to go with a camera (leave out --camera, or "
             "name a microphone with --audio-device)"
         )
-
-    class SampleReplay(FileSource):
-        """The sample, stopped after ``--duration`` seconds as the microphone would be."""
-
-        async def run(self, ctx: SourceContext) -> None:
-            loop = asyncio.get_running_loop()
-            timer = loop.call_later(args.duration, self.stop) if args.duration else None
-            try:
-                await super().run(ctx)
-            finally:
-                if timer is not None:
-                    timer.cancel()
 
     speakers = tuple(
         dict.fromkeys(
@@ -297,7 +283,8 @@ def _replay_sample(args: argparse.Namespace, config: Config) -> int:
             "replay.speed": "realtime",
         }
     )
-    sample = SampleReplay(SAMPLE_AUDIO, channels_as_speakers=True, video=False)
+    sample = FileSource(SAMPLE_AUDIO, channels_as_speakers=True, video=False)
+    sample.duration = args.duration  # stopped then, as the microphone would be
     return run_session(config, sample, report=report_path(args, config))
 
 

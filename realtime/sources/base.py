@@ -89,6 +89,21 @@ class Source(abc.ABC):
         """Audio channels it emits (speakers); 0 for video-only sources."""
         return 0
 
+    #: Seconds after which the source stops as if its input had ended (None: no limit; ``live
+    #: --duration``), applied by :meth:`capture` alike to capture devices and replays.
+    duration: float | None = None
+
+    async def capture(self, ctx: SourceContext) -> None:
+        """What the pipeline runs: :meth:`run`, stopped after :attr:`duration` seconds when
+        that is set."""
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.duration, self.stop) if self.duration else None
+        try:
+            await self.run(ctx)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
     def check(self) -> None:
         """Raise a one-line :class:`SourceError` now if the input cannot be used (blocking; the
         pipeline calls it on its executor before it opens the sinks and loads the models).

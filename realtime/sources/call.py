@@ -62,7 +62,7 @@ class CallSource(Source):
                 first_channel=channel,
                 seq=seq,
                 block_ms=self.block_ms,
-                duration=self.duration,
+                duration=None,  # the call's own, applied to both (Source.capture)
             )
             for channel, spec in enumerate(self.specs)
         )

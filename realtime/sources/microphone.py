@@ -157,13 +157,10 @@ class MicrophoneSource(Source):
         except (sd.PortAudioError, ValueError) as exc:
             raise SourceError(f"cannot open audio input {self.device_name!r}: {exc}") from None
         logger.info("capturing %s at %d Hz, %d channel(s)", self.device_name, rate, channels)
-        stop_timer = loop.call_later(self.duration, self.stop) if self.duration else None
         try:
             await loop.run_in_executor(ctx.executor, stream.start)
             await self._stop.wait()
         finally:
-            if stop_timer is not None:
-                stop_timer.cancel()
             await loop.run_in_executor(ctx.executor, stream.stop)
             await loop.run_in_executor(ctx.executor, stream.close)
         if self._error is not None:

@@ -125,8 +125,6 @@ class PulseSource(Source):
             *self._command(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         assert process.stdout is not None and process.stderr is not None
-        loop = asyncio.get_running_loop()
-        stop_timer = loop.call_later(self.duration, self.stop) if self.duration else None
         logger.info("capturing %s with parec", self.device.name)
         # Everything the pipe holds, up to 1 s: a backlog (the loop was busy) is read as one
         # block and placed on the clock by its length, not stamped as if it had just arrived.
@@ -151,8 +149,6 @@ class PulseSource(Source):
                     self._offer(ctx, samples, ctx.clock.now())
         finally:
             stopping.cancel()
-            if stop_timer is not None:
-                stop_timer.cancel()
             if process.returncode is None:
                 process.terminate()
             await process.wait()

@@ -208,15 +208,17 @@ class EmotionModel:
         key = speaker_key(session, speaker)
         return self.baselines.normalise(key, states, update=update, utterance=utterance)
 
-    def revise_speaker(self, revision: SpeakerRevision) -> None:
+    def revise_speaker(self, revision: SpeakerRevision) -> bool:
         """Diarisation re-labelled an utterance: its voice now counts in the new speaker's
         baseline and voice history, no longer in the old one's (utterances no longer kept stay
-        where they are)."""
+        where they are). Whether its voice history moved."""
         session = revision.session
         old, new = speaker_key(session, revision.old), speaker_key(session, revision.new)
-        for kept in (self.baselines, self.expressiveness):
-            if kept is not None:
-                kept.move(revision.utterance_seq, old, new)
+        if self.baselines is not None:
+            self.baselines.move(revision.utterance_seq, old, new)
+        if self.expressiveness is None:
+            return False
+        return self.expressiveness.move(revision.utterance_seq, old, new)
 
     def end_session(self, session: str) -> None:
         """Forget the session's speaker baselines and voice histories (a server's model outlives
@@ -290,10 +292,10 @@ class EmotionModel:
         visual = None
         if self.visual is not None and utterance.frames:
             visual = self.visual([frame.image for frame in utterance.frames])
-        first = utterance.revision == 0  # a revision's voice is already counted in
         model_input = replace(item.model_input, acoustic=acoustic, visual=visual)
+        # counted in; a revision (the speaker went on) in the place of its earlier version's
         return self.with_history(
-            model_input, utterance.session, utterance.speaker, update=first, utterance=utterance.seq
+            model_input, utterance.session, utterance.speaker, update=True, utterance=utterance.seq
         )
 
     def input_of(self, item: PendingUtterance | InterimInput) -> ModelInput:
@@ -433,8 +435,7 @@ class InferenceStage(Stage):
             if isinstance(item, PendingUtterance):
                 batch, item = self._ready(item)
                 await self._classify(batch)
-            if isinstance(item, SpeakerRevision):
-                self.model.revise_speaker(item)
+            moved = isinstance(item, SpeakerRevision) and self.model.revise_speaker(item)
             if isinstance(item, EndOfStream):
                 self.model.end_session(item.session)
                 if self.earlier is not None:
@@ -444,12 +445,13 @@ class InferenceStage(Stage):
             if item is not None:
                 await self.push(item)
             if self.earlier is not None:
-                await self._follow(item)
+                await self._follow(item, moved)
 
-    async def _follow(self, item: object | None) -> None:
-        """A confirmation or a speaker revision can change whom the trust re-reads."""
+    async def _follow(self, item: object | None, moved: bool) -> None:
+        """A confirmation or a speaker revision can change whom the trust re-reads (``moved``:
+        the revision moved the utterance's voice to its new speaker's history)."""
         assert self.earlier is not None
         if isinstance(item, UtteranceConfirmed):
             await self._reread({self.earlier.confirm(item)})
         elif isinstance(item, SpeakerRevision):
-            await self._reread(set(self.earlier.move(item)))
+            await self._reread(set(self.earlier.move(item, moved)))

@@ -57,11 +57,13 @@ class EarlierReads:
     revised: int = 0  # of those, the ones whose label changed (published as revisions)
 
     def offer(self, result: EmotionResult) -> str | None:
-        """Keep ``result`` (in place of an earlier version of its utterance) when the trust could
-        move it; returns its speaker's key when it was kept as final."""
+        """A final result whose voice counted in its speaker's history: kept (in place of an
+        earlier version of its utterance) when the trust could move it, and its speaker's key
+        returned either way, since the speaker's other results may read otherwise now (a
+        wordless laugh counts as much as a line). None for a result without a voice, or one
+        still speculative."""
         self._drop(result.utterance_seq)
-        trust = result.prediction.trust
-        if trust is None or trust.gate <= 0.0:  # no voice, or words that read as an emotion
+        if result.prediction.trust is None or "audio" not in result.modalities:
             return None
         if result.speculative:
             self._pending[result.utterance_seq] = result
@@ -76,14 +78,16 @@ class EarlierReads:
         del self._pending[confirmation.utterance_seq]
         return self._keep(replace(result, speculative=False))
 
-    def move(self, revision: SpeakerRevision) -> tuple[str, str]:
-        """Diarisation re-labelled an utterance: its result moves to the new speaker; returns
-        both speakers' keys (each one's history changed)."""
+    def move(self, revision: SpeakerRevision, moved: bool = True) -> tuple[str, str]:
+        """Diarisation re-labelled an utterance: its result moves to the new speaker, when its
+        voice moved to the new speaker's history too (``moved``; else, too old for the history
+        to move, it is read no more); returns both speakers' keys (each one's history
+        changed)."""
         old = speaker_key(revision.session, revision.old)
         new = speaker_key(revision.session, revision.new)
         seq = revision.utterance_seq
         result = self._kept.get(old, {}).pop(seq, None)
-        if result is not None:
+        if result is not None and moved:
             self._kept.setdefault(new, {})[seq] = replace(result, speaker=revision.new)
         if seq in self._pending:
             self._pending[seq] = replace(self._pending[seq], speaker=revision.new)
@@ -132,10 +136,12 @@ class EarlierReads:
 
     def _keep(self, result: EmotionResult) -> str:
         key = speaker_key(result.session, result.speaker)
-        kept = self._kept.setdefault(key, {})
-        kept[result.utterance_seq] = result
-        if len(kept) > KEPT_PER_SPEAKER:
-            kept.pop(next(iter(kept)))
+        trust = result.prediction.trust
+        if trust is not None and trust.gate > 0.0:  # else (no words) the trust cannot move it
+            kept = self._kept.setdefault(key, {})
+            kept[result.utterance_seq] = result
+            if len(kept) > KEPT_PER_SPEAKER:
+                kept.pop(next(iter(kept)))
         return key
 
     def _drop(self, utterance_seq: int) -> None:

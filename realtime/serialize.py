@@ -222,14 +222,23 @@ def is_confirmation(obj: Any) -> bool:
 
 def final_results(messages: Iterable[Any]) -> list[dict[str, Any]]:
     """The results among ``messages`` (parsed JSON lines or MQTT payloads), each utterance's last
-    version in the place of its first: a result with a ``revision`` (more speech with
-    ``--speculative``, or a re-read) replaces its utterance's earlier one. Speaker revisions,
+    version in the place of its first: a result with a higher ``revision`` (more speech with
+    ``--speculative``, or a re-read) replaces its utterance's earlier one, whatever order they
+    came in (MQTT delivers at least once: an old version may come again). Speaker revisions,
     interim results and confirmations are left out."""
     final: dict[tuple[str, int], dict[str, Any]] = {}
     for obj in messages:
-        if isinstance(obj, dict) and "kind" not in obj:
-            final[(obj["session"], obj["utterance_seq"])] = obj  # a dict keeps the first's place
+        if not isinstance(obj, dict) or "kind" in obj:
+            continue
+        key = (obj["session"], obj["utterance_seq"])
+        kept = final.get(key)
+        if kept is None or _version(obj) >= _version(kept):
+            final[key] = obj  # a dict keeps the first's place
     return list(final.values())
+
+
+def _version(result: dict[str, Any]) -> tuple[int, int]:
+    return int(result.get("revision", 0)), int(result["seq"])
 
 
 KIND_NAMES = {

@@ -73,8 +73,12 @@ def test_kept_results_are_read_again_with_the_speakers_other_utterances() -> Non
     key = f"{SESSION}/ana"
     assert earlier.offer(trusted_result(0, lead=1.0)) == key
     assert earlier.offer(trusted_result(1, lead=9.0)) == key
-    assert earlier.offer(trusted_result(2, gate=0.0)) is None  # the trust cannot move it
+    # counted in ana's history (her results are read again), not kept: the trust cannot move it
+    assert earlier.offer(trusted_result(2, gate=0.0)) == key
     assert earlier.offer(replace(trusted_result(3), prediction=result_factory().prediction)) is None
+    silent = trusted_result(4)
+    silent = replace(silent, prediction=replace(silent.prediction, modalities=("text",)))
+    assert earlier.offer(silent) is None  # no voice: none counted
     reader = ThresholdRereader(5.0)
     seqs = iter(range(100, 200))
     # ana so far: leads 1 and 9 (and two more the trust could not move, lead 0)
@@ -129,12 +133,14 @@ def test_a_speaker_keeps_a_bounded_number_of_results() -> None:
     )
 
 
-def voiced(seq: int, states: np.ndarray, speaker: str = "A") -> PendingUtterance:
+def voiced(
+    seq: int, states: np.ndarray, speaker: str = "A", text: str = "okay"
+) -> PendingUtterance:
     utterance = Utterance(SESSION, seq, 0.0, audio=np.zeros(16_000, np.float32), speaker=speaker)
     transcript = Transcript(
-        SESSION, seq, 0.0, utterance, "okay", encoder_states=states, encoder_model="tiny.en"
+        SESSION, seq, 0.0, utterance, text, encoder_states=states, encoder_model="tiny.en"
     )
-    return PendingUtterance(transcript, ModelInput(text="okay", speaker=speaker))
+    return PendingUtterance(transcript, ModelInput(text=text, speaker=speaker))
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +200,25 @@ def test_live_use_ends_with_the_settled_read_eval_reports(
     assert [r.emotion for r in first] != [p.emotion for p in settled]
     off = run_inference(model, [voiced(i, v) for i, v in enumerate(voices)], reread=False)
     assert not any(isinstance(m, EmotionResult) and m.reread for m in off)
+
+
+def test_wordless_utterances_count_and_make_the_speakers_lines_read_again(
+    trusting_model: tuple[EmotionModel, list[np.ndarray]],
+) -> None:
+    """A speaker whose expressive voice comes in laughs and sighs (no words): those count in
+    the history, so the speaker's earlier lines are read beside them (they were not)."""
+    model, voices = trusting_model
+    items = [voiced(i, v) for i, v in enumerate(voices[:3])]
+    items += [voiced(i, v, text="") for i, v in enumerate(voices[3:], 3)]
+    out = run_inference(model, items)
+    results = [m for m in out if isinstance(m, EmotionResult)]
+    first = [r for r in results if not r.reread and r.utterance_seq < 3]
+    final = {r.utterance_seq: r for r in results}
+    predictions = [r.prediction for r in results if not r.reread]
+    leads = [p.trust.lead for p in predictions if p.trust is not None]
+    settled = model.predictor.reread(predictions, settled_histories(leads, ["A"] * len(leads)))
+    assert [final[i].emotion for i in range(3)] == [p.emotion for p in settled[:3]]
+    assert [r.emotion for r in first] != [final[i].emotion for i in range(3)]
 
 
 def test_a_relabelled_utterance_is_read_with_its_new_speakers_voice(
@@ -273,6 +298,7 @@ def test_final_results_keep_each_utterances_last_version_in_its_place() -> None:
     relabel = {"kind": "speaker_revised", "session": SESSION, "utterance_seq": 1}
     lines = [first, second, relabel, again, other, {"kind": "partial"}]
     assert final_results(lines) == [again, second, other]
+    assert final_results([*lines, first]) == [again, second, other]  # delivered again, late
 
 
 def test_a_takeover_goes_on_after_the_furthest_speech_not_the_last_result() -> None:

@@ -423,3 +423,33 @@ def test_a_prediction_read_again_with_another_history_is_what_predict_gives_with
     assert unread[0].trust is None
     with pytest.raises(ValueError, match="voice trust"):
         untrusting.reread(unread, [VoiceHistory()])
+
+
+def test_a_half_precision_model_reads_voice_leads_and_rereads() -> None:
+    """CUDA loads the model in half precision: the voice-lead pass of every closed utterance
+    fed float32 into half weights and failed ("expected m1 and m2 to have the same dtype")."""
+    from unimse.factory import build_model
+    from unimse.inference import EmotionPredictor
+
+    torch.manual_seed(0)
+    model = build_model(trusting(visual=None)).eval()
+    with torch.no_grad():
+        model.modality_logits.acoustic.weight.normal_(std=3.0)
+    voices = [ModelInput(text="okay", acoustic=torch.randn(5, 8).numpy()) for _ in range(3)]
+    full = EmotionPredictor(model, torch.device("cpu"), "test").voice_leads(voices)
+    half = EmotionPredictor(model.half(), torch.device("cpu"), "test")
+    assert half.half
+    assert half.voice_leads(voices) == pytest.approx(full, abs=0.05)
+    read = half.predict([replace(v, voice_history=VoiceHistory(30.0, 3)) for v in voices])
+    again = half.reread(read, [VoiceHistory(30.0, 3)] * 3)
+    assert [a.emotion for a in again] == [r.emotion for r in read]
+
+
+def test_a_later_version_of_an_utterance_takes_its_earlier_versions_place() -> None:
+    """``--speculative``: the speaker went on; the utterance counts once, with its last voice."""
+    tracker = SpeakerExpressiveness()
+    tracker.add("s/A", 2.0, utterance=0)
+    assert tracker.add("s/A", 3.0, utterance=1) == VoiceHistory(2.0, 1)
+    assert tracker.add("s/A", 8.0, utterance=1) == VoiceHistory(2.0, 1)  # not 5.0 over 2
+    assert tracker.history("s/A") == VoiceHistory(10.0, 2)
+    assert tracker.move(1, "s/A", "s/B") and not tracker.move(7, "s/A", "s/B")

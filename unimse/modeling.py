@@ -427,7 +427,8 @@ class UniMSEEncoderModel(nn.Module):
             return None
         a, _, _ = self.fusion.encode(len(acoustic), acoustic.device, acoustic, lengths, None, None)
         present = (a != 0).any(dim=-1, keepdim=True).to(torch.float32)
-        return self.modality_logits.voice(a.float(), language) * present
+        # in the model's own precision (half on CUDA), then float32 as the docstring says
+        return self.modality_logits.voice(a, language).float() * present
 
     def forward(self, batch: ModelBatch) -> UniMSEOutput:
         bsz = batch.size

@@ -78,21 +78,25 @@ class SpeakerExpressiveness:
     def add(self, speaker: str, lead: float, utterance: int | None = None) -> VoiceHistory:
         """Count an utterance whose voice led neutral by ``lead`` in, remembered as
         ``utterance`` (if given) so that :meth:`move` can re-label it; returns the history before
-        it (what the model reads beside that utterance)."""
+        it (what the model reads beside that utterance). A later version of an utterance already
+        counted (``--speculative``: the speaker went on) takes the earlier version's place."""
         with self._lock:
             before = self._histories.get(speaker, VoiceHistory())
+            earlier = None if utterance is None else self._heard.take(speaker, utterance)
+            if earlier is not None:
+                before = before.without(earlier)
             self._histories[speaker] = before.then(lead)
             if utterance is not None:
                 self._heard.remember(speaker, utterance, lead)
             return before
 
-    def move(self, utterance: int, old: str, new: str) -> None:
+    def move(self, utterance: int, old: str, new: str) -> bool:
         """Count ``utterance`` as ``new``'s instead of ``old``'s (diarisation re-labelled it);
-        nothing when ``old`` no longer remembers it."""
+        nothing when ``old`` no longer remembers it. Whether it moved."""
         with self._lock:
             lead = self._heard.take(old, utterance)
             if lead is None:
-                return
+                return False
             was = self._histories[old]
             if was.count > 1:
                 self._histories[old] = VoiceHistory(
@@ -103,6 +107,7 @@ class SpeakerExpressiveness:
                 self._heard.forget(old)
             self._histories[new] = self._histories.get(new, VoiceHistory()).then(lead)
             self._heard.remember(new, utterance, lead)
+            return True
 
     @property
     def speakers(self) -> list[str]:

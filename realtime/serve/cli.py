@@ -376,7 +376,8 @@ def _printer(style: str) -> Any:
         probability = result["emotion_probs"].get(result["emotion"], 0.0)
         print(
             f"{result['start']:7.2f}-{result['end']:7.2f}  {result['speaker']}: "
-            f"{result['emotion']} ({probability:.2f})  {result['text']}",
+            f"{result['emotion']} ({probability:.2f})  {result['text']}"
+            f"{'  (re-read)' if result.get('reread') else ''}",
             flush=True,
         )
 

@@ -4,12 +4,13 @@ Topics, for a prefix ``P`` (default ``emotrack``) and a session ``S``:
 
 ``P/S/utterance``
     One JSON result message (see ``realtime/schemas/emotion_result.v1.json``) per result, QoS 1,
-    in pipeline order. With ``--speculative``, a result marked ``speculative`` may be followed by
-    a revision here: a result with the same ``utterance_seq`` and a higher ``revision`` that
-    replaces it (the speaker went on). Delivery is at least once: after a reconnect, or when a
-    session is started again after a crash, a message whose acknowledgement had not arrived is
-    sent again, so a subscriber may see a ``seq`` twice and should ignore repeats (de-duplicate
-    on ``(session, seq)``).
+    in pipeline order. A result may be followed by a revision here: a result with the same
+    ``utterance_seq`` and a higher ``revision`` that replaces it (with ``--speculative``, after a
+    result marked ``speculative``: the speaker went on; with the default model, marked
+    ``reread``: a later utterance of the speaker changed how it reads). Delivery is at least
+    once: after a reconnect, or when a session is started again after a crash, a message whose
+    acknowledgement had not arrived is sent again, so a subscriber may see a ``seq`` twice and
+    should ignore repeats (de-duplicate on ``(session, seq)``).
 ``P/S/speaker_revised``
     With diarisation (``--diarize``): a JSON message (``kind`` ``speaker_revised``, same schema)
     each time re-clustering moves an utterance already published to another speaker: apply it to

@@ -628,21 +628,7 @@ async def test_ctrl_c_on_stream_ends_the_session_and_waits_for_its_results(
     await harness.start_servers("A")
     session = f"int-{uuid.uuid4().hex[:6]}"
     async with watching(harness) as watcher:
-        process = await asyncio.create_subprocess_exec(
-            *emotrack_command(
-                "stream",
-                str(speech),
-                "--session",
-                session,
-                "--results",
-                "json",
-                *harness.mqtt_args(),
-            ),
-            cwd=REPO,
-            env=emotrack_env(OMP_NUM_THREADS="1"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        process = await harness.start_stream(speech, session, "--results", "json")
         assert process.stdout is not None and process.stderr is not None
         first = await asyncio.wait_for(process.stdout.readline(), TIMEOUT)
         process.send_signal(signal.SIGINT)

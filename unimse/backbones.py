@@ -81,17 +81,22 @@ def check_backbone(config: UniMSEConfig) -> None:
     the processor do (no weights are read): a missing or broken backbone is their one-line
     :class:`BackboneNotFoundError` at once, before a caller's long work (training reads and
     unifies all its data before it builds the model)."""
-    from unimse import bert_encoder
-
     source = Path(resolve_backbone(config.backbone))
-    in_house = (
-        config.backbone_type == "encoder"
-        and (source / "config.json").is_file()
-        and bert_encoder.supports({**bert_encoder.read_config(source), **config_overrides(config)})
-    )
+    in_house = config.backbone_type == "encoder" and in_house_values(config, source) is not None
     if not in_house:  # read through transformers, as load_encoder_backbone and T5 do
         load_backbone_config(config)
     load_tokenizer(config)
+
+
+def in_house_values(config: UniMSEConfig, source: Path) -> dict[str, Any] | None:
+    """The backbone configuration at ``source`` with ``config``'s overrides, when the in-house
+    :mod:`unimse.bert_encoder` reads it (a plain BERT, as the default MiniLM); else None."""
+    from unimse import bert_encoder
+
+    if not (source / "config.json").is_file():
+        return None
+    values = {**bert_encoder.read_config(source), **config_overrides(config)}
+    return values if bert_encoder.supports(values) else None
 
 
 def config_overrides(config: UniMSEConfig) -> dict[str, Any]:
@@ -126,21 +131,19 @@ def load_encoder_backbone(config: UniMSEConfig) -> Any:
     from unimse import bert_encoder
 
     source = Path(resolve_backbone(config.backbone))
-    if (source / "config.json").is_file():
-        values = bert_encoder.read_config(source)
-        values.update(config_overrides(config))
-        if bert_encoder.supports(values):
-            settings = bert_encoder.BertSettings.from_mapping(values)
-            if is_random_init(config):
-                logger.info(
-                    "backbone %s: random initialisation (%s)",
-                    config.backbone,
-                    config.backbone_overrides,
-                )
-                return bert_encoder.BertEncoder(settings)
-            model = _read_backbone(bert_encoder.load_bert_encoder, source, values)
-            if model is not None:
-                return model
+    values = in_house_values(config, source)
+    if values is not None:
+        settings = bert_encoder.BertSettings.from_mapping(values)
+        if is_random_init(config):
+            logger.info(
+                "backbone %s: random initialisation (%s)",
+                config.backbone,
+                config.backbone_overrides,
+            )
+            return bert_encoder.BertEncoder(settings)
+        model = _read_backbone(bert_encoder.load_bert_encoder, source, values)
+        if model is not None:
+            return model
     from transformers import AutoModel
 
     return load_pretrained(AutoModel, config)
